@@ -1,0 +1,37 @@
+# code-server-multi: the commands a person needs. `make help` lists them.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+CSM   := $(VENV)/bin/csm
+PYTEST := $(PY) -m pytest
+
+.PHONY: help deps test test-fast image demo down bench docs-screenshots
+
+help:
+	@echo "make demo        bring up one user (examples/demo.nix) and print the address"
+	@echo "make down        stop the demo (workspaces are kept)"
+	@echo "make test        everything that runs on this host (image build, live stack, browser)"
+	@echo "make test-fast   tier 0 and unit tests: no containers"
+	@echo "make image       build (or reuse) the portable image"
+	@echo "make bench       benchmarks of the live stack"
+
+deps:
+	@scripts/install-deps
+
+test-fast: deps
+	$(PYTEST) -m "not live" tests
+
+image: deps
+	$(CSM) image build
+
+test: deps image
+	$(PYTEST) tests
+
+demo: deps image
+	$(CSM) up examples/demo.nix
+
+down: deps
+	$(CSM) down
+
+bench: deps image
+	$(PY) -m csm.bench

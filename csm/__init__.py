@@ -1,0 +1,1 @@
+"""code-server-multi: checks, portable runner and admin CLI."""
