@@ -1,0 +1,73 @@
+"""Evaluate the plan (modules/code-server-multi/plan.nix) with nix-instantiate.
+
+The runner and the tests consume exactly what the NixOS module would: the JSON
+of `import plan.nix settings`, evaluated by Nix itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAN_NIX = ROOT / "modules" / "code-server-multi" / "plan.nix"
+
+
+class PlanError(Exception):
+    """Settings the plan rejects, or a settings file Nix cannot read."""
+
+
+def _nix_string(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a valid Nix string without ${
+
+
+def _evaluate(expr: str) -> dict:
+    nix = shutil.which("nix-instantiate")
+    if nix is None:
+        raise PlanError("nix-instantiate is not installed; run scripts/install-deps "
+                        "(Debian: apt-get install nix-bin)")
+    proc = subprocess.run(
+        [nix, "--eval", "--strict", "--json", "--expr", expr],
+        capture_output=True, text=True,
+        env={**os.environ, "NIX_PATH": ""},
+    )
+    if proc.returncode != 0:
+        raise PlanError(_error_text(proc.stderr))
+    return json.loads(proc.stdout)
+
+
+def _error_text(stderr: str) -> str:
+    """The plan's own message, or Nix's first error, without the stack trace."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)
+    m = re.search(r"code-server-multi: invalid settings:\n((?:[ \t]*- .*(?:\n|$))+)", text)
+    if m:
+        problems = [ln.strip() for ln in m.group(1).splitlines() if ln.strip()]
+        return "invalid settings:\n" + "\n".join(f"  {p}" for p in problems)
+    lines = [ln for ln in text.splitlines()
+             if ln.strip() and "--show-trace" not in ln and not ln.startswith("       … ")]
+    return "\n".join(lines[:6]).removeprefix("error: ").strip() or "nix-instantiate failed"
+
+
+def load(settings_file: str | os.PathLike) -> dict:
+    """The plan for a settings file written in Nix."""
+    path = Path(settings_file)
+    if not path.is_file():
+        raise PlanError(f"settings file {path} does not exist; give a .nix file such as examples/demo.nix")
+    if not os.access(path, os.R_OK):
+        raise PlanError(f"settings file {path} is not readable")
+    return _evaluate(f"import {_nix_string(str(PLAN_NIX))} (import {_nix_string(str(path.resolve()))})")
+
+
+def from_settings(settings: dict) -> dict:
+    """The plan for settings given as Python data (tests, generated settings)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(settings, f)
+    try:
+        return _evaluate(f"import {_nix_string(str(PLAN_NIX))} "
+                         f"(builtins.fromJSON (builtins.readFile {_nix_string(f.name)}))")
+    finally:
+        os.unlink(f.name)

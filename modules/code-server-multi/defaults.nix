@@ -1,0 +1,47 @@
+# Every default of code-server-multi, in one place: plan.nix applies them to plain
+# settings, default.nix shows them as the NixOS options' defaults.
+{
+  workspaceBase = "/var/lib/vscode";
+  image = "localhost/code-server-multi:latest";
+  basePort = 20000;
+  runtimeDir = "/run/code-server-multi";
+
+  user = {
+    port = null;
+    uidBase = null;
+    hashedPasswordFile = null;
+    passwordFile = null;
+    memoryLimit = "3g";
+    memorySoftLimit = "2.5g";
+    cpuLimit = "1.5";
+    pidsLimit = 2048;
+    environmentFiles = [ ];
+    extraVolumes = [ ];
+  };
+
+  opencode = {
+    provider = { };
+    model = null;
+    allowFreeProvider = false;
+    extraConfig = { };
+  };
+
+  acme = {
+    enable = false;
+    dnsProvider = null;
+    credentialsFile = null;
+    email = null;
+  };
+
+  backup = {
+    enable = false;
+    target = "/var/backup/code-server-multi";
+    schedule = "daily";
+    keep = 7;
+  };
+
+  landingPage = {
+    title = "Nothing here";
+    message = "There is no workspace at this address. Check the name in the link you were given.";
+  };
+}

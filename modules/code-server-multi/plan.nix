@@ -1,0 +1,350 @@
+# The plan: a pure function from settings to everything a deployment runs.
+#
+#   import ./plan.nix (import ../../examples/team.nix)
+#
+# Builtins only (no nixpkgs), so the NixOS module and the portable runner
+# (`nix-instantiate --eval --strict --json`) compute the very same values.
+# Defaults live in defaults.nix; the shape of the result is described in
+# docs/plan.md. Invalid settings throw one message listing every problem, each
+# naming the field and what to do.
+settings:
+let
+  inherit (builtins)
+    all any attrNames concatLists concatStringsSep elem elemAt filter foldl' genList
+    hashString head isAttrs isBool isFloat isInt isList isString length listToAttrs
+    mapAttrs match replaceStrings stringLength substring toJSON typeOf;
+
+  defaults = import ./defaults.nix;
+
+  # ---- helpers that nixpkgs lib would give us --------------------------------
+  chars = s: genList (i: substring i 1 s) (stringLength s);
+  toLower = replaceStrings (chars "ABCDEFGHIJKLMNOPQRSTUVWXYZ") (chars "abcdefghijklmnopqrstuvwxyz");
+  mod = a: b: a - (a / b) * b;
+  optional = cond: x: if cond then [ x ] else [ ];
+  optionalAttrs = cond: as: if cond then as else { };
+  quote = s: "\"${s}\"";
+  showList = xs: concatStringsSep ", " xs;
+  escapeHtml = replaceStrings [ "&" "<" ">" "\"" ] [ "&amp;" "&lt;" "&gt;" "&quot;" ];
+  # A number given as a Nix number or a string, as text ("1.5", not "1.500000").
+  numberText = x: if isString x then x else toJSON x;
+
+  # A stable number from a name: the first 32 bits of its sha256.
+  hexValue = listToAttrs (genList (i: { name = substring i 1 "0123456789abcdef"; value = i; }) 16);
+  nameHash = name: foldl' (acc: c: acc * 16 + hexValue.${c}) 0 (chars (substring 0 8 (hashString "sha256" name)));
+
+  # "3g", "2.5G", "512m", "1024k", "3gb", 3221225472 -> bytes, or null.
+  sizeUnits = { "" = 1; k = 1024; m = 1048576; g = 1073741824; t = 1099511627776; };
+  parseSize = x:
+    if isInt x then (if x > 0 then x else null)
+    else if !isString x then null
+    else
+      let m = match "(0|[1-9][0-9]*)(\\.[0-9]+)?([kmgt]?)(i?b)?" (toLower x);
+      in if m == null then null
+         else builtins.floor (builtins.fromJSON "${elemAt m 0}${if elemAt m 1 == null then "" else elemAt m 1}" * sizeUnits.${elemAt m 2});
+
+  isCpuCount = x: let t = numberText x; in (isString x || isInt x || isFloat x)
+    && match "(0|[1-9][0-9]*)(\\.[0-9]+)?" t != null && builtins.fromJSON t > 0;
+
+  isDnsLabel = s: isString s && match "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?" s != null;
+  isHostname = s: isString s && stringLength s <= 253
+    && all isDnsLabel (filter isString (builtins.split "\\." s));
+  # A secret's path must stay a string: a Nix path would be copied into the
+  # world-readable store.
+  isAbsolutePath = p: isString p && match "/.*" p != null;
+  pathProblem = field: p:
+    if typeOf p == "path" then "${field} is a Nix path (${toString p}), which would copy the file into the world-readable Nix store; give it as a string, e.g. \"/run/secrets/...\""
+    else if !isAbsolutePath p then "${field} must be an absolute path, got ${toJSON p}"
+    else null;
+
+  # ---- constants of the design ----------------------------------------------
+  reservedNames = [ "www" "mail" "smtp" "imap" "pop" "pop3" "ftp" "mx" "ns" "ns1" "ns2" "webmail"
+                    "autoconfig" "autodiscover" "wpad" "localhost" "admin" "api" "static" ];
+  portSpan = 1000;          # automatic ports: basePort .. basePort + portSpan - 1
+  idRangeSize = 65536;      # host uids/gids given to one user's container
+  idBaseStart = 268435456;  # 2^28: far above any host account
+  idSlots = 4096;
+  containerPort = 8080;
+  containerUid = 1000;      # the image's `coder` user
+  home = "/home/coder";
+  project = "${home}/project";
+  extensionsDir = "/opt/code-server/extensions";
+  minMemory = 536870912;    # 512 MiB: code-server does not start in less
+
+  nginxLimits = {
+    clientMaxBodySize = "128m";  # VS Code uploads of 100 MB, with room for encoding
+    proxyTimeout = "3600s";      # a quiet terminal's WebSocket stays open an hour
+    loginRate = "10r/m";
+    loginBurst = 10;
+  };
+
+  # ---- settings with defaults -------------------------------------------------
+  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "users" "opencode" "acme" "backup" "landingPage" ];
+  s = removeAttrs defaults [ "user" ] // settings;
+  withDefaults = section: defaults.${section} // (if isAttrs (s.${section} or null) then s.${section} else { });
+  opencode = withDefaults "opencode";
+  acme = withDefaults "acme";
+  backup = withDefaults "backup";
+  landingPage = withDefaults "landingPage";
+  usersIn = if isAttrs (s.users or null) then s.users else { };
+  users = mapAttrs (_: u: defaults.user // u) usersIn;
+  names = attrNames users;
+
+  unknownKeys = where: known: as:
+    map (k: "${where}${k} is not a setting (known: ${showList known}); check its spelling")
+      (filter (k: !elem k known) (attrNames as));
+
+  # ---- per-user derived values ----------------------------------------------
+  autoPort = name: s.basePort + mod (nameHash name) portSpan;
+  portOf = name: if users.${name}.port == null then autoPort name else users.${name}.port;
+  idBaseOf = name: let u = users.${name}; in
+    if u.uidBase == null then idBaseStart + mod (nameHash name) idSlots * idRangeSize else u.uidBase;
+  hostUidOf = name: idBaseOf name + containerUid;
+
+  # ---- validation --------------------------------------------------------------
+  basePortOk = isInt s.basePort && s.basePort >= 1024 && s.basePort + portSpan - 1 <= 65535;
+
+  userProblems = name:
+    let
+      u = users.${name};
+      at = "users.${name}";
+      hard = parseSize u.memoryLimit;
+      soft = parseSize u.memorySoftLimit;
+      passwordFiles = filter (f: u.${f} != null) [ "hashedPasswordFile" "passwordFile" ];
+      sizeProblem = field: v: optional (parseSize v == null)
+        "${at}.${field} = ${toJSON v} is not a size; write it like \"3g\", \"2.5g\" or \"512m\"";
+    in
+      unknownKeys "${at}." (attrNames defaults.user) usersIn.${name}
+      ++ optional (!isDnsLabel name)
+        "${at}: the name ${quote name} is not a DNS label; use 1 to 63 lowercase letters, digits and dashes, not starting or ending with a dash"
+      ++ optional (elem name reservedNames)
+        "${at}: the name ${quote name} is reserved (${showList reservedNames}); choose another name"
+      ++ optional (u.port != null && !(isInt u.port && u.port >= 1024 && u.port <= 65535))
+        "${at}.port = ${toJSON u.port} is not a port from 1024 to 65535"
+      ++ optional (u.port != null && basePortOk && isInt u.port && u.port >= s.basePort && u.port < s.basePort + portSpan)
+        "${at}.port = ${toString u.port} lies in ${toString s.basePort}-${toString (s.basePort + portSpan - 1)}, the range basePort keeps for automatic ports; choose a port outside it, or leave port unset"
+      ++ optional (u.uidBase != null && !(isInt u.uidBase && mod u.uidBase idRangeSize == 0 && u.uidBase >= 16 * idRangeSize && u.uidBase <= 4294967296 - 2 * idRangeSize))
+        "${at}.uidBase = ${toJSON u.uidBase} must be a multiple of ${toString idRangeSize} from ${toString (16 * idRangeSize)} to ${toString (4294967296 - 2 * idRangeSize)}"
+      ++ optional (passwordFiles == [ ])
+        "${at}: no password file; set ${at}.hashedPasswordFile (an argon2 hash, e.g. written by `csm passwd ${name}`) or ${at}.passwordFile"
+      ++ optional (length passwordFiles > 1)
+        "${at}: both hashedPasswordFile and passwordFile are set; keep only one"
+      ++ filter (p: p != null) (map (f: pathProblem "${at}.${f}" u.${f}) passwordFiles)
+      ++ sizeProblem "memoryLimit" u.memoryLimit
+      ++ sizeProblem "memorySoftLimit" u.memorySoftLimit
+      ++ optional (hard != null && hard < minMemory)
+        "${at}.memoryLimit = ${toJSON u.memoryLimit} is below 512m, which code-server needs to start"
+      ++ optional (hard != null && soft != null && soft > hard)
+        "${at}.memorySoftLimit (${toJSON u.memorySoftLimit}) is above memoryLimit (${toJSON u.memoryLimit}); the soft limit must not exceed the hard one"
+      ++ optional (!isCpuCount u.cpuLimit)
+        "${at}.cpuLimit = ${toJSON u.cpuLimit} is not a positive number of CPUs like \"1.5\""
+      ++ optional (!(isInt u.pidsLimit && u.pidsLimit >= 64))
+        "${at}.pidsLimit = ${toJSON u.pidsLimit} must be a whole number of at least 64"
+      ++ (if !isList u.environmentFiles then [ "${at}.environmentFiles must be a list of paths" ]
+          else filter (p: p != null) (map (pathProblem "${at}.environmentFiles entry") u.environmentFiles))
+      ++ (if !isList u.extraVolumes then [ "${at}.extraVolumes must be a list of \"/host/path:/container/path[:options]\"" ]
+          else map (v: "${at}.extraVolumes entry ${toJSON v} is not \"/host/path:/container/path[:options]\"")
+            (filter (v: !(isString v && match "/[^:]*:/[^:]*(:[a-zA-Z,]+)?" v != null)) u.extraVolumes));
+
+  # Two users on one value: name both and say which to change.
+  clashes = what: valueOf: fix:
+    let
+      pairs = concatLists (genList (i: genList (j: { a = elemAt names i; b = elemAt names (i + 1 + j); })
+        (length names - i - 1)) (length names));
+    in map (p: "users.${p.a} and users.${p.b} both get ${what} ${toString (valueOf p.a)}; ${fix p.b}")
+      (filter (p: valueOf p.a == valueOf p.b) pairs);
+
+  validUsers = filter (n: userProblems n == [ ]) names;
+  apiKeyProblems = concatLists (map (id:
+    let key = ((opencode.provider.${id}.options or { }).apiKey or null); in
+    optional (key != null && match "\\{(env|file):.*}" key == null)
+      "opencode.provider.${id}.options.apiKey is written out; it would land in the Nix store and in every container's config. Use \"{env:VARIABLE}\" and give the key through users.<name>.environmentFiles")
+    (if isAttrs opencode.provider then attrNames opencode.provider else [ ]));
+
+  errors =
+    unknownKeys "" knownTop settings
+    ++ optional (!(settings ? domain)) "domain is not set; give the domain whose subdomains the users get, e.g. \"code.example.org\""
+    ++ optional (settings ? domain && !isHostname s.domain)
+      "domain = ${toJSON s.domain} is not a hostname; use lowercase DNS labels separated by dots, e.g. \"code.example.org\""
+    ++ optional (!basePortOk)
+      "basePort = ${toJSON s.basePort} must leave room for ${toString portSpan} automatic ports between 1024 and 65535 (at most ${toString (65536 - portSpan)})"
+    ++ optional (!isAbsolutePath s.workspaceBase) "workspaceBase = ${toJSON s.workspaceBase} must be an absolute path"
+    ++ optional (!isAbsolutePath s.runtimeDir) "runtimeDir = ${toJSON s.runtimeDir} must be an absolute path"
+    ++ optional (!(isString s.image && s.image != "")) "image must be an image reference like \"localhost/code-server-multi:latest\""
+    ++ optional (names == [ ]) "users is empty; add at least one user, e.g. users.alice.hashedPasswordFile = \"/run/secrets/alice\""
+    ++ concatLists (map userProblems names)
+    ++ (if basePortOk && all (n: validUsers != [ ] && elem n validUsers) names then
+          clashes "port" portOf (b: "set users.${b}.port to a free port outside the automatic range")
+          ++ clashes "host id range starting at" idBaseOf (b: "set users.${b}.uidBase to a free multiple of ${toString idRangeSize}")
+        else [ ])
+    ++ unknownKeys "opencode." (attrNames defaults.opencode) opencode
+    ++ optional (!isBool opencode.allowFreeProvider) "opencode.allowFreeProvider must be true or false"
+    ++ apiKeyProblems
+    ++ unknownKeys "acme." (attrNames defaults.acme) acme
+    ++ optional (acme.enable && !isString acme.dnsProvider)
+      "acme.dnsProvider is not set; a wildcard certificate for *.${toString (s.domain or "")} needs a DNS-01 provider (a lego name such as \"cloudflare\")"
+    ++ optional (acme.enable) (pathProblem "acme.credentialsFile" acme.credentialsFile)
+    ++ unknownKeys "backup." (attrNames defaults.backup) backup
+    ++ optional (backup.enable && !isAbsolutePath backup.target) "backup.target = ${toJSON backup.target} must be an absolute path"
+    ++ optional (!(isInt backup.keep && backup.keep >= 1)) "backup.keep = ${toJSON backup.keep} must be a whole number of at least 1"
+    ++ unknownKeys "landingPage." (attrNames defaults.landingPage) landingPage;
+
+  realErrors = filter (e: e != null) errors;
+
+  # ---- the plan ------------------------------------------------------------------
+  proxyHeaders = [
+    "proxy_http_version 1.1;"
+    "proxy_set_header Host $host;"
+    # code-server compares Origin with X-Forwarded-Host: $http_host keeps the
+    # port the browser used, so WebSockets work on any port.
+    "proxy_set_header X-Forwarded-Host $http_host;"
+    "proxy_set_header X-Forwarded-Proto $scheme;"
+    "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
+    "proxy_set_header X-Real-IP $remote_addr;"
+    # code-server trusts Forwarded over X-Forwarded-Host: never pass a client's.
+    "proxy_set_header Forwarded \"\";"
+    "proxy_set_header Upgrade $http_upgrade;"
+    "proxy_set_header Connection $csm_connection_upgrade;"
+    "proxy_read_timeout ${nginxLimits.proxyTimeout};"
+    "proxy_send_timeout ${nginxLimits.proxyTimeout};"
+  ];
+
+  opencodeConfig = {
+    "$schema" = "https://opencode.ai/config.json";
+    autoupdate = false;
+    share = "disabled";
+  }
+  // optionalAttrs (opencode.provider != { }) { inherit (opencode) provider; }
+  // optionalAttrs (opencode.model != null) { inherit (opencode) model; }
+  // optionalAttrs (!opencode.allowFreeProvider) { disabled_providers = [ "opencode" ]; }
+  // opencode.extraConfig;
+
+  userPlan = name:
+    let
+      u = users.${name};
+      port = portOf name;
+      idBase = idBaseOf name;
+      hostUid = hostUidOf name;
+      userDir = "${s.workspaceBase}/${name}";
+      hostname = "${name}.${s.domain}";
+      upstream = "http://127.0.0.1:${toString port}";
+      memory = parseSize u.memoryLimit;
+      memorySoft = parseSize u.memorySoftLimit;
+      cpus = numberText u.cpuLimit;
+      passwordVariable = if u.hashedPasswordFile != null then "HASHED_PASSWORD" else "PASSWORD";
+      envFile = "${s.runtimeDir}/${name}.env";
+      owned = path: { inherit path; uid = hostUid; gid = hostUid; mode = "0700"; };
+    in {
+      inherit name hostname port upstream;
+      ids = { base = idBase; size = idRangeSize; inherit hostUid containerUid; hostGid = hostUid; };
+      directories = [
+        # Traversable, not listable: the container's mapped root must reach the mounts.
+        { path = userDir; uid = 0; gid = 0; mode = "0711"; }
+        (owned "${userDir}/workspace")
+        (owned "${userDir}/config")
+        (owned "${userDir}/config/project")   # mount point of the workspace inside the home
+      ];
+      # Composed at each start from the files named here (by systemd or the runner),
+      # readable by root only, and handed to podman as an --env-file.
+      secrets = {
+        inherit envFile;
+        fromFiles = [ { variable = passwordVariable; file = if u.hashedPasswordFile != null then u.hashedPasswordFile else u.passwordFile; } ];
+      };
+      limits = { memoryBytes = memory; memorySoftBytes = memorySoft; inherit cpus; pids = u.pidsLimit; };
+      container = {
+        name = "code-server-${name}";
+        inherit (s) image;
+        ports = [ "127.0.0.1:${toString port}:${toString containerPort}" ];
+        volumes = [ "${userDir}/config:${home}" "${userDir}/workspace:${project}" ] ++ u.extraVolumes;
+        environment = { OPENCODE_CONFIG_CONTENT = toJSON opencodeConfig; };
+        environmentFiles = [ envFile ] ++ u.environmentFiles;
+        user = "${toString containerUid}:${toString containerUid}";
+        cmd = [
+          "code-server"
+          "--bind-addr" "0.0.0.0:${toString containerPort}"
+          "--auth" "password"
+          "--disable-telemetry"
+          "--disable-update-check"
+          "--disable-workspace-trust"
+          "--disable-getting-started-override"
+          "--welcome-text" "Log in to ${name}'s workspace with the password you were given."
+          # Outside the bind-mounted home, so extensions baked into the image stay visible.
+          "--extensions-dir" extensionsDir
+          "--user-data-dir" "${home}/.local/share/code-server"
+          project
+        ];
+        healthCheck = [ "curl" "-fsS" "-o" "/dev/null" "http://127.0.0.1:${toString containerPort}/healthz" ];
+        extraOptions = [
+          "--hostname=${name}"
+          "--label=io.code-server-multi.user=${name}"
+          "--memory=${toString memory}"
+          "--memory-reservation=${toString memorySoft}"
+          "--memory-swap=${toString memory}"   # equal to --memory: no escape into swap
+          "--cpus=${cpus}"
+          "--pids-limit=${toString u.pidsLimit}"
+          "--cap-drop=all"
+          "--security-opt=no-new-privileges"
+          "--uidmap=0:${toString idBase}:${toString idRangeSize}"
+          "--gidmap=0:${toString idBase}:${toString idRangeSize}"
+          "--health-cmd=${toJSON [ "curl" "-fsS" "-o" "/dev/null" "http://127.0.0.1:${toString containerPort}/healthz" ]}"
+          "--health-interval=30s"
+          "--health-timeout=5s"
+          "--health-retries=3"
+          "--health-start-period=60s"
+        ];
+      };
+      nginx = {
+        serverName = hostname;
+        config = [ "client_max_body_size ${nginxLimits.clientMaxBodySize};" ];
+        locations = {
+          "/" = { proxyPass = upstream; config = proxyHeaders; };
+          # Password guesses meet nginx's limit before code-server's own.
+          "= /login" = {
+            proxyPass = upstream;
+            config = [ "limit_req zone=csm_login burst=${toString nginxLimits.loginBurst} nodelay;" "limit_req_status 429;" ] ++ proxyHeaders;
+          };
+        };
+      };
+    };
+
+  plan = {
+    version = 1;
+    inherit (s) domain workspaceBase image runtimeDir basePort;
+    users = listToAttrs (map (name: { inherit name; value = userPlan name; }) names);
+    opencode = { config = opencodeConfig; };
+    directories = [ { path = s.workspaceBase; uid = 0; gid = 0; mode = "0711"; } ];
+    nginx = {
+      httpConfig = [
+        "limit_req_zone $binary_remote_addr zone=csm_login:10m rate=${nginxLimits.loginRate};"
+        "map $http_upgrade $csm_connection_upgrade { default upgrade; '' close; }"
+      ];
+      tlsConfig = [ "add_header Strict-Transport-Security \"max-age=31536000\" always;" ];
+      # Unknown subdomains and unknown Host headers: the landing page, 404, no upstream.
+      defaultServer = {
+        landingHtml = ''
+          <!doctype html>
+          <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+          <title>${escapeHtml landingPage.title}</title>
+          <style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}</style></head>
+          <body><h1>${escapeHtml landingPage.title}</h1><p>${escapeHtml landingPage.message}</p></body></html>
+        '';
+        config = [ "error_page 404 /index.html;" ];
+        locations = {
+          "/" = [ "return 404;" ];
+          "= /index.html" = [ "internal;" ];
+        };
+      };
+    };
+    acme = {
+      inherit (acme) enable dnsProvider credentialsFile email;
+      certName = s.domain;
+      domain = s.domain;
+      extraDomainNames = [ "*.${s.domain}" ];
+    };
+    backup = {
+      inherit (backup) enable target schedule keep;
+      paths = map (n: "${s.workspaceBase}/${n}") names;
+    };
+  };
+in
+if realErrors == [ ] then plan
+else throw ("code-server-multi: invalid settings:\n" + concatStringsSep "\n" (map (e: "  - ${e}") realErrors))
