@@ -1,0 +1,18 @@
+# The csm Python package (checks, portable runner, admin CLI) for Nix.
+{ lib, buildPythonApplication, setuptools, requests, websocket-client, argon2-cffi }:
+buildPythonApplication {
+  pname = "csm";
+  version = "0.1.0";
+  pyproject = true;
+  src = lib.fileset.toSource {
+    root = ./.;
+    fileset = lib.fileset.unions [ ./pyproject.toml ./csm ];
+  };
+  build-system = [ setuptools ];
+  dependencies = [ requests websocket-client argon2-cffi ];
+  pythonImportsCheck = [ "csm" "csm.checks" ];
+  meta = {
+    description = "Checks, portable runner and admin CLI of code-server-multi";
+    mainProgram = "csm";
+  };
+}
