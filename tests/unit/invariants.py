@@ -1,0 +1,108 @@
+"""What every plan must make true, asserted on meaning (shared by the example and
+property tests). Sizes are parsed here independently of plan.nix."""
+from __future__ import annotations
+
+import json
+import re
+
+UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+HOST_ACCOUNTS_END = 65536  # host accounts (system, normal, nobody, DynamicUser) live below
+HOME = "/home/coder"
+
+
+def size_bytes(text) -> int:
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgt]?)(?:i?b)?", str(text).lower())
+    assert m, f"unparseable size {text!r}"
+    return int(float(m.group(1)) * UNITS[m.group(2)])
+
+
+def options_of(container) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for opt in container["extraOptions"]:
+        key, _, value = opt.partition("=")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
+    users = plan["users"]
+    assert sorted(users) == sorted(settings["users"])
+    ports = [u["port"] for u in users.values()]
+    assert len(set(ports)) == len(ports), f"duplicate ports {ports}"
+    ranges = sorted((u["ids"]["base"], u["ids"]["base"] + u["ids"]["size"]) for u in users.values())
+    for (_, end), (start, _) in zip(ranges, ranges[1:]):
+        assert end <= start, f"uid ranges overlap: {ranges}"
+    plan_json = json.dumps(plan)
+    for name, u in users.items():
+        s = settings["users"][name]
+        c = u["container"]
+        opts = options_of(c)
+        # Reachable only through nginx: published on loopback only.
+        assert c["ports"] == [f"127.0.0.1:{u['port']}:8080"], c["ports"]
+        assert u["upstream"] == f"http://127.0.0.1:{u['port']}"
+        if s.get("port") is not None:
+            assert u["port"] == s["port"]
+        # Limits, no swap escape, hardening.
+        hard = size_bytes(s.get("memoryLimit", "3g"))
+        soft = size_bytes(s.get("memorySoftLimit", "2.5g"))
+        assert opts["--memory"] == [str(hard)] and opts["--memory-swap"] == [str(hard)]
+        assert opts["--memory-reservation"] == [str(soft)] and soft <= hard
+        assert float(opts["--cpus"][0]) == float(s.get("cpuLimit", "1.5"))
+        assert opts["--pids-limit"] == [str(s.get("pidsLimit", 2048))]
+        assert opts["--cap-drop"] == ["all"]
+        assert opts["--security-opt"] == ["no-new-privileges"]
+        # Its own uid range, above every host account; never host root.
+        base, size = u["ids"]["base"], u["ids"]["size"]
+        assert base >= 16 * HOST_ACCOUNTS_END and size == 65536
+        assert opts["--uidmap"] == [f"0:{base}:{size}"] and opts["--gidmap"] == [f"0:{base}:{size}"]
+        assert c["user"] == "1000:1000" and u["ids"]["hostUid"] == base + 1000
+        owned = {d["path"]: d for d in u["directories"]}
+        user_dir = f"{plan['workspaceBase']}/{name}"
+        for sub in ("workspace", "config"):
+            d = owned[f"{user_dir}/{sub}"]
+            assert (d["uid"], d["gid"], d["mode"]) == (base + 1000, base + 1000, "0700"), d
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in c["volumes"]}
+        assert mounts[HOME] == f"{user_dir}/config" and mounts[f"{HOME}/project"] == f"{user_dir}/workspace"
+        # Secrets only by files read at start: the password file feeds the env file.
+        secret_file = s.get("hashedPasswordFile") or s.get("passwordFile")
+        assert u["secrets"]["fromFiles"][0]["file"] == secret_file
+        assert c["environmentFiles"][0] == u["secrets"]["envFile"]
+        assert c["environmentFiles"][1:] == s.get("environmentFiles", [])
+        assert not any("PASSWORD" in k or "KEY" in k for k in c["environment"]), c["environment"]
+        assert not any("password" in a.lower() and a != "password" for a in c["cmd"][:-1] if a.startswith("--") and a != "--auth")
+        # code-server: password auth, quiet, trust off, extensions outside the home, health.
+        cmd = c["cmd"]
+        assert cmd[0] == "code-server" and cmd[cmd.index("--auth") + 1] == "password"
+        for flag in ("--disable-telemetry", "--disable-update-check", "--disable-workspace-trust"):
+            assert flag in cmd
+        ext = cmd[cmd.index("--extensions-dir") + 1]
+        assert not any(ext == m or ext.startswith(m + "/") for m in mounts), f"{ext} is hidden by a mount"
+        assert c["healthCheck"][-1] == "http://127.0.0.1:8080/healthz"
+        assert json.loads(opts["--health-cmd"][0]) == c["healthCheck"]
+        # nginx: one server at <name>.<domain>, WebSocket, origin-safe headers, big uploads,
+        # hour-long quiet terminals, login rate limit.
+        n = u["nginx"]
+        assert n["serverName"] == f"{name}.{plan['domain']}"
+        root = n["locations"]["/"]
+        assert root["proxyPass"] == u["upstream"]
+        cfg = "\n".join(root["config"])
+        assert "proxy_set_header Upgrade $http_upgrade;" in cfg
+        assert "proxy_set_header X-Forwarded-Host $http_host;" in cfg
+        assert "proxy_http_version 1.1;" in cfg
+        timeout = re.search(r"proxy_read_timeout (\d+)s;", cfg)
+        assert timeout and int(timeout.group(1)) >= 3600
+        body = re.search(r"client_max_body_size (\d+[kmg]);", "\n".join(n["config"]))
+        assert body and size_bytes(body.group(1)) >= 100 * 1024**2
+        login = n["locations"]["= /login"]
+        assert login["proxyPass"] == u["upstream"]
+        zone = re.search(r"limit_req zone=(\w+)", "\n".join(login["config"])).group(1)
+        assert any(f"zone={zone}:" in line for line in plan["nginx"]["httpConfig"])
+    # Unknown names: the landing page with 404, never an upstream.
+    default = plan["nginx"]["defaultServer"]
+    assert default["locations"]["/"] == ["return 404;"]
+    assert "proxy_pass" not in json.dumps(default)
+    assert "<html" in default["landingHtml"]
+    assert "proxy_pass" not in "".join(plan["nginx"]["httpConfig"])
+    assert plan_json.count("127.0.0.1:") >= len(users)

@@ -1,0 +1,162 @@
+"""Tier 0: every .nix parses, the plan evaluates on the examples and meets its
+invariants, and each kind of bad setting gets its documented message."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from csm import plan as planlib
+from invariants import assert_plan_meets_invariants
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.nix"))
+
+
+def nix_settings(path: Path) -> dict:
+    out = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("path", sorted(p for p in ROOT.rglob("*.nix") if ".venv" not in p.parts),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_nix_file_parses(path):
+    subprocess.run(["nix-instantiate", "--parse", str(path)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_plan_meets_invariants(path):
+    assert_plan_meets_invariants(planlib.load(path), nix_settings(path))
+
+
+def test_team_example_overrides_only_what_it_says():
+    team = planlib.load(ROOT / "examples/team.nix")
+    grace, ada = team["users"]["grace"], team["users"]["ada"]
+    assert grace["limits"]["memoryBytes"] == 6 * 1024**3 and grace["limits"]["cpus"] == "2"
+    assert ada["limits"]["memoryBytes"] == 3 * 1024**3 and ada["limits"]["cpus"] == "1.5"
+    assert team["users"]["linus"]["port"] == 8090
+    assert team["users"]["linus"]["secrets"]["fromFiles"][0]["variable"] == "PASSWORD"
+    assert ada["secrets"]["fromFiles"][0]["variable"] == "HASHED_PASSWORD"
+    assert team["acme"]["extraDomainNames"] == ["*.code.example.org"]
+    assert sorted(team["backup"]["paths"]) == [f"/var/lib/vscode/{n}" for n in ("ada", "grace", "linus")]
+
+
+def test_auto_ports_and_uids_do_not_move_when_a_user_is_added():
+    one = planlib.from_settings({"domain": "c.test", "users": {"ada": {"passwordFile": "/s/a"}}})
+    two = planlib.from_settings({"domain": "c.test", "users": {"ada": {"passwordFile": "/s/a"},
+                                                                "aaron": {"passwordFile": "/s/b"}}})
+    assert one["users"]["ada"]["port"] == two["users"]["ada"]["port"]
+    assert one["users"]["ada"]["ids"] == two["users"]["ada"]["ids"]
+
+
+def test_secret_contents_never_reach_the_plan(tmp_path):
+    secret = tmp_path / "hash"
+    secret.write_text("$argon2id$v=19$m=65536,t=3,p=4$c2VjcmV0c2FsdA$TOPSECRETHASHVALUE\n")
+    keys = tmp_path / "keys.env"
+    keys.write_text("ANTHROPIC_API_KEY=sk-ant-NEVER-IN-PLAN\n")
+    plan = planlib.from_settings({"domain": "c.test", "users": {"ada": {
+        "hashedPasswordFile": str(secret), "environmentFiles": [str(keys)]}}})
+    text = json.dumps(plan)
+    assert "TOPSECRETHASHVALUE" not in text and "sk-ant-NEVER-IN-PLAN" not in text
+    assert str(secret) in text  # only the path
+
+
+def test_free_provider_disabled_unless_asked_and_sharing_off():
+    base = {"domain": "c.test", "users": {"ada": {"passwordFile": "/s/a"}}}
+    cfg = planlib.from_settings(base)["opencode"]["config"]
+    assert cfg["disabled_providers"] == ["opencode"] and cfg["share"] == "disabled" and cfg["autoupdate"] is False
+    allowed = planlib.from_settings({**base, "opencode": {"allowFreeProvider": True}})["opencode"]["config"]
+    assert "disabled_providers" not in allowed
+    env = json.loads(planlib.from_settings(base)["users"]["ada"]["container"]["environment"]["OPENCODE_CONFIG_CONTENT"])
+    assert env == cfg
+
+
+def good(**user) -> dict:
+    return {"domain": "code.test", "users": {"ada": {"hashedPasswordFile": "/run/secrets/ada", **user}}}
+
+
+BAD_SETTINGS = {
+    "duplicate ports": ({"domain": "code.test", "users": {
+        "ada": {"passwordFile": "/s/a", "port": 9001}, "bo": {"passwordFile": "/s/b", "port": 9001}}},
+        ["users.ada and users.bo both get port 9001", "set users.bo.port"]),
+    "port below 1024": (good(port=80), ["users.ada.port = 80 is not a port from 1024 to 65535"]),
+    "port above 65535": (good(port=70000), ["users.ada.port = 70000 is not a port from 1024 to 65535"]),
+    "port in the automatic range": (good(port=20005), ["users.ada.port = 20005 lies in 20000-20999", "basePort"]),
+    "uppercase name": ({"domain": "code.test", "users": {"Ada": {"passwordFile": "/s"}}},
+                       ['users.Ada: the name "Ada" is not a DNS label']),
+    "underscore in name": ({"domain": "code.test", "users": {"a_b": {"passwordFile": "/s"}}},
+                           ['users.a_b: the name "a_b" is not a DNS label']),
+    "leading dash": ({"domain": "code.test", "users": {"-ab": {"passwordFile": "/s"}}},
+                     ['users.-ab: the name "-ab" is not a DNS label']),
+    "trailing dash": ({"domain": "code.test", "users": {"ab-": {"passwordFile": "/s"}}},
+                      ['users.ab-: the name "ab-" is not a DNS label']),
+    "name longer than 63": ({"domain": "code.test", "users": {"a" * 64: {"passwordFile": "/s"}}},
+                            [f'users.{"a" * 64}: the name "{"a" * 64}" is not a DNS label']),
+    "reserved name": ({"domain": "code.test", "users": {"www": {"passwordFile": "/s"}}},
+                      ['users.www: the name "www" is reserved']),
+    "soft limit above hard": (good(memoryLimit="2g", memorySoftLimit="3g"),
+                              ["users.ada.memorySoftLimit (\"3g\") is above memoryLimit (\"2g\")"]),
+    "size that does not parse": (good(memoryLimit="lots"), ['users.ada.memoryLimit = "lots" is not a size']),
+    "soft size that does not parse": (good(memorySoftLimit="2.5 gigs"), ['users.ada.memorySoftLimit = "2.5 gigs" is not a size']),
+    "no password file": ({"domain": "code.test", "users": {"ada": {}}},
+                         ["users.ada: no password file", "csm passwd ada"]),
+    "both password files": (good(passwordFile="/s/p"), ["users.ada: both hashedPasswordFile and passwordFile"]),
+    "relative password file": ({"domain": "code.test", "users": {"ada": {"passwordFile": "secrets/ada"}}},
+                               ['users.ada.passwordFile must be an absolute path, got "secrets/ada"']),
+    "domain not a hostname": ({**good(), "domain": "Code_Test"}, ['domain = "Code_Test" is not a hostname']),
+    "domain with empty label": ({**good(), "domain": "code..test"}, ['domain = "code..test" is not a hostname']),
+    "no domain": ({"users": good()["users"]}, ["domain is not set"]),
+    "no users": ({"domain": "code.test", "users": {}}, ["users is empty"]),
+    "misspelt user setting": (good(memorylimit="4g"), ["users.ada.memorylimit is not a setting", "check its spelling"]),
+    "misspelt top setting": ({**good(), "domian": "x"}, ["domian is not a setting"]),
+    "cpu not a number": (good(cpuLimit="lots"), ['users.ada.cpuLimit = "lots" is not a positive number of CPUs']),
+    "memory too small for code-server": (good(memoryLimit="100m", memorySoftLimit="50m"),
+                                         ['users.ada.memoryLimit = "100m" is below 512m']),
+    "pids limit too small": (good(pidsLimit=5), ["users.ada.pidsLimit = 5 must be a whole number of at least 64"]),
+    "api key written out": ({**good(), "opencode": {"provider": {"x": {"options": {"apiKey": "sk-123"}}}}},
+                            ["opencode.provider.x.options.apiKey is written out", "{env:VARIABLE}"]),
+    "acme without provider": ({**good(), "acme": {"enable": True, "credentialsFile": "/s/dns"}},
+                              ["acme.dnsProvider is not set"]),
+    "basePort leaving no room": ({**good(), "basePort": 65000}, ["basePort = 65000 must leave room"]),
+    "bad extra volume": (good(extraVolumes=["data:/data"]), ['users.ada.extraVolumes entry "data:/data"']),
+}
+
+
+@pytest.mark.parametrize("settings, fragments", BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
+def test_bad_settings_get_a_message_naming_field_and_fix(settings, fragments):
+    with pytest.raises(planlib.PlanError) as err:
+        planlib.from_settings(settings)
+    message = str(err.value)
+    assert message.startswith("invalid settings:\n  - "), message
+    assert "error:" not in message and "trace" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_all_problems_are_reported_at_once():
+    settings = {"domain": "code.test", "users": {"Ada": {}, "bo": {"passwordFile": "/s", "memoryLimit": "x"}}}
+    with pytest.raises(planlib.PlanError) as err:
+        planlib.from_settings(settings)
+    lines = str(err.value).splitlines()[1:]
+    assert any("users.Ada: the name" in ln for ln in lines)
+    assert any("users.Ada: no password file" in ln for ln in lines)
+    assert any("users.bo.memoryLimit" in ln for ln in lines)
+
+
+def test_nix_path_for_a_secret_is_refused(tmp_path):
+    settings = tmp_path / "settings.nix"
+    settings.write_text('{ domain = "code.test"; users.ada.hashedPasswordFile = ./ada.hash; }')
+    with pytest.raises(planlib.PlanError, match="is a Nix path .* world-readable Nix store"):
+        planlib.load(settings)
+
+
+def test_missing_and_broken_settings_files(tmp_path):
+    with pytest.raises(planlib.PlanError, match="does not exist"):
+        planlib.load(tmp_path / "nope.nix")
+    broken = tmp_path / "broken.nix"
+    broken.write_text("{ domain = ; }")
+    with pytest.raises(planlib.PlanError, match="syntax error"):
+        planlib.load(broken)

@@ -1,0 +1,110 @@
+"""Property tests: generated valid settings always give a plan that meets the
+invariants (or, when two names hash onto one port or uid range, the clash message
+naming both); one generated fault always gives its message."""
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from csm import plan as planlib
+from invariants import assert_plan_meets_invariants
+
+RESERVED = {"www", "mail", "smtp", "imap", "pop", "pop3", "ftp", "mx", "ns", "ns1", "ns2", "webmail",
+            "autoconfig", "autodiscover", "wpad", "localhost", "admin", "api", "static"}
+BASE_PORT = 20000
+
+labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?", fullmatch=True).filter(lambda s: s not in RESERVED)
+units = st.sampled_from(["m", "g", "M", "G", "gb"])
+
+
+@st.composite
+def limits(draw):
+    hard_mb = draw(st.integers(512, 16384))
+    soft_mb = draw(st.integers(256, hard_mb))
+    as_g = draw(st.booleans()) and hard_mb % 1024 == 0 and soft_mb % 1024 == 0
+    fmt = (lambda mb: f"{mb // 1024}g") if as_g else (lambda mb: f"{mb}m")
+    return {"memoryLimit": fmt(hard_mb), "memorySoftLimit": fmt(soft_mb)}
+
+
+@st.composite
+def user(draw, name):
+    u = {draw(st.sampled_from(["hashedPasswordFile", "passwordFile"])): f"/run/secrets/{name}"}
+    if draw(st.booleans()):
+        u.update(draw(limits()))
+    if draw(st.booleans()):
+        u["cpuLimit"] = draw(st.sampled_from(["0.5", "1", "1.5", "2", "4"]))
+    if draw(st.booleans()):
+        u["pidsLimit"] = draw(st.integers(64, 65536))
+    if draw(st.booleans()):
+        u["environmentFiles"] = [f"/run/secrets/{name}-keys.env"]
+    return u
+
+
+@st.composite
+def valid_settings(draw):
+    names = draw(st.lists(labels, min_size=1, max_size=5, unique=True))
+    explicit = draw(st.lists(st.integers(1024, BASE_PORT - 1) | st.integers(BASE_PORT + 1000, 65535),
+                             min_size=len(names), max_size=len(names), unique=True))
+    users = {}
+    for name, port in zip(names, explicit):
+        users[name] = draw(user(name))
+        if draw(st.booleans()):
+            users[name]["port"] = port
+    domain = ".".join(draw(st.lists(labels, min_size=1, max_size=3)))
+    return {"domain": domain, "workspaceBase": "/srv/code", "users": users}
+
+
+def name_hash(name: str) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+
+
+def expected_clashes(settings) -> bool:
+    users = settings["users"]
+    ports = [u.get("port", BASE_PORT + name_hash(n) % 1000) for n, u in users.items()]
+    ids = [name_hash(n) % 4096 for n in users]
+    return len(set(ports)) < len(ports) or len(set(ids)) < len(ids)
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_settings())
+def test_valid_settings_give_a_plan_meeting_the_invariants(settings):
+    if expected_clashes(settings):
+        try:
+            planlib.from_settings(settings)
+        except planlib.PlanError as err:
+            assert "both get" in str(err) and "set users." in str(err)
+            return
+        raise AssertionError("two users share a port or uid range, and the plan accepted it")
+    assert_plan_meets_invariants(planlib.from_settings(settings), settings)
+
+
+FAULTS = {
+    "bad name": lambda s, n: (s["users"].__setitem__(n.upper() + "_X", s["users"].pop(n)),
+                              f'users.{n.upper()}_X: the name "{n.upper()}_X" is not a DNS label'),
+    "reserved name": lambda s, n: (s["users"].__setitem__("mail", s["users"].pop(n)),
+                                   'users.mail: the name "mail" is reserved'),
+    "bad size": lambda s, n: (s["users"][n].__setitem__("memoryLimit", "3 gigs"),
+                              f'users.{n}.memoryLimit = "3 gigs" is not a size'),
+    "soft above hard": lambda s, n: (s["users"][n].update(memoryLimit="1g", memorySoftLimit="2g"),
+                                     f"users.{n}.memorySoftLimit (\"2g\") is above memoryLimit (\"1g\")"),
+    "no password": lambda s, n: ([s["users"][n].pop(k, None) for k in ("hashedPasswordFile", "passwordFile")],
+                                 f"users.{n}: no password file"),
+    "low port": lambda s, n: (s["users"][n].__setitem__("port", 22), f"users.{n}.port = 22 is not a port"),
+    "port in auto range": lambda s, n: (s["users"][n].__setitem__("port", BASE_PORT + 7),
+                                        f"users.{n}.port = {BASE_PORT + 7} lies in"),
+    "bad domain": lambda s, n: (s.__setitem__("domain", "-" + s["domain"]), "is not a hostname"),
+}
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_settings(), st.sampled_from(sorted(FAULTS)), st.data())
+def test_one_fault_always_gives_its_message(settings, fault, data):
+    name = data.draw(st.sampled_from(sorted(settings["users"])))
+    _, fragment = FAULTS[fault](settings, name)
+    try:
+        planlib.from_settings(settings)
+    except planlib.PlanError as err:
+        assert fragment in str(err), f"{fault}: {fragment!r} not in\n{err}"
+    else:
+        raise AssertionError(f"{fault} was accepted")
