@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 CSM   := $(VENV)/bin/csm
 PYTEST := $(PY) -m pytest
 
-.PHONY: help deps test test-fast image demo down bench docs-screenshots
+.PHONY: help deps test test-fast image demo down bench docs
 
 help:
 	@echo "make demo        bring up one user (examples/demo.nix) and print the address"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-fast   tier 0 and unit tests: no containers"
 	@echo "make image       build (or reuse) the portable image"
 	@echo "make bench       benchmarks of the live stack"
+	@echo "make docs        regenerate docs/options.md from the module"
 
 deps:
 	@scripts/install-deps
@@ -35,3 +36,6 @@ down: deps
 
 bench: deps image
 	$(PY) -m csm.bench
+
+docs:
+	scripts/options-doc.py > docs/options.md

@@ -1,0 +1,34 @@
+"""docs/options.md says what the module declares: regenerate it with `make docs`."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_options_doc_is_in_step_with_the_declarations():
+    spec = importlib.util.spec_from_file_location("options_doc", ROOT / "scripts/options-doc.py")
+    doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(doc)
+    rendered = doc.render()
+    assert "## `services.code-server-multi.users.<name>.memoryLimit`" in rendered
+    assert "- Default: `\"3g\"`" in rendered
+    assert (ROOT / "docs/options.md").read_text() == rendered, "docs/options.md is stale: run `make docs`"
+
+
+def test_options_and_plan_settings_are_the_same_names():
+    """Every setting the plan takes is an option, and every option but the
+    NixOS-only ones is a setting (so the module passes everything through)."""
+    import json
+    import subprocess
+    options = json.loads(subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "scripts/options-json.nix")],
+        check=True, capture_output=True, text=True).stdout)
+    prefix = "services.code-server-multi."
+    names = {o["name"].removeprefix(prefix).replace("users.<name>.", "user.") for o in options}
+    nixos_only = {"enable", "imageStream", "package", "users"}
+    defaults = json.loads(subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "modules/code-server-multi/defaults.nix")],
+        check=True, capture_output=True, text=True).stdout)
+    settings = {f"{k}.{sub}" if isinstance(v, dict) and v else k
+                for k, v in defaults.items() for sub in (v if isinstance(v, dict) and v else [None])}
+    assert names - nixos_only == settings | {"domain"}
