@@ -1,0 +1,213 @@
+"""nginx: the plan's servers rendered into one nginx.conf, run as the runner's own
+master process (`nginx -c <state>/nginx.conf -p <state>`), stopped by its pid file.
+
+Everything inside the servers comes from the plan. The skeleton around them (pid,
+logs, temp paths, `server_tokens off`) is what NixOS's nginx module writes around
+the same servers, pointed at the state directory.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import HostNotReady, RunnerError
+
+INDENT = "    "
+# NixOS's services.nginx defaults (sslProtocols, sslCiphers: Mozilla's intermediate list).
+SSL_PROTOCOLS = "TLSv1.2 TLSv1.3"
+SSL_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+               "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+               "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+
+
+@dataclass(frozen=True)
+class Tls:
+    port: int
+    certificate: Path
+    key: Path
+
+
+def _block(head: str, lines: list[str], depth: int) -> list[str]:
+    pad = INDENT * depth
+    return [f"{pad}{head} {{"] + [f"{pad}{INDENT}{ln}" for ln in lines] + [f"{pad}}}"]
+
+
+def _listen(port: int, tls: bool, default: bool = False) -> str:
+    return f"listen {port}{' ssl' if tls else ''}{' default_server' if default else ''};"
+
+
+def _user_server(user: dict, listen: str, extra: list[str]) -> list[str]:
+    ngx = user["nginx"]
+    body = [listen, f"server_name {ngx['serverName']};"] + ngx["config"] + extra
+    for location, loc in ngx["locations"].items():
+        body += _block(f"location {location}", [f"proxy_pass {loc['proxyPass']};"] + loc["config"], 0)
+    return _block("server", body, 1)
+
+
+def _default_server(plan: dict, listen: str, landing: Path, extra: list[str]) -> list[str]:
+    default = plan["nginx"]["defaultServer"]
+    body = [listen, "server_name _;", f"root {landing};"] + default["config"] + extra
+    for location, lines in default["locations"].items():
+        body += _block(f"location {location}", lines, 0)
+    return _block("server", body, 1)
+
+
+def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) -> str:
+    """nginx.conf for the plan: one server per user, the default server with the
+    landing page, and with TLS the same servers on tls.port plus a redirect."""
+    state = Path(state_dir)
+    landing = state / "landing"
+    http = [
+        "server_tokens off;",
+        "types { text/html html; }",
+        "default_type application/octet-stream;",
+        f"access_log {state}/logs/access.log;",
+    ] + [f"{kind}_temp_path {state}/tmp/{kind};"
+         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    http += plan["nginx"]["httpConfig"]
+    if tls:
+        http += [f"ssl_certificate {tls.certificate};", f"ssl_certificate_key {tls.key};",
+                 f"ssl_protocols {SSL_PROTOCOLS};", f"ssl_ciphers {SSL_CIPHERS};"]
+        tls_lines = plan["nginx"]["tlsConfig"]
+        suffix = "" if tls.port == 443 else f":{tls.port}"
+        servers = _block("server", [_listen(http_port, False, default=True), "server_name _;",
+                                    f"return 301 https://$host{suffix}$request_uri;"], 1)
+        servers += _default_server(plan, _listen(tls.port, True, default=True), landing, tls_lines)
+        for user in plan["users"].values():
+            servers += _user_server(user, _listen(tls.port, True), tls_lines)
+    else:
+        servers = _default_server(plan, _listen(http_port, False, default=True), landing, [])
+        for user in plan["users"].values():
+            servers += _user_server(user, _listen(http_port, False), [])
+    lines = [
+        "# Rendered by csm from the plan; `csm up` rewrites it.",
+        f"pid {state}/nginx.pid;",
+        f"error_log {state}/logs/error.log;",
+        "events { }",
+        "http {",
+        *(INDENT + ln for ln in http),
+        *servers,
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def binary() -> str:
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None)
+    if not found:
+        raise HostNotReady("nginx is not installed; run scripts/install-deps (Debian: apt-get install nginx)")
+    return found
+
+
+def _args(state: Path, conf: Path) -> list[str]:
+    # -e: errors before the config is read go to our log, not the distribution's.
+    return [binary(), "-c", str(conf), "-p", f"{state}/", "-e", str(state / "logs" / "error.log")]
+
+
+def prepare(state: Path, plan: dict) -> None:
+    """Directories nginx writes to, and the landing page its workers (nobody) read."""
+    for d in ("logs", "tmp"):
+        (state / d).mkdir(mode=0o755, exist_ok=True)
+    landing = state / "landing"
+    landing.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(landing, 0o755)
+    page = landing / "index.html"
+    if not page.exists() or page.read_text() != plan["nginx"]["defaultServer"]["landingHtml"]:
+        page.write_text(plan["nginx"]["defaultServer"]["landingHtml"])
+    os.chmod(page, 0o644)
+
+
+def test(state: Path, conf: Path) -> None:
+    proc = subprocess.run(_args(state, conf) + ["-t", "-q"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RunnerError(f"nginx rejected the rendered config {conf}:\n{proc.stderr.strip()}")
+
+
+def running_pid(state: Path) -> int | None:
+    """The pid of the nginx master this state directory started, if it runs."""
+    try:
+        pid = int((state / "nginx.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    # A reused pid belongs to some other program: only our master names our config.
+    return pid if str(state / "nginx.conf").encode() in cmdline else None
+
+
+def start(state: Path) -> int:
+    conf = state / "nginx.conf"
+    proc = subprocess.run(_args(state, conf), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RunnerError(f"nginx did not start:\n{proc.stderr.strip()}\n(log: {state}/logs/error.log)")
+    for _ in range(100):
+        pid = running_pid(state)
+        if pid:
+            return pid
+        time.sleep(0.05)
+    raise RunnerError(f"nginx started but wrote no pid file; see {state}/logs/error.log")
+
+
+def reload(state: Path) -> None:
+    pid = running_pid(state)
+    if pid:
+        os.kill(pid, signal.SIGHUP)
+
+
+def stop(state: Path, timeout: float = 10) -> bool:
+    """Stop our nginx by its pid; True if one was running."""
+    pid = running_pid(state)
+    if not pid:
+        return False
+    os.kill(pid, signal.SIGQUIT)  # graceful: finish the requests in flight
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.05)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGTERM)
+        while Path(f"/proc/{pid}").exists():
+            time.sleep(0.05)
+    return True
+
+
+def ensure_certificate(state: Path, domain: str, port: int) -> Tls:
+    """A local CA (<state>/tls/ca.crt, to trust in a browser or client) and a
+    certificate for `domain` and `*.domain` signed by it, made once with openssl."""
+    tls_dir = state / "tls"
+    tls_dir.mkdir(mode=0o700, exist_ok=True)
+    ca_key, ca_crt = tls_dir / "ca.key", tls_dir / "ca.crt"
+    key, crt = tls_dir / f"{domain}.key", tls_dir / f"{domain}.crt"
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise HostNotReady("openssl is not installed; run scripts/install-deps")
+
+    def run(*args: str, stdin: str | None = None) -> None:
+        proc = subprocess.run([openssl, *args], capture_output=True, text=True, input=stdin)
+        if proc.returncode != 0:
+            raise RunnerError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
+
+    if not (ca_key.exists() and ca_crt.exists()):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
+            "-keyout", str(ca_key), "-out", str(ca_crt),
+            "-subj", "/CN=code-server-multi local CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    if not (key.exists() and crt.exists()):
+        csr = tls_dir / f"{domain}.csr"
+        run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+            "-subj", f"/CN=*.{domain}")
+        extensions = tls_dir / f"{domain}.ext"
+        extensions.write_text(f"subjectAltName=DNS:*.{domain},DNS:{domain}\n"
+                              "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "825", "-sha256", "-extfile", str(extensions), "-out", str(crt))
+        csr.unlink()
+        extensions.unlink()
+    for f in (ca_key, key):
+        os.chmod(f, 0o600)
+    os.chmod(ca_crt, 0o644)
+    return Tls(port=port, certificate=crt, key=key)

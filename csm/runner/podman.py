@@ -1,0 +1,86 @@
+"""A plan container as `podman run` arguments, and the few podman calls the runner makes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+from . import HostNotReady, RunnerError
+from .host import Host
+
+USER_LABEL = "io.code-server-multi.user"    # set by the plan
+STACK_LABEL = "io.code-server-multi.stack"  # the runner's: which state directory owns it
+SPEC_LABEL = "io.code-server-multi.spec"    # the runner's: digest of the argv, to spot changes
+
+
+def run_argv(user: dict, host: Host, stack: str, env_file: str) -> list[str]:
+    """`podman run` for one plan user. Non-secret environment arrives through
+    env_file (written from container.environment), after the plan's env files, so
+    that it wins like `-e` would. The spec label is added by with_spec_label."""
+    c = user["container"]
+    argv = [host.podman, "run", "-d", f"--name={c['name']}", "--pull=never", *host.run_args,
+            *c["extraOptions"], f"--label={STACK_LABEL}={stack}"]
+    argv += [f"--publish={p}" for p in c["ports"]]
+    argv += [f"--volume={v}" for v in c["volumes"]]
+    argv += [f"--env-file={f}" for f in c["environmentFiles"]] + [f"--env-file={env_file}"]
+    argv += [f"--user={c['user']}", c["image"], *c["cmd"]]
+    return argv
+
+
+def spec_digest(argv: list[str], env_content: str) -> str:
+    """What the container was made from: its argv and its non-secret environment."""
+    return hashlib.sha256(json.dumps([argv, env_content]).encode()).hexdigest()[:32]
+
+
+def with_spec_label(argv: list[str], digest: str) -> list[str]:
+    at = argv.index("--pull=never") + 1
+    return argv[:at] + [f"--label={SPEC_LABEL}={digest}"] + argv[at:]
+
+
+def require(host: Host) -> None:
+    if not shutil.which(host.podman):
+        raise HostNotReady("podman is not installed; run scripts/install-deps "
+                           "(Debian: apt-get install podman runc uidmap)")
+
+
+def podman(host: Host, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([host.podman, *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RunnerError(f"podman {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def image_exists(host: Host, image: str) -> bool:
+    return podman(host, "image", "exists", image, check=False).returncode == 0
+
+
+def inspect(host: Host, name: str) -> dict | None:
+    proc = podman(host, "container", "inspect", name, check=False)
+    if proc.returncode != 0:
+        return None
+    found = json.loads(proc.stdout or "[]")
+    return found[0] if found else None
+
+
+def containers(host: Host, label: str) -> list[dict]:
+    """Containers (running or not) carrying a label ("key=value" or "key")."""
+    proc = podman(host, "ps", "-a", "--format=json", f"--filter=label={label}")
+    return json.loads(proc.stdout or "[]")
+
+
+def labels(info: dict) -> dict:
+    return info.get("Config", {}).get("Labels") or {}
+
+
+def published_ports(info: dict) -> set[int]:
+    ports = info.get("HostConfig", {}).get("PortBindings") or {}
+    return {int(b["HostPort"]) for bindings in ports.values() for b in bindings or [] if b.get("HostPort")}
+
+
+def is_running(info: dict | None) -> bool:
+    return bool(info) and info["State"].get("Running", False) and not info["State"].get("Paused", False)
+
+
+def remove(host: Host, name: str) -> None:
+    podman(host, "rm", "--force", "--time=10", name, check=False)

@@ -1,0 +1,518 @@
+"""The portable stack: the plan applied with podman, nginx and host directories.
+
+    stack = Stack("examples/demo.nix", state_dir="/var/lib/code-server-multi", http_port=8080)
+    stack.up()        # idempotent: only what changed is recreated
+    stack.status()
+    stack.down()      # containers and nginx stop; workspaces stay
+
+The state directory holds what the runner needs between commands: the rendered
+nginx.conf and nginx's pid, logs and temp files, the landing page, the local CA for
+TLS, generated demo passwords, and stack.json (settings path, ports and the plan in
+use), so `csm down` and `csm status` need no argument.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from .. import plan as planlib
+from . import BadInput, HostNotReady, RunnerError, files, nginx, passwd, podman
+from .host import Host
+
+DEFAULT_STATE_DIR = Path("/var/lib/code-server-multi")
+DEFAULT_HTTP_PORT = 8080
+DEFAULT_TLS_PORT = 8443
+STATE_FILE = "stack.json"
+
+
+@dataclass
+class UserStatus:
+    name: str
+    container: str
+    state: str                       # running, exited, paused, created, absent
+    health: str                      # healthy, unhealthy, or "-" when not running
+    memory_bytes: int | None
+    memory_limit_bytes: int
+    oom_kills: int | None
+    last_activity: float | None      # epoch seconds of code-server's last heartbeat
+    exit_code: int | None = None
+
+
+@dataclass
+class StackStatus:
+    nginx_pid: int | None
+    http_port: int
+    tls_port: int | None
+    users: list[UserStatus] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return self.nginx_pid is not None and all(u.health == "healthy" for u in self.users)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def port_free(address: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def load_settings(path: str | os.PathLike) -> dict:
+    """The plan of a settings file; raises csm.plan.PlanError with the plan's message."""
+    if not shutil.which("nix-instantiate"):
+        raise HostNotReady("nix-instantiate is not installed; run scripts/install-deps (Debian: apt-get install nix-bin)")
+    return planlib.load(path)
+
+
+class Stack:
+    """One stack: a plan, the state directory that owns it, and nginx's ports.
+
+    settings: a settings .nix file (evaluated now, raising csm.plan.PlanError) or a
+    plan dict (e.g. from csm.plan.from_settings). tls_port: serve HTTPS there with a
+    local CA (<state_dir>/tls/ca.crt) and redirect http_port to it.
+    create_passwords: up() generates a password for users whose hashedPasswordFile
+    is missing, keeping the plaintext in <state_dir>/passwords/<user> (mode 0600).
+    """
+
+    def __init__(self, settings: str | os.PathLike | dict, state_dir: str | os.PathLike = DEFAULT_STATE_DIR,
+                 http_port: int = DEFAULT_HTTP_PORT, tls_port: int | None = None, *,
+                 host: Host | None = None, progress: Callable[[str], None] | None = None,
+                 create_passwords: bool = False, health_timeout: float = 180):
+        if isinstance(settings, dict):
+            self.settings_path, self.plan = None, settings
+        else:
+            self.settings_path = Path(settings).resolve()
+            self.plan = load_settings(self.settings_path)
+        self.state_dir = Path(state_dir).resolve()
+        self.http_port, self.tls_port = http_port, tls_port
+        self.host = host or Host.detect()
+        self.progress = progress or _stderr
+        self.create_passwords = create_passwords
+        self.health_timeout = health_timeout
+
+    # ---- the recorded stack ------------------------------------------------------
+    @staticmethod
+    def recorded(state_dir: str | os.PathLike = DEFAULT_STATE_DIR) -> dict | None:
+        """What the last `up` in state_dir recorded: settings, http_port, tls_port, plan."""
+        try:
+            return json.loads((Path(state_dir) / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return None
+
+    @classmethod
+    def from_state(cls, state_dir: str | os.PathLike = DEFAULT_STATE_DIR, **kwargs) -> "Stack":
+        """The stack the last `up` in state_dir brought up (for down, status, reset...)."""
+        rec = cls.recorded(state_dir)
+        if rec is None:
+            raise BadInput(f"no stack has been brought up with state directory {state_dir}; "
+                           "run `csm up SETTINGS` first (or give --state-dir)")
+        stack = cls(rec["plan"], state_dir, rec["http_port"], rec["tls_port"], **kwargs)
+        stack.settings_path = Path(rec["settings"]) if rec.get("settings") else None
+        return stack
+
+    def _record(self) -> None:
+        record = {"settings": str(self.settings_path) if self.settings_path else None,
+                  "http_port": self.http_port, "tls_port": self.tls_port, "plan": self.plan}
+        tmp = self.state_dir / f".{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, self.state_dir / STATE_FILE)
+
+    # ---- small facts ---------------------------------------------------------------
+    def user(self, name: str) -> dict:
+        if name not in self.plan["users"]:
+            raise BadInput(f"no user {name!r} in the settings (users: {', '.join(sorted(self.plan['users']))})")
+        return self.plan["users"][name]
+
+    def url(self, name: str) -> str:
+        host = self.user(name)["hostname"]
+        if self.tls_port:
+            return f"https://{host}" + ("" if self.tls_port == 443 else f":{self.tls_port}")
+        return f"http://{host}" + ("" if self.http_port == 80 else f":{self.http_port}")
+
+    def password_file(self, name: str) -> Path:
+        return self.state_dir / "passwords" / name
+
+    def password(self, name: str) -> str | None:
+        """The user's password if csm generated it and it is still the current one."""
+        text = files.read_text(self.password_file(name))
+        if text is None:
+            return None
+        password = text.rstrip("\n")
+        for s in self.user(name)["secrets"]["fromFiles"]:
+            if s["variable"] == "HASHED_PASSWORD":
+                hashed = files.read_text(s["file"])
+                return password if hashed and passwd.verify(hashed.strip(), password) else None
+        return None
+
+    def _env_paths(self, user: dict) -> tuple[Path, Path, Path]:
+        """The secret env file (from the plan), the non-secret one, the secrets digest."""
+        secret = Path(user["secrets"]["envFile"])
+        return secret, secret.with_name(f"{user['name']}.config.env"), secret.with_name(f"{user['name']}.env.sha256")
+
+    @contextlib.contextmanager
+    def _lock(self):
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o755)  # nginx's workers read the landing page below it
+        with open(self.state_dir / "lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunnerError(f"another csm command is working on {self.state_dir}; wait for it to finish") from None
+            yield
+
+    # ---- up ------------------------------------------------------------------------------
+    def up(self) -> dict[str, str]:
+        """Bring the stack to the plan; returns what happened to each user's container
+        (unchanged, started, created, recreated). Checks everything before changing
+        anything; if applying fails, what this run started is stopped again."""
+        with self._lock():
+            self.preflight()
+            undo: list[Callable[[], None]] = []
+            try:
+                return self._apply(undo)
+            except BaseException:
+                for step in reversed(undo):
+                    with contextlib.suppress(Exception):
+                        step()
+                raise
+
+    def preflight(self) -> None:
+        """Everything up() needs, checked without changing anything."""
+        podman.require(self.host)
+        nginx.binary()
+        if self.tls_port and not shutil.which("openssl"):
+            raise HostNotReady("openssl is not installed; run scripts/install-deps")
+        image = self.plan["image"]
+        if not podman.image_exists(self.host, image):
+            raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")
+        for name, user in self.plan["users"].items():
+            for s in user["secrets"]["fromFiles"]:
+                creatable = self.create_passwords and s["variable"] == "HASHED_PASSWORD"
+                if not (creatable and not os.path.lexists(s["file"])):
+                    files.read_secret(s["file"], f"users.{name} {s['variable']}")
+            for f in files.extra_env_files(user):
+                files.check_readable(f, f"users.{name}.environmentFiles")
+        self._check_container_names()
+        self._check_ports()
+
+    def _check_container_names(self) -> None:
+        for name, user in self.plan["users"].items():
+            cname = user["container"]["name"]
+            info = podman.inspect(self.host, cname)
+            owner = podman.labels(info).get(podman.STACK_LABEL) if info else None
+            if info and owner != str(self.state_dir):
+                where = f"the stack with state directory {owner}" if owner else "something other than csm"
+                hint = f"`csm down --state-dir {owner}`" if owner else f"`podman rm -f {cname}` if it is not needed"
+                raise HostNotReady(f"a container named {cname} already exists and belongs to {where}; "
+                                   f"stop it with {hint}, or give users.{name} another name")
+
+    def _check_ports(self) -> None:
+        ports = {name: u["port"] for name, u in self.plan["users"].items()}
+        nginx_ports = [p for p in (self.http_port, self.tls_port) if p]
+        if self.tls_port and self.tls_port == self.http_port:
+            raise BadInput(f"the HTTP and TLS ports are both {self.http_port}; choose two ports")
+        for name, port in ports.items():
+            if port in nginx_ports:
+                raise BadInput(f"users.{name} gets port {port}, which nginx is to listen on; "
+                               f"choose another nginx port, or set users.{name}.port")
+        ours = set()
+        for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
+            info = podman.inspect(self.host, c["Names"][0])
+            if info and info["State"].get("Running"):
+                ours |= podman.published_ports(info)
+        for name, port in ports.items():
+            if port not in ours and not port_free("127.0.0.1", port):
+                raise HostNotReady(f"port {port}, which users.{name}'s container publishes, is already in use "
+                                   f"by another program; stop that program, or set users.{name}.port "
+                                   "(outside basePort's range) or basePort in the settings")
+        rec = self.recorded(self.state_dir) if nginx.running_pid(self.state_dir) else None
+        ours_nginx = {rec["http_port"], rec["tls_port"]} if rec else set()
+        for port in nginx_ports:
+            if port not in ours_nginx and not port_free("0.0.0.0", port):
+                flag = "--http-port" if port == self.http_port else "--tls"
+                raise HostNotReady(f"port {port}, where nginx is to listen, is already in use by another program; "
+                                   f"stop that program or choose another port ({flag})")
+
+    def _apply(self, undo: list) -> dict[str, str]:
+        plan = self.plan
+        for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
+            files.ensure_directory(d)
+        runtime = Path(plan["runtimeDir"])
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(runtime, 0o700)
+        if self.create_passwords:
+            self._create_missing_passwords()
+        self._remove_departed_users()
+        actions = {name: self._apply_user(user, undo) for name, user in plan["users"].items()}
+        self._wait_healthy([n for n, a in actions.items() if a != "unchanged"])
+        nginx_action = self._apply_nginx(undo)
+        self._record()
+        if nginx_action == "unchanged" and all(a == "unchanged" for a in actions.values()):
+            self.progress("nothing to change: the stack already matches the settings")
+        return actions
+
+    def _create_missing_passwords(self) -> None:
+        for name, user in self.plan["users"].items():
+            for s in user["secrets"]["fromFiles"]:
+                if s["variable"] == "HASHED_PASSWORD" and not os.path.lexists(s["file"]):
+                    password = passwd.generate()
+                    passwd.write_hash_file(s["file"], passwd.hash_password(password))
+                    kept = self.password_file(name)
+                    kept.parent.mkdir(mode=0o700, exist_ok=True)
+                    files.write_private(kept, password + "\n", mode=0o600)
+                    self.progress(f"created a password for {name}: its hash is in {s['file']}, "
+                                  f"the password in {kept}")
+
+    def _remove_departed_users(self) -> None:
+        rec = self.recorded(self.state_dir) or {"plan": {"users": {}}}
+        for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
+            user = (c.get("Labels") or {}).get(podman.USER_LABEL, "?")
+            cname = c["Names"][0]
+            if user in self.plan["users"] and self.plan["users"][user]["container"]["name"] == cname:
+                continue
+            self.progress(f"{user} is no longer in the settings: stopping and removing container {cname} "
+                          "(the workspace is kept)")
+            podman.remove(self.host, cname)
+            if user in rec["plan"]["users"]:
+                for p in self._env_paths(rec["plan"]["users"][user]):
+                    p.unlink(missing_ok=True)
+
+    def _apply_user(self, user: dict, undo: list, force: bool = False) -> str:
+        cname = user["container"]["name"]
+        secret_path, env_path, digest_path = self._env_paths(user)
+        secret_env = files.compose_secret_env(user)
+        env = files.compose_env(user["container"]["environment"])
+        argv = podman.run_argv(user, self.host, str(self.state_dir), str(env_path))
+        spec = podman.spec_digest(argv, env)
+        secrets = files.secrets_digest(secret_env, user)
+        info = podman.inspect(self.host, cname)
+        same_spec = bool(info) and podman.labels(info).get(podman.SPEC_LABEL) == spec
+        same_secrets = files.read_text(digest_path) == secrets
+        if info and same_spec and same_secrets and not force:
+            if info["State"].get("Paused"):
+                podman.podman(self.host, "unpause", cname)
+                return "unchanged"
+            if info["State"].get("Running"):
+                return "unchanged"
+            self.progress(f"starting the stopped container {cname}")
+            podman.podman(self.host, "start", cname)
+            undo.append(lambda: podman.podman(self.host, "stop", cname, check=False))
+            return "started"
+        if info:
+            why = ("a reset was asked for" if force else "its settings changed" if not same_spec
+                   else "its password or key files changed")
+            self.progress(f"recreating {cname}: {why}")
+            podman.remove(self.host, cname)
+        else:
+            self.progress(f"creating {cname} (the first start with a new uid map copies the image: "
+                          "this can take a minute)")
+        files.write_private(secret_path, secret_env)
+        files.write_private(env_path, env)
+        files.write_private(digest_path, secrets)
+        undo.append(lambda: podman.remove(self.host, cname))
+        proc = podman.podman(self.host, *podman.with_spec_label(argv, spec)[1:], check=False)
+        if proc.returncode != 0:
+            raise RunnerError(f"podman could not start {cname}: {proc.stderr.strip()}")
+        return "recreated" if info else "created"
+
+    def _wait_healthy(self, names: list[str]) -> None:
+        if not names:
+            return
+        pending = list(names)
+        self.progress(f"waiting for {', '.join(pending)} to pass the health check (up to {self.health_timeout:.0f} s)")
+        start = last_report = time.monotonic()
+        while pending:
+            for name in list(pending):
+                cname = self.plan["users"][name]["container"]["name"]
+                info = podman.inspect(self.host, cname)
+                if not info or not info["State"].get("Running"):
+                    code = info["State"].get("ExitCode") if info else None
+                    raise RunnerError(f"{name}'s container {cname} stopped (exit code {code}) instead of "
+                                      f"becoming healthy; see `csm logs {name}`")
+                if podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0:
+                    pending.remove(name)
+                    self.progress(f"{name} is healthy ({time.monotonic() - start:.0f} s)")
+            if not pending:
+                break
+            now = time.monotonic()
+            if now - start > self.health_timeout:
+                raise RunnerError(f"{', '.join(pending)} did not pass the health check within "
+                                  f"{self.health_timeout:.0f} s; look at `csm logs {pending[0]}`")
+            if now - last_report >= 10:
+                self.progress(f"still waiting for {', '.join(pending)} ({now - start:.0f} s)")
+                last_report = now
+            time.sleep(0.5)
+
+    def _apply_nginx(self, undo: list) -> str:
+        state = self.state_dir
+        nginx.prepare(state, self.plan)
+        tls = nginx.ensure_certificate(state, self.plan["domain"], self.tls_port) if self.tls_port else None
+        text = nginx.render(self.plan, state, self.http_port, tls)
+        conf = state / "nginx.conf"
+        pid = nginx.running_pid(state)
+        rec = self.recorded(state)
+        same_ports = bool(rec) and (rec["http_port"], rec["tls_port"]) == (self.http_port, self.tls_port)
+        if pid and same_ports and files.read_text(conf) == text:
+            return "unchanged"
+        new = state / "nginx.conf.new"
+        new.write_text(text)
+        try:
+            nginx.test(state, new)
+        except RunnerError:
+            new.unlink()
+            raise
+        os.replace(new, conf)
+        if pid and same_ports:
+            nginx.reload(state)
+            self.progress("nginx reloaded with the new config")
+            return "reloaded"
+        if pid:
+            nginx.stop(state)
+        nginx.start(state)
+        undo.append(lambda: nginx.stop(state))
+        ports = f"{self.http_port}" + (f" (redirect) and {self.tls_port} (TLS)" if self.tls_port else "")
+        self.progress(f"nginx listening on port {ports}")
+        return "started"
+
+    # ---- down, reset, restart -------------------------------------------------------
+    def down(self) -> None:
+        """Stop and remove this stack's containers, stop its nginx, delete the env
+        files. Workspaces, settings and passwords stay."""
+        with self._lock():
+            for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
+                self.progress(f"stopping {c['Names'][0]}")
+                podman.remove(self.host, c["Names"][0])
+            if nginx.stop(self.state_dir):
+                self.progress("nginx stopped")
+            rec = self.recorded(self.state_dir)
+            users = list(self.plan["users"].values()) + (list(rec["plan"]["users"].values()) if rec else [])
+            for user in users:
+                for p in self._env_paths(user):
+                    p.unlink(missing_ok=True)
+
+    def reset(self, name: str) -> None:
+        """A fresh container for one user; the workspace and settings (the home) stay."""
+        user = self.user(name)
+        with self._lock():
+            if not podman.image_exists(self.host, user["container"]["image"]):
+                raise HostNotReady(f"the image {user['container']['image']} is missing; build it with `make image`")
+            undo: list = []
+            self._apply_user(user, undo, force=True)
+            self._wait_healthy([name])
+
+    def restart_if_running(self, name: str) -> bool:
+        """Recreate the user's container if it runs and its secrets changed (after
+        `csm passwd`); False if it does not run (the next `up` picks the change up)."""
+        user = self.user(name)
+        info = podman.inspect(self.host, user["container"]["name"])
+        if not info or not info["State"].get("Running") or \
+                podman.labels(info).get(podman.STACK_LABEL) != str(self.state_dir):
+            return False
+        with self._lock():
+            if self._apply_user(user, []) != "unchanged":
+                self._wait_healthy([name])
+        return True
+
+    # ---- status --------------------------------------------------------------------------
+    def status(self) -> StackStatus:
+        result = StackStatus(nginx.running_pid(self.state_dir), self.http_port, self.tls_port)
+        names = [u["container"]["name"] for u in self.plan["users"].values()]
+        memory = _memory_usage(self.host, names)
+        for name, user in self.plan["users"].items():
+            cname = user["container"]["name"]
+            info = podman.inspect(self.host, cname)
+            state = info["State"]["Status"] if info else "absent"
+            running = podman.is_running(info)
+            healthy = running and podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0
+            exit_code = info["State"].get("ExitCode") if info and not running else None
+            oom = _oom_kills(info) if info else None
+            if exit_code == 137:  # here podman reports OOMKilled=false even then
+                oom = (oom or 0) + 1
+            result.users.append(UserStatus(
+                name=name, container=cname, state=state,
+                health="healthy" if healthy else ("unhealthy" if running else "-"),
+                memory_bytes=memory.get(cname) if running else None,
+                memory_limit_bytes=user["limits"]["memoryBytes"],
+                oom_kills=oom, last_activity=_last_heartbeat(user["port"]) if running else None,
+                exit_code=exit_code))
+        return result
+
+    def logs(self, name: str, follow: bool = False, tail: int | None = None) -> int:
+        argv = [self.host.podman, "logs"] + (["--follow"] if follow else []) + \
+               ([f"--tail={tail}"] if tail is not None else []) + [self.user(name)["container"]["name"]]
+        return subprocess.call(argv)
+
+
+def _memory_usage(host: Host, names: list[str]) -> dict[str, int]:
+    """Bytes in use per running container, from `podman stats --no-stream`."""
+    running = [n for n in names if podman.is_running(podman.inspect(host, n))]
+    if not running:
+        return {}
+    proc = podman.podman(host, "stats", "--no-stream", "--no-reset",
+                         "--format={{.Name}}\t{{.MemUsageBytes}}", *running, check=False)
+    usage = {}
+    for line in proc.stdout.splitlines():
+        name, _, value = line.partition("\t")
+        with contextlib.suppress(ValueError):
+            usage[name] = _parse_bytes(value)
+    return usage
+
+
+def _parse_bytes(text: str) -> int:
+    """podman's "123.4MB / 3.221GB" (decimal units) -> 123400000."""
+    value = text.split("/")[0].strip()
+    units = {"kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "B": 1}
+    for unit, factor in units.items():
+        if value.endswith(unit):
+            return int(float(value[: -len(unit)]) * factor)
+    return int(value)
+
+
+def _oom_kills(info: dict) -> int | None:
+    """The kernel's count of OOM kills in the container's memory cgroup."""
+    pid = info["State"].get("Pid") or 0
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines() if pid else []
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):   # cgroup v1
+            counters = Path("/sys/fs/cgroup/memory", path.lstrip("/"), "memory.oom_control")
+        elif controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():  # cgroup v2
+            counters = Path("/sys/fs/cgroup", path.lstrip("/"), "memory.events")
+        else:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            for counter in counters.read_text().splitlines():
+                key, _, value = counter.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    return None
+
+
+def _last_heartbeat(port: int) -> float | None:
+    try:
+        beat = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=3).json().get("lastHeartbeat")
+    except (requests.RequestException, ValueError):
+        return None
+    return beat / 1000 if beat else None
