@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest
 .PHONY: help deps test test-fast image demo down bench docs
 
 help:
-	@echo "make demo        bring up one user (examples/demo.nix) and print the address"
+	@echo "make demo        bring up one user (examples/demo.nix) and print the address and password"
 	@echo "make down        stop the demo (workspaces are kept)"
 	@echo "make test        everything that runs on this host (image build, live stack, browser)"
 	@echo "make test-fast   tier 0 and unit tests: no containers"
@@ -29,7 +29,7 @@ test: deps image
 	$(PYTEST) tests
 
 demo: deps image
-	$(CSM) up examples/demo.nix
+	$(CSM) up --create-passwords examples/demo.nix
 
 down: deps
 	$(CSM) down

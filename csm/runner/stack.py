@@ -28,7 +28,7 @@ from typing import Callable
 import requests
 
 from .. import plan as planlib
-from . import BadInput, HostNotReady, RunnerError, files, nginx, passwd, podman
+from . import BadInput, HostNotReady, RunnerError, backup, files, nginx, passwd, podman
 from .host import Host
 
 DEFAULT_STATE_DIR = Path("/var/lib/code-server-multi")
@@ -169,7 +169,7 @@ class Stack:
         return secret, secret.with_name(f"{user['name']}.config.env"), secret.with_name(f"{user['name']}.env.sha256")
 
     @contextlib.contextmanager
-    def _lock(self):
+    def lock(self):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # nginx's workers read the landing page below it
         with open(self.state_dir / "lock", "w") as f:
@@ -184,7 +184,7 @@ class Stack:
         """Bring the stack to the plan; returns what happened to each user's container
         (unchanged, started, created, recreated). Checks everything before changing
         anything; if applying fails, what this run started is stopped again."""
-        with self._lock():
+        with self.lock():
             self.preflight()
             undo: list[Callable[[], None]] = []
             try:
@@ -263,7 +263,7 @@ class Stack:
             self._create_missing_passwords()
         self._remove_departed_users()
         actions = {name: self._apply_user(user, undo) for name, user in plan["users"].items()}
-        self._wait_healthy([n for n, a in actions.items() if a != "unchanged"])
+        self.wait_healthy([n for n, a in actions.items() if a != "unchanged"])
         nginx_action = self._apply_nginx(undo)
         self._record()
         if nginx_action == "unchanged" and all(a == "unchanged" for a in actions.values()):
@@ -334,7 +334,7 @@ class Stack:
             raise RunnerError(f"podman could not start {cname}: {proc.stderr.strip()}")
         return "recreated" if info else "created"
 
-    def _wait_healthy(self, names: list[str]) -> None:
+    def wait_healthy(self, names: list[str]) -> None:
         if not names:
             return
         pending = list(names)
@@ -397,7 +397,7 @@ class Stack:
     def down(self) -> None:
         """Stop and remove this stack's containers, stop its nginx, delete the env
         files. Workspaces, settings and passwords stay."""
-        with self._lock():
+        with self.lock():
             for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
                 self.progress(f"stopping {c['Names'][0]}")
                 podman.remove(self.host, c["Names"][0])
@@ -412,12 +412,12 @@ class Stack:
     def reset(self, name: str) -> None:
         """A fresh container for one user; the workspace and settings (the home) stay."""
         user = self.user(name)
-        with self._lock():
+        with self.lock():
             if not podman.image_exists(self.host, user["container"]["image"]):
                 raise HostNotReady(f"the image {user['container']['image']} is missing; build it with `make image`")
             undo: list = []
             self._apply_user(user, undo, force=True)
-            self._wait_healthy([name])
+            self.wait_healthy([name])
 
     def restart_if_running(self, name: str) -> bool:
         """Recreate the user's container if it runs and its secrets changed (after
@@ -427,10 +427,22 @@ class Stack:
         if not info or not info["State"].get("Running") or \
                 podman.labels(info).get(podman.STACK_LABEL) != str(self.state_dir):
             return False
-        with self._lock():
+        with self.lock():
             if self._apply_user(user, []) != "unchanged":
-                self._wait_healthy([name])
+                self.wait_healthy([name])
         return True
+
+    # ---- backups ---------------------------------------------------------------------------
+    def backup(self, target: str | os.PathLike | None = None) -> Path:
+        """A consistent archive of every user's directory in target (default
+        plan.backup.target), keeping the newest plan.backup.keep there."""
+        return backup.create(self, target or self.plan["backup"]["target"])
+
+    def restore(self, archive: str | os.PathLike, users: list[str] | None = None) -> list[str]:
+        """Restore users' directories from an archive made by backup(); checks the
+        whole archive first. Running containers are stopped and started again."""
+        with self.lock():
+            return backup.restore(self, archive, users)
 
     # ---- status --------------------------------------------------------------------------
     def status(self) -> StackStatus:

@@ -1,0 +1,281 @@
+"""csm: bring code-server-multi up on this host, and look after it.
+
+Progress goes to stderr, results (addresses, archive paths, status) to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from . import plan as planlib
+from .runner import BadInput, RunnerError, passwd
+from .runner.stack import DEFAULT_HTTP_PORT, DEFAULT_STATE_DIR, DEFAULT_TLS_PORT, Stack
+
+EXIT_CODES = """\
+exit codes:
+  0  done (for status: every user healthy)
+  1  an operation failed; whatever this run had started was stopped again
+     (for status: some user is not healthy)
+  2  bad input: command line, settings, user name, archive
+  3  the host is not ready: a program, the image, a file or a port is missing
+"""
+
+# Subcommands other modules implement; imported only when used.
+DELEGATED = {
+    "image": ("csm.image", "build or reuse the portable image (`csm image build`)"),
+    "smoke": ("csm.checks.smoke", "check a running deployment from outside (`csm smoke URL`)"),
+}
+
+
+def _state_dir(args) -> Path:
+    return Path(args.state_dir)
+
+
+def _stack(args) -> Stack:
+    if getattr(args, "plan", None):
+        try:
+            plan = json.loads(Path(args.plan).read_text())
+        except (OSError, ValueError) as e:
+            raise BadInput(f"cannot read the plan {args.plan}: {e}") from None
+        return Stack(plan, _state_dir(args))
+    return Stack.from_state(_state_dir(args))
+
+
+def _print_addresses(stack: Stack) -> None:
+    print("Open in a browser:")
+    for name, user in stack.plan["users"].items():
+        password = stack.password(name)
+        hint = f"password: {password}" if password else \
+            f"password: the one hashed in {user['secrets']['fromFiles'][0]['file']} (change it: csm passwd {name})"
+        print(f"  {stack.url(name)}   {hint}")
+    if stack.tls_port:
+        print(f"The certificate is from a local CA; trust {stack.state_dir / 'tls' / 'ca.crt'} in the browser.")
+
+
+def cmd_up(args) -> int:
+    state = _state_dir(args)
+    rec = Stack.recorded(state)
+    settings = args.settings or (rec or {}).get("settings")
+    if not settings:
+        raise BadInput(f"no settings file given, and none recorded in {state}; run `csm up SETTINGS`, "
+                       "e.g. `csm up examples/demo.nix`")
+    http_port = args.http_port or (rec or {}).get("http_port") or DEFAULT_HTTP_PORT
+    tls_port = None if args.no_tls else args.tls or (rec or {}).get("tls_port")
+    stack = Stack(settings, state, http_port, tls_port, create_passwords=args.create_passwords,
+                  health_timeout=args.timeout)
+    stack.up()
+    _print_addresses(stack)
+    return 0
+
+
+def cmd_down(args) -> int:
+    Stack.from_state(_state_dir(args)).down()
+    print("stopped; workspaces are kept (`csm up` starts them again)")
+    return 0
+
+
+def _size(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return "-"
+    ago = max(0, time.time() - epoch)
+    stamp = dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{stamp} ({ago / 60:.0f} min ago)" if ago >= 120 else f"{stamp} ({ago:.0f} s ago)"
+
+
+def cmd_status(args) -> int:
+    stack = _stack(args)
+    st = stack.status()
+    if args.json:
+        print(json.dumps(asdict(st) | {"healthy": st.healthy}, indent=1))
+        return 0 if st.healthy else 1
+    ports = f"{st.http_port}" + (f", TLS on {st.tls_port}" if st.tls_port else "")
+    print(f"nginx: {'running (pid %d)' % st.nginx_pid if st.nginx_pid else 'not running'}, port {ports}")
+    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "LAST ACTIVITY")]
+    for u in st.users:
+        state = u.state if u.exit_code is None else f"{u.state} ({u.exit_code})"
+        rows.append((u.name, u.container, state, u.health,
+                     f"{_size(u.memory_bytes)} / {_size(u.memory_limit_bytes)}",
+                     "-" if u.oom_kills is None else str(u.oom_kills), _when(u.last_activity)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0 if st.healthy else 1
+
+
+def cmd_passwd(args) -> int:
+    state = _state_dir(args)
+    if args.settings:
+        stack = Stack(args.settings, state)
+    else:
+        stack = Stack.from_state(state)
+    file = passwd.hashed_password_file(stack.plan, args.user)
+    password = passwd.read()
+    passwd.write_hash_file(file, passwd.hash_password(password))
+    stack.password_file(args.user).unlink(missing_ok=True)  # a generated one is no longer valid
+    print(f"wrote the argon2 hash for {args.user} to {file}")
+    if stack.restart_if_running(args.user):
+        print(f"{args.user}'s container was recreated: the new password works now")
+    else:
+        print(f"{args.user}'s container is not running here; the new password applies at the next `csm up`")
+    return 0
+
+
+def cmd_reset(args) -> int:
+    Stack.from_state(_state_dir(args)).reset(args.user)
+    print(f"{args.user} has a fresh container; the workspace and settings were kept")
+    return 0
+
+
+def cmd_backup(args) -> int:
+    print(_stack(args).backup(args.to))
+    return 0
+
+
+def cmd_restore(args) -> int:
+    users = _stack(args).restore(args.archive, args.user or None)
+    print(f"restored {', '.join(users)} from {args.archive}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    return Stack.from_state(_state_dir(args)).logs(args.user, follow=args.follow, tail=args.tail)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Descriptions wrap; the exit-code table keeps its lines."""
+
+    def _fill_text(self, text, width, indent):
+        return text if text == EXIT_CODES else super()._fill_text(text, width, indent)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", default=os.environ.get("CSM_STATE_DIR", str(DEFAULT_STATE_DIR)),
+                        help=f"where csm keeps nginx's config, pid and logs, the local CA, generated "
+                             f"passwords and the stack in use (default {DEFAULT_STATE_DIR}, or $CSM_STATE_DIR)")
+    plan_opt = argparse.ArgumentParser(add_help=False)
+    plan_opt.add_argument("--plan", metavar="PLAN.json",
+                          help="use this plan (JSON, as the NixOS module writes it) instead of the stack in --state-dir")
+
+    p = argparse.ArgumentParser(
+        prog="csm", description="code-server-multi: every person their own VS Code in the browser, "
+                                "with opencode, one container each, behind nginx.",
+        epilog=EXIT_CODES, formatter_class=_Formatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name, func, help, description, parents=(common,)):
+        c = sub.add_parser(name, help=help, description=description, parents=list(parents), epilog=EXIT_CODES,
+                           formatter_class=_Formatter)
+        c.set_defaults(func=func)
+        return c
+
+    c = command("up", cmd_up, "bring the stack up (or up to date) from a settings file",
+                "Evaluate SETTINGS (a Nix file, see examples/) into the plan and apply it: host directories, "
+                "one container per user, nginx in front. Running it again changes nothing; after a settings "
+                "change only the users whose containers changed are recreated, and containers of users "
+                "removed from the settings are stopped (their workspaces are kept). Everything is checked "
+                "before anything changes; if applying fails, what this run started is stopped again.")
+    c.add_argument("settings", nargs="?", metavar="SETTINGS",
+                   help="settings file, e.g. examples/demo.nix (default: the one the last `up` used)")
+    c.add_argument("--http-port", type=int, metavar="PORT",
+                   help=f"nginx's HTTP port (default: the last one used, else {DEFAULT_HTTP_PORT})")
+    c.add_argument("--tls", type=int, nargs="?", const=DEFAULT_TLS_PORT, metavar="PORT",
+                   help=f"also serve HTTPS on PORT (default {DEFAULT_TLS_PORT}) with a certificate from a local CA "
+                        "made in the state directory; the HTTP port then redirects to it")
+    c.add_argument("--no-tls", action="store_true", help="stop serving HTTPS (if an earlier `up --tls` did)")
+    c.add_argument("--create-passwords", action="store_true",
+                   help="for users whose hashedPasswordFile does not exist yet, generate a password, write its "
+                        "hash there, and keep the password in STATE_DIR/passwords/USER (mode 0600) so that it "
+                        "is printed with the address (what `make demo` does)")
+    c.add_argument("--timeout", type=float, default=180, metavar="SECONDS",
+                   help="how long to wait for each container's health check (default 180)")
+
+    command("down", cmd_down, "stop the stack (workspaces are kept)",
+            "Stop and remove this stack's containers and stop its nginx. Workspaces, homes, settings "
+            "and passwords are never deleted; `csm up` starts everything again.")
+
+    c = command("status", cmd_status, "per user: container state, health, memory, OOM kills, last activity",
+                "Show nginx and, per user, the container state, the health check, memory in use against "
+                "the limit, OOM kills and code-server's last activity.", parents=(common, plan_opt))
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    c = command("passwd", cmd_passwd, "set a user's password",
+                "Read a new password (prompted twice on a terminal, else from stdin, where exactly one "
+                "trailing newline is dropped) and write its argon2id hash to the user's hashedPasswordFile "
+                "(mode 0600, directory 0700). A running container of this stack is recreated so the "
+                "password works at once; otherwise it applies at the next `csm up`.")
+    c.add_argument("user", metavar="USER")
+    c.add_argument("settings", nargs="?", metavar="SETTINGS",
+                   help="settings file naming the user's hashedPasswordFile (default: the stack in --state-dir)")
+
+    c = command("reset", cmd_reset, "give a user a fresh container (workspace and settings kept)",
+                "Remove USER's container and start a new one from the image. The workspace and the home "
+                "(VS Code settings, extensions state, shell history) stay as they are.")
+    c.add_argument("user", metavar="USER")
+
+    c = command("backup", cmd_backup, "archive every user's workspace and home",
+                "Write a tar.gz of every user's directory (workspace and home, numeric owners and modes "
+                "kept, and a manifest naming the stack) into DIR, pausing each user's container while "
+                "their files are read. Only the newest backup.keep archives of this stack are kept in DIR. "
+                "Prints the archive's path.", parents=(common, plan_opt))
+    c.add_argument("--to", metavar="DIR", help="directory for the archive (default: backup.target of the settings)")
+
+    c = command("restore", cmd_restore, "restore workspaces and homes from a backup",
+                "Check ARCHIVE completely (readable, ours, for this stack's domain, nothing outside the "
+                "users' directories), then replace each user's directory with the archived one, owners "
+                "and modes kept. A running container is stopped for it and started again.",
+                parents=(common, plan_opt))
+    c.add_argument("archive", metavar="ARCHIVE")
+    c.add_argument("--user", action="append", metavar="USER", help="restore only this user (repeatable)")
+
+    c = command("logs", cmd_logs, "show a user's container log", "Show the log of USER's container (code-server).")
+    c.add_argument("user", metavar="USER")
+    c.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
+    c.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+
+    for name, (_, help) in DELEGATED.items():
+        sub.add_parser(name, help=help, add_help=False)
+    return p
+
+
+def _delegate(name: str, argv: list[str]) -> int:
+    module_name = DELEGATED[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        print(f"csm {name}: not available ({module_name} cannot be imported: {e})", file=sys.stderr)
+        return 1
+    return module.main(argv) or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except planlib.PlanError as e:
+        print(f"csm {args.command}: {e}", file=sys.stderr)
+        return 2
+    except RunnerError as e:
+        print(f"csm {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"csm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

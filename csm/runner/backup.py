@@ -1,0 +1,228 @@
+"""Backups: one tar.gz of every user's directory (workspace and home), with numeric
+owners and modes, and a manifest naming the stack it came from.
+
+Each user's container is paused while their directory is archived, so the archive
+is a consistent snapshot. Restore checks the whole archive before it touches
+anything, then swaps each user's directory for the archived one.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import json
+import os
+import shutil
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from . import BadInput, RunnerError, files, podman
+
+FORMAT = "code-server-multi-backup"
+VERSION = 1
+MANIFEST = "code-server-multi-backup.json"
+ALLOWED_TYPES = {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
+                 tarfile.FIFOTYPE}
+
+
+def archive_prefix(plan: dict) -> str:
+    return f"code-server-multi-{plan['domain']}-"
+
+
+def _manifest(plan: dict, users: list[str]) -> dict:
+    return {
+        "format": FORMAT, "version": VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "domain": plan["domain"],
+        "users": {u: {"idBase": plan["users"][u]["ids"]["base"], "idSize": plan["users"][u]["ids"]["size"]}
+                  for u in users},
+    }
+
+
+def _numeric(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uname = info.gname = ""  # owners by number: host names mean nothing in a container's uid range
+    return info
+
+
+def create(stack, target: str | os.PathLike) -> Path:
+    """Archive every user's directory into target (made 0700) and apply retention
+    (plan.backup.keep newest archives of this stack). Returns the archive's path."""
+    plan, host = stack.plan, stack.host
+    target = Path(target)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    users = sorted(plan["users"])
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = target / f"{archive_prefix(plan)}{stamp}.tar.gz"
+    n = 1
+    while path.exists():
+        n += 1
+        path = target / f"{archive_prefix(plan)}{stamp}-{n}.tar.gz"
+    partial = path.with_name(path.name + ".partial")
+    manifest = json.dumps(_manifest(plan, users), indent=1).encode()
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(MANIFEST)
+            info.size, info.mode, info.mtime = len(manifest), 0o600, int(dt.datetime.now().timestamp())
+            tar.addfile(info, io.BytesIO(manifest))
+            for user in users:
+                user_dir = Path(plan["workspaceBase"]) / user
+                if not user_dir.is_dir():
+                    raise RunnerError(f"{user_dir} does not exist; run `csm up` once before a backup")
+                with _paused(stack, plan["users"][user]["container"]["name"]):
+                    stack.progress(f"archiving {user_dir}")
+                    tar.add(user_dir, arcname=user, filter=_numeric)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    archives = sorted(target.glob(f"{archive_prefix(plan)}*.tar.gz"), key=lambda p: (p.stat().st_mtime, p.name))
+    for old in archives[: -plan["backup"]["keep"]]:
+        stack.progress(f"removing {old.name} (keeping the newest {plan['backup']['keep']})")
+        old.unlink()
+    return path
+
+
+class _paused:
+    """Pause a running container for the duration (a no-op if it does not run)."""
+
+    def __init__(self, stack, name: str):
+        self.stack, self.name, self.paused = stack, name, False
+
+    def __enter__(self):
+        if podman.is_running(podman.inspect(self.stack.host, self.name)):
+            podman.podman(self.stack.host, "pause", self.name)
+            self.paused = True
+            self.stack.progress(f"paused {self.name} while archiving")
+
+    def __exit__(self, *exc):
+        if self.paused:
+            podman.podman(self.stack.host, "unpause", self.name)
+
+
+def read(archive: str | os.PathLike) -> tuple[dict, list[tarfile.TarInfo]]:
+    """The manifest and members of a backup, checked completely: every byte readable
+    (gzip CRC), a manifest of our format, and every member a plain file, directory,
+    link or fifo inside its user's directory, never through a symlink."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise BadInput(f"{archive} does not exist")
+    try:
+        with gzip.open(archive, "rb") as f:
+            while f.read(1 << 20):
+                pass
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            first = members[0] if members else None
+            manifest_data = tar.extractfile(first).read() if first and first.name == MANIFEST and first.isfile() else None
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
+        raise BadInput(f"{archive} is not a readable tar.gz (corrupt or truncated: {e}); nothing was restored") from None
+    if manifest_data is None:
+        raise BadInput(f"{archive} is not a code-server-multi backup (it has no {MANIFEST}); nothing was restored")
+    try:
+        manifest = json.loads(manifest_data)
+        assert manifest["format"] == FORMAT and isinstance(manifest["users"], dict)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise BadInput(f"{archive} is not a code-server-multi backup (its manifest is not ours); nothing was restored") from None
+    if manifest.get("version") != VERSION:
+        raise BadInput(f"{archive} is a backup of format version {manifest.get('version')}; "
+                       f"this csm reads version {VERSION}")
+    _check_members(archive, manifest, members[1:])
+    return manifest, members[1:]
+
+
+def _check_members(archive: Path, manifest: dict, members: list[tarfile.TarInfo]) -> None:
+    users = set(manifest["users"])
+    seen_dirs, symlinks, regular = set(), set(), set()
+
+    def bad(member: tarfile.TarInfo, why: str):
+        raise BadInput(f"{archive} holds {member.name!r}, which {why}; refusing to restore it")
+
+    for m in members:
+        path = PurePosixPath(m.name)
+        if path.is_absolute() or ".." in path.parts or not path.parts or path.parts[0] not in users:
+            bad(m, f"is not inside a user directory of the manifest ({', '.join(sorted(users))})")
+        if m.type not in ALLOWED_TYPES:
+            bad(m, "is a device or another special file")
+        if any(str(parent) in symlinks for parent in path.parents):
+            bad(m, "lies below a symbolic link")
+        if m.islnk():
+            target = PurePosixPath(m.linkname)
+            if target.is_absolute() or ".." in target.parts or str(target) not in regular \
+                    or target.parts[0] != path.parts[0]:
+                bad(m, f"is a hard link to {m.linkname!r}, outside the files before it in its user directory")
+        if m.issym():
+            symlinks.add(str(path))
+        elif m.isdir():
+            seen_dirs.add(str(path))
+        elif m.isfile():
+            regular.add(str(path))
+    missing = users - seen_dirs
+    if missing:
+        raise BadInput(f"{archive} names {', '.join(sorted(missing))} in its manifest but holds no directory "
+                       "for them; it is incomplete")
+
+
+def restore(stack, archive: str | os.PathLike, only: list[str] | None = None) -> list[str]:
+    """Replace users' directories with the archived ones, owners and modes kept
+    (shifted if the user's uid range changed). Running containers are stopped for
+    it and started again. Returns the restored users."""
+    plan, host = stack.plan, stack.host
+    manifest, _ = read(archive)
+    if manifest["domain"] != plan["domain"]:
+        raise BadInput(f"{archive} is a backup of the stack for {manifest['domain']} (users "
+                       f"{', '.join(sorted(manifest['users']))}), not of this one ({plan['domain']}); nothing was restored")
+    users = only or sorted(manifest["users"])
+    for u in users:
+        if u not in manifest["users"]:
+            raise BadInput(f"{archive} holds no backup of {u} (it holds {', '.join(sorted(manifest['users']))})")
+    not_here = [u for u in users if u not in plan["users"]]
+    if not_here:
+        raise BadInput(f"{', '.join(not_here)} from {archive} are not in the settings; add them, "
+                       "or restore only some users with --user")
+    base = Path(plan["workspaceBase"])
+    for u in users:
+        user = plan["users"][u]
+        old_base, size = manifest["users"][u]["idBase"], manifest["users"][u]["idSize"]
+        shift = user["ids"]["base"] - old_base
+        cname = user["container"]["name"]
+        info = podman.inspect(host, cname)
+        was_running = bool(info) and info["State"].get("Running")
+        if was_running:
+            stack.progress(f"stopping {cname} to restore {u}")
+            podman.podman(host, "stop", "--time=10", cname)
+        try:
+            _swap_in(stack, archive, u, base, shift, old_base, size)
+            for d in user["directories"]:
+                files.ensure_directory(d)
+        finally:
+            if was_running:
+                podman.podman(host, "start", cname)
+                stack.wait_healthy([u])
+    return users
+
+
+def _swap_in(stack, archive, u: str, base: Path, shift: int, old_base: int, size: int) -> None:
+    """Extract u's directory next to the live one, then swap the two by renaming."""
+    staging = base / f".restore-{u}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            mine = [m for m in tar.getmembers()[1:] if PurePosixPath(m.name).parts[0] == u]
+            for m in mine:
+                if shift and old_base <= m.uid < old_base + size:
+                    m.uid += shift
+                if shift and old_base <= m.gid < old_base + size:
+                    m.gid += shift
+            stack.progress(f"restoring {u} ({len(mine)} entries)")
+            trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+            tar.extractall(staging, members=mine, numeric_owner=True, **trusted)  # checked by read()
+        target, previous = base / u, base / f".before-restore-{u}-{os.getpid()}"
+        if target.exists():
+            os.rename(target, previous)
+        os.rename(staging / u, target)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
