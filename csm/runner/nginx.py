@@ -98,7 +98,7 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
 
 
 def binary() -> str:
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None)
+    found = shutil.which("nginx")
     if not found:
         raise HostNotReady("nginx is not installed; run scripts/install-deps (Debian: apt-get install nginx)")
     return found

@@ -80,6 +80,8 @@ def load_settings(path: str | os.PathLike) -> dict:
     """The plan of a settings file; raises csm.plan.PlanError with the plan's message."""
     if not shutil.which("nix-instantiate"):
         raise HostNotReady("nix-instantiate is not installed; run scripts/install-deps (Debian: apt-get install nix-bin)")
+    if Path(path).is_dir():
+        raise BadInput(f"{path} is a directory; give the settings file, e.g. examples/demo.nix")
     return planlib.load(path)
 
 
@@ -113,10 +115,14 @@ class Stack:
     @staticmethod
     def recorded(state_dir: str | os.PathLike = DEFAULT_STATE_DIR) -> dict | None:
         """What the last `up` in state_dir recorded: settings, http_port, tls_port, plan."""
+        path = Path(state_dir) / STATE_FILE
         try:
-            return json.loads((Path(state_dir) / STATE_FILE).read_text())
+            return json.loads(path.read_text())
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as e:
+            raise RunnerError(f"cannot read {path} ({e}); csm runs as root, and the file is csm's own "
+                              "(delete it only if no stack is running)") from None
 
     @classmethod
     def from_state(cls, state_dir: str | os.PathLike = DEFAULT_STATE_DIR, **kwargs) -> "Stack":
@@ -197,13 +203,12 @@ class Stack:
 
     def preflight(self) -> None:
         """Everything up() needs, checked without changing anything."""
+        if self.tls_port and self.tls_port == self.http_port:
+            raise BadInput(f"the HTTP and TLS ports are both {self.http_port}; choose two ports")
         podman.require(self.host)
         nginx.binary()
         if self.tls_port and not shutil.which("openssl"):
             raise HostNotReady("openssl is not installed; run scripts/install-deps")
-        image = self.plan["image"]
-        if not podman.image_exists(self.host, image):
-            raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")
         for name, user in self.plan["users"].items():
             for s in user["secrets"]["fromFiles"]:
                 creatable = self.create_passwords and s["variable"] == "HASHED_PASSWORD"
@@ -211,6 +216,9 @@ class Stack:
                     files.read_secret(s["file"], f"users.{name} {s['variable']}")
             for f in files.extra_env_files(user):
                 files.check_readable(f, f"users.{name}.environmentFiles")
+        image = self.plan["image"]
+        if not podman.image_exists(self.host, image):
+            raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")
         self._check_container_names()
         self._check_ports()
 
@@ -228,8 +236,6 @@ class Stack:
     def _check_ports(self) -> None:
         ports = {name: u["port"] for name, u in self.plan["users"].items()}
         nginx_ports = [p for p in (self.http_port, self.tls_port) if p]
-        if self.tls_port and self.tls_port == self.http_port:
-            raise BadInput(f"the HTTP and TLS ports are both {self.http_port}; choose two ports")
         for name, port in ports.items():
             if port in nginx_ports:
                 raise BadInput(f"users.{name} gets port {port}, which nginx is to listen on; "

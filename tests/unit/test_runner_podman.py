@@ -1,0 +1,97 @@
+"""`podman run` argv from the plan: everything the plan says, the host's quirks,
+no secret, and a spec digest that changes only with the user's own spec."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from csm import plan as planlib
+from csm.runner import podman
+from csm.runner.host import Host
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = Host(run_args=("--runtime", "runc", "--ulimit", "nofile=1024:4096"))
+
+
+@pytest.fixture(scope="module")
+def team():
+    return planlib.load(ROOT / "examples" / "team.nix")
+
+
+def argv_of(user, host=HOST):
+    return podman.run_argv(user, host, "/var/lib/code-server-multi", f"/run/csm/{user['name']}.config.env")
+
+
+def test_argv_carries_the_plan_and_the_host(team):
+    for user in team["users"].values():
+        c = user["container"]
+        argv = argv_of(user)
+        assert argv[:5] == ["podman", "run", "-d", f"--name={c['name']}", "--pull=never"]
+        assert argv[5:5 + len(HOST.run_args)] == list(HOST.run_args)
+        for option in c["extraOptions"]:
+            assert option in argv
+        assert [a for a in argv if a.startswith("--publish=")] == [f"--publish={p}" for p in c["ports"]]
+        assert [a for a in argv if a.startswith("--volume=")] == [f"--volume={v}" for v in c["volumes"]]
+        assert f"--user={c['user']}" in argv
+        # image, then the command, last
+        assert argv[-len(c["cmd"]) - 1:] == [c["image"], *c["cmd"]]
+
+
+def test_env_files_in_plan_order_then_the_plain_environment(team):
+    grace = team["users"]["grace"]
+    env_files = [a.removeprefix("--env-file=") for a in argv_of(grace) if a.startswith("--env-file=")]
+    assert env_files == grace["container"]["environmentFiles"] + ["/run/csm/grace.config.env"]
+    assert env_files[0] == grace["secrets"]["envFile"]
+
+
+def test_no_environment_value_and_no_secret_on_the_command_line(team):
+    for user in team["users"].values():
+        argv = argv_of(user)
+        assert not any(a == "-e" or a.startswith(("--env=", "-e=")) for a in argv)
+        for value in user["container"]["environment"].values():
+            assert not any(value in a for a in argv)
+        # secrets arrive only as files podman reads
+        for s in user["secrets"]["fromFiles"]:
+            assert not any(s["file"] in a for a in argv)
+
+
+def test_ports_publish_on_loopback_only(team):
+    for user in team["users"].values():
+        for a in argv_of(user):
+            if a.startswith("--publish="):
+                assert a.startswith("--publish=127.0.0.1:")
+
+
+def test_spec_digest_changes_only_for_the_user_whose_spec_changed():
+    base = {"domain": "code.localhost", "users": {u: {"hashedPasswordFile": f"/s/{u}"} for u in ("ada", "bo")}}
+    before = planlib.from_settings(base)
+    base["users"]["ada"]["memoryLimit"] = "4g"
+    after = planlib.from_settings(base)
+
+    def digest(plan, name):
+        argv = argv_of(plan["users"][name])
+        return podman.spec_digest(argv, "OPENCODE_CONFIG_CONTENT={}\n")
+
+    assert digest(before, "ada") != digest(after, "ada")
+    assert digest(before, "bo") == digest(after, "bo")
+    # the host's flags are part of the spec: a new runtime recreates
+    other_host = podman.run_argv(after["users"]["bo"], Host(run_args=()), "/var/lib/code-server-multi",
+                                 "/run/csm/bo.config.env")
+    assert podman.spec_digest(other_host, "OPENCODE_CONFIG_CONTENT={}\n") != digest(after, "bo")
+    # so is the plain environment
+    assert podman.spec_digest(argv_of(after["users"]["bo"]), "X=1\n") != digest(after, "bo")
+
+
+def test_spec_label_goes_before_the_image(team):
+    argv = argv_of(team["users"]["ada"])
+    labelled = podman.with_spec_label(argv, "abc")
+    assert f"--label={podman.SPEC_LABEL}=abc" in labelled
+    assert labelled.index(f"--label={podman.SPEC_LABEL}=abc") < labelled.index(team["users"]["ada"]["container"]["image"])
+    assert [a for a in labelled if a != f"--label={podman.SPEC_LABEL}=abc"] == argv
+
+
+def test_stack_label_names_the_state_dir(team):
+    argv = argv_of(team["users"]["ada"])
+    assert f"--label={podman.STACK_LABEL}=/var/lib/code-server-multi" in argv
+    assert f"--label={podman.USER_LABEL}=ada" in argv  # from the plan
