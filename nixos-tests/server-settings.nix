@@ -1,0 +1,19 @@
+# Settings of the server node in server.nix: plain data, exactly what plan.nix accepts
+# (tests/unit/test_nixos_tests.py evaluates them with csm.plan.load on every run).
+# One user logs in with an argon2 hash, the other with a plain password file, so both
+# secret paths are exercised; limits are small enough for a 4 GiB VM.
+{
+  domain = "code.test";
+  users = {
+    ada = {
+      hashedPasswordFile = "/etc/code-server-multi-test/ada.hash";
+      memoryLimit = "1g";
+      memorySoftLimit = "768m";
+    };
+    bo = {
+      passwordFile = "/etc/code-server-multi-test/bo.password";
+      memoryLimit = "1g";
+      memorySoftLimit = "768m";
+    };
+  };
+}

@@ -1,0 +1,88 @@
+# Two users behind nginx over HTTPS, checked the way an admin would: the test script
+# imports csm.checks and runs the host checks and the image contract on the server
+# (through machine.succeed), and a team member's machine (client) runs `csm smoke`,
+# the same HTTP and WebSocket checks, through nginx. Run it as described in
+# docs/nixos-tests.md.
+#
+# The module serves TLS only with an ACME certificate (acme-wildcard.nix tests that
+# path); here a fixed test CA's wildcard certificate is laid over its virtual hosts,
+# with the plan's own TLS directives.
+{ pkgs, self }:
+let
+  inherit (pkgs) lib;
+  settings = import ./server-settings.nix;
+  passwords = import ./passwords.nix;
+  inherit (import ./lib.nix) pythonConstants;
+  system = pkgs.stdenv.hostPlatform.system;
+  testDir = "/etc/code-server-multi-test";
+  caFile = "${testDir}/ca.pem";
+  passwordFiles = builtins.mapAttrs (name: _: "${testDir}/${name}.password") passwords;
+
+  # A CA and a certificate for <domain> and *.<domain>, with the extensions Python's
+  # strict X.509 verification asks for.
+  tls = pkgs.runCommand "code-server-multi-test-tls" { nativeBuildInputs = [ pkgs.openssl ]; } ''
+    mkdir $out && cd $out
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -subj "/CN=code-server-multi VM test CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout ca.key -out ca.pem
+    openssl req -new -newkey rsa:2048 -nodes -subj "/CN=*.${settings.domain}" -keyout server.key -out server.csr
+    cat > ext <<EOF
+    subjectAltName=DNS:*.${settings.domain},DNS:${settings.domain}
+    basicConstraints=critical,CA:FALSE
+    keyUsage=critical,digitalSignature,keyEncipherment
+    extendedKeyUsage=serverAuth
+    subjectKeyIdentifier=hash
+    authorityKeyIdentifier=keyid
+    EOF
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+      -extfile ext -out server.pem
+    rm ca.key server.csr ext
+  '';
+in
+{
+  name = "code-server-multi-server";
+
+  extraPythonPackages = p: [ (p.toPythonModule self.packages.${system}.csm) ];
+
+  nodes = {
+    server = { config, ... }:
+      let
+        plan = config.services.code-server-multi.plan;
+        certificate = { sslCertificate = "${tls}/server.pem"; sslCertificateKey = "${tls}/server.key"; };
+      in
+      {
+        imports = [ (import ./server-node.nix { inherit self settings; }) ];
+        services.nginx.virtualHosts = lib.mapAttrs' (_: u: lib.nameValuePair u.nginx.serverName (certificate // {
+          forceSSL = lib.mkForce true;  # the module says false: it has no certificate without ACME
+          extraConfig = lib.concatStringsSep "\n" plan.nginx.tlsConfig;
+        })) plan.users // {
+          "*.${plan.domain}" = certificate // { addSSL = lib.mkForce true; };
+        };
+        networking.firewall.allowedTCPPorts = [ 443 ];
+      };
+
+    # A team member's machine: trusts the test CA, knows the users' names, and has
+    # the csm CLI and the users' passwords to run `csm smoke`.
+    client = { nodes, ... }: {
+      environment.systemPackages = [ self.packages.${system}.csm pkgs.curl ];
+      environment.etc = {
+        ${lib.removePrefix "/etc/" caFile}.source = "${tls}/ca.pem";
+      } // lib.mapAttrs' (name: file: lib.nameValuePair (lib.removePrefix "/etc/" file) {
+        text = passwords.${name};
+        mode = "0400";
+      }) passwordFiles;
+      security.pki.certificateFiles = [ "${tls}/ca.pem" ];
+      networking.hosts.${nodes.server.networking.primaryIPAddress} =
+        map (u: u.hostname) (lib.attrValues nodes.server.services.code-server-multi.plan.users);
+    };
+  };
+
+  testScript = { nodes, ... }:
+    pythonConstants {
+      PLAN = nodes.server.services.code-server-multi.plan;
+      SERVER_IP = nodes.server.networking.primaryIPAddress;
+      CA_FILE = caFile;
+      PASSWORD_FILES = passwordFiles;
+    }
+    + builtins.readFile ./server.py;
+}

@@ -1,0 +1,91 @@
+# Runbook of server.nix: two users behind nginx over HTTPS.
+# server.nix defines above this script: PLAN (the server's plan, from the module),
+# SERVER_IP, CA_FILE and PASSWORD_FILES (on the client).
+from csm.checks import host, http, image  # type: ignore  # csm ships no type information
+
+DOMAIN = PLAN["domain"]
+USERS = PLAN["users"]
+ada, bo = USERS["ada"], USERS["bo"]
+
+
+def container(user):
+    return user["container"]["name"]
+
+
+start_all()
+server.wait_for_unit("nginx.service")
+for user in USERS.values():
+    server.wait_for_unit(f"podman-{container(user)}.service")
+client.wait_for_unit("multi-user.target")
+
+with subtest("the image keeps its contract"):
+    podman = image.Podman(server.succeed)
+    for name, check in image.contract(require_extension=True):
+        print(f"{name}: {check(PLAN['image'], podman)}")
+
+with subtest("each container runs within its limits, as its own host uid, published on loopback only"):
+    for user in USERS.values():
+        print(host.memory_limit_matches_plan(server.succeed, user))
+        print(host.processes_run_as_mapped_uid(server.succeed, user))
+        print(host.ports_bound_to_loopback(server.succeed, user))
+
+with subtest("a password reaches its container only through the root-only env file"):
+    for user in USERS.values():
+        env_file = user["secrets"]["envFile"]
+        assert server.succeed(f"stat -c '%a %U' {env_file}").strip() == "400 root", env_file
+        for secret in user["secrets"]["fromFiles"]:
+            server.succeed(f"grep -q '^{secret['variable']}=' {env_file}")
+            value = server.succeed(f"cat {secret['file']}").strip()
+            name = container(user)
+            for where, command in {
+                "the container's command": f"podman inspect --format '{{{{json .Config.Cmd}}}} {{{{json .Args}}}}' {name}",
+                "the host's process list": "(cat /proc/[0-9]*/cmdline 2>/dev/null || true) | tr '\\0' ' '",
+                "the systemd unit": f"systemctl cat podman-{name}.service",
+                "the container's log": f"podman logs {name} 2>&1",
+            }.items():
+                assert value not in server.succeed(command), f"{secret['variable']} of {user['name']} is in {where}"
+
+with subtest("opencode and its VS Code extension work in each container"):
+    for user in USERS.values():
+        print(host.opencode_answers(server.succeed, user))
+        print(host.opencode_extension_listed(server.succeed, user, required=True))
+
+with subtest("from the client, through nginx over HTTPS, each workspace passes the deployment checks"):
+    for name, other in (("ada", "bo"), ("bo", "ada")):
+        report = client.succeed(
+            f"csm smoke https://{DOMAIN} --user {name} --other-user {other} --connect {SERVER_IP}"
+            f" --ca-file {CA_FILE} --password-file {PASSWORD_FILES[name]}")
+        print(report)
+        passed = {line.split()[1].rstrip(":") for line in report.splitlines() if line.startswith("PASS ")}
+        expected = {check for check, _ in http.deployment_checks(other_user=other)}
+        assert passed == expected, f"{name}: passed {sorted(passed)}, expected {sorted(expected)}"
+
+with subtest("plain HTTP sends people to HTTPS, and HTTPS asks browsers to stay"):
+    for user in USERS.values():
+        address = user["hostname"]
+        answer = client.succeed(f"curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{address}/")
+        assert answer == f"301 https://{address}/", f"http://{address}/ answered {answer!r}"
+        headers = client.succeed(f"curl -fsS -D - -o /dev/null https://{address}/healthz").lower()
+        assert "strict-transport-security: max-age=31536000" in headers, headers
+
+with subtest("no container port answers from the network: only nginx does"):
+    for user in USERS.values():
+        client.fail(f"curl -sS --max-time 5 http://{SERVER_IP}:{user['port']}/healthz")
+
+with subtest("work in the workspace survives kill -9, and systemd brings the container back"):
+
+    def back_under_systemd():
+        server.wait_until_succeeds(
+            f"podman inspect --format '{{{{.State.Running}}}}' {container(ada)} | grep -qx true", timeout=300)
+        server.wait_for_unit(f"podman-{container(ada)}.service")
+
+    print(host.workspace_survives_kill(server.succeed, ada, restart=back_under_systemd, timeout=300))
+
+with subtest("a memory hog is killed at the limit, and the neighbour keeps working"):
+    print(host.memory_hog_killed_neighbour_healthy(server.succeed, ada, bo))
+
+with subtest("a fork bomb stops at the pids limit"):
+    print(host.fork_bomb_stopped_by_pids_limit(server.succeed, bo))
+
+with subtest("busy processes get no more CPU than the quota"):
+    print(host.cpu_quota_holds(server.succeed, bo))

@@ -1,0 +1,161 @@
+"""Tier 0 for the NixOS VM tests (nixos-tests/): what can be checked without nixpkgs.
+
+The VM tests themselves run only on a machine with Nix, KVM and a binary cache
+(docs/nixos-tests.md). Here: the settings their server nodes use evaluate to a valid
+plan; each test's script, built by Nix exactly as the driver gets it, compiles, passes
+pyflakes with the driver's names (as the driver's own lint does), and calls only
+csm.checks functions that exist, with arguments they accept. Parsing every .nix file
+is test_plan.py's job.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from pyflakes.api import check as pyflakes_check
+from pyflakes.reporter import Reporter
+
+from csm import plan as planlib
+from csm.checks import host, http, image, smoke
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = ROOT / "nixos-tests"
+EVAL = Path(__file__).with_name("nixos_tests_eval.nix")
+# Each VM test, its server's settings, and its nodes (the script's machine names).
+VM_TESTS = {
+    "server": ("server-settings.nix", ["client", "server"]),
+    "acme-wildcard": ("acme-settings.nix", ["acme", "client", "dnsserver", "server"]),
+}
+# Names the NixOS test driver gives every test script besides the machines.
+DRIVER_NAMES = ["start_all", "subtest", "machines", "driver", "log", "join_all", "retry",
+                "run_tests", "test_script", "serial_stdout_on", "serial_stdout_off",
+                "polling_condition", "create_machine", "vlans"]
+CHECK_MODULES = {"host": host, "http": http, "image": image}
+
+
+def nix_eval(expr_file: Path, **args: str) -> dict:
+    argv = ["nix-instantiate", "--eval", "--strict", "--json", str(expr_file)]
+    for name, value in args.items():
+        argv += ["--arg", name, value] if value.startswith(("/", ".")) else ["--argstr", name, value]
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "NIX_PATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module", params=sorted(VM_TESTS))
+def vm_test(request):
+    name = request.param
+    settings_file, nodes = VM_TESTS[name]
+    evaluated = nix_eval(EVAL, root=str(ROOT), testName=name, settingsFile=str(TESTS / settings_file))
+    return name, evaluated, nodes, TESTS / settings_file
+
+
+def test_default_nix_lists_the_tests_the_flake_checks(vm_test):
+    _, evaluated, _, _ = vm_test
+    assert sorted(evaluated["tests"]) == sorted(VM_TESTS)
+
+
+def test_nodes_are_the_machines_the_script_drives(vm_test):
+    _, evaluated, nodes, _ = vm_test
+    assert evaluated["nodes"] == nodes
+
+
+@pytest.mark.parametrize("settings_file", ["server-settings.nix", "acme-settings.nix"])
+def test_server_settings_make_a_valid_plan(settings_file):
+    plan = planlib.load(TESTS / settings_file)
+    assert sorted(plan["users"]) == ["ada", "bo"]
+    passwords = nix_eval(TESTS / "passwords.nix")
+    for name, user in plan["users"].items():
+        assert user["hostname"] == f"{name}.{plan['domain']}"
+        # server-node.nix writes each user's password file from passwords.nix, under /etc.
+        (secret,) = user["secrets"]["fromFiles"]
+        assert secret["file"].startswith("/etc/code-server-multi-test/") and passwords[name]
+    variables = sorted(u["secrets"]["fromFiles"][0]["variable"] for u in plan["users"].values())
+    assert variables == ["HASHED_PASSWORD", "PASSWORD"], "both password kinds are exercised"
+
+
+def test_acme_settings_ask_for_a_wildcard_by_dns01():
+    acme = planlib.load(TESTS / "acme-settings.nix")["acme"]
+    assert acme["enable"] and acme["dnsProvider"] == "exec"
+    assert acme["extraDomainNames"] == [f"*.{acme['domain']}"]
+    assert acme["credentialsFile"].startswith("/etc/code-server-multi-test/")
+
+
+def test_script_constants_carry_the_plan_unchanged(vm_test):
+    _, evaluated, _, settings_file = vm_test
+    script = evaluated["testScript"]
+    prelude = script[:script.index("\n#")]  # the constants, up to the script's first comment
+    names: dict = {}
+    exec(prelude, names)
+    assert names["PLAN"] == planlib.load(settings_file)
+
+
+def test_script_compiles_and_passes_pyflakes_with_the_driver_names(vm_test, monkeypatch):
+    name, evaluated, nodes, _ = vm_test
+    script = evaluated["testScript"]
+    compile(script, f"{name} test script", "exec")
+    monkeypatch.setenv("PYFLAKES_BUILTINS", ",".join(nodes + DRIVER_NAMES))
+
+    class Collect:
+        def __init__(self):
+            self.lines = []
+
+        def write(self, text):
+            self.lines.append(text)
+
+        def flush(self):
+            pass
+
+    out = Collect()
+    problems = pyflakes_check(script, f"{name} test script", Reporter(out, out))
+    assert problems == 0, "".join(out.lines)
+
+
+def test_script_calls_only_checks_that_exist_with_arguments_they_take(vm_test):
+    name, evaluated, _, _ = vm_test
+    tree = ast.parse(evaluated["testScript"])
+    calls = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in CHECK_MODULES:
+            assert hasattr(CHECK_MODULES[node.value.id], node.attr), f"{name}: csm.checks.{node.value.id}.{node.attr} does not exist"
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in CHECK_MODULES):
+            target = getattr(CHECK_MODULES[node.func.value.id], node.func.attr)
+            signature = inspect.signature(target)
+            try:
+                signature.bind(*[None] * len(node.args), **{k.arg: None for k in node.keywords if k.arg})
+            except TypeError as e:
+                pytest.fail(f"{name}: {node.func.value.id}.{node.func.attr}{signature} called at line "
+                            f"{node.lineno} with {len(node.args)} arguments and {[k.arg for k in node.keywords]}: {e}")
+            calls += 1
+    if name == "server":
+        assert calls > 0, "the server test runs csm.checks"
+
+
+def test_csm_smoke_takes_the_options_the_server_test_gives_it():
+    script = nix_eval(EVAL, root=str(ROOT), testName="server",
+                      settingsFile=str(TESTS / VM_TESTS["server"][0]))["testScript"]
+    invocation = script[script.index('"csm smoke'):]
+    invocation = invocation[:invocation.index(")")]
+    used = set(re.findall(r"(--[a-z][a-z-]*)", invocation))
+    options = {o for action in smoke.parser()._actions for o in action.option_strings}
+    assert used and used <= options, f"csm smoke has no {sorted(used - options)}"
+
+
+@pytest.mark.tier2
+@pytest.mark.skipif(not os.environ.get("NIXPKGS_LIB"), reason=(
+    "TIER 2 SKIPPED: NIXPKGS_LIB is not set, so the VM tests' server settings were NOT evaluated "
+    "by the NixOS module under real nixpkgs lib"))
+@pytest.mark.parametrize("settings_file", ["server-settings.nix", "acme-settings.nix"])
+def test_the_module_accepts_the_server_settings(settings_file):
+    from test_module_tier2 import evaluate
+
+    module = evaluate(TESTS / settings_file)
+    assert module["assertions"] == []
+    assert sorted(module["containers"]) == ["code-server-ada", "code-server-bo"]
