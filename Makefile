@@ -28,8 +28,13 @@ image: deps
 test: deps image
 	$(PYTEST) tests
 
+# A fresh host has no demo password: --create-passwords makes one and prints it.
+# (tests/e2e/test_demo_path.py runs this target with its own DEMO_SETTINGS,
+# DEMO_PORT and CSM_STATE_DIR.)
+DEMO_SETTINGS ?= examples/demo.nix
+DEMO_PORT ?= 8080
 demo: deps image
-	$(CSM) up --create-passwords examples/demo.nix
+	$(CSM) up --create-passwords --http-port $(DEMO_PORT) $(DEMO_SETTINGS)
 
 down: deps
 	$(CSM) down

@@ -272,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunnerError as e:
         print(f"csm {args.command}: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        print(f"csm {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"csm {args.command}: interrupted", file=sys.stderr)
         return 130

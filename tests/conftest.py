@@ -12,6 +12,13 @@ domain `code.localhost`, behind nginx on a free port. Its attributes:
 
 It fails (never skips) when the image is missing: run `make image`.
 
+web_client (session): a small browser-less client for the runner's own tests: log
+in through nginx, fetch the workbench, open VS Code's WebSocket. It connects to
+127.0.0.1 (Python does not resolve *.localhost) and sends the real Host/Origin.
+
+stack_kit (session): the helpers the fixtures use (free_port, fresh_base_dir,
+stack_settings, write_password, require_image), for tests that run their own stack.
+
 live_stack_factory (session): more stacks, e.g. with extra settings. Use user
 names no other live stack of the session uses (container names are global), and
 stop the stack when your tests are done with it:
@@ -33,15 +40,23 @@ containers' mapped users cannot traverse /tmp/pytest-of-root) are deleted.
 """
 from __future__ import annotations
 
+import json
 import random
 import secrets
 import shutil
 import socket
+import ssl
+import struct
 import subprocess
 import tempfile
+import types
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import requests
+import websocket
 
 from csm import plan as planlib
 from csm.runner import passwd
@@ -86,6 +101,13 @@ def stack_settings(base: Path, users: list[str], extra: dict | None = None, avoi
     raise RuntimeError("found no basePort whose user ports are free")
 
 
+def write_password(settings: dict, user: str) -> str:
+    """A new random password for `user`, hashed into its hashedPasswordFile."""
+    password = secrets.token_urlsafe(12)
+    passwd.write_hash_file(settings["users"][user]["hashedPasswordFile"], passwd.hash_password(password))
+    return password
+
+
 def fresh_base_dir(prefix: str = "csm-test-") -> Path:
     """A fresh directory in /var/tmp that the containers' mapped root can traverse."""
     base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
@@ -102,9 +124,7 @@ class LiveStack:
         self.tls_port = free_port() if tls else None
         self.settings = stack_settings(self.base, self.users, extra_settings,
                                        avoid={self.http_port, self.tls_port})
-        self._passwords = {u: secrets.token_urlsafe(12) for u in self.users}
-        for u, password in self._passwords.items():
-            passwd.write_hash_file(self.settings["users"][u]["hashedPasswordFile"], passwd.hash_password(password))
+        self._passwords = {u: write_password(self.settings, u) for u in self.users}
         self.plan = planlib.from_settings(self.settings)
         self.stack = Stack(self.plan, self.state_dir, self.http_port, self.tls_port)
         self.ca_file = self.state_dir / "tls" / "ca.crt" if tls else None
@@ -160,3 +180,99 @@ def live_stack_factory():
 @pytest.fixture(scope="session")
 def live_stack(live_stack_factory) -> LiveStack:
     return live_stack_factory(["ada", "bo"])
+
+
+# ---- a browser-less client --------------------------------------------------------
+
+SESSION_COOKIE = "code-server-session"
+VSCODE_HEADER = struct.Struct(">BIII")  # VS Code's PersistentProtocol: type, id, ack, length
+VSCODE_CONTROL = 2
+
+
+class _Loopback(requests.adapters.HTTPAdapter):
+    """Connects to 127.0.0.x whatever the URL's name; TLS still checks that name."""
+
+    def __init__(self, hostname: str, tls: bool, source: str | None):
+        self.extra = {"server_hostname": hostname, "assert_hostname": hostname} if tls else {}
+        if source:
+            self.extra["source_address"] = (source, 0)
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs, **self.extra)
+
+
+class WebClient:
+    def __init__(self, ca_file: str | Path | None = None, source: str | None = None):
+        self.ca_file, self.source = ca_file, source
+
+    def request(self, method: str, url: str, path: str = "/", cookie: str | None = None, **kwargs):
+        u = urlsplit(url)
+        port = u.port or (443 if u.scheme == "https" else 80)
+        headers = {"Host": u.netloc, **kwargs.pop("headers", {})}
+        if cookie:
+            headers["Cookie"] = f"{SESSION_COOKIE}={cookie}"
+        with requests.Session() as s:
+            s.trust_env = False
+            s.mount(f"{u.scheme}://", _Loopback(u.hostname, u.scheme == "https", self.source))
+            return s.request(method, f"{u.scheme}://127.0.0.1:{port}{path}", headers=headers, timeout=30,
+                             allow_redirects=False, verify=str(self.ca_file) if self.ca_file else True, **kwargs)
+
+    def login(self, url: str, password: str) -> str:
+        """The session cookie after logging in with the right password."""
+        r = self.request("POST", url, "/login", data={"password": password})
+        assert r.status_code == 302, f"login at {url} answered {r.status_code}: {r.text[:300]}"
+        assert SESSION_COOKIE in r.cookies, f"login at {url} set no session cookie"
+        return r.cookies[SESSION_COOKIE]
+
+    def workbench(self, url: str, cookie: str) -> str:
+        r = self.request("GET", url, "/", cookie=cookie)
+        assert r.status_code == 200, f"GET {url}/ answered {r.status_code}"
+        return r.text
+
+    def websocket(self, url: str, cookie: str, path: str | None = None) -> websocket.WebSocket:
+        u = urlsplit(url)
+        port = u.port or (443 if u.scheme == "https" else 80)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30,
+                                        source_address=(self.source, 0) if self.source else None)
+        if u.scheme == "https":
+            sock = ssl.create_default_context(cafile=self.ca_file).wrap_socket(sock, server_hostname=u.hostname)
+        path = path or f"/?reconnectionToken={uuid.uuid4()}&reconnection=false&skipWebSocketFrames=false"
+        return websocket.create_connection(f"{'wss' if u.scheme == 'https' else 'ws'}://{u.netloc}{path}",
+                                           socket=sock, timeout=30, origin=f"{u.scheme}://{u.netloc}",
+                                           cookie=f"{SESSION_COOKIE}={cookie}")
+
+    def vscode_handshake(self, url: str, cookie: str) -> dict:
+        """Open the workbench's WebSocket, send VS Code's auth control message and
+        return the server's first control message ({"type": "sign", ...})."""
+        ws = self.websocket(url, cookie)
+        try:
+            auth = json.dumps({"type": "auth", "auth": "0" * 20, "data": secrets.token_hex(16)}).encode()
+            ws.send_binary(VSCODE_HEADER.pack(VSCODE_CONTROL, 0, 0, len(auth)) + auth)
+            buffer = b""
+            while True:
+                opcode, data = ws.recv_data()
+                assert opcode != websocket.ABNF.OPCODE_CLOSE, "the server closed the WebSocket after the auth frame"
+                buffer += data
+                while len(buffer) >= VSCODE_HEADER.size:
+                    kind, _, _, length = VSCODE_HEADER.unpack_from(buffer)
+                    if len(buffer) < VSCODE_HEADER.size + length:
+                        break
+                    body = buffer[VSCODE_HEADER.size:VSCODE_HEADER.size + length]
+                    buffer = buffer[VSCODE_HEADER.size + length:]
+                    if kind == VSCODE_CONTROL:
+                        return json.loads(body)
+        finally:
+            ws.close()
+
+
+@pytest.fixture(scope="session")
+def web_client() -> WebClient:
+    return WebClient()
+
+
+@pytest.fixture(scope="session")
+def stack_kit():
+    return types.SimpleNamespace(free_port=free_port, fresh_base_dir=fresh_base_dir, stack_settings=stack_settings,
+                                 write_password=write_password, require_image=require_image, WebClient=WebClient,
+                                 merge=merge)

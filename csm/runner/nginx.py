@@ -132,11 +132,12 @@ def running_pid(state: Path) -> int | None:
     """The pid of the nginx master this state directory started, if it runs."""
     try:
         pid = int((state / "nginx.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    # A reused pid belongs to some other program: only our master names our config.
-    return pid if str(state / "nginx.conf").encode() in cmdline else None
+    # A reused pid belongs to some other program: only our master names our config
+    # ("nginx: master process /usr/sbin/nginx -c <state>/nginx.conf ...").
+    return pid if b"nginx" in cmdline and f"-c {state / 'nginx.conf'} ".encode() in cmdline.replace(b"\0", b" ") else None
 
 
 def start(state: Path) -> int:
@@ -152,10 +153,28 @@ def start(state: Path) -> int:
     raise RunnerError(f"nginx started but wrote no pid file; see {state}/logs/error.log")
 
 
-def reload(state: Path) -> None:
+def _workers(master: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def reload(state: Path, timeout: float = 10) -> None:
+    """Load the new config; returns once workers running it have started."""
     pid = running_pid(state)
-    if pid:
-        os.kill(pid, signal.SIGHUP)
+    if not pid:
+        return
+    old = _workers(pid)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (_workers(pid) - old):
+        time.sleep(0.05)
 
 
 def stop(state: Path, timeout: float = 10) -> bool:
