@@ -1,0 +1,15 @@
+"""Checks that prove a live deployment works.
+
+Each check is a small function named for what it proves; it returns a short sentence
+of what it saw that proves it, or raises `CheckFailed` with what it saw instead.
+
+- `csm.checks.http`: from outside, through nginx (requests, websocket-client), given a
+  user's address and password. `csm smoke URL` runs them against a real server.
+- `csm.checks.host`: on the host, through a `run(shell_command) -> stdout` callable
+  (`machine.succeed` in a NixOS VM test, `csm.checks.host.local_run` here).
+- `csm.checks.image`: the image contract.
+"""
+
+
+class CheckFailed(AssertionError):
+    """A check saw something other than what it proves; the message says what."""
