@@ -1,0 +1,109 @@
+"""`csm smoke URL --user NAME`: prove a running deployment works, from outside.
+
+Runs the deployment checks of csm.checks.http against a real server (through its
+proxy, as a browser would) and prints one line per check; exits 0 only when every
+check passed, 1 when one failed, 2 on bad arguments.
+
+The password comes from --password-file or standard input, never the command line.
+The run spends one of code-server's wrong-password allowances for the user (two a
+minute, twelve more an hour).
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from csm.checks import http
+
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own exit code is 2 as well; keep the hint short
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"csm smoke: {message}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="csm smoke",
+        description="Check a running code-server-multi deployment from outside, through its proxy. "
+                    "Prints one line per check; exits 0 only if all pass.")
+    p.add_argument("url", metavar="URL",
+                   help="the deployment's address, https://code.example.org, or the user's, "
+                        "https://ada.code.example.org")
+    p.add_argument("--user", required=True, help="the user whose workspace to log in to")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="file holding the user's password (default: read it from standard input)")
+    p.add_argument("--other-user", metavar="NAME",
+                   help="another user's name: check that this user's session does not open theirs "
+                        "(their password is not needed)")
+    p.add_argument("--connect", metavar="IP",
+                   help="connect to this address instead of resolving the names "
+                        "(*.localhost goes to 127.0.0.1 by itself)")
+    p.add_argument("--ca-file", metavar="FILE", help="trust this CA certificate for https")
+    p.add_argument("--full", action="store_true",
+                   help="also upload 100 MiB, keep a WebSocket idle for 75 s, and send a burst of "
+                        "logins until the proxy limits them (this machine's address then waits a minute)")
+    return p
+
+
+def user_url(url: str, user: str) -> str:
+    """The user's address from the deployment's (or the user's own) address."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an address like https://code.example.org")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: give only scheme, host and port, like https://code.example.org")
+    host = parts.hostname.lower()
+    if not host.startswith(f"{user}."):
+        host = f"{user}.{host}"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def read_password(path: str | None) -> str:
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ValueError(f"cannot read the password file {path}: {e.strerror}") from e
+    elif sys.stdin.isatty():
+        text = getpass.getpass("password: ")
+    else:
+        text = sys.stdin.readline()
+    password = text.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise ValueError("the password is empty; give it in --password-file or on standard input")
+    return password
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        target = http.Target(user_url(args.url, args.user), read_password(args.password_file),
+                             connect_ip=args.connect, ca_file=args.ca_file)
+    except ValueError as e:
+        print(f"csm smoke: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    print(f"checking {target.url} as {args.user}", file=sys.stderr)
+    checks = http.deployment_checks(other_user=args.other_user, full=args.full)
+    failed = 0
+    for name, check in checks:
+        try:
+            print(f"PASS {name}: {check(target)}", flush=True)
+        except Exception as e:  # a check's failure, or anything else it ran into
+            failed += 1
+            detail = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
+            print(f"FAIL {name}: {detail}", flush=True)
+    if not args.other_user:
+        print("SKIP session_does_not_open_other_user: give --other-user NAME to check it", flush=True)
+    print(f"{len(checks) - failed} of {len(checks)} checks passed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
