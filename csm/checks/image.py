@@ -1,0 +1,331 @@
+"""The image contract: what must hold inside every user's container.
+
+Both recipes (the Nix image, image/default.nix, and the portable one, csm/image.py)
+must pass the same checks. Each check is a small function
+
+    check(image: str, podman: Podman) -> str
+
+that returns a short sentence of what it proved, or raises AssertionError with what
+it saw. `Podman` sends every podman command through a runner that takes one shell
+command line and returns its stdout, raising on a non-zero exit: `machine.succeed`
+in a NixOS VM test, `subprocess` on a portable host (`Podman.local()`, which also adds
+this host's `podman run` flags).
+
+    for name, check in contract(require_extension=True):
+        print(name, check(image, podman))
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+import secrets
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+IMAGE = "localhost/code-server-multi:latest"
+EXTENSIONS_DIR = "/opt/code-server/extensions"
+EXTENSION_ID = "sst-dev.opencode"
+HOME = "/home/coder"
+UID = 1000
+# What the plan runs, minus the password source (a throwaway one here).
+SERVE = (
+    "code-server", "--bind-addr", "0.0.0.0:8080", "--auth", "password",
+    "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
+    "--disable-getting-started-override", "--extensions-dir", EXTENSIONS_DIR,
+    f"{HOME}/project",
+)
+LABEL = "code-server-multi."  # prefix of the labels both recipes write
+
+Runner = Callable[[str], str]
+Check = Callable[[str, "Podman"], str]
+
+
+class CommandFailed(RuntimeError):
+    def __init__(self, command: str, returncode: int, stdout: str, stderr: str):
+        self.command, self.returncode, self.stdout, self.stderr = command, returncode, stdout, stderr
+        detail = (stderr or stdout).strip()[-600:]
+        super().__init__(f"`{command}` exited with {returncode}" + (f": {detail}" if detail else ""))
+
+
+def subprocess_runner(command: str, timeout: float = 300) -> str:
+    """A `machine.succeed` for this host: runs a shell command, returns stdout."""
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise CommandFailed(command, done.returncode, done.stdout, done.stderr)
+    return done.stdout
+
+
+class Podman:
+    """podman, driven through a runner (see the module docstring)."""
+
+    def __init__(self, run: Runner = subprocess_runner, podman: str = "podman",
+                 run_args: Sequence[str] = ()):
+        self._run = run
+        self.podman = podman
+        self.run_args = tuple(run_args)
+
+    @classmethod
+    def local(cls) -> "Podman":
+        from csm.runner.host import Host
+
+        host = Host.detect()
+        return cls(subprocess_runner, host.podman, host.run_args)
+
+    def __call__(self, *args: str) -> str:
+        return self._run(shlex.join([self.podman, *args]))
+
+    def run(self, image: str, *command: str, options: Sequence[str] = ()) -> str:
+        """`podman run --rm` with this host's flags; returns the command's stdout."""
+        return self("run", "--rm", "--pull=never", *self.run_args, *options, image, *command)
+
+    def sh(self, image: str, script: str, options: Sequence[str] = ()) -> str:
+        return self.run(image, "sh", "-c", script, options=options)
+
+    def inspect(self, image: str) -> dict:
+        out = self("image", "inspect", image)
+        data = json.loads(out)
+        return data[0] if isinstance(data, list) else data
+
+
+def _saw(what: str, action: Callable[[], str]) -> str:
+    """Runs a podman command; a failure becomes an AssertionError saying what it saw."""
+    try:
+        return action()
+    except AssertionError:
+        raise
+    except Exception as e:  # machine.succeed raises a plain Exception
+        raise AssertionError(f"{what}: {e}") from e
+
+
+def _labels(image: str, podman: Podman) -> dict[str, str]:
+    info = _saw(f"{image} is not an image podman knows", lambda: podman.inspect(image))
+    return (info.get("Config") or {}).get("Labels") or info.get("Labels") or {}
+
+
+def _first_line(text: str) -> str:
+    """The first line of a tool's output, past code-server's own log lines."""
+    return next((line.strip() for line in text.splitlines()
+                 if line.strip() and not re.match(r"\[\d{4}-?", line.strip())), "")
+
+
+def _version(text: str) -> str:
+    match = re.search(r"(?<![\d.])\d+(\.\d+)*", text)
+    return match.group(0) if match else ""
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def image_config(image: str, podman: Podman) -> str:
+    """Entrypoint tini, user 1000, workdir, port 8080 and the environment the plan relies on."""
+    info = _saw(f"{image} is not an image podman knows", lambda: podman.inspect(image))
+    config = info.get("Config") or {}
+    problems = []
+    entrypoint = config.get("Entrypoint") or []
+    if not entrypoint or not entrypoint[0].endswith("/tini"):
+        problems.append(f"entrypoint is {entrypoint}, not tini")
+    user = str(config.get("User", ""))
+    if user.split(":")[0] not in (str(UID), "coder"):
+        problems.append(f"user is {user!r}, not {UID}")
+    if config.get("WorkingDir") != f"{HOME}/project":
+        problems.append(f"workdir is {config.get('WorkingDir')!r}, not {HOME}/project")
+    if "8080/tcp" not in (config.get("ExposedPorts") or {}):
+        problems.append(f"exposed ports are {sorted(config.get('ExposedPorts') or {})}, not 8080/tcp")
+    env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
+    wanted = {"HOME": HOME, "USER": "coder", "LANG": "C.UTF-8", "OPENCODE_DISABLE_AUTOUPDATE": "1"}
+    for key, value in wanted.items():
+        if env.get(key) != value:
+            problems.append(f"env {key}={env.get(key)!r}, not {value!r}")
+    for key in ("PATH", "SSL_CERT_FILE"):
+        if not env.get(key):
+            problems.append(f"env {key} is not set")
+    if problems:
+        raise AssertionError("image config: " + "; ".join(problems))
+    return f"entrypoint {' '.join(entrypoint)}, user {user}, workdir {HOME}/project, 8080/tcp, env ok"
+
+
+def init_is_tini(image: str, podman: Podman) -> str:
+    """PID 1 is an init that reaps zombies."""
+    out = _saw("reading /proc/1/comm", lambda: podman.sh(image, "cat /proc/1/comm"))
+    if out.strip() != "tini":
+        raise AssertionError(f"PID 1 is {out.strip()!r}, not tini")
+    return "PID 1 is tini"
+
+
+def code_server_version(image: str, podman: Podman) -> str:
+    out = _saw("code-server --version", lambda: podman.run(image, "code-server", "--version"))
+    line = _first_line(out)
+    version = line.split()[0] if line else ""
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise AssertionError(f"code-server --version printed {out.strip()!r}")
+    expected = _labels(image, podman).get(LABEL + "code-server")
+    if expected and version != expected:
+        raise AssertionError(f"code-server is {version}, but the image says it ships {expected}")
+    return f"code-server {line}"
+
+
+def opencode_version(image: str, podman: Podman) -> str:
+    out = _saw("opencode --version",
+               lambda: podman.sh(image, 'HOME="$(mktemp -d)" opencode --version'))
+    version = _first_line(out)
+    if not re.fullmatch(r"v?\d+\.\d+\.\d+\S*", version):
+        raise AssertionError(f"opencode --version printed {out.strip()!r}")
+    expected = _labels(image, podman).get(LABEL + "opencode")
+    if expected and version.lstrip("v") != expected:
+        raise AssertionError(f"opencode is {version}, but the image says it ships {expected}")
+    return f"opencode {version}"
+
+
+def extension(image: str, podman: Podman, *, required: bool = True) -> str:
+    """sst-dev.opencode is listed by code-server itself.
+
+    Required for the Nix image. For a portable image it is required only if the image
+    says it was built with it (a VSIX in image/extensions/); otherwise its absence is
+    reported, never papered over."""
+    out = _saw("code-server --list-extensions", lambda: podman.run(
+        image, "code-server", "--list-extensions", "--show-versions",
+        "--extensions-dir", EXTENSIONS_DIR))
+    listed = [line.strip() for line in out.splitlines() if "@" in line]
+    found = [entry for entry in listed if entry.split("@")[0].lower() == EXTENSION_ID]
+    if found:
+        return f"{found[0]} installed in {EXTENSIONS_DIR}"
+    baked = _labels(image, podman).get(LABEL + "extensions", "")
+    promised = EXTENSION_ID in [e.split("@")[0].lower() for e in baked.split(",") if e]
+    if required or promised:
+        why = "required" if required else f"the image says it ships {baked!r}"
+        raise AssertionError(f"{EXTENSION_ID} is not installed ({why}); "
+                             f"--list-extensions printed {listed or 'nothing'}")
+    return (f"{EXTENSION_ID} absent (optional here: this image was built without its VSIX; "
+            f"put it in image/extensions/ and rebuild)")
+
+
+def tools(image: str, podman: Podman) -> str:
+    """python3, node, npm, git, rg (and curl, less, the CA bundle) run for the default user."""
+    names = ("python3", "node", "npm", "git", "rg", "curl", "less")
+    script = "; ".join(
+        f'printf "%s\\t%s\\n" {n} "$({n} --version 2>&1 | head -n1 || true)"' for n in names)
+    script += '; printf "cacert\\t%s\\n" "$(test -s "$SSL_CERT_FILE" && echo "$SSL_CERT_FILE")"'
+    out = _saw("running the tools", lambda: podman.sh(image, script))
+    found = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+    missing = [n for n in names if not _version(found.get(n, "")) or "not found" in found.get(n, "")]
+    if not found.get("cacert", "").strip():
+        missing.append("the CA bundle ($SSL_CERT_FILE)")
+    if missing:
+        raise AssertionError(f"missing or broken: {', '.join(missing)} (saw {found})")
+    return ", ".join(f"{n} {_version(found[n])}" for n in names) + f", CA bundle {found['cacert'].strip()}"
+
+
+def default_user(image: str, podman: Podman) -> str:
+    out = _saw("id", lambda: podman.sh(image, 'id -u; id -g; echo "$HOME"; cat /etc/passwd'))
+    lines = out.splitlines()
+    if len(lines) < 3:
+        raise AssertionError(f"expected uid, gid, HOME; saw {out!r}")
+    uid, gid, home = lines[0].strip(), lines[1].strip(), lines[2].strip()
+    entry = next((line for line in lines[3:] if line.split(":")[2:3] == [str(UID)]), None)
+    problems = []
+    if uid != str(UID):
+        problems.append(f"uid {uid}")
+    if gid != str(UID):
+        problems.append(f"gid {gid}")
+    if home != HOME:
+        problems.append(f"HOME {home}")
+    if not entry or entry.split(":")[0] != "coder" or entry.split(":")[5] != HOME:
+        problems.append(f"/etc/passwd entry for {UID}: {entry!r}")
+    if problems:
+        raise AssertionError("default user: " + ", ".join(problems))
+    return f"default user coder {uid}:{gid}, HOME {home}"
+
+
+def no_privilege_escalation(image: str, podman: Podman) -> str:
+    """No sudo, and no setuid/setgid file anywhere in the image (searched as root)."""
+    script = ("for c in sudo doas pkexec; do command -v $c; done; "
+              "find / -xdev \\( -perm -4000 -o -perm -2000 \\) -type f 2>/dev/null; true")
+    out = _saw("searching for setuid files", lambda: podman.sh(image, script, options=("--user", "0")))
+    found = [line for line in out.splitlines() if line.strip()]
+    if found:
+        raise AssertionError(f"privilege escalation possible via: {found}")
+    return "no sudo, no setuid or setgid files"
+
+
+def healthz(image: str, podman: Podman, *, within: float = 10.0) -> str:
+    """code-server, started as the plan starts it, answers /healthz within seconds."""
+    name = f"csm-contract-{secrets.token_hex(4)}"
+    options = ["--detach", "--name", name, "--env", f"PASSWORD={secrets.token_urlsafe(12)}"]
+    started = time.monotonic()
+    _saw("starting code-server", lambda: podman("run", "--pull=never", *podman.run_args, *options, image, *SERVE))
+    try:
+        tries = int(within / 0.1)
+        poll = (f"n=0; until curl -fsS http://127.0.0.1:8080/healthz; do n=$((n+1)); "
+                f"[ $n -ge {tries} ] && exit 1; sleep 0.1; done")
+        try:
+            body = podman("exec", name, "sh", "-c", poll)
+        except Exception as e:
+            logs = ""
+            try:
+                logs = podman("logs", "--tail", "20", name)
+            except Exception:
+                pass
+            raise AssertionError(f"/healthz did not answer within {within:.0f} s ({e}); logs: {logs}") from e
+        elapsed = time.monotonic() - started
+        status = json.loads(body).get("status")
+        if status not in ("alive", "expired"):
+            raise AssertionError(f"/healthz answered {body!r}")
+        if elapsed > within:
+            raise AssertionError(f"/healthz answered only after {elapsed:.1f} s")
+        return f"/healthz answered {status!r} {elapsed:.1f} s after start"
+    finally:
+        try:
+            podman("rm", "--force", "--time", "0", name)
+        except Exception:
+            pass
+
+
+def contract(require_extension: bool) -> list[tuple[str, Check]]:
+    """The checks, in order. `require_extension`: True for the Nix image."""
+    return [
+        ("image config", image_config),
+        ("init is tini", init_is_tini),
+        ("code-server --version", code_server_version),
+        ("opencode --version", opencode_version),
+        ("extension sst-dev.opencode", functools.partial(extension, required=require_extension)),
+        ("python3 node npm git rg", tools),
+        ("default user", default_user),
+        ("no sudo, no setuid", no_privilege_escalation),
+        ("code-server /healthz", healthz),
+    ]
+
+
+def run_contract(image: str = IMAGE, podman: Podman | None = None,
+                 require_extension: bool = False) -> list[tuple[str, bool, str]]:
+    """Runs every check; returns (name, passed, what it proved or saw)."""
+    podman = podman or Podman.local()
+    results = []
+    for name, check in contract(require_extension):
+        try:
+            results.append((name, True, check(image, podman)))
+        except AssertionError as e:
+            results.append((name, False, str(e)))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m csm.checks.image",
+                                     description="Run the image contract against an image.")
+    parser.add_argument("image", nargs="?", default=IMAGE)
+    parser.add_argument("--require-extension", action="store_true",
+                        help=f"fail if {EXTENSION_ID} is absent (the Nix image)")
+    args = parser.parse_args(argv)
+    failed = 0
+    for name, ok, text in run_contract(args.image, require_extension=args.require_extension):
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {text}")
+        failed += not ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
