@@ -2,6 +2,7 @@
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,9 +10,11 @@ from csm.checks import smoke
 
 PASSWORD = "correct-horse-battery"
 
+CSM = str(Path(sys.executable).parent / "csm")  # the installed command
+
 
 def run_smoke(*args, stdin=""):
-    return subprocess.run([sys.executable, "-m", "csm.checks.smoke", *args], input=stdin,
+    return subprocess.run([CSM, "smoke", *args], input=stdin,
                           capture_output=True, text=True, timeout=120)
 
 
