@@ -6,7 +6,7 @@ of what it saw that proves it, or raises `CheckFailed` with what it saw instead.
 - `csm.checks.http`: from outside, through nginx (requests, websocket-client), given a
   user's address and password. `csm smoke URL` runs them against a real server.
 - `csm.checks.host`: on the host, through a `run(shell_command) -> stdout` callable
-  (`machine.succeed` in a NixOS VM test, `csm.checks.host.local_run` here).
+  (`machine.succeed` in a NixOS VM test, `csm.checks.image.subprocess_runner` here).
 - `csm.checks.image`: the image contract.
 """
 
