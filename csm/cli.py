@@ -57,6 +57,7 @@ def _print_addresses(stack: Stack) -> None:
         print(f"  {stack.url(name)}   {hint}")
     if stack.tls_port:
         print(f"The certificate is from a local CA; trust {stack.state_dir / 'tls' / 'ca.crt'} in the browser.")
+    print("`csm down` (or `make down`) stops it; workspaces are kept.")
 
 
 def cmd_up(args) -> int:
@@ -87,7 +88,7 @@ def _size(n: int | None) -> str:
 
 def _when(epoch: float | None) -> str:
     if not epoch:
-        return "-"
+        return "none since start"
     ago = max(0, time.time() - epoch)
     stamp = dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
     return f"{stamp} ({ago / 60:.0f} min ago)" if ago >= 120 else f"{stamp} ({ago:.0f} s ago)"

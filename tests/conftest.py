@@ -17,7 +17,7 @@ in through nginx, fetch the workbench, open VS Code's WebSocket. It connects to
 127.0.0.1 (Python does not resolve *.localhost) and sends the real Host/Origin.
 
 stack_kit (session): the helpers the fixtures use (free_port, fresh_base_dir,
-stack_settings, write_password, require_image), for tests that run their own stack.
+stack_settings, write_password, require_image, gixy_issues), for tests that run their own stack.
 
 live_stack_factory (session): more stacks, e.g. with extra settings. Use user
 names no other live stack of the session uses (container names are global), and
@@ -48,6 +48,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import tempfile
 import types
 import uuid
@@ -106,6 +107,15 @@ def write_password(settings: dict, user: str) -> str:
     password = secrets.token_urlsafe(12)
     passwd.write_hash_file(settings["users"][user]["hashedPasswordFile"], passwd.hash_password(password))
     return password
+
+
+def gixy_issues(conf: Path) -> list:
+    """What gixy (as NixOS runs it on every nginx config) finds in a config."""
+    gixy = Path(sys.executable).with_name("gixy")
+    proc = subprocess.run([str(gixy), "-f", "json", str(conf)], capture_output=True, text=True)
+    issues = json.loads(proc.stdout or "null")
+    assert isinstance(issues, list), f"gixy failed: {proc.stderr}"
+    return issues
 
 
 def fresh_base_dir(prefix: str = "csm-test-") -> Path:
@@ -226,8 +236,16 @@ class WebClient:
         return r.cookies[SESSION_COOKIE]
 
     def workbench(self, url: str, cookie: str) -> str:
-        r = self.request("GET", url, "/", cookie=cookie)
-        assert r.status_code == 200, f"GET {url}/ answered {r.status_code}"
+        """The workbench page, following code-server's redirect to the folder it opens."""
+        path = "/"
+        for _ in range(3):
+            r = self.request("GET", url, path, cookie=cookie)
+            if r.status_code not in (301, 302, 303, 307, 308):
+                break
+            location = urlsplit(r.headers["Location"])
+            assert location.netloc in ("", urlsplit(url).netloc), f"redirected away to {r.headers['Location']}"
+            path = "/" + (location.path or "").lstrip("./") + (f"?{location.query}" if location.query else "")
+        assert r.status_code == 200, f"GET {url}{path} answered {r.status_code}"
         return r.text
 
     def websocket(self, url: str, cookie: str, path: str | None = None) -> websocket.WebSocket:
@@ -275,4 +293,5 @@ def web_client() -> WebClient:
 def stack_kit():
     return types.SimpleNamespace(free_port=free_port, fresh_base_dir=fresh_base_dir, stack_settings=stack_settings,
                                  write_password=write_password, require_image=require_image, WebClient=WebClient,
+                                 gixy_issues=gixy_issues,
                                  merge=merge)

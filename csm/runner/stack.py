@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -490,19 +491,16 @@ def _memory_usage(host: Host, names: list[str]) -> dict[str, int]:
     usage = {}
     for line in proc.stdout.splitlines():
         name, _, value = line.partition("\t")
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, AttributeError):
             usage[name] = _parse_bytes(value)
     return usage
 
 
 def _parse_bytes(text: str) -> int:
-    """podman's "123.4MB / 3.221GB" (decimal units) -> 123400000."""
-    value = text.split("/")[0].strip()
-    units = {"kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "B": 1}
-    for unit, factor in units.items():
-        if value.endswith(unit):
-            return int(float(value[: -len(unit)]) * factor)
-    return int(value)
+    """podman's "123.4MiB / 3GiB" (binary units, or decimal ones like "725kB") -> bytes in use."""
+    number, unit = re.fullmatch(r"([0-9.]+)\s*([kKMGT]?i?)B", text.split("/")[0].strip()).groups()
+    scale = 1024 if unit.endswith("i") else 1000
+    return int(float(number) * scale ** " KMGT".index(unit[:1].upper() or " "))
 
 
 def _oom_kills(info: dict) -> int | None:

@@ -1,0 +1,274 @@
+"""The runner live, through the csm command line, as an admin uses it: up, up again,
+a settings change, a new password, reset, status, backup and restore, a user
+removed, logs, down and up again. The tests run in order on one stack of their own
+(users cy and dee); settings are JSON read by a small Nix file, so a test can
+change them."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from csm.runner import podman
+from csm.runner.host import Host
+from csm.runner.stack import Stack, port_free
+
+pytestmark = pytest.mark.live
+USERS = ["cy", "dee"]
+HOST = Host.detect()
+
+
+class CliStack:
+    def __init__(self, kit):
+        kit.require_image()
+        self.base = kit.fresh_base_dir()
+        self.state = self.base / "state"
+        self.http_port = kit.free_port()
+        self.settings = kit.stack_settings(self.base, USERS, avoid={self.http_port})
+        self.passwords = {u: kit.write_password(self.settings, u) for u in USERS}
+        self.json = self.base / "settings.json"
+        self.nix = self.base / "settings.nix"
+        self.nix.write_text(f'builtins.fromJSON (builtins.readFile "{self.json}")\n')
+        self.write()
+
+    def write(self):
+        self.json.write_text(json.dumps(self.settings))
+
+    def csm(self, *args, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "csm.cli", *map(str, args), "--state-dir", str(self.state)],
+                              input=stdin, capture_output=True, text=True)
+
+    def up(self) -> subprocess.CompletedProcess:
+        proc = self.csm("up", self.nix, "--http-port", self.http_port)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    @property
+    def plan(self) -> dict:
+        return Stack.from_state(self.state).plan
+
+    def url(self, user: str) -> str:
+        return f"http://{user}.code.localhost:{self.http_port}"
+
+    def container(self, user: str) -> dict | None:
+        return podman.inspect(HOST, f"code-server-{user}")
+
+    def user_dir(self, user: str) -> Path:
+        return Path(self.settings["workspaceBase"]) / user
+
+    def exec(self, user: str, script: str) -> str:
+        proc = subprocess.run(["podman", "exec", f"code-server-{user}", "sh", "-c", script],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def cli(stack_kit):
+    s = CliStack(stack_kit)
+    try:
+        s.first_up = s.up()
+        yield s
+    finally:
+        s.csm("down")
+        shutil.rmtree(s.base, ignore_errors=True)
+
+
+def ids(cli: CliStack) -> dict[str, str | None]:
+    return {u: (c or {}).get("Id") for u, c in ((u, cli.container(u)) for u in USERS)}
+
+
+def test_up_prints_each_address_and_each_user_gets_the_workbench(cli, web_client):
+    for user in USERS:
+        assert cli.url(user) in cli.first_up.stdout
+        cookie = web_client.login(cli.url(user), cli.passwords[user])
+        assert "workbench" in web_client.workbench(cli.url(user), cookie)
+
+
+def test_the_running_config_passes_nginx_and_gixy(cli, stack_kit):
+    conf = cli.state / "nginx.conf"
+    assert stack_kit.gixy_issues(conf) == []
+    check = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", f"{cli.state}/",
+                            "-e", str(cli.state / "logs" / "error.log")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_directories_have_the_plans_owners_and_modes(cli):
+    plan = cli.plan
+    for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
+        st = Path(d["path"]).stat()
+        assert (st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode))) == (d["uid"], d["gid"], oct(int(d["mode"], 8))), d
+
+
+def test_secrets_stay_in_root_only_files_and_off_every_command_line(cli):
+    plan = cli.plan
+    runtime = Path(plan["runtimeDir"])
+    assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
+    for user in USERS:
+        env_file = Path(plan["users"][user]["secrets"]["envFile"])
+        hashed = Path(cli.settings["users"][user]["hashedPasswordFile"]).read_text().strip()
+        assert env_file.read_text() == f"HASHED_PASSWORD={hashed}\n"
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o400 and env_file.stat().st_uid == 0
+        info = cli.container(user)
+        create_command = " ".join(info["Config"]["CreateCommand"])
+        assert hashed not in create_command and cli.passwords[user] not in create_command
+        config = plan["users"][user]["container"]["environment"]["OPENCODE_CONFIG_CONTENT"]
+        assert config not in create_command  # config arrives by env file too: `ps` shows none of it
+        assert not any(hashed in v or config in v for v in info["Config"]["Labels"].values())
+        assert f"OPENCODE_CONFIG_CONTENT={config}" in info["Config"]["Env"]
+    for user in USERS:
+        assert not any(cli.passwords[user].encode() in c for c in cmdlines())
+
+
+def cmdlines() -> list[bytes]:
+    found = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            found.append(p.read_bytes())
+        except OSError:
+            pass  # the process ended meanwhile
+    return found
+
+
+def test_up_twice_changes_nothing(cli):
+    before = ids(cli)
+    started = {u: cli.container(u)["State"]["StartedAt"] for u in USERS}
+    pid = (cli.state / "nginx.pid").read_text()
+    conf = (cli.state / "nginx.conf").stat().st_mtime_ns
+    proc = cli.up()
+    assert "nothing to change" in proc.stderr
+    assert ids(cli) == before
+    assert {u: cli.container(u)["State"]["StartedAt"] for u in USERS} == started
+    assert (cli.state / "nginx.pid").read_text() == pid
+    assert (cli.state / "nginx.conf").stat().st_mtime_ns == conf
+
+
+def test_a_settings_change_recreates_only_that_user(cli, web_client):
+    before = ids(cli)
+    cli.settings["users"]["cy"]["memoryLimit"] = "1g"
+    cli.settings["users"]["cy"]["memorySoftLimit"] = "900m"
+    cli.write()
+    proc = cli.up()
+    assert "recreating code-server-cy: its settings changed" in proc.stderr
+    after = ids(cli)
+    assert after["dee"] == before["dee"] and after["cy"] != before["cy"]
+    assert cli.container("cy")["HostConfig"]["Memory"] == 2**30
+    cookie = web_client.login(cli.url("cy"), cli.passwords["cy"])
+    assert "workbench" in web_client.workbench(cli.url("cy"), cookie)
+
+
+def test_passwd_takes_effect_at_once_for_that_user_only(cli, web_client):
+    before = ids(cli)
+    proc = cli.csm("passwd", "cy", stdin="a new password for cy\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "was recreated" in proc.stdout
+    after = ids(cli)
+    assert after["dee"] == before["dee"] and after["cy"] != before["cy"]
+    cli.passwords["cy"] = "a new password for cy"
+    cookie = web_client.login(cli.url("cy"), cli.passwords["cy"])
+    assert "workbench" in web_client.workbench(cli.url("cy"), cookie)
+    assert "nothing to change" in cli.up().stderr
+
+
+def test_reset_gives_a_fresh_container_and_keeps_workspace_and_home(cli):
+    cli.exec("cy", "echo kept > ~/project/hello.txt && mkdir -p ~/.config/demo && echo yes > ~/.config/demo/setting"
+                   " && touch /tmp/scratch")
+    before = ids(cli)
+    proc = cli.csm("reset", "cy")
+    assert proc.returncode == 0, proc.stderr
+    after = ids(cli)
+    assert after["cy"] != before["cy"] and after["dee"] == before["dee"]
+    assert cli.exec("cy", "cat ~/project/hello.txt ~/.config/demo/setting") == "kept\nyes\n"
+    assert cli.exec("cy", "test -e /tmp/scratch && echo there || echo gone") == "gone\n"
+    host_file = cli.user_dir("cy") / "workspace" / "hello.txt"
+    assert host_file.stat().st_uid == cli.plan["users"]["cy"]["ids"]["hostUid"]
+
+
+def test_status_reports_health_memory_oom_and_activity(cli, web_client):
+    for user in USERS:  # activity: code-server counts requests, and cy's container is new
+        web_client.workbench(cli.url(user), web_client.login(cli.url(user), cli.passwords[user]))
+    proc = cli.csm("status", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["healthy"] and status["nginx_pid"]
+    for u in status["users"]:
+        assert (u["state"], u["health"]) == ("running", "healthy")
+        assert 0 < u["memory_bytes"] < u["memory_limit_bytes"]
+        assert u["memory_limit_bytes"] == cli.plan["users"][u["name"]]["limits"]["memoryBytes"]
+        assert u["oom_kills"] == 0
+        assert u["last_activity"] is not None
+    table = cli.csm("status")
+    assert table.returncode == 0
+    assert re.search(r"^cy\s+code-server-cy\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+0\s+\d{4}-", table.stdout, re.M), table.stdout
+
+
+def test_backup_and_restore_into_the_running_stack(cli):
+    cli.exec("cy", "mkdir -p ~/project/keep && echo one > ~/project/keep/a && chmod 640 ~/project/keep/a"
+                   " && chmod 750 ~/project/keep && ln -sf a ~/project/keep/link")
+    keep = cli.user_dir("cy") / "workspace" / "keep"
+
+    def snapshot():
+        return {p.name: (p.lstat().st_uid, p.lstat().st_gid, stat.S_IMODE(p.lstat().st_mode),
+                         p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+                for p in [keep, *keep.iterdir()]}
+
+    before = snapshot()
+    proc = cli.csm("backup", "--to", cli.base / "backups")
+    assert proc.returncode == 0, proc.stderr
+    archive = Path(proc.stdout.strip())
+    assert archive.is_file() and archive.parent == cli.base / "backups"
+    assert "paused code-server-cy" in proc.stderr
+    assert all(cli.container(u)["State"]["Status"] == "running" for u in USERS)  # resumed
+
+    cli.exec("cy", "rm ~/project/keep/a && echo later > ~/project/keep/b")
+    dee_before = ids(cli)["dee"]
+    proc = cli.csm("restore", archive, "--user", "cy")
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot() == before
+    assert cli.exec("cy", "cat ~/project/keep/a") == "one\n"  # the container sees it too
+    assert ids(cli)["dee"] == dee_before
+    assert cli.csm("status").returncode == 0
+
+
+def test_a_user_removed_from_the_settings_is_stopped_and_keeps_the_workspace(cli):
+    cy_before = ids(cli)["cy"]
+    del cli.settings["users"]["dee"]
+    cli.write()
+    proc = cli.up()
+    assert "dee is no longer in the settings: stopping and removing container code-server-dee" in proc.stderr
+    assert cli.container("dee") is None
+    assert (cli.user_dir("dee") / "workspace").is_dir()
+    assert ids(cli)["cy"] == cy_before
+    assert "dee.code.localhost" not in (cli.state / "nginx.conf").read_text()
+
+
+def test_logs_show_code_server(cli):
+    proc = cli.csm("logs", "cy", "--tail", "50")
+    assert proc.returncode == 0
+    assert "HTTP server listening" in proc.stdout + proc.stderr
+
+
+def test_down_stops_everything_and_keeps_workspaces(cli):
+    env_file = Path(cli.plan["users"]["cy"]["secrets"]["envFile"])
+    proc = cli.csm("down")
+    assert proc.returncode == 0, proc.stderr
+    assert cli.container("cy") is None
+    assert not (cli.state / "nginx.pid").exists() and port_free("0.0.0.0", cli.http_port)
+    assert not env_file.exists()
+    assert (cli.user_dir("cy") / "workspace" / "hello.txt").read_text() == "kept\n"
+    assert (cli.user_dir("cy") / "workspace" / "keep" / "a").read_text() == "one\n"
+    status = cli.csm("status")
+    assert status.returncode == 1 and "absent" in status.stdout and "not running" in status.stdout
+
+
+def test_up_after_down_brings_the_same_work_back(cli, web_client):
+    cli.up()
+    assert cli.exec("cy", "cat ~/project/hello.txt") == "kept\n"
+    cookie = web_client.login(cli.url("cy"), cli.passwords["cy"])
+    assert "workbench" in web_client.workbench(cli.url("cy"), cookie)
