@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CAP_SYS_RESOURCE = 24
+RLIMIT_CAP = 32768
 
 
 def _unified_cgroup_controllers() -> str:
@@ -43,11 +44,12 @@ class Host:
         if not _unified_cgroup_controllers() and shutil.which("runc"):
             args += ["--runtime", "runc"]
         # Without CAP_SYS_RESOURCE podman cannot raise rlimits to its defaults:
-        # ask for what this process may grant instead.
+        # ask for what this process may grant instead, capped where sandboxes
+        # refuse more (seen: 65536 refused, 32768 granted).
         if not _has_capability(CAP_SYS_RESOURCE):
             for flag, limit in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
                 hard = resource.getrlimit(limit)[1]
-                if hard != resource.RLIM_INFINITY:
-                    args += ["--ulimit", f"{flag}={hard}:{hard}"]
+                value = RLIMIT_CAP if hard == resource.RLIM_INFINITY else min(hard, RLIMIT_CAP)
+                args += ["--ulimit", f"{flag}={value}:{value}"]
         extra = os.environ.get("CSM_PODMAN_RUN_ARGS", "").split()
         return cls(run_args=tuple(args + extra))
