@@ -476,6 +476,10 @@ class Stack:
         return result
 
     def logs(self, name: str, follow: bool = False, tail: int | None = None) -> int:
+        cname = self.user(name)["container"]["name"]
+        if podman.inspect(self.host, cname) is None:
+            raise RunnerError(f"{name} has no container ({cname}); the stack is down or {name} was reset "
+                              "just now: see `csm status`")
         argv = [self.host.podman, "logs"] + (["--follow"] if follow else []) + \
                ([f"--tail={tail}"] if tail is not None else []) + [self.user(name)["container"]["name"]]
         return subprocess.call(argv)

@@ -208,6 +208,16 @@ def test_status_reports_health_memory_oom_and_activity(cli, web_client):
     assert re.search(r"^cy\s+code-server-cy\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+0\s+\d{4}-", table.stdout, re.M), table.stdout
 
 
+def test_status_counts_an_oom_kill(cli):
+    # cy's limit is 1g since the settings change: a process asking for more is killed
+    hog = subprocess.run(["podman", "exec", "code-server-cy", "python3", "-c", "b = bytearray(1536 * 2**20)"],
+                         capture_output=True, text=True)
+    assert hog.returncode == 137, hog.stderr
+    status = {u["name"]: u for u in json.loads(cli.csm("status", "--json").stdout)["users"]}
+    assert status["cy"]["oom_kills"] == 1 and status["cy"]["health"] == "healthy"
+    assert status["dee"]["oom_kills"] == 0
+
+
 def test_backup_and_restore_into_the_running_stack(cli):
     cli.exec("cy", "mkdir -p ~/project/keep && echo one > ~/project/keep/a && chmod 640 ~/project/keep/a"
                    " && chmod 750 ~/project/keep && ln -sf a ~/project/keep/link")
@@ -252,6 +262,8 @@ def test_logs_show_code_server(cli):
     proc = cli.csm("logs", "cy", "--tail", "50")
     assert proc.returncode == 0
     assert "HTTP server listening" in proc.stdout + proc.stderr
+    gone = cli.csm("logs", "dee")  # removed from the settings above
+    assert gone.returncode == 2 and "no user 'dee'" in gone.stderr
 
 
 def test_down_stops_everything_and_keeps_workspaces(cli):
@@ -265,6 +277,8 @@ def test_down_stops_everything_and_keeps_workspaces(cli):
     assert (cli.user_dir("cy") / "workspace" / "keep" / "a").read_text() == "one\n"
     status = cli.csm("status")
     assert status.returncode == 1 and "absent" in status.stdout and "not running" in status.stdout
+    logs = cli.csm("logs", "cy")
+    assert logs.returncode == 1 and "cy has no container" in logs.stderr
 
 
 def test_up_after_down_brings_the_same_work_back(cli, web_client):

@@ -217,3 +217,20 @@ def test_cli_restore_of_a_corrupt_archive_exits_2(tmp_path):
     assert proc.returncode == 2
     assert "not a readable tar.gz" in proc.stderr and "nothing was restored" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_backup_with_a_plan_file_as_nixos_runs_it(tmp_path):
+    # modules/code-server-multi/backup.nix: csm backup --plan <plan.json> --to <target>
+    stack = make_stack(tmp_path)
+    populate(stack, "ada")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(stack.plan))
+    proc = subprocess.run([sys.executable, "-m", "csm.cli", "backup", "--plan", str(plan_file),
+                           "--to", str(tmp_path / "target"), "--state-dir", str(tmp_path / "state")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    archive = Path(proc.stdout.strip())
+    assert archive.parent == tmp_path / "target" and archive.is_file()
+    manifest, members = backup.read(archive)
+    assert manifest["domain"] == "code.localhost"
+    assert "ada/workspace/notes.md" in {m.name for m in members}

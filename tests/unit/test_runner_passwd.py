@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import os
+import pty
 import stat
 import subprocess
 import sys
@@ -96,4 +98,44 @@ def test_cli_refuses_and_writes_nothing(tmp_path, user, stdin, message):
     proc = csm("passwd", user, str(settings), "--state-dir", str(tmp_path / "state"), stdin=stdin)
     assert proc.returncode == 2
     assert message in proc.stderr
+    assert not hash_file.exists()
+
+
+def csm_on_a_terminal(args: list[str], answers: list[bytes]) -> tuple[int, bytes]:
+    """Run csm with a terminal as its controlling tty, answering each prompt."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "csm.cli", *args])
+    seen = b""
+    for answer in answers:
+        while not seen.rstrip().endswith(b":"):
+            seen += os.read(fd, 1024)
+        os.write(fd, answer)
+        seen += b"|"
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen
+
+
+def test_cli_prompts_twice_on_a_terminal(tmp_path):
+    settings, hash_file = settings_file(tmp_path)
+    code, out = csm_on_a_terminal(["passwd", "ada", str(settings), "--state-dir", str(tmp_path / "state")],
+                                  [b"typed secret\n", b"typed secret\n"])
+    assert code == 0, out
+    assert b"New password:" in out and b"Again:" in out and b"typed secret" not in out  # not echoed
+    assert PasswordHasher().verify(hash_file.read_text().strip(), "typed secret")
+
+
+def test_cli_refuses_two_different_passwords(tmp_path):
+    settings, hash_file = settings_file(tmp_path)
+    code, out = csm_on_a_terminal(["passwd", "ada", str(settings), "--state-dir", str(tmp_path / "state")],
+                                  [b"one\n", b"two\n"])
+    assert code == 2 and b"the two passwords differ" in out
     assert not hash_file.exists()
