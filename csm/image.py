@@ -72,6 +72,7 @@ BUILD_PACKAGES = ("ca-certificates", "g++", "make", "python3", "libkrb5-dev")
 STAGE_REVISION = {"base": 1, "builder": 1, "node": 1, "code-server": 2, "opencode": 1}
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DEFAULT_REGISTRY = "https://registry.npmjs.org/"
 STEPS = 8
 
@@ -183,7 +184,8 @@ class Progress:
         try:
             with self.log_path.open("rb") as f:
                 f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-                lines = [l for l in f.read().decode(errors="replace").splitlines() if l.strip()]
+                lines = [l for l in f.read().decode(errors="replace").splitlines()
+                         if l.strip() and "Unknown env config" not in l]
             return lines[-1].strip()[:110] if lines else ""
         except OSError:
             return ""
@@ -612,6 +614,9 @@ class Build:
         suite = self.versions["debian"]
         if not Path(f"/usr/share/debootstrap/scripts/{suite}").exists():
             raise BuildError(f"this debootstrap does not know Debian {suite}: install a newer debootstrap")
+        if not Path(DEBIAN_KEYRING).is_file():
+            raise BuildError(f"{DEBIAN_KEYRING} is missing, so Debian's archive cannot be verified: "
+                             "apt-get install debian-archive-keyring")
         from csm.runner.host import Host
 
         host = Host.detect()
@@ -624,7 +629,8 @@ class Build:
         debs = self.downloads / "debs"
         debs.mkdir(parents=True, exist_ok=True)
         self.log.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
-                      f"--cache-dir={debs}", suite, str(temp / "rootfs"), mirror()],
+                      f"--keyring={DEBIAN_KEYRING}", f"--cache-dir={debs}", suite, str(temp / "rootfs"),
+                      mirror()],
                      f"debootstrap of Debian {suite} ({name})",
                      "Is Debian's archive reachable (CSM_DEBIAN_MIRROR)?")
         return self.commit(temp, name) / "rootfs"
@@ -669,6 +675,8 @@ class Build:
             "npm_config_audit": "false",
             "npm_config_fetch_retries": "2",
             "npm_config_loglevel": "notice",
+            # install scripts (code-server's postinstall, node-gyp) write to the log
+            "npm_config_foreground_scripts": "true",
             "JOBS": str(os.cpu_count() or 2),
         }
         ca = host_ca_bundle()
@@ -856,6 +864,12 @@ class Build:
                             key=lambda p: p.stat().st_mtime, reverse=True)
             for old in others[1:]:
                 remove_tree(old)
+        # images this recipe made that lost their tags (a --rebuild of the same key)
+        dangling = subprocess.run([self.podman, "images", "--quiet", "--filter", "dangling=true",
+                                   "--filter", "label=code-server-multi.recipe=portable"],
+                                  capture_output=True, text=True).stdout
+        for image_id in dangling.split():
+            subprocess.run([self.podman, "rmi", image_id], capture_output=True)
         out = subprocess.run([self.podman, "images", "--format", "{{.Repository}}:{{.Tag}}", REPOSITORY],
                              capture_output=True, text=True).stdout
         for ref in out.split():
