@@ -1,0 +1,56 @@
+"""Playwright against the live stack, driving Debian's Chromium (never a downloaded one).
+
+Screenshots: the `screenshot` fixture saves `artifacts/browser/<test>/<step>.png`.
+Steps have stable names and the viewport a fixed size, so the onboarding guide's
+pictures can be regenerated from a test run (or taken by any test with
+`take_screenshot(page, directory, step)`).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "browser"
+CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium, headless, as root in a container-less sandbox, with nothing
+# phoning home (FACTS: these are the flags that work on the build hosts).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "viewport": VIEWPORT}
+
+
+def take_screenshot(page, directory: Path, step: str) -> Path:
+    """Saves what `page` shows as <directory>/<step>.png and returns the path."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", step):
+        raise ValueError(f"screenshot step {step!r}: use lowercase letters, digits and dashes")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{step}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+@pytest.fixture
+def screenshot(page, request):
+    """`screenshot("01-login-page")` -> artifacts/browser/<test>/01-login-page.png, of
+    the test's page or of another one given as second argument. The test's directory
+    starts empty, so it holds exactly this run's steps."""
+    directory = ARTIFACTS / request.node.originalname
+    if directory.exists():
+        for old in directory.glob("*.png"):
+            old.unlink()
+    return lambda step, of=None: take_screenshot(of or page, directory, step)

@@ -1,0 +1,163 @@
+"""A team member's first session, in Debian's Chromium against the live stack: log in
+on the real login page, see the workbench, run opencode in a terminal, write a file in
+the editor and find it again after the container has been replaced.
+
+Screenshots of every step go to artifacts/browser/<test>/<step>.png (see conftest.py).
+Every login uses the right password, which costs none of code-server's login budget.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import time
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.live
+
+LOAD = 90_000  # ms: the workbench's first load, extension host included
+
+
+def user(stack) -> str:
+    return stack.users[0]
+
+
+def log_in(page: Page, stack, screenshot=None) -> None:
+    """Opens the user's address, which leads to the login page, and logs in there."""
+    page.goto(stack.url(user(stack)))
+    expect(page).to_have_url(re.compile(r"/login"))
+    password = page.locator('input[name="password"]')
+    expect(password).to_be_visible()
+    if screenshot:
+        screenshot("01-login-page")
+    password.fill(stack.password(user(stack)))
+    password.press("Enter")
+    # The explorer shows the workspace folder once the workbench is connected.
+    expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
+
+
+def run_command(page: Page, command: str, title: str) -> None:
+    """Runs a VS Code command from the command palette (F1), found by its title and
+    picked by its id. Right after load the palette may not list every command yet."""
+    box = page.locator(".quick-input-widget input")
+    entry = page.locator(f'.quick-input-list-entry[data-quick-input-id="{command}"]')
+    deadline = time.monotonic() + LOAD / 1000
+    while True:
+        page.keyboard.press("F1")
+        expect(box).to_be_visible()
+        box.fill(f">{title}")
+        try:
+            expect(entry).to_be_visible(timeout=2_000)
+            break
+        except AssertionError:
+            page.keyboard.press("Escape")
+            if time.monotonic() > deadline:
+                raise
+    entry.click()
+
+
+def terminal_text(page: Page) -> str:
+    """The active terminal's text. The terminal draws on a canvas, so it is copied
+    out the way a person would: select all, copy, read the clipboard."""
+    run_command(page, "workbench.action.terminal.selectAll", "Terminal: Select All")
+    run_command(page, "workbench.action.terminal.copySelection", "Terminal: Copy Selection")
+    return page.evaluate("navigator.clipboard.readText()")
+
+
+def in_container(stack, script: str) -> str:
+    return subprocess.run(["podman", "exec", container(stack), "sh", "-c", script],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def container(stack) -> str:
+    return stack.plan["users"][user(stack)]["container"]["name"]
+
+
+def container_id(stack) -> str:
+    return subprocess.run(["podman", "container", "inspect", "--format", "{{.Id}}", container(stack)],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_log_in_and_see_the_workbench(live_stack, page, screenshot):
+    log_in(page, live_stack, screenshot)
+    expect(page).to_have_url(re.compile(r"folder=/home/coder/project"))
+    expect(page.get_by_role("heading", name=re.compile("Explorer Section: project"))).to_be_visible()
+    expect(page).to_have_title(re.compile(r"\bproject\b"))
+    screenshot("02-workbench")
+
+
+def test_terminal_runs_opencode(live_stack, page, screenshot):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    version = in_container(live_stack, 'HOME="$(mktemp -d)" opencode --version').strip()
+    assert re.fullmatch(r"v?\d+\.\d+\.\d+\S*", version), version
+    log_in(page, live_stack)
+    run_command(page, "workbench.action.terminal.new", "Terminal: Create New Terminal")
+    terminal = page.locator(".terminal-wrapper.active .xterm")
+    expect(terminal).to_be_visible(timeout=30_000)
+    screenshot("01-terminal-open")
+    terminal.click()
+    page.keyboard.type("opencode --version")
+    page.keyboard.press("Enter")
+    answer = re.compile(rf"opencode --version\s*\n\s*{re.escape(version)}\s*\n")
+    deadline = time.monotonic() + 60
+    while not answer.search(text := terminal_text(page)):
+        assert time.monotonic() < deadline, f"the terminal shows {text[-500:]!r}, not opencode's version {version}"
+        time.sleep(1)
+    terminal.click()  # drops the selection the copy made, for a clean picture
+    expect(page.locator(".quick-input-widget")).to_be_hidden()
+    screenshot("02-opencode-version")
+
+
+def test_file_written_in_the_editor_outlives_the_container(live_stack, browser, page, screenshot):
+    name = f"hello-{secrets.token_hex(3)}.txt"
+    text = f"Written in the browser, {secrets.token_hex(6)}"
+    on_host = live_stack.workspace(user(live_stack)) / name
+    try:
+        write_and_find_again(live_stack, browser, page, screenshot, name, text)
+    finally:
+        on_host.unlink(missing_ok=True)
+
+
+def write_and_find_again(live_stack, browser, page, screenshot, name, text):
+    on_host = live_stack.workspace(user(live_stack)) / name
+    log_in(page, live_stack)
+
+    run_command(page, "explorer.newFile", "File: New File...")
+    file_name = page.locator(".explorer-folders-view .monaco-inputbox input")
+    expect(file_name).to_be_visible()
+    file_name.fill(name)
+    screenshot("01-new-file-name")
+    file_name.press("Enter")
+    tab = page.locator(".tabs-container .tab.active", has_text=name)
+    expect(tab).to_be_visible()
+    expect(page.locator(".editor-instance .monaco-editor.focused")).to_be_visible()
+    page.keyboard.type(text)
+    expect(page.locator(".editor-instance .view-lines")).to_have_text(text)
+    page.keyboard.press("Control+S")
+    expect(tab).not_to_have_class(re.compile(r"\bdirty\b"))
+    deadline = time.monotonic() + 30
+    while not (on_host.exists() and on_host.read_text() == text):
+        assert time.monotonic() < deadline, (
+            f"{on_host} holds {on_host.read_text() if on_host.exists() else None!r}, not {text!r}")
+        time.sleep(0.5)
+    screenshot("02-file-saved")
+
+    before = container_id(live_stack)
+    live_stack.stack.reset(user(live_stack))  # a new container from the image; waits until healthy
+    assert container_id(live_stack) != before, "reset did not replace the container"
+    assert in_container(live_stack, f"cat ~/project/{name}") == text
+
+    # A new browser session, so nothing comes from the old page's memory.
+    fresh = browser.new_context(viewport=page.viewport_size)
+    try:
+        again = fresh.new_page()
+        log_in(again, live_stack)
+        item = again.locator(".explorer-folders-view .monaco-list-row", has_text=name)
+        expect(item).to_be_visible(timeout=30_000)
+        item.click()
+        expect(again.locator(".editor-instance .view-lines")).to_contain_text(text, timeout=30_000)
+        screenshot("03-file-after-new-container", again)
+    finally:
+        fresh.close()
