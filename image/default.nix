@@ -8,9 +8,10 @@
 # both read image/versions.json and must pass the contract in csm/checks/image.py.
 {
   pkgs,
-  # What the image ships. nixpkgs' own packages by default; pass others (a newer
-  # nixpkgs, an overlay) to follow image/versions.json more closely.
-  code-server ? pkgs.code-server,
+  # What the image ships. code-server: the upstream release versions.json pins
+  # (./code-server.nix; nixpkgs' is too old for the extension); opencode: nixpkgs'.
+  # Pass others (a newer nixpkgs, an overlay) to follow versions.json more closely.
+  code-server ? null,
   opencode ? pkgs.opencode,
   # null: the nodejs_<major> that image/versions.json names.
   nodePackage ? null,
@@ -24,6 +25,8 @@ let
   versions = builtins.fromJSON (builtins.readFile ./versions.json);
   nodeMajor = lib.versions.major versions.node;
   nodejs = if nodePackage != null then nodePackage else pkgs."nodejs_${nodeMajor}";
+  codeServer = if code-server != null then code-server
+    else pkgs.callPackage ./code-server.nix { inherit nodejs versions; };
 
   home = "/home/coder";
   extensionsDir = "/opt/code-server/extensions";
@@ -31,7 +34,7 @@ let
   drift = lib.filter (d: d.have != d.want) [
     {
       name = "code-server";
-      have = code-server.version;
+      have = codeServer.version;
       want = versions."code-server";
     }
     {
@@ -75,7 +78,7 @@ let
     pkgs.runCommand "code-server-multi-extensions"
       {
         nativeBuildInputs = [
-          code-server
+          codeServer
           pkgs.gnugrep
         ];
       }
@@ -87,7 +90,7 @@ let
             --install-extension ${e.src}
           code-server --user-data-dir "$TMPDIR/data" --extensions-dir "$out" \
             --list-extensions --show-versions | grep -qix '${e.id}@${e.version}' || {
-            echo "${e.id}@${e.version} did not install (is code-server ${code-server.version} new enough for it?)" >&2
+            echo "${e.id}@${e.version} did not install (is code-server ${codeServer.version} new enough for it?)" >&2
             exit 1
           }
         '') vsixes}
@@ -108,7 +111,7 @@ let
   labels = {
     "org.opencontainers.image.title" = "code-server-multi";
     "code-server-multi.recipe" = "nix";
-    "code-server-multi.code-server" = code-server.version;
+    "code-server-multi.code-server" = codeServer.version;
     "code-server-multi.opencode" = opencode.version;
     "code-server-multi.node" = nodejs.version;
     "code-server-multi.extensions" = lib.concatMapStringsSep "," (e: "${e.id}@${e.version}") vsixes;
@@ -120,7 +123,7 @@ checkVersions (
     tag = "latest";
 
     contents = [
-      code-server
+      codeServer
       opencode
       nodejs # node and npm
       pkgs.python3

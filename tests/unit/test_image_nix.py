@@ -47,7 +47,7 @@ let
     "python3" "git" "ripgrep" "curl" "less" "tini" "bashInteractive" "coreutils" "findutils"
     "gnugrep" "gnused" "gawk" "gnutar" "gzip" "diffutils" "procps" "which" "jq"
   ]);
-  image = import IMAGE { inherit pkgs; strictVersions = strict; };
+  image = import IMAGE { inherit pkgs; strictVersions = strict; inherit (pkgs) code-server; };
 in {
   inherit (image) name tag config fakeRootCommands;
   contents = map (c: c.name) image.contents;
@@ -135,3 +135,47 @@ def test_a_version_drift_stops_a_strict_evaluation(tmp_path):
     done = evaluate(tmp_path, opencode="1.0.0", strict=True)
     assert done.returncode != 0
     assert "opencode 1.0.0 (versions.json: " + VERSIONS["opencode"] + ")" in done.stderr
+
+
+RELEASE_STUB = r"""
+{ hash }:
+let
+  drv = name: attrs: attrs // { inherit name; type = "derivation"; outPath = "/nix/store/x-${name}"; };
+  versions = builtins.fromJSON (builtins.readFile VERSIONS) // { codeServerRelease.hash = hash; };
+  f = import CODE_SERVER;
+  d = f {
+    lib = { getExe = p: "${p.outPath}/bin/node"; licenses.mit = "mit"; };
+    stdenv = { mkDerivation = a: drv a.pname a; cc.cc.lib = drv "libstdc++" { }; };
+    fetchurl = a: drv "src" a;
+    autoPatchelfHook = drv "autoPatchelfHook" { };
+    makeWrapper = drv "makeWrapper" { };
+    krb5 = drv "krb5" { };
+    nodejs = drv "nodejs" { };
+    inherit versions;
+  };
+in { inherit (d) version installPhase; url = d.src.url; hash = d.src.hash; }
+"""
+
+
+def evaluate_release(tmp_path, hash_expr):
+    expr = tmp_path / "release.nix"
+    expr.write_text(RELEASE_STUB.replace("VERSIONS", str(ROOT / "image/versions.json"))
+                    .replace("CODE_SERVER", str(ROOT / "image/code-server.nix")))
+    return subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", str(expr), "--arg", "hash", hash_expr],
+                          capture_output=True, text=True)
+
+
+def test_code_server_release_is_the_pinned_one_run_by_nixpkgs_node(tmp_path):
+    done = evaluate_release(tmp_path, '"sha256-AAAA"')
+    assert done.returncode == 0, done.stderr
+    d = json.loads(done.stdout)
+    version = VERSIONS["code-server"]
+    assert d["version"] == version and d["hash"] == "sha256-AAAA"
+    assert d["url"].endswith(f"/v{version}/code-server-{version}-linux-amd64.tar.gz")
+    assert "/nix/store/x-nodejs/bin/node" in d["installPhase"]
+
+
+def test_code_server_release_without_a_hash_says_how_to_get_one(tmp_path):
+    done = evaluate_release(tmp_path, "null")
+    assert done.returncode != 0
+    assert "codeServerRelease.hash is not set" in done.stderr and "nix store prefetch-file" in done.stderr
