@@ -1,7 +1,7 @@
 """The runner live, through the csm command line, as an admin uses it: up, up again,
 a settings change, a new password, reset, status, backup and restore, a user
 removed, logs, down and up again. The tests run in order on one stack of their own
-(users cy and dee); settings are JSON read by a small Nix file, so a test can
+(users rita and sam); settings are JSON read by a small Nix file, so a test can
 change them."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from csm.runner.host import Host
 from csm.runner.stack import Stack, port_free
 
 pytestmark = pytest.mark.live
-USERS = ["cy", "dee"]
+USERS = ["rita", "sam"]
 HOST = Host.detect()
 
 
@@ -151,47 +151,47 @@ def test_up_twice_changes_nothing(cli):
 
 def test_a_settings_change_recreates_only_that_user(cli, web_client):
     before = ids(cli)
-    cli.settings["users"]["cy"]["memoryLimit"] = "1g"
-    cli.settings["users"]["cy"]["memorySoftLimit"] = "900m"
+    cli.settings["users"]["rita"]["memoryLimit"] = "1g"
+    cli.settings["users"]["rita"]["memorySoftLimit"] = "900m"
     cli.write()
     proc = cli.up()
-    assert "recreating code-server-cy: its settings changed" in proc.stderr
+    assert "recreating code-server-rita: its settings changed" in proc.stderr
     after = ids(cli)
-    assert after["dee"] == before["dee"] and after["cy"] != before["cy"]
-    assert cli.container("cy")["HostConfig"]["Memory"] == 2**30
-    cookie = web_client.login(cli.url("cy"), cli.passwords["cy"])
-    assert "workbench" in web_client.workbench(cli.url("cy"), cookie)
+    assert after["sam"] == before["sam"] and after["rita"] != before["rita"]
+    assert cli.container("rita")["HostConfig"]["Memory"] == 2**30
+    cookie = web_client.login(cli.url("rita"), cli.passwords["rita"])
+    assert "workbench" in web_client.workbench(cli.url("rita"), cookie)
 
 
 def test_passwd_takes_effect_at_once_for_that_user_only(cli, web_client):
     before = ids(cli)
-    proc = cli.csm("passwd", "cy", stdin="a new password for cy\n")
+    proc = cli.csm("passwd", "rita", stdin="a new password for rita\n")
     assert proc.returncode == 0, proc.stderr
     assert "was recreated" in proc.stdout
     after = ids(cli)
-    assert after["dee"] == before["dee"] and after["cy"] != before["cy"]
-    cli.passwords["cy"] = "a new password for cy"
-    cookie = web_client.login(cli.url("cy"), cli.passwords["cy"])
-    assert "workbench" in web_client.workbench(cli.url("cy"), cookie)
+    assert after["sam"] == before["sam"] and after["rita"] != before["rita"]
+    cli.passwords["rita"] = "a new password for rita"
+    cookie = web_client.login(cli.url("rita"), cli.passwords["rita"])
+    assert "workbench" in web_client.workbench(cli.url("rita"), cookie)
     assert "nothing to change" in cli.up().stderr
 
 
 def test_reset_gives_a_fresh_container_and_keeps_workspace_and_home(cli):
-    cli.exec("cy", "echo kept > ~/project/hello.txt && mkdir -p ~/.config/demo && echo yes > ~/.config/demo/setting"
+    cli.exec("rita", "echo kept > ~/project/hello.txt && mkdir -p ~/.config/demo && echo yes > ~/.config/demo/setting"
                    " && touch /tmp/scratch")
     before = ids(cli)
-    proc = cli.csm("reset", "cy")
+    proc = cli.csm("reset", "rita")
     assert proc.returncode == 0, proc.stderr
     after = ids(cli)
-    assert after["cy"] != before["cy"] and after["dee"] == before["dee"]
-    assert cli.exec("cy", "cat ~/project/hello.txt ~/.config/demo/setting") == "kept\nyes\n"
-    assert cli.exec("cy", "test -e /tmp/scratch && echo there || echo gone") == "gone\n"
-    host_file = cli.user_dir("cy") / "workspace" / "hello.txt"
-    assert host_file.stat().st_uid == cli.plan["users"]["cy"]["ids"]["hostUid"]
+    assert after["rita"] != before["rita"] and after["sam"] == before["sam"]
+    assert cli.exec("rita", "cat ~/project/hello.txt ~/.config/demo/setting") == "kept\nyes\n"
+    assert cli.exec("rita", "test -e /tmp/scratch && echo there || echo gone") == "gone\n"
+    host_file = cli.user_dir("rita") / "workspace" / "hello.txt"
+    assert host_file.stat().st_uid == cli.plan["users"]["rita"]["ids"]["hostUid"]
 
 
 def test_status_reports_health_memory_oom_and_activity(cli, web_client):
-    for user in USERS:  # activity: code-server counts requests, and cy's container is new
+    for user in USERS:  # activity: code-server counts requests, and rita's container is new
         web_client.workbench(cli.url(user), web_client.login(cli.url(user), cli.passwords[user]))
     proc = cli.csm("status", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -205,23 +205,23 @@ def test_status_reports_health_memory_oom_and_activity(cli, web_client):
         assert u["last_activity"] is not None
     table = cli.csm("status")
     assert table.returncode == 0
-    assert re.search(r"^cy\s+code-server-cy\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+0\s+\d{4}-", table.stdout, re.M), table.stdout
+    assert re.search(r"^rita\s+code-server-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+0\s+\d{4}-", table.stdout, re.M), table.stdout
 
 
 def test_status_counts_an_oom_kill(cli):
-    # cy's limit is 1g since the settings change: a process asking for more is killed
-    hog = subprocess.run(["podman", "exec", "code-server-cy", "python3", "-c", "b = bytearray(1536 * 2**20)"],
+    # rita's limit is 1g since the settings change: a process asking for more is killed
+    hog = subprocess.run(["podman", "exec", "code-server-rita", "python3", "-c", "b = bytearray(1536 * 2**20)"],
                          capture_output=True, text=True)
     assert hog.returncode == 137, hog.stderr
     status = {u["name"]: u for u in json.loads(cli.csm("status", "--json").stdout)["users"]}
-    assert status["cy"]["oom_kills"] == 1 and status["cy"]["health"] == "healthy"
-    assert status["dee"]["oom_kills"] == 0
+    assert status["rita"]["oom_kills"] == 1 and status["rita"]["health"] == "healthy"
+    assert status["sam"]["oom_kills"] == 0
 
 
 def test_backup_and_restore_into_the_running_stack(cli):
-    cli.exec("cy", "mkdir -p ~/project/keep && echo one > ~/project/keep/a && chmod 640 ~/project/keep/a"
+    cli.exec("rita", "mkdir -p ~/project/keep && echo one > ~/project/keep/a && chmod 640 ~/project/keep/a"
                    " && chmod 750 ~/project/keep && ln -sf a ~/project/keep/link")
-    keep = cli.user_dir("cy") / "workspace" / "keep"
+    keep = cli.user_dir("rita") / "workspace" / "keep"
 
     def snapshot():
         return {p.name: (p.lstat().st_uid, p.lstat().st_gid, stat.S_IMODE(p.lstat().st_mode),
@@ -233,56 +233,56 @@ def test_backup_and_restore_into_the_running_stack(cli):
     assert proc.returncode == 0, proc.stderr
     archive = Path(proc.stdout.strip())
     assert archive.is_file() and archive.parent == cli.base / "backups"
-    assert "paused code-server-cy" in proc.stderr
+    assert "paused code-server-rita" in proc.stderr
     assert all(cli.container(u)["State"]["Status"] == "running" for u in USERS)  # resumed
 
-    cli.exec("cy", "rm ~/project/keep/a && echo later > ~/project/keep/b")
-    dee_before = ids(cli)["dee"]
-    proc = cli.csm("restore", archive, "--user", "cy")
+    cli.exec("rita", "rm ~/project/keep/a && echo later > ~/project/keep/b")
+    dee_before = ids(cli)["sam"]
+    proc = cli.csm("restore", archive, "--user", "rita")
     assert proc.returncode == 0, proc.stderr
     assert snapshot() == before
-    assert cli.exec("cy", "cat ~/project/keep/a") == "one\n"  # the container sees it too
-    assert ids(cli)["dee"] == dee_before
+    assert cli.exec("rita", "cat ~/project/keep/a") == "one\n"  # the container sees it too
+    assert ids(cli)["sam"] == dee_before
     assert cli.csm("status").returncode == 0
 
 
 def test_a_user_removed_from_the_settings_is_stopped_and_keeps_the_workspace(cli):
-    cy_before = ids(cli)["cy"]
-    del cli.settings["users"]["dee"]
+    cy_before = ids(cli)["rita"]
+    del cli.settings["users"]["sam"]
     cli.write()
     proc = cli.up()
-    assert "dee is no longer in the settings: stopping and removing container code-server-dee" in proc.stderr
-    assert cli.container("dee") is None
-    assert (cli.user_dir("dee") / "workspace").is_dir()
-    assert ids(cli)["cy"] == cy_before
-    assert "dee.code.localhost" not in (cli.state / "nginx.conf").read_text()
+    assert "sam is no longer in the settings: stopping and removing container code-server-sam" in proc.stderr
+    assert cli.container("sam") is None
+    assert (cli.user_dir("sam") / "workspace").is_dir()
+    assert ids(cli)["rita"] == cy_before
+    assert "sam.code.localhost" not in (cli.state / "nginx.conf").read_text()
 
 
 def test_logs_show_code_server(cli):
-    proc = cli.csm("logs", "cy", "--tail", "50")
+    proc = cli.csm("logs", "rita", "--tail", "50")
     assert proc.returncode == 0
     assert "HTTP server listening" in proc.stdout + proc.stderr
-    gone = cli.csm("logs", "dee")  # removed from the settings above
-    assert gone.returncode == 2 and "no user 'dee'" in gone.stderr
+    gone = cli.csm("logs", "sam")  # removed from the settings above
+    assert gone.returncode == 2 and "no user 'sam'" in gone.stderr
 
 
 def test_down_stops_everything_and_keeps_workspaces(cli):
-    env_file = Path(cli.plan["users"]["cy"]["secrets"]["envFile"])
+    env_file = Path(cli.plan["users"]["rita"]["secrets"]["envFile"])
     proc = cli.csm("down")
     assert proc.returncode == 0, proc.stderr
-    assert cli.container("cy") is None
+    assert cli.container("rita") is None
     assert not (cli.state / "nginx.pid").exists() and port_free("0.0.0.0", cli.http_port)
     assert not env_file.exists()
-    assert (cli.user_dir("cy") / "workspace" / "hello.txt").read_text() == "kept\n"
-    assert (cli.user_dir("cy") / "workspace" / "keep" / "a").read_text() == "one\n"
+    assert (cli.user_dir("rita") / "workspace" / "hello.txt").read_text() == "kept\n"
+    assert (cli.user_dir("rita") / "workspace" / "keep" / "a").read_text() == "one\n"
     status = cli.csm("status")
     assert status.returncode == 1 and "absent" in status.stdout and "not running" in status.stdout
-    logs = cli.csm("logs", "cy")
-    assert logs.returncode == 1 and "cy has no container" in logs.stderr
+    logs = cli.csm("logs", "rita")
+    assert logs.returncode == 1 and "rita has no container" in logs.stderr
 
 
 def test_up_after_down_brings_the_same_work_back(cli, web_client):
     cli.up()
-    assert cli.exec("cy", "cat ~/project/hello.txt") == "kept\n"
-    cookie = web_client.login(cli.url("cy"), cli.passwords["cy"])
-    assert "workbench" in web_client.workbench(cli.url("cy"), cookie)
+    assert cli.exec("rita", "cat ~/project/hello.txt") == "kept\n"
+    cookie = web_client.login(cli.url("rita"), cli.passwords["rita"])
+    assert "workbench" in web_client.workbench(cli.url("rita"), cookie)
