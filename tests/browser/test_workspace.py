@@ -26,7 +26,10 @@ def user(stack) -> str:
 
 def log_in(page: Page, stack, screenshot=None) -> None:
     """Opens the user's address, which leads to the login page, and logs in there."""
-    page.goto(stack.url(user(stack)))
+    response = page.goto(stack.url(user(stack)))
+    if response is None or response.status >= 500:
+        pytest.fail(f"{stack.url(user(stack))} answered {response and response.status}; "
+                    f"{container_report(stack)}")
     expect(page).to_have_url(re.compile(r"/login"))
     password = page.locator('input[name="password"]')
     expect(password).to_be_visible()
@@ -73,6 +76,16 @@ def in_container(stack, script: str) -> str:
 
 def container(stack) -> str:
     return stack.plan["users"][user(stack)]["container"]["name"]
+
+
+def container_report(stack) -> str:
+    """The container's state and the end of its log, for a failure message."""
+    name = container(stack)
+    state = subprocess.run(["podman", "container", "inspect", "--format",
+                            "{{.State.Status}} (exit {{.State.ExitCode}}, started {{.State.StartedAt}})", name],
+                           capture_output=True, text=True)
+    log = subprocess.run(["podman", "logs", "--tail", "15", name], capture_output=True, text=True)
+    return f"{name} is {(state.stdout or state.stderr).strip()}; its log ends: {(log.stdout + log.stderr)[-1500:]}"
 
 
 def container_id(stack) -> str:
