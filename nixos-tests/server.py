@@ -48,7 +48,7 @@ with subtest("a password reaches its container only through the root-only env fi
 with subtest("opencode and its VS Code extension work in each container"):
     for user in USERS.values():
         print(host.opencode_answers(server.succeed, user))
-        print(host.opencode_extension_listed(server.succeed, user, required=True))
+        print(host.image_extensions_listed(server.succeed, user, require_opencode=True))
 
 with subtest("from the client, through nginx over HTTPS, each workspace passes the deployment checks"):
     for name, other in (("ada", "bo"), ("bo", "ada")):

@@ -126,7 +126,8 @@ def test_script_calls_only_checks_that_exist_with_arguments_they_take(vm_test):
             assert hasattr(CHECK_MODULES[node.value.id], node.attr), f"{name}: csm.checks.{node.value.id}.{node.attr} does not exist"
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name) and node.func.value.id in CHECK_MODULES):
-            target = getattr(CHECK_MODULES[node.func.value.id], node.func.attr)
+            target = getattr(CHECK_MODULES[node.func.value.id], node.func.attr, None)
+            assert target, f"{name}: csm.checks.{node.func.value.id}.{node.func.attr} does not exist"
             signature = inspect.signature(target)
             try:
                 signature.bind(*[None] * len(node.args), **{k.arg: None for k in node.keywords if k.arg})
