@@ -346,11 +346,13 @@ OPENCODE_SERVE = r"""
 home=$(mktemp -d); port=$((20000 + $$ % 20000))
 HOME=$home opencode --version
 HOME=$home opencode serve --port $port > $home/serve.log 2>&1 & pid=$!
-n=0
-until curl -fsS http://127.0.0.1:$port/global/health; do
-  n=$((n+1)); [ $n -ge 120 ] && { echo; tail -5 $home/serve.log; break; }; sleep 0.5
+n=0  # a request during start-up can go unanswered: each try gets 5 s
+until curl -fsS --max-time 5 http://127.0.0.1:$port/global/health; do
+  n=$((n+1)); [ $n -ge 60 ] && { echo; tail -5 $home/serve.log; break; }; sleep 1
 done
-echo; kill $pid; wait $pid 2>/dev/null; rm -rf $home
+echo; kill $pid; n=0
+while kill -0 $pid 2>/dev/null && [ $n -lt 20 ]; do n=$((n+1)); sleep 0.25; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf $home
 """
 
 

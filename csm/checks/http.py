@@ -449,17 +449,32 @@ def idle_websocket_stays_open(t: Target, idle_seconds: float = 75) -> str:
         ws = _ws(t, "/healthz")
     except websocket.WebSocketException as e:
         raise CheckFailed(f"the /healthz WebSocket did not upgrade: {e}") from e
+
+    def ask(moment: str) -> None:
+        try:
+            ws.send("health?")
+            answer = json.loads(ws.recv())
+        except (websocket.WebSocketException, OSError, ValueError) as e:
+            raise CheckFailed(f"the WebSocket did not answer {moment}: {e!r}") from e
+        if answer.get("event") != "health":
+            raise CheckFailed(f"the /healthz WebSocket answered {answer} {moment}")
+
     try:
-        for moment in ("at once", f"after {idle_seconds:.0f} s idle"):
-            if moment != "at once":
-                time.sleep(idle_seconds)
-            try:
-                ws.send("health?")
-                answer = json.loads(ws.recv())
-            except (websocket.WebSocketException, OSError, ValueError) as e:
-                raise CheckFailed(f"the WebSocket did not answer {moment}: {e!r}") from e
-            if answer.get("event") != "health":
-                raise CheckFailed(f"the /healthz WebSocket answered {answer} {moment}")
+        ask("at once")
+        # Wait by reading: a close during the quiet time shows up at once, with when.
+        ws.settimeout(idle_seconds)
+        started = time.monotonic()
+        try:
+            unasked = ws.recv()
+        except websocket.WebSocketTimeoutException:
+            pass  # quiet all along, as it should be
+        except (websocket.WebSocketException, OSError) as e:
+            raise CheckFailed(f"the WebSocket was closed after {time.monotonic() - started:.0f} s "
+                              f"of quiet: {e!r}") from e
+        else:
+            raise CheckFailed(f"the /healthz WebSocket sent {unasked!r} unasked")
+        ws.settimeout(t.timeout)
+        ask(f"after {idle_seconds:.0f} s idle")
     finally:
         ws.close()
     return f"an upgraded WebSocket still answers after {idle_seconds:.0f} s idle"
