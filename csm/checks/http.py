@@ -258,7 +258,7 @@ def _login_answer(r: requests.Response) -> str:
     return f"HTTP {r.status_code}" + (f" saying {error!r}" if error else "")
 
 
-def _log_in(t: Target):
+def _log_in(t: Target) -> str:
     if not t.password:
         raise CheckFailed(f"no password given for {t.origin}")
     r, cookie = _login(t, t.password)
