@@ -41,72 +41,39 @@ containers' mapped users cannot traverse /tmp/pytest-of-root) are deleted.
 from __future__ import annotations
 
 import json
-import random
-import secrets
-import shutil
-import socket
-import ssl
-import struct
 import subprocess
 import sys
-import tempfile
 import types
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import requests
-import websocket
 
-from csm import plan as planlib
-from csm.runner import passwd
-from csm.runner.stack import Stack, port_free
+from csm.checks import http
+from csm.testing import stacks
+from csm.testing.stacks import (IMAGE, ImageMissing, ThrowawayStack, free_port, fresh_base_dir, merge,
+                                stack_settings, write_password)
 
-IMAGE = "localhost/code-server-multi:latest"
-DOMAIN = "code.localhost"
+DOMAIN = stacks.DOMAIN
 
 
-def free_port(address: str = "0.0.0.0") -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
-def merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Live tests never skip: wherever `make test` runs them the stack runs, so a skip
+    would hide a test that did not happen. It is reported as a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("live") and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"a live test was skipped ({reason}); live tests must run wherever the stack runs"
 
 
 def require_image(image: str = IMAGE) -> None:
-    if subprocess.run(["podman", "image", "exists", image]).returncode != 0:
-        pytest.fail(f"the image {image} is missing; build it with `make image` (live tests never skip)")
-
-
-def stack_settings(base: Path, users: list[str], extra: dict | None = None, avoid: set[int] = frozenset()) -> dict:
-    """Settings for a test stack below `base`, with a basePort whose user ports are free."""
-    settings = merge({
-        "domain": DOMAIN,
-        "workspaceBase": str(base / "workspaces"),
-        "runtimeDir": str(base / "run"),
-        "users": {u: {"hashedPasswordFile": str(base / "secrets" / f"{u}.hash")} for u in users},
-    }, extra or {})
-    for _ in range(30):
-        settings["basePort"] = random.randrange(30000, 64000)
-        plan = planlib.from_settings(settings)
-        ports = [u["port"] for u in plan["users"].values()]
-        if not set(ports) & set(avoid) and all(port_free("127.0.0.1", p) for p in ports):
-            return settings
-    raise RuntimeError("found no basePort whose user ports are free")
-
-
-def write_password(settings: dict, user: str) -> str:
-    """A new random password for `user`, hashed into its hashedPasswordFile."""
-    password = secrets.token_urlsafe(12)
-    passwd.write_hash_file(settings["users"][user]["hashedPasswordFile"], passwd.hash_password(password))
-    return password
+    try:
+        stacks.require_image(image)
+    except ImageMissing as e:
+        pytest.fail(f"{e} (live tests never skip)")
 
 
 def gixy_issues(conf: Path) -> list:
@@ -118,66 +85,17 @@ def gixy_issues(conf: Path) -> list:
     return issues
 
 
-def fresh_base_dir(prefix: str = "csm-test-") -> Path:
-    """A fresh directory in /var/tmp that the containers' mapped root can traverse."""
-    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
-    base.chmod(0o711)
-    return base
-
-
-class LiveStack:
-    def __init__(self, users: list[str], extra_settings: dict | None = None, tls: bool = False):
-        self.users = list(users)
-        self.base = fresh_base_dir()
-        self.state_dir = self.base / "state"
-        self.http_port = free_port()
-        self.tls_port = free_port() if tls else None
-        self.settings = stack_settings(self.base, self.users, extra_settings,
-                                       avoid={self.http_port, self.tls_port})
-        self._passwords = {u: write_password(self.settings, u) for u in self.users}
-        self.plan = planlib.from_settings(self.settings)
-        self.stack = Stack(self.plan, self.state_dir, self.http_port, self.tls_port)
-        self.ca_file = self.state_dir / "tls" / "ca.crt" if tls else None
-        try:
-            self.stack.up()
-        except BaseException:
-            shutil.rmtree(self.base, ignore_errors=True)
-            raise
-
-    def url(self, user: str) -> str:
-        return self.stack.url(user)
-
-    def password(self, user: str) -> str:
-        return self._passwords[user]
-
-    def user_dir(self, user: str) -> Path:
-        return Path(self.plan["workspaceBase"]) / user
-
-    def workspace(self, user: str) -> Path:
-        return self.user_dir(user) / "workspace"
-
-    def home(self, user: str) -> Path:
-        return self.user_dir(user) / "config"
-
-    def close(self) -> None:
-        if self.base.exists():
-            try:
-                self.stack.down()
-            finally:
-                shutil.rmtree(self.base, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def live_stack_factory():
-    started: list[LiveStack] = []
+    started: list[ThrowawayStack] = []
     names: set[str] = set()
 
-    def start(users: list[str], extra_settings: dict | None = None, tls: bool = False) -> LiveStack:
+    def start(users: list[str], extra_settings: dict | None = None, tls: bool = False) -> ThrowawayStack:
         require_image()
         clash = names & set(users)
         if clash:
             raise ValueError(f"users {sorted(clash)} already belong to a live stack of this session; pick other names")
-        stack = LiveStack(users, extra_settings, tls)
+        stack = ThrowawayStack(users, extra_settings, tls)
         names.update(users)
         started.append(stack)
         return stack
@@ -188,52 +106,29 @@ def live_stack_factory():
 
 
 @pytest.fixture(scope="session")
-def live_stack(live_stack_factory) -> LiveStack:
+def live_stack(live_stack_factory) -> ThrowawayStack:
     return live_stack_factory(["ada", "bo"])
 
 
 # ---- a browser-less client --------------------------------------------------------
 
-SESSION_COOKIE = "code-server-session"
-VSCODE_HEADER = struct.Struct(">BIII")  # VS Code's PersistentProtocol: type, id, ack, length
-VSCODE_CONTROL = 2
-
-
-class _Loopback(requests.adapters.HTTPAdapter):
-    """Connects to 127.0.0.x whatever the URL's name; TLS still checks that name."""
-
-    def __init__(self, hostname: str, tls: bool, source: str | None):
-        self.extra = {"server_hostname": hostname, "assert_hostname": hostname} if tls else {}
-        if source:
-            self.extra["source_address"] = (source, 0)
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs, **self.extra)
-
-
 class WebClient:
+    """The runner tests' client, on csm.checks.http's transport: connects to 127.0.0.x
+    whatever the name, sends the real Host and Origin."""
+
     def __init__(self, ca_file: str | Path | None = None, source: str | None = None):
         self.ca_file, self.source = ca_file, source
 
+    def target(self, url: str, password: str | None = None) -> http.Target:
+        return http.Target(url, password, connect_ip="127.0.0.1", source_address=self.source,
+                           ca_file=str(self.ca_file) if self.ca_file else None)
+
     def request(self, method: str, url: str, path: str = "/", cookie: str | None = None, **kwargs):
-        u = urlsplit(url)
-        port = u.port or (443 if u.scheme == "https" else 80)
-        headers = {"Host": u.netloc, **kwargs.pop("headers", {})}
-        if cookie:
-            headers["Cookie"] = f"{SESSION_COOKIE}={cookie}"
-        with requests.Session() as s:
-            s.trust_env = False
-            s.mount(f"{u.scheme}://", _Loopback(u.hostname, u.scheme == "https", self.source))
-            return s.request(method, f"{u.scheme}://127.0.0.1:{port}{path}", headers=headers, timeout=30,
-                             allow_redirects=False, verify=str(self.ca_file) if self.ca_file else True, **kwargs)
+        return http._http(self.target(url), method, path, cookie=cookie, **kwargs)
 
     def login(self, url: str, password: str) -> str:
         """The session cookie after logging in with the right password."""
-        r = self.request("POST", url, "/login", data={"password": password})
-        assert r.status_code == 302, f"login at {url} answered {r.status_code}: {r.text[:300]}"
-        assert SESSION_COOKIE in r.cookies, f"login at {url} set no session cookie"
-        return r.cookies[SESSION_COOKIE]
+        return self.target(url, password).session()
 
     def workbench(self, url: str, cookie: str) -> str:
         """The workbench page, following code-server's redirect to the folder it opens."""
@@ -248,38 +143,12 @@ class WebClient:
         assert r.status_code == 200, f"GET {url}{path} answered {r.status_code}"
         return r.text
 
-    def websocket(self, url: str, cookie: str, path: str | None = None) -> websocket.WebSocket:
-        u = urlsplit(url)
-        port = u.port or (443 if u.scheme == "https" else 80)
-        sock = socket.create_connection(("127.0.0.1", port), timeout=30,
-                                        source_address=(self.source, 0) if self.source else None)
-        if u.scheme == "https":
-            sock = ssl.create_default_context(cafile=self.ca_file).wrap_socket(sock, server_hostname=u.hostname)
-        path = path or f"/?reconnectionToken={uuid.uuid4()}&reconnection=false&skipWebSocketFrames=false"
-        return websocket.create_connection(f"{'wss' if u.scheme == 'https' else 'ws'}://{u.netloc}{path}",
-                                           socket=sock, timeout=30, origin=f"{u.scheme}://{u.netloc}",
-                                           cookie=f"{SESSION_COOKIE}={cookie}")
-
     def vscode_handshake(self, url: str, cookie: str) -> dict:
         """Open the workbench's WebSocket, send VS Code's auth control message and
         return the server's first control message ({"type": "sign", ...})."""
-        ws = self.websocket(url, cookie)
+        ws = http._ws(self.target(url), http._vscode_path(), cookie=cookie)
         try:
-            auth = json.dumps({"type": "auth", "auth": "0" * 20, "data": secrets.token_hex(16)}).encode()
-            ws.send_binary(VSCODE_HEADER.pack(VSCODE_CONTROL, 0, 0, len(auth)) + auth)
-            buffer = b""
-            while True:
-                opcode, data = ws.recv_data()
-                assert opcode != websocket.ABNF.OPCODE_CLOSE, "the server closed the WebSocket after the auth frame"
-                buffer += data
-                while len(buffer) >= VSCODE_HEADER.size:
-                    kind, _, _, length = VSCODE_HEADER.unpack_from(buffer)
-                    if len(buffer) < VSCODE_HEADER.size + length:
-                        break
-                    body = buffer[VSCODE_HEADER.size:VSCODE_HEADER.size + length]
-                    buffer = buffer[VSCODE_HEADER.size + length:]
-                    if kind == VSCODE_CONTROL:
-                        return json.loads(body)
+            return http._vscode_handshake(ws)
         finally:
             ws.close()
 
