@@ -48,7 +48,7 @@ def _numeric(info: tarfile.TarInfo) -> tarfile.TarInfo:
 def create(stack, target: str | os.PathLike) -> Path:
     """Archive every user's directory into target (made 0700) and apply retention
     (plan.backup.keep newest archives of this stack). Returns the archive's path."""
-    plan, host = stack.plan, stack.host
+    plan = stack.plan
     target = Path(target)
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     users = sorted(plan["users"])
