@@ -258,13 +258,18 @@ def _login_answer(r: requests.Response) -> str:
     return f"HTTP {r.status_code}" + (f" saying {error!r}" if error else "")
 
 
-def _log_in(t: Target) -> str:
+def _session_cookie(t: Target, what: str):
+    """Logs in with t's password; the session cookie, or CheckFailed saying why not."""
     if not t.password:
         raise CheckFailed(f"no password given for {t.origin}")
     r, cookie = _login(t, t.password)
     if r.status_code not in (302, 303) or cookie is None:
-        raise CheckFailed(f"login to {t.origin} with the right password gave no session: {_login_answer(r)}")
-    return cookie.value
+        raise CheckFailed(f"{what} gave no session: {_login_answer(r)}")
+    return cookie
+
+
+def _log_in(t: Target) -> str:
+    return _session_cookie(t, f"login to {t.origin} with the right password").value
 
 
 def _has_session(t: Target, cookie: str | None) -> bool:
@@ -319,11 +324,7 @@ def wrong_password_gives_no_session(t: Target) -> str:
 
 def right_password_gives_session(t: Target) -> str:
     """Logs in (right passwords cost no budget) and keeps the cookie on t."""
-    if not t.password:
-        raise CheckFailed(f"no password given for {t.origin}")
-    r, cookie = _login(t, t.password)
-    if r.status_code not in (302, 303) or cookie is None:
-        raise CheckFailed(f"the right password gave no session: {_login_answer(r)}")
+    cookie = _session_cookie(t, "the right password")
     if cookie["domain"]:
         raise CheckFailed(f"the session cookie is sent to every host under {cookie['domain']!r}: "
                           f"other users' subdomains would receive it")
