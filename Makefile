@@ -44,3 +44,9 @@ bench: deps image
 
 docs:
 	scripts/options-doc.py > docs/options.md
+
+# The pictures of docs/onboarding.md, taken from a throwaway stack (user ada) in
+# Chromium; everything it starts is stopped again.
+.PHONY: docs-screenshots
+docs-screenshots: deps image
+	$(PY) scripts/docs-screenshots.py

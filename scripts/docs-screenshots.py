@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""Take the pictures of docs/onboarding.md from a real stack:
+
+    make docs-screenshots          # or: .venv/bin/python scripts/docs-screenshots.py
+
+Brings up a throwaway stack with one user, ada (csm.testing.stacks: fresh
+directories under /var/tmp, free ports), drives Debian's Chromium through a
+newcomer's first session, saves docs/img/onboarding/<step>.png and stops
+everything it started, whatever happens. The pictures replace the old ones only
+when every step worked, so a failed run leaves the guide's pictures as they were.
+
+opencode talks to a stand-in for an AI provider (csm.testing.fake_openai) running
+on this host: no real AI is called and the answer in the picture is always the same.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from playwright.sync_api import Page, expect, sync_playwright
+
+from csm.runner import RunnerError
+from csm.testing.fake_openai import MODEL, FakeOpenAI
+from csm.testing.stacks import ImageMissing, ThrowawayStack, free_port, require_image
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "img" / "onboarding"
+USER = "ada"
+CONTAINER = f"code-server-{USER}"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 800}
+LOAD = 90_000  # ms: the workbench's first load on a busy 2-core host
+QUESTION = "How do I make a program that says hello?"
+REPLY = ('Make a file called hello.py that holds one line, print("Hello!"). '
+         "Then run it by typing python3 hello.py in a terminal.")
+TOO_BIG = 300 * 1024  # bytes: a picture above this is worth shrinking
+
+# What each picture shows; docs/onboarding.md uses them in this order.
+PICTURES = {
+    "01-login": "the login page at ada's address",
+    "02-workbench": "the first view after logging in: the project folder, the Welcome tab, VS Code's Chat panel",
+    "03-explorer-file": "a file in the Explorer, open in the editor; the Explorer's New File / New Folder buttons",
+    "04-opencode": "a terminal (Ctrl+`) running opencode, with a question and an answer",
+    "05-download": "right-click on a folder in the Explorer, Download... highlighted",
+    "06-wrong-address": "the landing page of an address that belongs to nobody",
+    "07-too-many-requests": "what nginx answers after too many logins in a minute",
+    "08-connection-lost": "the workbench after its container stopped: the reconnect dialog",
+}
+
+
+def say(text: str) -> None:
+    print(f"==> {text}", file=sys.stderr, flush=True)
+
+
+def podman_gateway() -> str:
+    """The host's address on podman's default network, where containers reach it."""
+    out = subprocess.run(["podman", "network", "inspect", "podman"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)[0]["subnets"][0]["gateway"]
+
+
+def in_container(script: str) -> None:
+    subprocess.run(["podman", "exec", CONTAINER, "sh", "-c", script], check=True, capture_output=True, text=True)
+
+
+def run_command(page: Page, command: str, title: str) -> None:
+    """Runs a VS Code command from the command palette (F1), found by its title and
+    picked by its id (as tests/browser does)."""
+    box = page.locator(".quick-input-widget input")
+    entry = page.locator(f'.quick-input-list-entry[data-quick-input-id="{command}"]')
+    deadline = time.monotonic() + LOAD / 1000
+    while True:
+        page.keyboard.press("F1")
+        expect(box).to_be_visible()
+        box.fill(f">{title}")
+        try:
+            expect(entry).to_be_visible(timeout=2_000)
+            break
+        except AssertionError:
+            page.keyboard.press("Escape")
+            if time.monotonic() > deadline:
+                raise
+    entry.click()
+    expect(page.locator(".quick-input-widget")).to_be_hidden()
+
+
+def settle(page: Page, locator=None, quiet: float = 2.0, timeout: float = 60.0) -> None:
+    """Waits until what `locator` (or the page) shows stops changing for `quiet` seconds."""
+    target = locator or page
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = target.screenshot()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the picture kept changing for {timeout:.0f} s")
+
+
+class Shooter:
+    def __init__(self, stack: ThrowawayStack, fake: FakeOpenAI, browser, directory: Path):
+        self.stack, self.fake, self.browser, self.directory = stack, fake, browser, directory
+        self.url = stack.url(USER)
+
+    def picture(self, page: Page, step: str) -> None:
+        assert step in PICTURES, step
+        page.screenshot(path=str(self.directory / f"{step}.png"))
+        say(f"{step}.png: {PICTURES[step]}")
+
+    def new_page(self) -> Page:
+        return self.browser.new_context(viewport=VIEWPORT).new_page()
+
+    def log_in(self, page: Page) -> None:
+        response = page.goto(self.url)
+        if response is None or response.status >= 400:
+            raise RuntimeError(f"{self.url} answered {response and response.status}")
+        expect(page).to_have_url(re.compile(r"/login"))
+        password = page.locator('input[name="password"]')
+        expect(password).to_be_visible()
+        settle(page, quiet=1)
+        self.picture(page, "01-login")
+        password.fill(self.stack.password(USER))
+        password.press("Enter")
+        expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
+        # Blinking editor cursors would make every picture a coin toss: hide them.
+        page.add_style_tag(content=".monaco-editor .cursors-layer > .cursor { visibility: hidden !important; }")
+
+    def workbench(self, page: Page) -> None:
+        # The Welcome tab and the Chat panel arrive a moment after the Explorer.
+        try:
+            expect(page.locator(".tabs-container .tab", has_text="Welcome")).to_be_visible(timeout=30_000)
+        except AssertionError:
+            say("no Welcome tab appeared; taking the picture without it")
+        settle(page)
+        self.picture(page, "02-workbench")
+        # The guide tells people to close VS Code's Chat panel (it is not opencode).
+        hide = page.locator('.part.auxiliarybar .action-label[aria-label^="Hide Secondary Side Bar"]')
+        if hide.count():
+            hide.click()
+            expect(page.locator(".part.auxiliarybar")).to_be_hidden()
+
+    def explorer_file(self, page: Page) -> None:
+        # Made inside the container, as ada's own user, like work she did earlier.
+        in_container("cd ~/project && printf 'print(\"Hello!\")\\n' > hello.py && mkdir -p website"
+                     " && printf '<h1>My first page</h1>\\n' > website/index.html")
+        item = page.locator(".explorer-folders-view .monaco-list-row", has_text="hello.py")
+        expect(item).to_be_visible(timeout=30_000)
+        expect(page.locator(".explorer-folders-view .monaco-list-row", has_text="website")).to_be_visible()
+        item.click()
+        expect(page.locator(".editor-instance .view-lines")).to_contain_text("Hello", timeout=30_000)
+        page.locator(".explorer-folders-view").hover()  # shows New File, New Folder, ...
+        expect(page.locator('.explorer-viewlet .action-label[aria-label^="New File"]').first).to_be_visible()
+        settle(page)
+        self.picture(page, "03-explorer-file")
+
+    def opencode(self, page: Page) -> None:
+        page.locator(".editor-instance").click()
+        page.keyboard.press("Control+Backquote")
+        terminal = page.locator(".terminal-wrapper.active .xterm")
+        expect(terminal).to_be_visible(timeout=30_000)
+        run_command(page, "workbench.action.toggleMaximizedPanel", "View: Toggle Maximized Panel")
+        settle(page, terminal)
+        terminal.click()
+        page.keyboard.type("opencode")
+        page.keyboard.press("Enter")
+        time.sleep(3)
+        settle(page, terminal, quiet=3, timeout=120)  # opencode's screen has drawn
+        page.keyboard.type(QUESTION)
+        page.keyboard.press("Enter")
+        if not self.fake.completion_arrived.wait(120):
+            raise RuntimeError("opencode sent no question to the stand-in AI within 120 s")
+        settle(page, terminal, quiet=3, timeout=120)
+        self.picture(page, "04-opencode")
+        run_command(page, "workbench.action.toggleMaximizedPanel", "View: Toggle Maximized Panel")
+        run_command(page, "workbench.action.closePanel", "View: Hide Panel")
+
+    def download(self, page: Page) -> None:
+        folder = page.locator(".explorer-folders-view .monaco-list-row", has_text="website")
+        folder.click(button="right")
+        entry = page.locator(".context-view .action-label", has_text="Download...")
+        expect(entry).to_be_visible()
+        entry.hover()
+        settle(page, quiet=1)
+        self.picture(page, "05-download")
+        page.keyboard.press("Escape")
+
+    def wrong_address(self) -> None:
+        page = self.new_page()
+        address = urlsplit(self.url)
+        response = page.goto(f"{address.scheme}://nobody.{self.stack.plan['domain']}:{address.port}/")
+        if response is None or response.status != 404:
+            raise RuntimeError(f"the landing page answered {response and response.status}, not 404")
+        settle(page, quiet=1)
+        self.picture(page, "06-wrong-address")
+        page.context.close()
+
+    def too_many_requests(self) -> None:
+        """Reloads the login page until nginx says no (10 a minute, 10 more at once).
+        Last of the steps that log in: this address cannot log in for a minute."""
+        page = self.new_page()
+        for _ in range(40):
+            response = page.goto(f"{self.url}/login")
+            if response is not None and response.status == 429:
+                break
+        else:
+            raise RuntimeError("40 requests to /login in a row, and nginx never answered 429")
+        settle(page, quiet=1)
+        self.picture(page, "07-too-many-requests")
+        page.context.close()
+
+    def connection_lost(self, page: Page) -> None:
+        subprocess.run(["podman", "stop", "--time=2", CONTAINER], check=True, capture_output=True)
+        expect(page.get_by_text(re.compile(r"reconnect", re.I)).first).to_be_visible(timeout=120_000)
+        time.sleep(1)
+        self.picture(page, "08-connection-lost")
+
+
+def shoot(directory: Path, keys: Path) -> None:
+    gateway = podman_gateway()
+    port = free_port("127.0.0.1")  # free on loopback, so free on the bridge too
+    key_file = keys / "stand-in-ai.env"
+    key_file.write_text("STAND_IN_AI_KEY=not-a-real-key\n")
+    key_file.chmod(0o400)
+    settings = {
+        "opencode": {
+            "provider": {"stand-in": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "Stand-in AI",
+                "options": {"baseURL": f"http://{gateway}:{port}/v1", "apiKey": "{env:STAND_IN_AI_KEY}"},
+                "models": {MODEL: {"name": "Stand-in model"}},
+            }},
+            "model": f"stand-in/{MODEL}",
+        },
+        "users": {USER: {"environmentFiles": [str(key_file)]}},
+    }
+    say(f"bringing up a throwaway stack with user {USER}")
+    stack = ThrowawayStack([USER], settings, prefix="csm-docs-")
+    fake = None
+    try:
+        # The bridge's address exists once a container runs, so the stand-in starts now.
+        fake = FakeOpenAI(gateway, port, reply=REPLY).start()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                shooter = Shooter(stack, fake, browser, directory)
+                page = shooter.new_page()
+                shooter.log_in(page)
+                shooter.workbench(page)
+                shooter.explorer_file(page)
+                shooter.opencode(page)
+                shooter.download(page)
+                shooter.wrong_address()
+                shooter.too_many_requests()
+                shooter.connection_lost(page)
+            finally:
+                browser.close()
+    finally:
+        say("stopping the throwaway stack")
+        if fake:
+            fake.stop()
+        stack.close()
+
+
+def interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)  # `kill` unwinds like Ctrl-C: the stack is stopped
+    try:
+        require_image()
+    except ImageMissing as e:
+        print(f"docs-screenshots: {e}", file=sys.stderr)
+        return 3
+    with tempfile.TemporaryDirectory(prefix="csm-docs-shots-") as taken, \
+            tempfile.TemporaryDirectory(prefix="csm-docs-keys-", dir="/var/tmp") as keys:
+        directory = Path(taken)
+        try:
+            shoot(directory, Path(keys))
+        except RunnerError as e:  # e.g. a test run's stack has a user named ada right now
+            print(f"docs-screenshots: the stack did not come up: {e}", file=sys.stderr)
+            return e.exit_code
+        missing = sorted(set(PICTURES) - {p.stem for p in directory.glob("*.png")})
+        if missing:
+            print(f"docs-screenshots: no picture for {', '.join(missing)}", file=sys.stderr)
+            return 1
+        OUT.mkdir(parents=True, exist_ok=True)
+        for old in OUT.glob("*.png"):
+            old.unlink()
+        for step in PICTURES:
+            shutil.copyfile(directory / f"{step}.png", OUT / f"{step}.png")
+    for step in PICTURES:
+        size = (OUT / f"{step}.png").stat().st_size
+        note = "  (large: consider a smaller viewport)" if size > TOO_BIG else ""
+        print(f"{(OUT / f'{step}.png').relative_to(ROOT)}  {size // 1024} KB{note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
