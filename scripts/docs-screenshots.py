@@ -41,7 +41,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 VIEWPORT = {"width": 1280, "height": 800}
 LOAD = 90_000  # ms: the workbench's first load on a busy 2-core host
 QUESTION = "How do I make a program that says hello?"
-REPLY = ('Make a file called hello.py that holds one line, print("Hello!"). '
+REPLY = ('Make a file called hello.py that holds one line: print("Hello!")\n\n'
          "Then run it by typing python3 hello.py in a terminal.")
 TOO_BIG = 300 * 1024  # bytes: a picture above this is worth shrinking
 
@@ -55,6 +55,7 @@ PICTURES = {
     "06-wrong-address": "the landing page of an address that belongs to nobody",
     "07-too-many-requests": "what nginx answers after too many logins in a minute",
     "08-connection-lost": "the workbench after its container stopped: the reconnect dialog",
+    "09-cannot-reconnect": "the same page once a new container runs (a reset): reload the window",
 }
 
 
@@ -226,6 +227,13 @@ class Shooter:
         time.sleep(1)
         self.picture(page, "08-connection-lost")
 
+    def cannot_reconnect(self, page: Page) -> None:
+        """What the page says once the admin's `csm reset` gave ada a new container."""
+        self.stack.stack.reset(USER)  # waits until the new container is healthy
+        expect(page.get_by_text("Cannot reconnect").first).to_be_visible(timeout=120_000)
+        settle(page, quiet=1)
+        self.picture(page, "09-cannot-reconnect")
+
 
 def shoot(directory: Path, keys: Path) -> None:
     gateway = podman_gateway()
@@ -264,6 +272,7 @@ def shoot(directory: Path, keys: Path) -> None:
                 shooter.wrong_address()
                 shooter.too_many_requests()
                 shooter.connection_lost(page)
+                shooter.cannot_reconnect(page)
             finally:
                 browser.close()
     finally:
