@@ -28,9 +28,10 @@ def run_argv(user: dict, host: Host, stack: str, env_file: str) -> list[str]:
     return argv
 
 
-def spec_digest(argv: list[str], env_content: str) -> str:
-    """What the container was made from: its argv and its non-secret environment."""
-    return hashlib.sha256(json.dumps([argv, env_content]).encode()).hexdigest()[:32]
+def spec_digest(argv: list[str], env_content: str, image_id: str) -> str:
+    """What the container was made from: its argv, its non-secret environment and
+    the image the name stood for (a rebuilt image keeps its name, not its id)."""
+    return hashlib.sha256(json.dumps([argv, env_content, image_id]).encode()).hexdigest()[:32]
 
 
 def with_spec_label(argv: list[str], digest: str) -> list[str]:
@@ -49,6 +50,10 @@ def podman(host: Host, *args: str, check: bool = True) -> subprocess.CompletedPr
     if check and proc.returncode != 0:
         raise RunnerError(f"podman {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
+
+
+def image_id(host: Host, image: str) -> str:
+    return podman(host, "image", "inspect", "--format={{.Id}}", image).stdout.strip()
 
 
 def image_exists(host: Host, image: str) -> bool:

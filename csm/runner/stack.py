@@ -309,7 +309,7 @@ class Stack:
         secret_env = files.compose_secret_env(user)
         env = files.compose_env(user["container"]["environment"])
         argv = podman.run_argv(user, self.host, str(self.state_dir), str(env_path))
-        spec = podman.spec_digest(argv, env)
+        spec = podman.spec_digest(argv, env, podman.image_id(self.host, user["container"]["image"]))
         secrets = files.secrets_digest(secret_env, user)
         info = podman.inspect(self.host, cname)
         same_spec = bool(info) and podman.labels(info).get(podman.SPEC_LABEL) == spec
@@ -325,7 +325,7 @@ class Stack:
             undo.append(lambda: podman.podman(self.host, "stop", cname, check=False))
             return "started"
         if info:
-            why = ("a reset was asked for" if force else "its settings changed" if not same_spec
+            why = ("a reset was asked for" if force else "its settings or its image changed" if not same_spec
                    else "its password or key files changed")
             self.progress(f"recreating {cname}: {why}")
             podman.remove(self.host, cname)

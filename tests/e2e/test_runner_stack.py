@@ -6,6 +6,7 @@ change them."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import stat
@@ -18,6 +19,7 @@ import pytest
 from csm.runner import podman
 from csm.runner.host import Host
 from csm.runner.stack import Stack, port_free
+from csm.testing.stacks import IMAGE
 
 pytestmark = pytest.mark.live
 USERS = ["rita", "sam"]
@@ -155,7 +157,7 @@ def test_a_settings_change_recreates_only_that_user(cli, web_client):
     cli.settings["users"]["rita"]["memorySoftLimit"] = "900m"
     cli.write()
     proc = cli.up()
-    assert "recreating code-server-rita: its settings changed" in proc.stderr
+    assert "recreating code-server-rita: its settings or its image changed" in proc.stderr
     after = ids(cli)
     assert after["sam"] == before["sam"] and after["rita"] != before["rita"]
     assert cli.container("rita")["HostConfig"]["Memory"] == 2**30
@@ -286,3 +288,23 @@ def test_up_after_down_brings_the_same_work_back(cli, web_client):
     assert cli.exec("rita", "cat ~/project/hello.txt") == "kept\n"
     cookie = web_client.login(cli.url("rita"), cli.passwords["rita"])
     assert "workbench" in web_client.workbench(cli.url("rita"), cookie)
+
+
+def test_a_rebuilt_image_under_the_same_name_recreates_the_containers(live_stack_factory):
+    """`make image` keeps the name and changes the image: `csm up` must notice."""
+    tag = f"localhost/code-server-multi:csm-test-{os.getpid()}"
+    subprocess.run(["podman", "tag", IMAGE, tag], check=True)
+    scratch = None
+    try:
+        stack = live_stack_factory(["ivy"], extra_settings={"image": tag})
+        assert stack.stack.up() == {"ivy": "unchanged"}
+        scratch = subprocess.run(["podman", "create", "--pull=never", IMAGE], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+        subprocess.run(["podman", "commit", "-q", scratch, tag], check=True, capture_output=True)
+        assert stack.stack.up() == {"ivy": "recreated"}
+        assert stack.stack.up() == {"ivy": "unchanged"}
+        stack.close()
+    finally:
+        if scratch:
+            subprocess.run(["podman", "rm", "--force", scratch], capture_output=True)
+        subprocess.run(["podman", "rmi", "--force", tag], capture_output=True)

@@ -71,16 +71,19 @@ def test_spec_digest_changes_only_for_the_user_whose_spec_changed():
 
     def digest(plan, name):
         argv = argv_of(plan["users"][name])
-        return podman.spec_digest(argv, "OPENCODE_CONFIG_CONTENT={}\n")
+        return podman.spec_digest(argv, "OPENCODE_CONFIG_CONTENT={}\n", "sha256:1")
 
     assert digest(before, "ada") != digest(after, "ada")
     assert digest(before, "bo") == digest(after, "bo")
     # the host's flags are part of the spec: a new runtime recreates
     other_host = podman.run_argv(after["users"]["bo"], Host(run_args=()), "/var/lib/code-server-multi",
                                  "/run/csm/bo.config.env")
-    assert podman.spec_digest(other_host, "OPENCODE_CONFIG_CONTENT={}\n") != digest(after, "bo")
+    assert podman.spec_digest(other_host, "OPENCODE_CONFIG_CONTENT={}\n", "sha256:1") != digest(after, "bo")
     # so is the plain environment
-    assert podman.spec_digest(argv_of(after["users"]["bo"]), "X=1\n") != digest(after, "bo")
+    assert podman.spec_digest(argv_of(after["users"]["bo"]), "X=1\n", "sha256:1") != digest(after, "bo")
+    # and the image the name stands for: a rebuilt image recreates
+    assert podman.spec_digest(argv_of(after["users"]["bo"]), "OPENCODE_CONFIG_CONTENT={}\n", "sha256:2") \
+        != digest(after, "bo")
 
 
 def test_spec_label_goes_before_the_image(team):
