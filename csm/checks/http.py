@@ -429,7 +429,8 @@ def login_attempts_rate_limited(t: Target, attempts: int = 60) -> str:
     counts only wrong ones."""
     statuses = []
     for _ in range(attempts):
-        statuses.append(_http(t, "POST", "/login", data={"password": ""}).status_code)
+        r = _http(t, "POST", "/login", data={"password": ""})
+        statuses.append(r.status_code)
         if statuses[-1] == 429:
             break
     source = t.source_address or "this machine"
@@ -439,7 +440,10 @@ def login_attempts_rate_limited(t: Target, attempts: int = 60) -> str:
     if statuses[-1] != 429:
         raise CheckFailed(f"{attempts} quick login attempts from {source}, none refused with 429: "
                           f"{dict(collections.Counter(statuses))}")
-    return f"login attempt {len(statuses)} from {source} was refused with 429 (the first {len(statuses) - 1} were not)"
+    if "Wait one minute" not in r.text:
+        raise CheckFailed(f"the 429 page does not tell the person what to do: {r.text[:200]!r}")
+    return (f"login attempt {len(statuses)} from {source} was refused with 429 and a page saying to wait "
+            f"(the first {len(statuses) - 1} were not)")
 
 
 def idle_websocket_stays_open(t: Target, idle_seconds: float = 75) -> str:

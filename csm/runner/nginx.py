@@ -45,7 +45,8 @@ def _user_server(user: dict, listen: str, extra: list[str]) -> list[str]:
     ngx = user["nginx"]
     body = [listen, f"server_name {ngx['serverName']};"] + ngx["config"] + extra
     for location, loc in ngx["locations"].items():
-        body += _block(f"location {location}", [f"proxy_pass {loc['proxyPass']};"] + loc["config"], 0)
+        proxy = [f"proxy_pass {loc['proxyPass']};"] if loc["proxyPass"] else []
+        body += _block(f"location {location}", proxy + loc["config"], 0)
     return _block("server", body, 1)
 
 

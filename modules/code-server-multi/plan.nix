@@ -208,6 +208,17 @@ let
     "proxy_send_timeout ${nginxLimits.proxyTimeout};"
   ];
 
+  # Served by nginx itself (in a quoted string: no double quotes, no $).
+  rateLimitedHtml = concatStringsSep "" [
+    "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+    "<meta name='viewport' content='width=device-width, initial-scale=1'><title>Too many login attempts</title>"
+    "<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}</style>"
+    "</head><body><h1>Too many login attempts</h1>"
+    "<p>Logins from your network are rate limited, and there were too many in the last minute.</p>"
+    "<p>Wait one minute, then go back to the login page and try again.</p>"
+    "<p>If it keeps happening, tell the person who gave you your address.</p></body></html>"
+  ];
+
   opencodeConfig = {
     "$schema" = "https://opencode.ai/config.json";
     autoupdate = false;
@@ -300,7 +311,16 @@ let
           # Password guesses meet nginx's limit before code-server's own.
           "= /login" = {
             proxyPass = upstream;
-            config = [ "limit_req zone=csm_login burst=${toString nginxLimits.loginBurst} nodelay;" "limit_req_status 429;" ] ++ proxyHeaders;
+            config = [
+              "limit_req zone=csm_login burst=${toString nginxLimits.loginBurst} nodelay;"
+              "limit_req_status 429;"
+              "error_page 429 @csm_rate_limited;"
+            ] ++ proxyHeaders;
+          };
+          # What a person sees when limited: what happened and what to do.
+          "@csm_rate_limited" = {
+            proxyPass = null;
+            config = [ "default_type text/html;" "return 429 \"${rateLimitedHtml}\";" ];
           };
         };
       };

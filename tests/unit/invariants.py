@@ -99,6 +99,11 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         assert login["proxyPass"] == u["upstream"]
         zone = re.search(r"limit_req zone=(\w+)", "\n".join(login["config"])).group(1)
         assert any(f"zone={zone}:" in line for line in plan["nginx"]["httpConfig"])
+        # A limited person gets a page saying what to do, from nginx, not the container.
+        limited = re.search(r"error_page 429 (@\w+);", "\n".join(login["config"])).group(1)
+        page = n["locations"][limited]
+        assert page["proxyPass"] is None and "Wait one minute" in "".join(page["config"])
+        assert re.fullmatch(r'return 429 "[^"$]*";', page["config"][-1])
     # Unknown names: the landing page with 404, never an upstream.
     default = plan["nginx"]["defaultServer"]
     assert default["locations"]["/"] == ["return 404;"]
