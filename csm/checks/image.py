@@ -22,6 +22,7 @@ import re
 import secrets
 import shlex
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -51,8 +52,11 @@ class CommandFailed(RuntimeError):
 
 
 def subprocess_runner(command: str, timeout: float = 300) -> str:
-    """A `machine.succeed` for this host: runs a shell command, returns stdout."""
-    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout)
+    """A `machine.succeed` for this host: runs a shell command, returns stdout.
+    Each command runs in a scratch directory: podman leaves a file named `oom` in the
+    working directory of an exec whose process the kernel killed."""
+    with tempfile.TemporaryDirectory(prefix="csm-run-") as scratch:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout, cwd=scratch)
     if done.returncode != 0:
         raise CommandFailed(command, done.returncode, done.stdout, done.stderr)
     return done.stdout
