@@ -198,7 +198,7 @@ def restore(stack, archive: str | os.PathLike, only: list[str] | None = None) ->
                 files.ensure_directory(d)
         finally:
             if was_running:
-                podman.podman(host, "start", cname)
+                podman.podman(host, "start", cname, cwd=stack.state_dir)
                 stack.wait_healthy([u])
     return users
 

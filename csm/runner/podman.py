@@ -45,8 +45,11 @@ def require(host: Host) -> None:
                            "(Debian: apt-get install podman runc uidmap)")
 
 
-def podman(host: Host, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([host.podman, *args], capture_output=True, text=True)
+def podman(host: Host, *args: str, check: bool = True, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run podman. Give `cwd` (the stack's state directory) when it starts a container:
+    its conmon keeps that working directory and writes a file `oom` there whenever the
+    kernel kills a process of the container."""
+    proc = subprocess.run([host.podman, *args], capture_output=True, text=True, cwd=cwd)
     if check and proc.returncode != 0:
         raise RunnerError(f"podman {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc

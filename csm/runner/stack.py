@@ -321,7 +321,7 @@ class Stack:
             if info["State"].get("Running"):
                 return "unchanged"
             self.progress(f"starting the stopped container {cname}")
-            podman.podman(self.host, "start", cname)
+            podman.podman(self.host, "start", cname, cwd=self.state_dir)
             undo.append(lambda: podman.podman(self.host, "stop", cname, check=False))
             return "started"
         if info:
@@ -336,7 +336,7 @@ class Stack:
         files.write_private(env_path, env)
         files.write_private(digest_path, secrets)
         undo.append(lambda: podman.remove(self.host, cname))
-        proc = podman.podman(self.host, *podman.with_spec_label(argv, spec)[1:], check=False)
+        proc = podman.podman(self.host, *podman.with_spec_label(argv, spec)[1:], check=False, cwd=self.state_dir)
         if proc.returncode != 0:
             raise RunnerError(f"podman could not start {cname}: {proc.stderr.strip()}")
         return "recreated" if info else "created"
