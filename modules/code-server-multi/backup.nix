@@ -1,10 +1,9 @@
 # Scheduled archives of every user's workspace and config, made by the same
 # `csm backup` an admin runs by hand (so `csm restore` reads them).
-{ config, lib, pkgs, ... }:
+{ config, lib, ... }:
 let
   cfg = config.services.code-server-multi;
   inherit (cfg.plan) backup;
-  planFile = pkgs.writeText "code-server-multi-plan.json" (builtins.toJSON cfg.plan);
 in
 lib.mkIf (cfg.enable && backup.enable) {
   assertions = [{
@@ -16,7 +15,7 @@ lib.mkIf (cfg.enable && backup.enable) {
     path = [ config.virtualisation.podman.package ];
     serviceConfig = {
       Type = "oneshot";
-      ExecStart = "${lib.getExe' cfg.package "csm"} backup --plan ${planFile} --to ${backup.target}";
+      ExecStart = "${lib.getExe' cfg.package "csm"} backup --plan /etc/code-server-multi/plan.json --to ${backup.target}";
     };
   };
   systemd.timers.code-server-multi-backup = {

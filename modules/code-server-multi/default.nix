@@ -94,7 +94,7 @@ let
     mkOption { inherit type default example description; };
 in
 {
-  imports = [ ./containers.nix ./nginx.nix ./acme.nix ./backup.nix ./directories.nix ];
+  imports = [ ./containers.nix ./nginx.nix ./acme.nix ./backup.nix ./directories.nix ./admin.nix ];
 
   options.services.code-server-multi = {
     enable = mkEnableOption "a browser VS Code with opencode for each user, each in a Podman container behind nginx";
@@ -118,7 +118,7 @@ in
       type = types.nullOr types.package;
       default = null;
       defaultText = literalExpression "the flake's packages.\${system}.csm";
-      description = "The csm admin CLI, used by the backup service.";
+      description = "The csm admin CLI: installed on the host and used by the backup service.";
     };
     basePort = option types.port defaults.basePort 20000
       "Start of the 1000 loopback ports from which users without an explicit port get theirs.";

@@ -44,6 +44,8 @@ let
       systemd.timers = opt (types.attrsOf types.anything) { };
       systemd.tmpfiles.rules = opt (types.listOf types.str) [ ];
       networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
+      environment.etc = opt (types.attrsOf (types.submodule { options.source = opt types.str null; })) { };
+      environment.systemPackages = opt (types.listOf types.raw) [ ];
       security.acme.certs = opt (types.attrsOf (types.submodule {
         options = {
           domain = opt types.str null;
@@ -113,4 +115,6 @@ in
   nginx = { inherit (c.services.nginx) enable appendHttpConfig virtualHosts; };
   acme = c.security.acme.certs;
   firewall = c.networking.firewall.allowedTCPPorts;
+  etc = c.environment.etc;
+  systemPackages = map (p: p.name) c.environment.systemPackages;
 }

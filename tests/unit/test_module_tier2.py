@@ -94,7 +94,8 @@ def test_wildcard_certificate_by_dns01(team):
 
 def test_backup_service_and_timer(team):
     module, _ = team
-    assert "csm backup --plan" in module["services"]["code-server-multi-backup"]["serviceConfig"]["ExecStart"]
+    assert "csm backup --plan /etc/code-server-multi/plan.json" in \
+        module["services"]["code-server-multi-backup"]["serviceConfig"]["ExecStart"]
     assert module["timers"]["code-server-multi-backup"]["timerConfig"]["OnCalendar"] == "daily"
     assert module["assertions"] == []
 
@@ -118,3 +119,9 @@ def test_module_types_refuse_a_nix_path_secret(tmp_path):
     bad.write_text('{ domain = "code.test"; users.ada.hashedPasswordFile = ./ada.hash; }')
     with pytest.raises(planlib.PlanError, match="hashedPasswordFile"):
         evaluate(bad)
+
+
+def test_csm_is_installed_and_the_plan_published_for_it(team):
+    module, _ = team
+    assert module["systemPackages"] == ["csm"]
+    assert module["etc"]["code-server-multi/plan.json"]["source"] == "/nix/store/code-server-multi-plan.json"
