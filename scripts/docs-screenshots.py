@@ -28,8 +28,10 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Page, expect, sync_playwright
 
 from csm.runner import RunnerError
-from csm.testing.fake_openai import MODEL, FakeOpenAI
+from csm.testing.fake_openai import FakeOpenAI, opencode_settings
+from csm.testing import workbench
 from csm.testing.stacks import ImageMissing, ThrowawayStack, free_port, require_image
+from csm.testing.workbench import LOAD
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img" / "onboarding"
@@ -39,7 +41,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 800}
-LOAD = 90_000  # ms: the workbench's first load on a busy 2-core host
 QUESTION = "How do I make a program that says hello?"
 REPLY = ('Make a file called hello.py that holds one line: print("Hello!")\n\n'
          "Then run it by typing python3 hello.py in a terminal.")
@@ -75,23 +76,8 @@ def in_container(script: str) -> None:
 
 
 def run_command(page: Page, command: str, title: str) -> None:
-    """Runs a VS Code command from the command palette (F1), found by its title and
-    picked by its id (as tests/browser does)."""
-    box = page.locator(".quick-input-widget input")
-    entry = page.locator(f'.quick-input-list-entry[data-quick-input-id="{command}"]')
-    deadline = time.monotonic() + LOAD / 1000
-    while True:
-        page.keyboard.press("F1")
-        expect(box).to_be_visible()
-        box.fill(f">{title}")
-        try:
-            expect(entry).to_be_visible(timeout=2_000)
-            break
-        except AssertionError:
-            page.keyboard.press("Escape")
-            if time.monotonic() > deadline:
-                raise
-    entry.click()
+    """Runs a VS Code command from the palette and waits for the palette to close."""
+    workbench.run_command(page, command, title)
     expect(page.locator(".quick-input-widget")).to_be_hidden()
 
 
@@ -242,15 +228,8 @@ def shoot(directory: Path, keys: Path) -> None:
     key_file.write_text("STAND_IN_AI_KEY=not-a-real-key\n")
     key_file.chmod(0o400)
     settings = {
-        "opencode": {
-            "provider": {"stand-in": {
-                "npm": "@ai-sdk/openai-compatible",
-                "name": "Stand-in AI",
-                "options": {"baseURL": f"http://{gateway}:{port}/v1", "apiKey": "{env:STAND_IN_AI_KEY}"},
-                "models": {MODEL: {"name": "Stand-in model"}},
-            }},
-            "model": f"stand-in/{MODEL}",
-        },
+        "opencode": opencode_settings("stand-in", "Stand-in AI", f"http://{gateway}:{port}/v1",
+                                      "STAND_IN_AI_KEY", "Stand-in model"),
         "users": {USER: {"environmentFiles": [str(key_file)]}},
     }
     say(f"bringing up a throwaway stack with user {USER}")

@@ -21,6 +21,20 @@ from pathlib import Path
 MODEL = "fake-model"
 
 
+def opencode_settings(provider: str, name: str, base_url: str, key_variable: str, model_name: str) -> dict:
+    """The `opencode` settings of a custom provider at base_url serving MODEL; its key
+    comes from the environment variable key_variable (an env file, never the config)."""
+    return {
+        "provider": {provider: {
+            "npm": "@ai-sdk/openai-compatible",
+            "name": name,
+            "options": {"baseURL": base_url, "apiKey": f"{{env:{key_variable}}}"},
+            "models": {MODEL: {"name": model_name}},
+        }},
+        "model": f"{provider}/{MODEL}",
+    }
+
+
 @dataclass(frozen=True)
 class Received:
     method: str

@@ -15,9 +15,10 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
+from csm.testing.workbench import LOAD, run_command
+
 pytestmark = pytest.mark.live
 
-LOAD = 90_000  # ms: the workbench's first load, extension host included
 
 
 def user(stack) -> str:
@@ -39,26 +40,6 @@ def log_in(page: Page, stack, screenshot=None) -> None:
     password.press("Enter")
     # The explorer shows the workspace folder once the workbench is connected.
     expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
-
-
-def run_command(page: Page, command: str, title: str) -> None:
-    """Runs a VS Code command from the command palette (F1), found by its title and
-    picked by its id. Right after load the palette may not list every command yet."""
-    box = page.locator(".quick-input-widget input")
-    entry = page.locator(f'.quick-input-list-entry[data-quick-input-id="{command}"]')
-    deadline = time.monotonic() + LOAD / 1000
-    while True:
-        page.keyboard.press("F1")
-        expect(box).to_be_visible()
-        box.fill(f">{title}")
-        try:
-            expect(entry).to_be_visible(timeout=2_000)
-            break
-        except AssertionError:
-            page.keyboard.press("Escape")
-            if time.monotonic() > deadline:
-                raise
-    entry.click()
 
 
 def terminal_text(page: Page) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from csm.testing.fake_openai import MODEL, FakeOpenAI
+from csm.testing.fake_openai import MODEL, FakeOpenAI, opencode_settings
 
 pytestmark = pytest.mark.live
 
@@ -76,15 +76,8 @@ def ai(live_stack_factory, tmp_path_factory):
     # a port free on loopback is free on every address.
     port = free_port("127.0.0.1")
     settings = {
-        "opencode": {
-            "provider": {PROVIDER: {
-                "npm": "@ai-sdk/openai-compatible",
-                "name": "Fake provider",
-                "options": {"baseURL": f"http://{gateway}:{port}/v1", "apiKey": "{env:FAKE_API_KEY}"},
-                "models": {MODEL: {"name": "Fake model"}},
-            }},
-            "model": f"{PROVIDER}/{MODEL}",
-        },
+        "opencode": opencode_settings(PROVIDER, "Fake provider", f"http://{gateway}:{port}/v1",
+                                      "FAKE_API_KEY", "Fake model"),
         "users": {USER: {"environmentFiles": [str(key_file)]}},
     }
     stack = live_stack_factory([USER], extra_settings=settings)
