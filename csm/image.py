@@ -966,7 +966,7 @@ class Build:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m csm.image",
+    parser = argparse.ArgumentParser(prog="csm image",
                                      description="Build the portable user image with podman.")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build (or reuse) localhost/code-server-multi:latest")
