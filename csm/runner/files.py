@@ -20,6 +20,21 @@ def ensure_directory(d: dict) -> None:
     os.chmod(path, int(d["mode"], 8))
 
 
+def seed_file(f: dict) -> bool:
+    """Create a plan SeedFile ({path, content, uid, gid, mode}) unless it exists (like
+    systemd-tmpfiles' `f`): a person's own version is never replaced. True if written."""
+    try:
+        fd = os.open(f["path"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, int(f["mode"], 8))
+    except FileExistsError:
+        return False
+    try:
+        os.fchown(fd, f["uid"], f["gid"])
+        os.write(fd, f["content"].encode())
+    finally:
+        os.close(fd)
+    return True
+
+
 def write_private(path: str | os.PathLike, content: str, mode: int = 0o400) -> None:
     """Write a file only root can read, atomically (a reader sees old or new, never half)."""
     path = Path(path)

@@ -263,6 +263,8 @@ class Stack:
         plan = self.plan
         for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
             files.ensure_directory(d)
+        for f in (f for u in plan["users"].values() for f in u["seedFiles"]):
+            files.seed_file(f)
         runtime = Path(plan["runtimeDir"])
         runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(runtime, 0o700)

@@ -166,6 +166,10 @@ in
         "How many archives to keep; older ones are deleted.";
     };
 
+    vscodeSettings = option (types.attrsOf types.anything) defaults.vscodeSettings
+      { "chat.disableAIFeatures" = true; "editor.fontSize" = 16; }
+      "VS Code settings every new home starts with (written only where a person has no settings yet). The default hides VS Code's own AI chat, which needs an account: opencode is the AI here.";
+
     landingPage = {
       title = option types.str defaults.landingPage.title "Nobody here"
         "Title of the page unknown subdomains get (with status 404).";
@@ -183,7 +187,7 @@ in
 
   config = lib.mkIf cfg.enable {
     services.code-server-multi.plan = import ./plan.nix {
-      inherit (cfg) domain workspaceBase image basePort runtimeDir users opencode acme backup landingPage;
+      inherit (cfg) domain workspaceBase image basePort runtimeDir users opencode acme backup landingPage vscodeSettings;
     };
   };
 }

@@ -40,6 +40,12 @@
     keep = 7;
   };
 
+  # VS Code settings every new home starts with; a person's own changes win.
+  # opencode is the AI here: VS Code's own chat needs an account nobody has.
+  vscodeSettings = {
+    "chat.disableAIFeatures" = true;
+  };
+
   landingPage = {
     title = "Nothing here";
     message = "There is no workspace at this address. Check the name in the link you were given.";

@@ -78,8 +78,9 @@ let
   };
 
   # ---- settings with defaults -------------------------------------------------
-  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "users" "opencode" "acme" "backup" "landingPage" ];
+  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "users" "opencode" "acme" "backup" "landingPage" "vscodeSettings" ];
   s = removeAttrs defaults [ "user" ] // settings;
+  vscodeSettings = if isAttrs s.vscodeSettings then s.vscodeSettings else { };
   withDefaults = section: defaults.${section} // (if isAttrs (s.${section} or null) then s.${section} else { });
   opencode = withDefaults "opencode";
   acme = withDefaults "acme";
@@ -186,7 +187,8 @@ let
     ++ unknownKeys "backup." (attrNames defaults.backup) backup
     ++ optional (backup.enable && !isAbsolutePath backup.target) "backup.target = ${toJSON backup.target} must be an absolute path"
     ++ optional (!(isInt backup.keep && backup.keep >= 1)) "backup.keep = ${toJSON backup.keep} must be a whole number of at least 1"
-    ++ unknownKeys "landingPage." (attrNames defaults.landingPage) landingPage;
+    ++ unknownKeys "landingPage." (attrNames defaults.landingPage) landingPage
+    ++ optional (!isAttrs s.vscodeSettings) "vscodeSettings must be an attribute set of VS Code settings, e.g. { \"editor.fontSize\" = 16; }";
 
   realErrors = filter (e: e != null) errors;
 
@@ -229,6 +231,11 @@ let
   // optionalAttrs (!opencode.allowFreeProvider) { disabled_providers = [ "opencode" ]; }
   // opencode.extraConfig;
 
+  # code-server's user data dir (settings, state) is in the home, so it persists.
+  vscodeDataDir = ".local/share/code-server";
+  vscodeUserDir = "${vscodeDataDir}/User";
+  vscodeUserDirs = [ ".local" ".local/share" vscodeDataDir vscodeUserDir ];
+
   userPlan = name:
     let
       u = users.${name};
@@ -253,6 +260,10 @@ let
         (owned "${userDir}/workspace")
         (owned "${userDir}/config")
         (owned "${userDir}/config/project")   # mount point of the workspace inside the home
+      ] ++ map (d: owned "${userDir}/config/${d}") vscodeUserDirs;
+      # Written only where missing, so a person's own changes are kept.
+      seedFiles = [
+        ((owned "${userDir}/config/${vscodeUserDir}/settings.json") // { mode = "0600"; content = toJSON vscodeSettings; })
       ];
       # Composed at each start from the files named here (by systemd or the runner),
       # readable by root only, and handed to podman as an --env-file.
@@ -280,7 +291,7 @@ let
           "--welcome-text" "Log in to ${name}'s workspace with the password you were given."
           # Outside the bind-mounted home, so extensions baked into the image stay visible.
           "--extensions-dir" extensionsDir
-          "--user-data-dir" "${home}/.local/share/code-server"
+          "--user-data-dir" "${home}/${vscodeDataDir}"
           project
         ];
         healthCheck = [ "curl" "-fsS" "-o" "/dev/null" "http://127.0.0.1:${toString containerPort}/healthz" ];

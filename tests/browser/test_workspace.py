@@ -79,6 +79,12 @@ def test_log_in_and_see_the_workbench(live_stack, page, screenshot):
     expect(page).to_have_url(re.compile(r"folder=/home/coder/project"))
     expect(page.get_by_role("heading", name=re.compile("Explorer Section: project"))).to_be_visible()
     expect(page).to_have_title(re.compile(r"\bproject\b"))
+    # The home was seeded with settings hiding VS Code's own AI chat (opencode is the
+    # AI here); without them its "Build with Agent" panel opens beside the editor.
+    settings = live_stack.home(user(live_stack)) / ".local/share/code-server/User/settings.json"
+    assert '"chat.disableAIFeatures":true' in settings.read_text()
+    page.wait_for_timeout(5_000)  # the chat panel, when enabled, opens a moment after the explorer
+    expect(page.get_by_text("Build with Agent")).to_have_count(0)
     screenshot("02-workbench")
 
 

@@ -63,6 +63,15 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         for sub in ("workspace", "config"):
             d = owned[f"{user_dir}/{sub}"]
             assert (d["uid"], d["gid"], d["mode"]) == (base + 1000, base + 1000, "0700"), d
+        # A new home starts with the VS Code settings, owned by the user, in their home.
+        (seed,) = u["seedFiles"]
+        assert seed["path"].startswith(f"{user_dir}/config/") and seed["path"].endswith("/User/settings.json")
+        assert (seed["uid"], seed["gid"], seed["mode"]) == (base + 1000, base + 1000, "0600")
+        assert json.loads(seed["content"]) == settings.get("vscodeSettings", {"chat.disableAIFeatures": True})
+        parent = seed["path"].rsplit("/", 1)[0]
+        assert owned[parent]["uid"] == base + 1000
+        data_dir = c["cmd"][c["cmd"].index("--user-data-dir") + 1]
+        assert seed["path"] == f"{user_dir}/config/{data_dir.removeprefix(HOME + '/')}/User/settings.json", data_dir
         mounts = {v.split(":")[1]: v.split(":")[0] for v in c["volumes"]}
         assert mounts[HOME] == f"{user_dir}/config" and mounts[f"{HOME}/project"] == f"{user_dir}/workspace"
         # Secrets only by files read at start: the password file feeds the env file.

@@ -78,11 +78,13 @@ def test_one_virtual_host_per_user_and_a_default_landing_host(team):
     assert module["firewall"] == [80, 443]
 
 
-def test_tmpfiles_create_the_plans_directories(team):
+def test_tmpfiles_create_the_plans_directories_and_seed_files(team):
     module, plan = team
     for u in plan["users"].values():
         for d in u["directories"]:
             assert f"d {d['path']} {d['mode']} {d['uid']} {d['gid']} -" in module["tmpfiles"]
+        for f in u["seedFiles"]:  # `f`: written only when the file does not exist
+            assert f"f {f['path']} {f['mode']} {f['uid']} {f['gid']} - {f['content']}" in module["tmpfiles"]
 
 
 def test_wildcard_certificate_by_dns01(team):

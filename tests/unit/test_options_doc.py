@@ -29,6 +29,8 @@ def test_options_and_plan_settings_are_the_same_names():
     defaults = json.loads(subprocess.run(
         ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "modules/code-server-multi/defaults.nix")],
         check=True, capture_output=True, text=True).stdout)
-    settings = {f"{k}.{sub}" if isinstance(v, dict) and v else k
-                for k, v in defaults.items() for sub in (v if isinstance(v, dict) and v else [None])}
+    free_form = {"vscodeSettings"}  # one option holding any VS Code settings, not a section
+    section = lambda k, v: isinstance(v, dict) and v and k not in free_form  # noqa: E731
+    settings = {f"{k}.{sub}" if section(k, v) else k
+                for k, v in defaults.items() for sub in (v if section(k, v) else [None])}
     assert names - nixos_only == settings | {"domain"}

@@ -88,3 +88,14 @@ def test_secrets_digest_follows_the_key_files_too(tmp_path):
     assert files.secrets_digest(env, user) != first
     assert files.secrets_digest(env.replace("h", "g"), user) != files.secrets_digest(env, user)
     assert files.extra_env_files(user) == [str(keys)]
+
+
+def test_a_seed_file_is_written_once_and_a_persons_own_version_kept(tmp_path):
+    f = {"path": str(tmp_path / "settings.json"), "content": '{"a":1}', "uid": 4242, "gid": 4343, "mode": "0600"}
+    assert files.seed_file(f) is True
+    st = (tmp_path / "settings.json").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4242, 4343, 0o600)
+    assert (tmp_path / "settings.json").read_text() == '{"a":1}'
+    (tmp_path / "settings.json").write_text('{"mine":true}')
+    assert files.seed_file(f) is False
+    assert (tmp_path / "settings.json").read_text() == '{"mine":true}'
