@@ -49,7 +49,7 @@ TOO_BIG = 300 * 1024  # bytes: a picture above this is worth shrinking
 # What each picture shows; docs/onboarding.md uses them in this order.
 PICTURES = {
     "01-login": "the login page at ada's address",
-    "02-workbench": "the first view after logging in: the project folder, the Welcome tab, VS Code's Chat panel",
+    "02-workbench": "the first view after logging in: the project folder and the Welcome tab",
     "03-explorer-file": "a file in the Explorer, open in the editor; the Explorer's New File / New Folder buttons",
     "04-opencode": "a terminal (Ctrl+`) running opencode, with a question and an answer",
     "05-download": "right-click on a folder in the Explorer, Download... highlighted",
@@ -125,18 +125,13 @@ class Shooter:
         page.add_style_tag(content=".monaco-editor .cursors-layer > .cursor { visibility: hidden !important; }")
 
     def workbench(self, page: Page) -> None:
-        # The Welcome tab and the Chat panel arrive a moment after the Explorer.
+        # The Welcome tab arrives a moment after the Explorer.
         try:
             expect(page.locator(".tabs-container .tab", has_text="Welcome")).to_be_visible(timeout=30_000)
         except AssertionError:
             say("no Welcome tab appeared; taking the picture without it")
         settle(page)
         self.picture(page, "02-workbench")
-        # The guide tells people to close VS Code's Chat panel (it is not opencode).
-        hide = page.locator('.part.auxiliarybar .action-label[aria-label^="Hide Secondary Side Bar"]')
-        if hide.count():
-            hide.click()
-            expect(page.locator(".part.auxiliarybar")).to_be_hidden()
 
     def explorer_file(self, page: Page) -> None:
         # Made inside the container, as ada's own user, like work she did earlier.

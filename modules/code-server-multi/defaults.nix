@@ -44,6 +44,7 @@
   # opencode is the AI here: VS Code's own chat needs an account nobody has.
   vscodeSettings = {
     "chat.disableAIFeatures" = true;
+    "workbench.secondarySideBar.defaultVisibility" = "hidden";  # where that chat would open
   };
 
   landingPage = {

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 
+DEFAULTS = json.loads(subprocess.run(
+    ["nix-instantiate", "--eval", "--strict", "--json",
+     str(Path(__file__).resolve().parents[2] / "modules/code-server-multi/defaults.nix")],
+    check=True, capture_output=True, text=True).stdout)
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 HOST_ACCOUNTS_END = 65536  # host accounts (system, normal, nobody, DynamicUser) live below
 HOME = "/home/coder"
@@ -67,7 +73,7 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         (seed,) = u["seedFiles"]
         assert seed["path"].startswith(f"{user_dir}/config/") and seed["path"].endswith("/User/settings.json")
         assert (seed["uid"], seed["gid"], seed["mode"]) == (base + 1000, base + 1000, "0600")
-        assert json.loads(seed["content"]) == settings.get("vscodeSettings", {"chat.disableAIFeatures": True})
+        assert json.loads(seed["content"]) == settings.get("vscodeSettings", DEFAULTS["vscodeSettings"])
         parent = seed["path"].rsplit("/", 1)[0]
         assert owned[parent]["uid"] == base + 1000
         data_dir = c["cmd"][c["cmd"].index("--user-data-dir") + 1]
