@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 CSM   := $(VENV)/bin/csm
 PYTEST := $(PY) -m pytest
 
-.PHONY: help deps test test-fast image demo down bench docs
+.PHONY: help deps test test-fast image demo down bench docs docs-screenshots
 
 help:
 	@echo "make demo        bring up one user (examples/demo.nix) and print the address and password"
@@ -15,6 +15,7 @@ help:
 	@echo "make image       build (or reuse) the portable image"
 	@echo "make bench       benchmarks of the live stack"
 	@echo "make docs        regenerate docs/options.md from the module"
+	@echo "make docs-screenshots  retake the onboarding pictures from a live stack"
 
 deps:
 	@scripts/install-deps
