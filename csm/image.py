@@ -797,10 +797,8 @@ class Build:
 
     def import_image(self, root: Path, installed: Sequence[str]) -> None:
         v = self.versions
-        cmd = ["code-server", "--bind-addr", "0.0.0.0:8080", "--auth", "password",
-               "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
-               "--disable-getting-started-override", "--extensions-dir", EXTENSIONS_DIR,
-               f"{HOME}/project"]
+        # Only the image's own facts; the plan gives the full command (auth, telemetry...).
+        cmd = ["code-server", "--bind-addr", "0.0.0.0:8080", "--extensions-dir", EXTENSIONS_DIR, f"{HOME}/project"]
         labels = {
             "org.opencontainers.image.title": "code-server-multi",
             "code-server-multi.recipe": "portable",

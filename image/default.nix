@@ -167,20 +167,8 @@ checkVersions (
         "${pkgs.tini}/bin/tini"
         "--"
       ];
-      Cmd = [
-        "code-server"
-        "--bind-addr"
-        "0.0.0.0:8080"
-        "--auth"
-        "password"
-        "--disable-telemetry"
-        "--disable-update-check"
-        "--disable-workspace-trust"
-        "--disable-getting-started-override"
-        "--extensions-dir"
-        extensionsDir
-        "${home}/project"
-      ];
+      # Only the image's own facts; the plan gives the full command (auth, telemetry...).
+      Cmd = [ "code-server" "--bind-addr" "0.0.0.0:8080" "--extensions-dir" extensionsDir "${home}/project" ];
       User = "1000:1000";
       WorkingDir = "${home}/project";
       ExposedPorts."8080/tcp" = { };
