@@ -64,6 +64,7 @@ let
   idBaseStart = 268435456;  # 2^28: far above any host account
   idSlots = 4096;
   containerPort = 8080;
+  healthCheck = [ "curl" "-fsS" "-o" "/dev/null" "http://127.0.0.1:${toString containerPort}/healthz" ];
   containerUid = 1000;      # the image's `coder` user
   home = "/home/coder";
   project = "${home}/project";
@@ -294,7 +295,7 @@ let
           "--user-data-dir" "${home}/${vscodeDataDir}"
           project
         ];
-        healthCheck = [ "curl" "-fsS" "-o" "/dev/null" "http://127.0.0.1:${toString containerPort}/healthz" ];
+        inherit healthCheck;
         extraOptions = [
           "--hostname=${name}"
           "--label=io.code-server-multi.user=${name}"
@@ -307,7 +308,7 @@ let
           "--security-opt=no-new-privileges"
           "--uidmap=0:${toString idBase}:${toString idRangeSize}"
           "--gidmap=0:${toString idBase}:${toString idRangeSize}"
-          "--health-cmd=${toJSON [ "curl" "-fsS" "-o" "/dev/null" "http://127.0.0.1:${toString containerPort}/healthz" ]}"
+          "--health-cmd=${toJSON healthCheck}"  # JSON: exec form, no shell in between
           "--health-interval=30s"
           "--health-timeout=5s"
           "--health-retries=3"
