@@ -77,17 +77,22 @@ def percentile(xs: list[float], p: float) -> float:
 class BareCodeServer:
     """code-server from the image's own files, run as a plain process on the host."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, cmd: list[str]):
+        self.root, self.cmd = root, cmd  # cmd: the plan's code-server command
+
+    def argv(self, port: int, home: str) -> list[str]:
+        """The plan's command with the host's own address and directories."""
+        places = {"--bind-addr": f"127.0.0.1:{port}", "--user-data-dir": f"{home}/data",
+                  "--extensions-dir": f"{self.root}/{self.cmd[self.cmd.index('--extensions-dir') + 1].lstrip('/')}"}
+        args = self.cmd[1:-1]  # without "code-server" and the folder
+        args = [places.get(args[i - 1], a) if i else a for i, a in enumerate(args)]
+        return [str(self.root / "usr/local/bin/node"), str(self.root / CODE_SERVER_ENTRY), *args, home]
 
     def start_and_wait(self) -> float:
         port = free_port("127.0.0.1")
         with tempfile.TemporaryDirectory(prefix="csm-bench-bare-") as home:
             env = {"PATH": "/usr/bin:/bin", "HOME": home, "PASSWORD": secrets.token_urlsafe(12)}
-            argv = [str(self.root / "usr/local/bin/node"), str(self.root / CODE_SERVER_ENTRY),
-                    "--bind-addr", f"127.0.0.1:{port}", "--auth", "password", "--disable-telemetry",
-                    "--disable-update-check", "--disable-workspace-trust", "--user-data-dir",
-                    f"{home}/data", "--extensions-dir", f"{home}/ext", home]
+            argv = self.argv(port, home)
             start = time.monotonic()
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
@@ -229,7 +234,8 @@ def run(rounds: int, round_trips: int) -> dict:
     try:
         mount = Path(podman("image", "mount", IMAGE).strip())
         first = USERS[0]
-        results["cold_start"] = cold_start(stack, first, BareCodeServer(mount), rounds)
+        bare = BareCodeServer(mount, stack.plan["users"][first]["container"]["cmd"])
+        results["cold_start"] = cold_start(stack, first, bare, rounds)
 
         u = stack.plan["users"][first]
         results["workbench_s"] = workbench_times({

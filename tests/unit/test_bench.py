@@ -25,3 +25,14 @@ def test_report_names_every_figure_and_its_ratio():
     text = bench.report(r)
     for figure in ("956 MB", "ratio 1.33", "ratio 1.03", "p50 ratio 2.20", "612 MiB", "2345 MiB", "ratio 1.1"):
         assert figure in text, figure
+
+
+def test_the_bare_baseline_runs_the_plans_command_with_host_places():
+    cmd = ["code-server", "--bind-addr", "0.0.0.0:8080", "--auth", "password", "--disable-telemetry",
+           "--extensions-dir", "/opt/code-server/extensions", "--user-data-dir", "/home/coder/.local/x",
+           "/home/coder/project"]
+    argv = bench.BareCodeServer(bench.Path("/mnt/img"), cmd).argv(4321, "/tmp/h")
+    assert argv[:2] == ["/mnt/img/usr/local/bin/node", f"/mnt/img/{bench.CODE_SERVER_ENTRY}"]
+    assert argv[2:] == ["--bind-addr", "127.0.0.1:4321", "--auth", "password", "--disable-telemetry",
+                        "--extensions-dir", "/mnt/img/opt/code-server/extensions", "--user-data-dir", "/tmp/h/data",
+                        "/tmp/h"]
