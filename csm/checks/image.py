@@ -46,8 +46,8 @@ class CommandFailed(RuntimeError):
 
 def subprocess_runner(command: str, timeout: float = 300) -> str:
     """A `machine.succeed` for this host: runs a shell command, returns stdout.
-    Each command runs in a scratch directory: podman leaves a file named `oom` in the
-    working directory of an exec whose process the kernel killed."""
+    Each command runs in a scratch directory: a container it starts keeps that as its
+    conmon's working directory, where conmon writes a file `oom` on every OOM kill."""
     with tempfile.TemporaryDirectory(prefix="csm-run-") as scratch:
         done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout, cwd=scratch)
     if done.returncode != 0:
