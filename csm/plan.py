@@ -17,6 +17,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PLAN_NIX = ROOT / "modules" / "code-server-multi" / "plan.nix"
 
 
+def nix_environment(environ: dict | None = None) -> dict[str, str]:
+    """The environment every evaluation of the project runs nix-instantiate in.
+
+    Evaluating never builds, so Nix needs no build users: without this, Debian's
+    nix-bin (which does not create the `nixbld` group) warns on every call, and a
+    fresh host would print what a used one does not."""
+    environ = dict(os.environ if environ is None else environ)
+    extra = "build-users-group ="
+    environ["NIX_CONFIG"] = "\n".join(filter(None, [environ.get("NIX_CONFIG", ""), extra]))
+    environ["NIX_PATH"] = ""
+    return environ
+
+
 class PlanError(Exception):
     """Settings the plan rejects, or a settings file Nix cannot read."""
 
@@ -33,7 +46,7 @@ def _evaluate(expr: str) -> dict:
     proc = subprocess.run(
         [nix, "--eval", "--strict", "--json", "--expr", expr],
         capture_output=True, text=True,
-        env={**os.environ, "NIX_PATH": ""},
+        env=nix_environment(),
     )
     if proc.returncode != 0:
         raise PlanError(_error_text(proc.stderr))

@@ -41,6 +41,7 @@ containers' mapped users cannot traverse /tmp/pytest-of-root) are deleted.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import types
@@ -50,11 +51,16 @@ from urllib.parse import urlsplit
 import pytest
 
 from csm.checks import http
+from csm.plan import nix_environment
 from csm.testing import stacks
 from csm.testing.stacks import (IMAGE, ImageMissing, ThrowawayStack, free_port, fresh_base_dir, merge,
                                 stack_settings, write_password)
 
 DOMAIN = stacks.DOMAIN
+
+# Every nix-instantiate the tests run, directly or through csm, evaluates the way the
+# runner does: the same on a fresh host as on one where someone created `nixbld`.
+os.environ.update(nix_environment())
 
 
 @pytest.hookimpl(hookwrapper=True)

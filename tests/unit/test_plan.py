@@ -160,3 +160,14 @@ def test_missing_and_broken_settings_files(tmp_path):
     broken.write_text("{ domain = ; }")
     with pytest.raises(planlib.PlanError, match="syntax error"):
         planlib.load(broken)
+
+
+def test_evaluation_is_quiet_on_a_host_without_nix_build_users():
+    """Debian's nix-bin does not create the `nixbld` group, and Nix warns about it on
+    every call unless told that evaluation needs no build users. The environment the
+    runner and the tests use says so, whatever the caller's NIX_CONFIG holds."""
+    for caller in ({}, {"NIX_CONFIG": "build-users-group = nixbld"}):
+        env = planlib.nix_environment({"PATH": "/usr/bin:/bin", **caller})
+        done = subprocess.run(["nix-instantiate", "--eval", "--expr", "1 + 1"],
+                              capture_output=True, text=True, env=env)
+        assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "2", "")
