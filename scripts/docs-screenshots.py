@@ -36,7 +36,6 @@ from csm.testing.workbench import LOAD
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img" / "onboarding"
 USER = "ada"
-CONTAINER = f"code-server-{USER}"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -71,8 +70,9 @@ def podman_gateway() -> str:
     return json.loads(out)[0]["subnets"][0]["gateway"]
 
 
-def in_container(script: str) -> None:
-    subprocess.run(["podman", "exec", CONTAINER, "sh", "-c", script], check=True, capture_output=True, text=True)
+def in_container(stack: ThrowawayStack, script: str) -> None:
+    subprocess.run(["podman", "exec", stack.container(USER), "sh", "-c", script],
+                   check=True, capture_output=True, text=True)
 
 
 def run_command(page: Page, command: str, title: str) -> None:
@@ -135,7 +135,7 @@ class Shooter:
 
     def explorer_file(self, page: Page) -> None:
         # Made inside the container, as ada's own user, like work she did earlier.
-        in_container("cd ~/project && printf 'print(\"Hello!\")\\n' > hello.py && mkdir -p website"
+        in_container(self.stack, "cd ~/project && printf 'print(\"Hello!\")\\n' > hello.py && mkdir -p website"
                      " && printf '<h1>My first page</h1>\\n' > website/index.html")
         item = page.locator(".explorer-folders-view .monaco-list-row", has_text="hello.py")
         expect(item).to_be_visible(timeout=30_000)
@@ -203,7 +203,7 @@ class Shooter:
         page.context.close()
 
     def connection_lost(self, page: Page) -> None:
-        subprocess.run(["podman", "stop", "--time=2", CONTAINER], check=True, capture_output=True)
+        subprocess.run(["podman", "stop", "--time=2", self.stack.container(USER)], check=True, capture_output=True)
         expect(page.get_by_text(re.compile(r"reconnect", re.I)).first).to_be_visible(timeout=120_000)
         time.sleep(1)
         self.picture(page, "08-connection-lost")

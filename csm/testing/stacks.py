@@ -21,6 +21,9 @@ from csm.runner.stack import Stack, port_free
 
 IMAGE = "localhost/code-server-multi:latest"
 DOMAIN = "code.localhost"
+# Test stacks never take the default prefix (code-server), so their containers can
+# never be the ones of a stack a person runs on the same host, such as `make demo`.
+TEST_PREFIX = "csm-test"
 
 
 class ImageMissing(RuntimeError):
@@ -54,10 +57,12 @@ def fresh_base_dir(prefix: str = "csm-test-") -> Path:
     return base
 
 
-def stack_settings(base: Path, users: list[str], extra: dict | None = None, avoid: set[int] = frozenset()) -> dict:
+def stack_settings(base: Path, users: list[str], extra: dict | None = None, avoid: set[int] = frozenset(),
+                   name_prefix: str = TEST_PREFIX) -> dict:
     """Settings for a stack below `base`, with a basePort whose user ports are free."""
     settings = merge({
         "domain": DOMAIN,
+        "namePrefix": name_prefix,
         "workspaceBase": str(base / "workspaces"),
         "runtimeDir": str(base / "run"),
         "users": {u: {"hashedPasswordFile": str(base / "secrets" / f"{u}.hash")} for u in users},
@@ -80,7 +85,8 @@ def write_password(settings: dict, user: str) -> str:
 
 class ThrowawayStack:
     """A live stack in a fresh directory under /var/tmp, on free ports, with generated
-    passwords; close() stops it and deletes its directory."""
+    passwords; close() stops it and deletes its directory. `prefix` names both its
+    directory and its containers ("csm-test-" -> csm-test-<user>)."""
 
     def __init__(self, users: list[str], extra_settings: dict | None = None, tls: bool = False,
                  prefix: str = "csm-test-", **stack_options):
@@ -90,7 +96,7 @@ class ThrowawayStack:
         self.http_port = free_port()
         self.tls_port = free_port() if tls else None
         self.settings = stack_settings(self.base, self.users, extra_settings,
-                                       avoid={self.http_port, self.tls_port})
+                                       avoid={self.http_port, self.tls_port}, name_prefix=prefix.strip("-"))
         self._passwords = {u: write_password(self.settings, u) for u in self.users}
         self.plan = planlib.from_settings(self.settings)
         self.stack = Stack(self.plan, self.state_dir, self.http_port, self.tls_port, **stack_options)
@@ -113,6 +119,9 @@ class ThrowawayStack:
 
     def url(self, user: str) -> str:
         return self.stack.url(user)
+
+    def container(self, user: str) -> str:
+        return self.plan["users"][user]["container"]["name"]
 
     def password(self, user: str) -> str:
         return self._passwords[user]

@@ -124,6 +124,8 @@ in
       "Start of the 1000 loopback ports from which users without an explicit port get theirs.";
     runtimeDir = option types.str defaults.runtimeDir "/run/code-server-multi"
       "Where each container's secret env file is composed at start (root only, on tmpfs).";
+    namePrefix = option types.str defaults.namePrefix "code"
+      "Containers are named <namePrefix>-<user> (systemd units podman-<namePrefix>-<user>.service); change it only to run a second deployment on the same host.";
 
     users = mkOption {
       type = types.attrsOf (types.submodule userOptions);
@@ -187,7 +189,7 @@ in
 
   config = lib.mkIf cfg.enable {
     services.code-server-multi.plan = import ./plan.nix {
-      inherit (cfg) domain workspaceBase image basePort runtimeDir users opencode acme backup landingPage vscodeSettings;
+      inherit (cfg) domain workspaceBase image basePort runtimeDir namePrefix users opencode acme backup landingPage vscodeSettings;
     };
   };
 }

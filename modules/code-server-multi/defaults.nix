@@ -5,6 +5,9 @@
   image = "localhost/code-server-multi:latest";
   basePort = 20000;
   runtimeDir = "/run/code-server-multi";
+  # Containers are <namePrefix>-<user>: a second deployment on the same host (a test
+  # stack beside a person's demo) takes a prefix of its own.
+  namePrefix = "code-server";
 
   user = {
     port = null;

@@ -79,7 +79,7 @@ let
   };
 
   # ---- settings with defaults -------------------------------------------------
-  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "users" "opencode" "acme" "backup" "landingPage" "vscodeSettings" ];
+  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "namePrefix" "users" "opencode" "acme" "backup" "landingPage" "vscodeSettings" ];
   s = removeAttrs defaults [ "user" ] // settings;
   vscodeSettings = if isAttrs s.vscodeSettings then s.vscodeSettings else { };
   withDefaults = section: defaults.${section} // (if isAttrs (s.${section} or null) then s.${section} else { });
@@ -171,6 +171,8 @@ let
       "basePort = ${toJSON s.basePort} must leave room for ${toString portSpan} automatic ports between 1024 and 65535 (at most ${toString (65536 - portSpan)})"
     ++ optional (!isAbsolutePath s.workspaceBase) "workspaceBase = ${toJSON s.workspaceBase} must be an absolute path"
     ++ optional (!isAbsolutePath s.runtimeDir) "runtimeDir = ${toJSON s.runtimeDir} must be an absolute path"
+    ++ optional (!(isDnsLabel s.namePrefix && stringLength s.namePrefix <= 40))
+      "namePrefix = ${toJSON s.namePrefix} must be 1 to 40 lowercase letters, digits and dashes, not starting or ending with a dash, e.g. \"code-server\""
     ++ optional (!(isString s.image && s.image != "")) "image must be an image reference like \"localhost/code-server-multi:latest\""
     ++ optional (names == [ ]) "users is empty; add at least one user, e.g. users.alice.hashedPasswordFile = \"/run/secrets/alice\""
     ++ concatLists (map userProblems names)
@@ -274,7 +276,7 @@ let
       };
       limits = { memoryBytes = memory; memorySoftBytes = memorySoft; inherit cpus; pids = u.pidsLimit; };
       container = {
-        name = "code-server-${name}";
+        name = "${s.namePrefix}-${name}";
         inherit (s) image;
         ports = [ "127.0.0.1:${toString port}:${toString containerPort}" ];
         volumes = [ "${userDir}/config:${home}" "${userDir}/workspace:${project}" ] ++ u.extraVolumes;
@@ -340,7 +342,7 @@ let
 
   plan = {
     version = 1;
-    inherit (s) domain workspaceBase image runtimeDir basePort;
+    inherit (s) domain workspaceBase image runtimeDir basePort namePrefix;
     users = listToAttrs (map (name: { inherit name; value = userPlan name; }) names);
     opencode = { config = opencodeConfig; };
     directories = [ { path = s.workspaceBase; uid = 0; gid = 0; mode = "0711"; } ];

@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 
 from csm.testing.fake_openai import MODEL, FakeOpenAI, opencode_settings
+from csm.testing.stacks import TEST_PREFIX
 
 pytestmark = pytest.mark.live
 
 USER = "cy"
-CONTAINER = f"code-server-{USER}"
+CONTAINER = f"{TEST_PREFIX}-{USER}"  # checked against the plan in `ai`
 KEY = f"sk-fake-{secrets.token_hex(20)}"
 REPLY = f"The fake model says hello {secrets.token_hex(4)}"
 PROVIDER = "fake"
@@ -81,6 +82,7 @@ def ai(live_stack_factory, tmp_path_factory):
         "users": {USER: {"environmentFiles": [str(key_file)]}},
     }
     stack = live_stack_factory([USER], extra_settings=settings)
+    assert stack.container(USER) == CONTAINER
     fake = FakeOpenAI(gateway, port, reply=REPLY, log_path=here / "fake-provider.log", hold=True)
     fake.start()
     try:

@@ -44,8 +44,8 @@ class Attempt:
                                "--http-port", str(self.http_port)], capture_output=True, text=True)
 
     def assert_nothing_started(self):
-        assert podman.inspect(HOST, "code-server-eli") is None or \
-            podman.labels(podman.inspect(HOST, "code-server-eli")).get(podman.STACK_LABEL) != str(self.state)
+        assert podman.inspect(HOST, "csm-test-eli") is None or \
+            podman.labels(podman.inspect(HOST, "csm-test-eli")).get(podman.STACK_LABEL) != str(self.state)
         assert nginx.running_pid(self.state) is None
         assert not Path(self.settings["workspaceBase"]).exists(), "a workspace was created"
         assert not Path(self.settings["runtimeDir"]).exists(), "env files were written"
@@ -107,16 +107,16 @@ def test_image_missing(attempt):
 
 def test_a_container_name_taken_by_something_else(attempt):
     a = attempt()
-    subprocess.run(["podman", "create", "--name=code-server-eli", "--pull=never", *HOST.run_args,
+    subprocess.run(["podman", "create", "--name=csm-test-eli", "--pull=never", *HOST.run_args,
                     a.plan["image"], "true"], check=True, capture_output=True)
     try:
         proc = a.csm_up()
         assert proc.returncode == 3, proc.stderr
-        assert "a container named code-server-eli already exists and belongs to something other than csm" in proc.stderr
+        assert "a container named csm-test-eli already exists and belongs to something other than csm" in proc.stderr
         a.assert_nothing_started()
-        assert podman.inspect(HOST, "code-server-eli") is not None  # not ours: left alone
+        assert podman.inspect(HOST, "csm-test-eli") is not None  # not ours: left alone
     finally:
-        subprocess.run(["podman", "rm", "-f", "code-server-eli"], capture_output=True)
+        subprocess.run(["podman", "rm", "-f", "csm-test-eli"], capture_output=True)
 
 
 def broken(a: Attempt, cmd: list[str]) -> dict:
@@ -131,9 +131,9 @@ def test_a_container_that_exits_is_undone(attempt):
     a = attempt()
     stack = Stack(broken(a, ["sh", "-c", "echo cannot start >&2; exit 3"]), a.state, a.http_port,
                   progress=lambda m: None)
-    with pytest.raises(RunnerError, match=r"eli's container code-server-eli stopped \(exit code 3\).*csm logs eli"):
+    with pytest.raises(RunnerError, match=r"eli's container csm-test-eli stopped \(exit code 3\).*csm logs eli"):
         stack.up()
-    assert podman.inspect(HOST, "code-server-eli") is None
+    assert podman.inspect(HOST, "csm-test-eli") is None
     assert nginx.running_pid(a.state) is None
     assert not (a.state / "stack.json").exists()
     assert (Path(a.settings["workspaceBase"]) / "eli" / "workspace").is_dir()  # kept, not deleted
@@ -144,5 +144,5 @@ def test_a_container_that_never_gets_healthy_is_undone(attempt):
     stack = Stack(broken(a, ["sleep", "600"]), a.state, a.http_port, progress=lambda m: None, health_timeout=5)
     with pytest.raises(RunnerError, match=r"eli did not pass the health check within 5 s; look at `csm logs eli`"):
         stack.up()
-    assert podman.inspect(HOST, "code-server-eli") is None
+    assert podman.inspect(HOST, "csm-test-eli") is None
     assert nginx.running_pid(a.state) is None

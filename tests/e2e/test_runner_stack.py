@@ -59,13 +59,16 @@ class CliStack:
         return f"http://{user}.code.localhost:{self.http_port}"
 
     def container(self, user: str) -> dict | None:
-        return podman.inspect(HOST, f"code-server-{user}")
+        return podman.inspect(HOST, self.container_name(user))
+
+    def container_name(self, user: str) -> str:
+        return self.plan["users"][user]["container"]["name"]
 
     def user_dir(self, user: str) -> Path:
         return Path(self.settings["workspaceBase"]) / user
 
     def exec(self, user: str, script: str) -> str:
-        proc = subprocess.run(["podman", "exec", f"code-server-{user}", "sh", "-c", script],
+        proc = subprocess.run(["podman", "exec", self.container_name(user), "sh", "-c", script],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
@@ -157,7 +160,7 @@ def test_a_settings_change_recreates_only_that_user(cli, web_client):
     cli.settings["users"]["rita"]["memorySoftLimit"] = "900m"
     cli.write()
     proc = cli.up()
-    assert "recreating code-server-rita: its settings or its image changed" in proc.stderr
+    assert "recreating csm-test-rita: its settings or its image changed" in proc.stderr
     after = ids(cli)
     assert after["sam"] == before["sam"] and after["rita"] != before["rita"]
     assert cli.container("rita")["HostConfig"]["Memory"] == 2**30
@@ -207,12 +210,12 @@ def test_status_reports_health_memory_oom_and_activity(cli, web_client):
         assert u["last_activity"] is not None
     table = cli.csm("status")
     assert table.returncode == 0
-    assert re.search(r"^rita\s+code-server-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+0\s+\d{4}-", table.stdout, re.M), table.stdout
+    assert re.search(r"^rita\s+csm-test-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+0\s+\d{4}-", table.stdout, re.M), table.stdout
 
 
 def test_status_counts_an_oom_kill(cli):
     # rita's limit is 1g since the settings change: a process asking for more is killed
-    hog = subprocess.run(["podman", "exec", "code-server-rita", "python3", "-c", "b = bytearray(1536 * 2**20)"],
+    hog = subprocess.run(["podman", "exec", "csm-test-rita", "python3", "-c", "b = bytearray(1536 * 2**20)"],
                          capture_output=True, text=True)
     assert hog.returncode == 137, hog.stderr
     status = {u["name"]: u for u in json.loads(cli.csm("status", "--json").stdout)["users"]}
@@ -235,7 +238,7 @@ def test_backup_and_restore_into_the_running_stack(cli):
     assert proc.returncode == 0, proc.stderr
     archive = Path(proc.stdout.strip())
     assert archive.is_file() and archive.parent == cli.base / "backups"
-    assert "paused code-server-rita" in proc.stderr
+    assert "paused csm-test-rita" in proc.stderr
     assert all(cli.container(u)["State"]["Status"] == "running" for u in USERS)  # resumed
 
     cli.exec("rita", "rm ~/project/keep/a && echo later > ~/project/keep/b")
@@ -253,7 +256,7 @@ def test_a_user_removed_from_the_settings_is_stopped_and_keeps_the_workspace(cli
     del cli.settings["users"]["sam"]
     cli.write()
     proc = cli.up()
-    assert "sam is no longer in the settings: stopping and removing container code-server-sam" in proc.stderr
+    assert "sam is no longer in the settings: stopping and removing container csm-test-sam" in proc.stderr
     assert cli.container("sam") is None
     assert (cli.user_dir("sam") / "workspace").is_dir()
     assert ids(cli)["rita"] == cy_before

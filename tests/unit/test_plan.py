@@ -122,7 +122,14 @@ BAD_SETTINGS = {
                               ["acme.dnsProvider is not set"]),
     "basePort leaving no room": ({**good(), "basePort": 65000}, ["basePort = 65000 must leave room"]),
     "bad extra volume": (good(extraVolumes=["data:/data"]), ['users.ada.extraVolumes entry "data:/data"']),
+    "name prefix not a label": ({**good(), "namePrefix": "Code_Server"}, ['namePrefix = "Code_Server" must be']),
 }
+
+
+def test_the_name_prefix_names_the_containers():
+    assert planlib.from_settings(good())["users"]["ada"]["container"]["name"] == "code-server-ada"
+    other = planlib.from_settings({**good(), "namePrefix": "csm-test"})
+    assert other["users"]["ada"]["container"]["name"] == "csm-test-ada"
 
 
 @pytest.mark.parametrize("settings, fragments", BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
