@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 import websocket
 
+from csm.runner import podman as podman_runner
 from csm.runner.host import Host
 from csm.testing.stacks import IMAGE, ThrowawayStack, free_port, require_image
 
@@ -251,7 +252,7 @@ def run(rounds: int, round_trips: int) -> dict:
         stack.add_user(USERS[4])
         first_start = time.monotonic() - start
         name5 = stack.plan["users"][USERS[4]]["container"]["name"]
-        podman("rm", "--force", name5)
+        podman_runner.remove(stack.stack.host, name5)  # the runner's removal: waits until it is gone
         start = time.monotonic()
         stack.stack.up()
         again = time.monotonic() - start

@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 
 from . import HostNotReady, RunnerError
 from .host import Host
@@ -90,5 +91,15 @@ def is_running(info: dict | None) -> bool:
     return bool(info) and info["State"].get("Running", False) and not info["State"].get("Paused", False)
 
 
-def remove(host: Host, name: str) -> None:
-    podman(host, "rm", "--force", "--time=10", name, check=False)
+def remove(host: Host, name: str, attempts: int = 5) -> None:
+    """Stop and remove a container, and make sure it is gone. `podman rm --force`
+    fails now and then while podman itself still works on the container (an exec,
+    a stop under way): try again, and say so if it never goes."""
+    for attempt in range(attempts):
+        proc = podman(host, "rm", "--force", "--ignore", "--time=10", name, check=False)
+        if proc.returncode == 0 and inspect(host, name) is None:
+            return
+        time.sleep(1 + attempt)
+    raise RunnerError(f"podman could not remove container {name}: "
+                      f"{proc.stderr.strip() or proc.stdout.strip() or 'it is still there'}; "
+                      f"try `podman rm --force {name}`")
