@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from csm import plan as planlib
+from csm.runner.stack import port_free
 from csm.testing.stacks import TEST_PREFIX
 
 pytestmark = pytest.mark.live
@@ -48,6 +51,16 @@ def demo_settings(base: Path, **overrides: str) -> Path:
       }}
     """)
     return settings
+
+
+def own_demo_settings(base: Path) -> Path:
+    """The suite's demo: its own container names, and a basePort whose demo port is
+    free (the same user name on the default basePort would take the person's port)."""
+    for _ in range(30):
+        settings = demo_settings(base, namePrefix=f'"{TEST_PREFIX}"', basePort=str(random.randrange(30000, 64000)))
+        if port_free("127.0.0.1", planlib.load(settings)["users"]["demo"]["port"]):
+            return settings
+    raise RuntimeError("found no basePort whose demo port is free")
 
 
 def address_and_password(stdout: str) -> tuple[str, str]:
@@ -117,7 +130,7 @@ def test_make_demo_gives_a_working_address_and_password(stack_kit, web_client, p
     base = stack_kit.fresh_base_dir("csm-demo-test-")
     state, port = base / "state", stack_kit.free_port()
     container = f"{TEST_PREFIX}-demo"
-    settings = demo_settings(base, namePrefix=f'"{TEST_PREFIX}"')
+    settings = own_demo_settings(base)
     variables = (f"DEMO_SETTINGS={settings}", f"DEMO_PORT={port}")
     try:
         proc = make("demo", *variables, state=state)
