@@ -22,6 +22,7 @@
   linkFarm,
   runCommand,
   writeText,
+  writeShellScript,
   makeWrapper,
   dockerTools,
   glibc,
@@ -116,6 +117,17 @@ let
     }) ([ manifest.codeServer ] ++ manifest.npmDependencies)
   );
 
+  # The build sandbox has no /usr/bin/env, which the dependencies' install scripts name
+  # in their #! lines: before `npm rebuild` runs them, point those lines at coreutils'
+  # env (nixpkgs' own npm hooks patch shebangs at the same step).
+  npmInSandbox = writeShellScript "npm" ''
+    if [ "''${1-}" = rebuild ] && [ -d node_modules ]; then
+      grep -rlZ '^#!/usr/bin/env ' node_modules \
+        | xargs -0 -r sed -i '1s|^#!/usr/bin/env |#!${coreutils}/bin/env |'
+    fi
+    exec ${nodejs}/bin/npm "$@"
+  '';
+
   codeServer = stdenv.mkDerivation {
     pname = "code-server";
     inherit (manifest.codeServer) version;
@@ -134,6 +146,7 @@ let
     buildPhase = ''
       runHook preBuild
       export HOME=$TMPDIR
+      mkdir -p $TMPDIR/bin && ln -s ${npmInSandbox} $TMPDIR/bin/npm && export PATH=$TMPDIR/bin:$PATH
       bash ${./build-code-server.sh} ${tarballs} $out/libexec/code-server
       runHook postBuild
     '';
