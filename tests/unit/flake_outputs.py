@@ -8,6 +8,7 @@ a copy of the checkout's tracked files with tests/unit/fixtures/ standing in for
 from __future__ import annotations
 
 import ast
+import atexit
 import functools
 import json
 import os
@@ -48,6 +49,7 @@ def tree() -> Path:
 def copy_tree(fixtures=IMAGE_FILES) -> Path:
     """A copy of the checkout's tracked files, with FIXTURES' versions of `fixtures`."""
     dest = Path(tempfile.mkdtemp(prefix="csm-flake-"))
+    atexit.register(shutil.rmtree, dest, ignore_errors=True)
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
     for name in files.decode().split("\0"):
         if name and (ROOT / name).is_file():
