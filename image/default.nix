@@ -148,6 +148,11 @@ let
       export HOME=$TMPDIR
       mkdir -p $TMPDIR/bin && ln -s ${npmInSandbox} $TMPDIR/bin/npm && export PATH=$TMPDIR/bin:$PATH
       bash ${./build-code-server.sh} ${tarballs} $out/libexec/code-server
+      # node-gyp's intermediates name the compiler's store paths: left in, they would
+      # pull the C toolchain into the image. The built .node files stay.
+      find $out/libexec/code-server -path '*/node_modules/*/build/*' \
+        \( -name obj.target -o -name .deps -o -name '*.mk' -o -name Makefile \
+           -o -name config.gypi -o -name '*.o' -o -name '*.a' \) -prune -exec rm -rf {} +
       runHook postBuild
     '';
     installPhase = ''
