@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -232,3 +233,25 @@ def test_a_node_major_other_than_versions_json_stops_the_evaluation(copy):
         edit_json(copy / "image" / name, lambda v: (v.get("versions", v)).update(node="26.0.0"))
     with pytest.raises(NixError, match=r"node major of nixpkgs' nodejs_24 .*: 24 \(versions.json: 26\)"):
         evaluate("outputs", root=copy)
+
+
+def test_the_build_gives_npm_rebuild_scripts_an_interpreter_the_sandbox_has(image, tmp_path):
+    """The Nix sandbox has no /usr/bin/env; the npm first in the build's PATH points the
+    dependencies' #!/usr/bin/env lines at coreutils' env before `npm rebuild` runs them.
+    Runs that script, as the .drv holds it, on a node_modules of its own."""
+    _, drvs, _, _ = image
+    build = named(drvs, r"code-server-[\d.]+")
+    shim = named(drvs, "npm")
+    assert f"ln -s {shim.out} $TMPDIR/bin/npm && export PATH=$TMPDIR/bin:$PATH" in build.env["buildPhase"]
+    coreutils, node = named(drvs, r"coreutils-[\d.]+"), named(drvs, r"nodejs-24\.[\d.]+")
+    script = tmp_path / "npm"
+    script.write_text(shim.env["text"])
+    bin_js = tmp_path / "node_modules/node-gyp-build/bin.js"
+    bin_js.parent.mkdir(parents=True)
+    bin_js.write_text("#!/usr/bin/env node\nrequire('./')\n")
+    comment = tmp_path / "node_modules/x.sh"
+    comment.write_text("#!/bin/sh\n#!/usr/bin/env node\n")
+    done = subprocess.run(["bash", str(script), "rebuild", "argon2"], cwd=tmp_path, capture_output=True, text=True)
+    assert f"{node.out}/bin/npm" in done.stderr, "then it runs nodejs_24's npm"
+    assert bin_js.read_text() == f"#!{coreutils.out}/bin/env node\nrequire('./')\n"
+    assert comment.read_text() == "#!/bin/sh\n#!/usr/bin/env node\n"
