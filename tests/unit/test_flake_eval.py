@@ -15,11 +15,12 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from csm import plan as planlib
-from flake_outputs import IMAGE_FILES, NIXPKGS_LIB, ROOT, NixError, closure, copy_tree, evaluate, instantiate, tree
+from flake_outputs import IMAGE_FILES, Drv, NIXPKGS_LIB, ROOT, NixError, closure, copy_tree, evaluate, instantiate, tree
 
 TIER2_SKIP = ("TIER 2 SKIPPED: NIXPKGS_LIB is not set, so the flake was NOT evaluated under nixpkgs' real lib "
               "(callPackage, evalModules). Set NIXPKGS_LIB=/path/to/nixpkgs.lib to run it.")
@@ -64,6 +65,12 @@ def test_packages_instantiate(flake):
     assert sorted(outputs["packages"]) == ["csm", "default", "image"]
     assert outputs["packages"]["default"] == outputs["packages"]["csm"]
     assert sorted(instantiate("packages", nixpkgs_lib=lib)) == sorted(set(outputs["packages"].values()))
+    csm = Drv(outputs["packages"]["csm"])
+    src = Path(csm.env["src"])
+    assert sorted(p.name for p in src.iterdir()) == ["csm", "pyproject.toml"], "csm's source is the package alone"
+    assert (src / "csm/cli.py").is_file()
+    deps = {Drv(d).env.get("pname") for d in csm.inputs}
+    assert {"requests", "websocket-client", "argon2-cffi", "setuptools"} <= deps
 
 
 def test_the_module_defaults_to_the_flakes_image_and_csm(flake):
