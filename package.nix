@@ -4,10 +4,8 @@ buildPythonApplication {
   pname = "csm";
   version = "0.1.0";
   pyproject = true;
-  src = lib.fileset.toSource {
-    root = ./.;
-    fileset = lib.fileset.unions [ ./pyproject.toml ./csm ];
-  };
+  # (not lib.fileset: it needs Nix 2.14+, and this file is evaluated by Nix 2.8 in tests)
+  src = lib.sourceByRegex ./. [ "pyproject\\.toml" "csm" "csm/.*" ];
   build-system = [ setuptools ];
   dependencies = [ requests websocket-client argon2-cffi ];
   pythonImportsCheck = [ "csm" "csm.checks" ];

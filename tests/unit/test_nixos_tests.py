@@ -23,10 +23,10 @@ from pyflakes.reporter import Reporter
 
 from csm import plan as planlib
 from csm.checks import host, http, image, smoke
+from flake_outputs import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "nixos-tests"
-EVAL = Path(__file__).with_name("nixos_tests_eval.nix")
 # Each VM test, its server's settings, and its nodes (the script's machine names).
 VM_TESTS = {
     "server": ("server-settings.nix", ["client", "server"]),
@@ -39,26 +39,22 @@ DRIVER_NAMES = ["start_all", "subtest", "machines", "driver", "log", "join_all",
 CHECK_MODULES = {"host": host, "http": http, "image": image}
 
 
-def nix_eval(expr_file: Path, **args: str) -> dict:
-    argv = ["nix-instantiate", "--eval", "--strict", "--json", str(expr_file)]
-    for name, value in args.items():
-        argv += ["--arg", name, value] if value.startswith(("/", ".")) else ["--argstr", name, value]
-    proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "NIX_PATH": ""})
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+@pytest.fixture(scope="module")
+def checks():
+    """The flake's checks as test_flake_eval.py evaluates them: each VM test's nodes,
+    and its script built with the plan of its settings as the server node."""
+    return evaluate("outputs")["checks"]
 
 
 @pytest.fixture(scope="module", params=sorted(VM_TESTS))
-def vm_test(request):
+def vm_test(request, checks):
     name = request.param
     settings_file, nodes = VM_TESTS[name]
-    evaluated = nix_eval(EVAL, root=str(ROOT), testName=name, settingsFile=str(TESTS / settings_file))
-    return name, evaluated, nodes, TESTS / settings_file
+    return name, checks[name], nodes, TESTS / settings_file
 
 
-def test_default_nix_lists_the_tests_the_flake_checks(vm_test):
-    _, evaluated, _, _ = vm_test
-    assert sorted(evaluated["tests"]) == sorted(VM_TESTS)
+def test_default_nix_lists_the_tests_the_flake_checks(checks):
+    assert sorted(checks) == sorted(VM_TESTS)
 
 
 def test_nodes_are_the_machines_the_script_drives(vm_test):
@@ -70,7 +66,8 @@ def test_nodes_are_the_machines_the_script_drives(vm_test):
 def test_server_settings_make_a_valid_plan(settings_file):
     plan = planlib.load(TESTS / settings_file)
     assert sorted(plan["users"]) == ["ada", "bo"]
-    passwords = nix_eval(TESTS / "passwords.nix")
+    passwords = json.loads(subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", str(TESTS / "passwords.nix")],
+                                          check=True, capture_output=True, text=True).stdout)
     for name, user in plan["users"].items():
         assert user["hostname"] == f"{name}.{plan['domain']}"
         # server-node.nix writes each user's password file from passwords.nix, under /etc.
@@ -139,9 +136,8 @@ def test_script_calls_only_checks_that_exist_with_arguments_they_take(vm_test):
         assert calls > 0, "the server test runs csm.checks"
 
 
-def test_csm_smoke_takes_the_options_the_server_test_gives_it():
-    script = nix_eval(EVAL, root=str(ROOT), testName="server",
-                      settingsFile=str(TESTS / VM_TESTS["server"][0]))["testScript"]
+def test_csm_smoke_takes_the_options_the_server_test_gives_it(checks):
+    script = checks["server"]["testScript"]
     invocation = script[script.index('"csm smoke'):]
     invocation = invocation[:invocation.index(")")]
     used = set(re.findall(r"(--[a-z][a-z-]*)", invocation))

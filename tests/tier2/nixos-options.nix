@@ -1,0 +1,92 @@
+# The NixOS options the code-server-multi module and the VM tests' server node set,
+# declared with their real types and defaults, so that nixpkgs' lib.evalModules can
+# evaluate a host configuration without nixpkgs' NixOS modules.
+{ lib }:
+let
+  inherit (lib) mkOption types;
+  opt = type: default: mkOption { inherit type default; };
+in
+{
+  options = {
+    assertions = opt (types.listOf (types.submodule {
+      options.assertion = opt types.bool true;
+      options.message = opt types.str "";
+    })) [ ];
+    virtualisation.podman.enable = opt types.bool false;
+    virtualisation.podman.package = opt types.raw { outPath = "/nix/store/podman"; };
+    virtualisation.oci-containers.backend = opt (types.enum [ "podman" "docker" ]) "podman";
+    virtualisation.oci-containers.containers = opt (types.attrsOf (types.submodule {
+      options = {
+        image = opt types.str null;
+        imageStream = opt (types.nullOr types.raw) null;
+        cmd = opt (types.listOf types.str) [ ];
+        user = opt (types.nullOr types.str) null;
+        environment = opt (types.attrsOf types.str) { };
+        environmentFiles = opt (types.listOf types.path) [ ];
+        ports = opt (types.listOf types.str) [ ];
+        volumes = opt (types.listOf types.str) [ ];
+        extraOptions = opt (types.listOf types.str) [ ];
+        pull = opt (types.enum [ "always" "missing" "never" "newer" ]) "missing";
+        podman.sdnotify = opt (types.enum [ "conmon" "healthy" "container" ]) "conmon";
+      };
+    })) { };
+    systemd.services = opt (types.attrsOf (types.submodule {
+      options = {
+        description = opt types.str "";
+        preStart = opt types.lines "";
+        path = opt (types.listOf types.raw) [ ];
+        serviceConfig = opt (types.attrsOf types.anything) { };
+      };
+    })) { };
+    systemd.timers = opt (types.attrsOf types.anything) { };
+    systemd.tmpfiles.rules = opt (types.listOf types.str) [ ];
+    networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
+    networking.primaryIPAddress = opt types.str "192.168.1.2";
+    networking.nameservers = opt (types.listOf types.str) [ ];
+    # The VM tests' machines (nixos/modules/virtualisation/qemu-vm.nix).
+    virtualisation.memorySize = opt types.ints.positive 1024;
+    virtualisation.diskSize = opt types.ints.positive 1024;
+    virtualisation.cores = opt types.ints.positive 1;
+    environment.etc = opt (types.attrsOf (types.submodule {
+      options.source = opt (types.nullOr types.str) null;
+      options.text = opt (types.nullOr types.lines) null;
+      options.mode = opt types.str "symlink";
+    })) { };
+    environment.systemPackages = opt (types.listOf types.raw) [ ];
+    security.acme.certs = opt (types.attrsOf (types.submodule {
+      options = {
+        domain = opt types.str null;
+        extraDomainNames = opt (types.listOf types.str) [ ];
+        dnsProvider = opt (types.nullOr types.str) null;
+        environmentFile = opt (types.nullOr types.path) null;
+        group = opt types.str "acme";
+        email = opt (types.nullOr types.str) null;
+        dnsPropagationCheck = opt types.bool true;
+      };
+    })) { };
+    services.nginx = {
+      enable = opt types.bool false;
+      group = opt types.str "nginx";
+      appendHttpConfig = opt types.lines "";
+      virtualHosts = opt (types.attrsOf (types.submodule {
+        options = {
+          default = opt types.bool false;
+          forceSSL = opt types.bool false;
+          addSSL = opt types.bool false;
+          sslCertificate = opt (types.nullOr types.path) null;
+          sslCertificateKey = opt (types.nullOr types.path) null;
+          useACMEHost = opt (types.nullOr types.str) null;
+          root = opt (types.nullOr types.path) null;
+          extraConfig = opt types.lines "";
+          locations = opt (types.attrsOf (types.submodule {
+            options = {
+              proxyPass = opt (types.nullOr types.str) null;
+              recommendedProxySettings = opt types.bool true;
+              extraConfig = opt types.lines "";
+            };
+          })) { };
+        };
+      })) { };
+    };
+  };
+}

@@ -1,0 +1,3 @@
+# Stand-in for nixpkgs' nixos/tests/common/acme/client (the ACME test support):
+# the tests evaluate the code-server-multi host, not nixpkgs' ACME test server.
+{ ... }: { }
