@@ -66,6 +66,8 @@ let
             forceSSL = opt types.bool false;
             addSSL = opt types.bool false;
             useACMEHost = opt (types.nullOr types.str) null;
+            sslCertificate = opt (types.nullOr types.path) null;
+            sslCertificateKey = opt (types.nullOr types.path) null;
             root = opt (types.nullOr types.path) null;
             extraConfig = opt types.lines "";
             locations = opt (types.attrsOf (types.submodule {
@@ -117,4 +119,6 @@ in
   firewall = c.networking.firewall.allowedTCPPorts;
   etc = c.environment.etc;
   systemPackages = map (p: p.name) c.environment.systemPackages;
+  # What admin.nix publishes at planFile for csm.
+  inherit (c.services.code-server-multi) plan planFile;
 }
