@@ -53,6 +53,13 @@ def test_containers_are_the_plans(team):
         assert c["podman"]["sdnotify"] == "healthy" and c["pull"] == "never" and c["hasImageStream"]
 
 
+def test_the_published_plan_is_plan_nix_of_the_settings(team):
+    """So the admin verbs' tests (test_nixos_admin.py), which evaluate plan.nix from a
+    settings file, test them against the plan the module writes to planFile."""
+    module, plan = team
+    assert module["plan"] == plan
+
+
 def test_each_unit_prepares_its_start_with_csm(team):
     module, plan = team
     for name, u in plan["users"].items():
