@@ -129,24 +129,19 @@ def cmd_status(args) -> int:
 def cmd_passwd(args) -> int:
     if sum(map(bool, (args.output, args.plan, args.settings))) > 1:
         raise BadInput("give one of SETTINGS, --plan and --output")
-    if args.output:
-        file, stack, units = args.output, None, None
-    elif args.plan:  # NixOS: the module's plan names the file, systemd restarts the unit
-        plan = _read_plan(args.plan)
-        file, stack, units = passwd.hashed_password_file(plan, args.user), None, nixos.Units()
-    else:
-        state = _state_dir(args)
-        stack = Stack(args.settings, state) if args.settings else Stack.from_state(state)
-        file, units = passwd.hashed_password_file(stack.plan, args.user), None
-    password = passwd.read()
-    passwd.write_hash_file(file, passwd.hash_password(password))
+    plan = _read_plan(args.plan) if args.plan else None  # NixOS: the module's plan
+    stack = None if args.output or plan else \
+        Stack(args.settings, _state_dir(args)) if args.settings else Stack.from_state(_state_dir(args))
+    file = args.output or passwd.hashed_password_file(plan or stack.plan, args.user)
+    passwd.write_hash_file(file, passwd.hash_password(passwd.read()))
     print(f"wrote the argon2id hash for {args.user} to {file} (mode 0600). Keep it secret like the password: "
           "code-server accepts the hash itself as its session cookie")
-    if units:
-        if units.restart_if_running(plan["users"][args.user]):
-            print(f"{nixos.unit(plan['users'][args.user])} was restarted: the new password works now")
+    if plan:
+        unit = nixos.unit(plan["users"][args.user])
+        if nixos.Units().restart_if_running(plan["users"][args.user]):
+            print(f"{unit} was restarted: the new password works now")
         else:
-            print(f"{nixos.unit(plan['users'][args.user])} is not running; the new password applies when it starts")
+            print(f"{unit} is not running; the new password applies when it starts")
     elif stack:
         stack.password_file(args.user).unlink(missing_ok=True)  # a generated one is no longer valid
         if stack.restart_if_running(args.user):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from typing import Callable
 
 from . import HostNotReady, RunnerError
 
@@ -45,16 +47,21 @@ class Units:
     """Stops and starts users' containers through their units, so systemd's
     Restart=always never brings one back in the middle of a restore."""
 
+    def __init__(self, progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)):
+        self.progress = progress
+
     def stop(self, user: dict) -> bool:
         """Stop the user's unit; True if it was running (and is to be started again)."""
         if active_state(unit(user)) not in ("active", "activating", "reloading"):
             return False
+        self.progress(f"stopping {unit(user)} to restore {user['name']}")
         systemctl("stop", unit(user))
         return True
 
     def start(self, user: dict) -> None:
         # The unit is ready only once the container passes its health check
         # (podman.sdnotify = "healthy"), so this returns when the user can log in.
+        self.progress(f"starting {unit(user)} (it is ready when code-server passes its health check)")
         systemctl("start", unit(user))
 
     def restart_if_running(self, user: dict) -> bool:
