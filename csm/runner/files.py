@@ -30,10 +30,11 @@ def _open_directory(path: str | os.PathLike, create: bool = False) -> int:
                 os.mkdir(part, 0o755, dir_fd=fd)
                 child = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
             except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise BadInput(f"{path}: {part} is not a directory (a symbolic link or a file) inside a "
-                                   "directory its user owns; refusing to follow it. Move it away and try again") from None
-                raise
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                why = "is not a directory" if trusted else \
+                    "is not a directory (a symbolic link or a file) inside a directory its user owns; refusing to follow it"
+                raise BadInput(f"{path}: {part} {why}. Move it away and try again") from None
             os.close(fd)
             fd = child
         return fd
