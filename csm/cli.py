@@ -163,7 +163,10 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_reset(args) -> int:
-    Stack.from_state(_state_dir(args)).reset(args.user)
+    if args.plan:  # NixOS: each start of the unit runs a new container
+        nixos.Units().restart(Stack(_read_plan(args.plan), _state_dir(args)).user(args.user))
+    else:
+        Stack.from_state(_state_dir(args)).reset(args.user)
     print(f"{args.user} has a fresh container; the workspace and settings were kept")
     return 0
 
@@ -185,7 +188,7 @@ def cmd_restore(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    return Stack.from_state(_state_dir(args)).logs(args.user, follow=args.follow, tail=args.tail)
+    return _stack(args).logs(args.user, follow=args.follow, tail=args.tail)
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -269,7 +272,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = command("reset", cmd_reset, "give a user a fresh container (workspace and settings kept)",
                 "Remove USER's container and start a new one from the image. The workspace and the home "
-                "(VS Code settings, extensions state, shell history) stay as they are.")
+                "(VS Code settings, extensions state, shell history) stay as they are. On NixOS (--plan) "
+                "this restarts the user's unit, which runs a new container.", parents=(common, plan_opt))
     c.add_argument("user", metavar="USER")
 
     c = command("backup", cmd_backup, "archive every user's workspace and home",
@@ -287,7 +291,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("archive", metavar="ARCHIVE")
     c.add_argument("--user", action="append", metavar="USER", help="restore only this user (repeatable)")
 
-    c = command("logs", cmd_logs, "show a user's container log", "Show the log of USER's container (code-server).")
+    c = command("logs", cmd_logs, "show a user's container log", "Show the log of USER's container (code-server).",
+                parents=(common, plan_opt))
     c.add_argument("user", metavar="USER")
     c.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     c.add_argument("--tail", type=int, metavar="N", help="only the last N lines")

@@ -69,3 +69,9 @@ class Units:
         if was:
             systemctl("try-restart", unit(user))
         return was
+
+    def restart(self, user: dict) -> None:
+        """A fresh container: the unit removes the old one and runs a new one, and is
+        ready when it passes its health check."""
+        self.progress(f"restarting {unit(user)}")
+        systemctl("restart", unit(user))

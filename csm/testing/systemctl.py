@@ -1,7 +1,7 @@
 """A stand-in for systemd's `systemctl`, for testing the NixOS admin verbs on a host
 without systemd: a script put first on PATH that records every call and keeps each
 unit's state in a file (what `is-active`, `show -p MainPID`, `stop`, `start` and
-`try-restart` report and change). It stands in for systemd, never for csm.
+`restart`, `try-restart` report and change). It stands in for systemd, never for csm.
 
     sd = SystemctlStandIn(tmp_path)
     sd.set("nginx.service", "active", pid=4242)
@@ -24,7 +24,7 @@ case "$1" in
   is-active) echo "$current"; [ "$current" = active ];;
   show) if [ "$current" = active ]; then cat "$state/$unit.pid" 2>/dev/null || echo 0; else echo 0; fi;;
   stop) echo inactive > "$state/$unit";;
-  start|try-restart)
+  start|restart|try-restart)
     if [ "$1" = try-restart ] && [ "$current" != active ]; then exit 0; fi
     if [ -e "$state/$unit.fails" ]; then echo "Job for $unit failed because the control process exited with error code." >&2; exit 1; fi
     echo active > "$state/$unit";;

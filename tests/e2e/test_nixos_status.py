@@ -1,4 +1,4 @@
-"""`csm status --plan` on a NixOS host, live: the user's container really runs and
+"""`csm status --plan` and `csm logs --plan` on a NixOS host, live: the user's container really runs and
 passes its health check (started here by the runner from the same plan, as the
 module's unit would), nginx and the unit are systemd's (played by
 csm.testing.systemctl, as this host has no systemd)."""
@@ -49,3 +49,12 @@ def test_status_is_unhealthy_when_nginx_or_the_unit_is_not(nixos_stack, tmp_path
     systemd.set(f"podman-code-server-{USER}.service", "deactivating")
     proc = status(nixos_stack, tmp_path, systemd, "--json")
     assert proc.returncode == 1 and json.loads(proc.stdout)["units"] == {USER: "deactivating"}
+
+
+def test_logs_with_the_plan_show_the_containers_log(nixos_stack, tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(nixos_stack.plan))
+    proc = subprocess.run([sys.executable, "-m", "csm.cli", "logs", USER, "--plan", str(plan), "--tail", "50",
+                           "--state-dir", str(tmp_path / "state")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "HTTP server listening on http://0.0.0.0:8080" in proc.stdout + proc.stderr

@@ -211,3 +211,27 @@ def test_restore_reports_a_unit_that_does_not_come_back(host):
     assert proc.returncode == 1
     assert f"systemctl start {UNA_UNIT} failed" in proc.stderr and f"journalctl -u {UNA_UNIT}" in proc.stderr
     assert notes.read_text() == "as backed up"  # the files were restored all the same
+
+
+# ---- csm reset, csm logs ----------------------------------------------------------------------
+
+def test_reset_restarts_the_users_unit(host):
+    host.systemd.set(UNA_UNIT, "active")
+    proc = host.with_plan("reset", "una")
+    assert proc.returncode == 0, proc.stderr
+    assert host.systemd.calls() == [f"restart {UNA_UNIT}"] and "fresh container" in proc.stdout
+
+
+@pytest.mark.parametrize("user, fails, code, message", [
+    ("una", True, 1, f"systemctl restart {UNA_UNIT} failed"),
+    ("cy", False, 2, "no user 'cy'"),
+])
+def test_reset_says_what_went_wrong(host, user, fails, code, message):
+    host.systemd.set(UNA_UNIT, "active", fails=fails)
+    proc = host.with_plan("reset", user)
+    assert proc.returncode == code and message in proc.stderr
+
+
+def test_logs_with_the_plan_names_a_missing_container(host):
+    proc = host.with_plan("logs", "una")
+    assert proc.returncode == 1 and "una has no container (code-server-una)" in proc.stderr
