@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import plan as planlib
-from .runner import BadInput, RunnerError, passwd
+from .runner import BadInput, RunnerError, backup, files, nixos, passwd
 from .runner.stack import DEFAULT_HTTP_PORT, DEFAULT_STATE_DIR, DEFAULT_TLS_PORT, Stack
 
 EXIT_CODES = """\
@@ -38,13 +38,16 @@ def _state_dir(args) -> Path:
     return Path(args.state_dir)
 
 
+def _read_plan(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot read the plan {path}: {e}") from None
+
+
 def _stack(args) -> Stack:
     if getattr(args, "plan", None):
-        try:
-            plan = json.loads(Path(args.plan).read_text())
-        except (OSError, ValueError) as e:
-            raise BadInput(f"cannot read the plan {args.plan}: {e}") from None
-        return Stack(plan, _state_dir(args))
+        return Stack(_read_plan(args.plan), _state_dir(args))
     return Stack.from_state(_state_dir(args))
 
 
@@ -97,43 +100,73 @@ def _when(epoch: float | None) -> str:
 def cmd_status(args) -> int:
     stack = _stack(args)
     st = stack.status()
+    units = {}
+    if args.plan:  # the NixOS host: nginx and the containers are systemd's units
+        st.nginx_pid, st.http_port = nixos.main_pid(nixos.NGINX_UNIT), 80
+        st.tls_port = 443 if stack.plan["tls"]["enable"] else None
+        units = {u.name: nixos.active_state(nixos.unit(stack.plan["users"][u.name])) for u in st.users}
+    healthy = st.healthy and all(state == "active" for state in units.values())
     if args.json:
-        print(json.dumps(asdict(st) | {"healthy": st.healthy}, indent=1))
-        return 0 if st.healthy else 1
+        print(json.dumps(asdict(st) | {"units": units, "healthy": healthy}, indent=1))
+        return 0 if healthy else 1
     ports = f"{st.http_port}" + (f", TLS on {st.tls_port}" if st.tls_port else "")
-    print(f"nginx: {'running (pid %d)' % st.nginx_pid if st.nginx_pid else 'not running'}, port {ports}")
+    running = f"running (pid {st.nginx_pid})" if st.nginx_pid else "not running"
+    print(f"nginx{' (' + nixos.NGINX_UNIT + ')' if args.plan else ''}: {running}, port {ports}")
     rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "LAST ACTIVITY")]
     for u in st.users:
         state = u.state if u.exit_code is None else f"{u.state} ({u.exit_code})"
+        if u.name in units and units[u.name] != "active":
+            state += f", unit {units[u.name]}"
         rows.append((u.name, u.container, state, u.health,
                      f"{_size(u.memory_bytes)} / {_size(u.memory_limit_bytes)}",
                      "-" if u.oom_kills is None else str(u.oom_kills), _when(u.last_activity)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    return 0 if st.healthy else 1
+    return 0 if healthy else 1
 
 
 def cmd_passwd(args) -> int:
-    state = _state_dir(args)
-    if args.settings:
-        stack = Stack(args.settings, state)
-    else:
-        stack = Stack.from_state(state)
-    file = passwd.hashed_password_file(stack.plan, args.user)
-    password = passwd.read()
-    passwd.write_hash_file(file, passwd.hash_password(password))
-    stack.password_file(args.user).unlink(missing_ok=True)  # a generated one is no longer valid
-    print(f"wrote the argon2 hash for {args.user} to {file}")
-    if stack.restart_if_running(args.user):
-        print(f"{args.user}'s container was recreated: the new password works now")
-    else:
-        print(f"{args.user}'s container is not running here; the new password applies at the next `csm up`")
+    if sum(map(bool, (args.output, args.plan, args.settings))) > 1:
+        raise BadInput("give one of SETTINGS, --plan and --output")
+    plan = _read_plan(args.plan) if args.plan else None  # NixOS: the module's plan
+    stack = None if args.output or plan else \
+        Stack(args.settings, _state_dir(args)) if args.settings else Stack.from_state(_state_dir(args))
+    file = args.output or passwd.hashed_password_file(plan or stack.plan, args.user)
+    passwd.write_hash_file(file, passwd.hash_password(passwd.read()))
+    print(f"wrote the argon2id hash for {args.user} to {file} (mode 0600). Keep it secret like the password: "
+          "code-server accepts the hash itself as its session cookie")
+    if plan:
+        unit = nixos.unit(plan["users"][args.user])
+        if nixos.Units().restart_if_running(plan["users"][args.user]):
+            print(f"{unit} was restarted: the new password works now")
+        else:
+            print(f"{unit} is not running; the new password applies when it starts")
+    elif stack:
+        stack.password_file(args.user).unlink(missing_ok=True)  # a generated one is no longer valid
+        if stack.restart_if_running(args.user):
+            print(f"{args.user}'s container was recreated: the new password works now")
+        else:
+            print(f"{args.user}'s container is not running here; the new password applies at the next `csm up`")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    if not args.plan:
+        raise BadInput("give the plan: csm prepare --plan /etc/code-server-multi/plan.json USER")
+    plan = _read_plan(args.plan)
+    if args.user not in plan["users"]:
+        raise BadInput(f"no user {args.user!r} in the plan {args.plan} (users: {', '.join(sorted(plan['users']))})")
+    files.prepare_user(plan["users"][args.user])
+    print(f"{args.user}: directories, settings seed and secret env file ready", file=sys.stderr)
     return 0
 
 
 def cmd_reset(args) -> int:
-    Stack.from_state(_state_dir(args)).reset(args.user)
+    if args.plan:  # NixOS: each start of the unit runs a new container
+        nixos.Units().restart(Stack(_read_plan(args.plan), _state_dir(args)).user(args.user))
+    else:
+        Stack.from_state(_state_dir(args)).reset(args.user)
     print(f"{args.user} has a fresh container; the workspace and settings were kept")
     return 0
 
@@ -144,13 +177,18 @@ def cmd_backup(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    users = _stack(args).restore(args.archive, args.user or None)
+    stack = _stack(args)
+    if args.plan:  # NixOS: through the units, so Restart=always cannot interfere
+        with stack.lock():
+            users = backup.restore(stack, args.archive, args.user or None, service=nixos.Units())
+    else:
+        users = stack.restore(args.archive, args.user or None)
     print(f"restored {', '.join(users)} from {args.archive}")
     return 0
 
 
 def cmd_logs(args) -> int:
-    return Stack.from_state(_state_dir(args)).logs(args.user, follow=args.follow, tail=args.tail)
+    return _stack(args).logs(args.user, follow=args.follow, tail=args.tail)
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -213,16 +251,29 @@ def _parser() -> argparse.ArgumentParser:
 
     c = command("passwd", cmd_passwd, "set a user's password",
                 "Read a new password (prompted twice on a terminal, else from stdin, where exactly one "
-                "trailing newline is dropped) and write its argon2id hash to the user's hashedPasswordFile "
-                "(mode 0600, directory 0700). A running container of this stack is recreated so the "
-                "password works at once; otherwise it applies at the next `csm up`.")
+                "trailing newline is dropped) and write its argon2id hash (at least code-server's own cost) "
+                "to the user's hashedPasswordFile (mode 0600, directory 0700); the hash is never printed. "
+                "The hash file is a credential: code-server takes the hash itself as its session cookie. "
+                "On NixOS (--plan) the user's unit is restarted if it runs; with the portable runner a "
+                "running container of this stack is recreated, otherwise the password applies at the "
+                "next `csm up`.", parents=(common, plan_opt))
     c.add_argument("user", metavar="USER")
     c.add_argument("settings", nargs="?", metavar="SETTINGS",
                    help="settings file naming the user's hashedPasswordFile (default: the stack in --state-dir)")
+    c.add_argument("--output", metavar="PATH",
+                   help="write the hash to PATH instead (e.g. to put it into sops); nothing is restarted")
+
+    c = command("prepare", cmd_prepare, "make ready what a user's container needs before it starts (NixOS unit)",
+                "What the NixOS module's unit runs before each start of USER's container (preStart): the "
+                "plan's directories, the VS Code settings seed where missing (byte for byte), and the secret "
+                "env file composed from the secret files (root only, atomically). The portable runner's "
+                "`up` does the same with the same code.", parents=(common, plan_opt))
+    c.add_argument("user", metavar="USER")
 
     c = command("reset", cmd_reset, "give a user a fresh container (workspace and settings kept)",
                 "Remove USER's container and start a new one from the image. The workspace and the home "
-                "(VS Code settings, extensions state, shell history) stay as they are.")
+                "(VS Code settings, extensions state, shell history) stay as they are. On NixOS (--plan) "
+                "this restarts the user's unit, which runs a new container.", parents=(common, plan_opt))
     c.add_argument("user", metavar="USER")
 
     c = command("backup", cmd_backup, "archive every user's workspace and home",
@@ -240,7 +291,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("archive", metavar="ARCHIVE")
     c.add_argument("--user", action="append", metavar="USER", help="restore only this user (repeatable)")
 
-    c = command("logs", cmd_logs, "show a user's container log", "Show the log of USER's container (code-server).")
+    c = command("logs", cmd_logs, "show a user's container log", "Show the log of USER's container (code-server).",
+                parents=(common, plan_opt))
     c.add_argument("user", metavar="USER")
     c.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     c.add_argument("--tail", type=int, metavar="N", help="only the last N lines")

@@ -4,9 +4,8 @@
 # the same HTTP and WebSocket checks, through nginx. Run it as described in
 # docs/nixos-tests.md.
 #
-# The module serves TLS only with an ACME certificate (acme-wildcard.nix tests that
-# path); here a fixed test CA's wildcard certificate is laid over its virtual hosts,
-# with the plan's own TLS directives.
+# HTTPS comes from a fixed test CA's wildcard certificate, given to the module's
+# `tls` option as files (acme-wildcard.nix tests the ACME path).
 { pkgs, self }:
 let
   inherit (pkgs) lib;
@@ -45,21 +44,10 @@ in
   extraPythonPackages = p: [ (p.toPythonModule self.packages.${system}.csm) ];
 
   nodes = {
-    server = { config, ... }:
-      let
-        plan = config.services.code-server-multi.plan;
-        certificate = { sslCertificate = "${tls}/server.pem"; sslCertificateKey = "${tls}/server.key"; };
-      in
-      {
-        imports = [ (import ./server-node.nix { inherit self settings; }) ];
-        services.nginx.virtualHosts = lib.mapAttrs' (_: u: lib.nameValuePair u.nginx.serverName (certificate // {
-          forceSSL = lib.mkForce true;  # the module says false: it has no certificate without ACME
-          extraConfig = lib.concatStringsSep "\n" plan.nginx.tlsConfig;
-        })) plan.users // {
-          "*.${plan.domain}" = certificate // { addSSL = lib.mkForce true; };
-        };
-        networking.firewall.allowedTCPPorts = [ 443 ];
-      };
+    server = {
+      imports = [ (import ./server-node.nix { inherit self settings; }) ];
+      services.code-server-multi.tls = { certificateFile = "${tls}/server.pem"; keyFile = "${tls}/server.key"; };
+    };
 
     # A team member's machine: trusts the test CA, knows the users' names, and has
     # the csm CLI and the users' passwords to run `csm smoke`.

@@ -12,11 +12,19 @@ def container(user):
     return user["container"]["name"]
 
 
+def unit_of(user):
+    return f"podman-{container(user)}.service"
+
+
 start_all()
 server.wait_for_unit("nginx.service")
 for user in USERS.values():
     server.wait_for_unit(f"podman-{container(user)}.service")
 client.wait_for_unit("multi-user.target")
+PLAN_FILE = "/etc/code-server-multi/plan.json"
+
+with subtest("csm status --plan sees nginx, the units and the containers healthy"):
+    print(server.succeed(f"csm status --plan {PLAN_FILE}"))
 
 with subtest("the image keeps its contract"):
     podman = image.Podman(server.succeed)
@@ -32,7 +40,7 @@ with subtest("each container runs within its limits, as its own host uid, publis
 with subtest("a password reaches its container only through the root-only env file"):
     for user in USERS.values():
         env_file = user["secrets"]["envFile"]
-        assert server.succeed(f"stat -c '%a %U' {env_file}").strip() == "400 root", env_file
+        assert server.succeed(f"stat -c '%a %U' {env_file}").strip() == "600 root", env_file
         for secret in user["secrets"]["fromFiles"]:
             server.succeed(f"grep -q '^{secret['variable']}=' {env_file}")
             value = server.succeed(f"cat {secret['file']}").strip()
@@ -89,3 +97,13 @@ with subtest("a fork bomb stops at the pids limit"):
 
 with subtest("busy processes get no more CPU than the quota"):
     print(host.cpu_quota_holds(server.succeed, bo))
+
+with subtest("csm restore --plan brings a user's files back through the user's unit"):
+    notes = f"{PLAN['workspaceBase']}/bo/workspace/restore-check.txt"
+    server.succeed(f"echo backed-up > {notes}")
+    archive = server.succeed(f"csm backup --plan {PLAN_FILE} --to /root/backups").strip()
+    server.succeed(f"echo changed > {notes}")
+    server.succeed(f"csm restore --plan {PLAN_FILE} --user bo {archive}")
+    assert server.succeed(f"cat {notes}").strip() == "backed-up"
+    server.succeed(f"systemctl is-active {unit_of(bo)}")
+    print(server.succeed(f"csm status --plan {PLAN_FILE}"))

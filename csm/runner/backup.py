@@ -164,11 +164,34 @@ def _check_members(archive: Path, manifest: dict, members: list[tarfile.TarInfo]
                        "for them; it is incomplete")
 
 
-def restore(stack, archive: str | os.PathLike, only: list[str] | None = None) -> list[str]:
+class Containers:
+    """The portable runner's way to stop and start a user's container (podman itself)."""
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    def stop(self, user: dict) -> bool:
+        cname = user["container"]["name"]
+        info = podman.inspect(self.stack.host, cname)
+        if not (info and info["State"].get("Running")):  # paused counts as running
+            return False
+        self.stack.progress(f"stopping {cname} to restore {user['name']}")
+        podman.podman(self.stack.host, "stop", "--time=10", cname)
+        return True
+
+    def start(self, user: dict) -> None:
+        podman.podman(self.stack.host, "start", user["container"]["name"], cwd=self.stack.state_dir)
+        self.stack.wait_healthy([user["name"]])
+
+
+def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, service=None) -> list[str]:
     """Replace users' directories with the archived ones, owners and modes kept
-    (shifted if the user's uid range changed). Running containers are stopped for
-    it and started again. Returns the restored users."""
-    plan, host = stack.plan, stack.host
+    (shifted if the user's uid range changed). A running container is stopped for it
+    and started again, by `service` (stop(user) -> was running, start(user)): the
+    runner's podman by default, the NixOS units with nixos.Units(). Returns the
+    restored users."""
+    plan = stack.plan
+    service = service or Containers(stack)
     manifest, _ = read(archive)
     if manifest["domain"] != plan["domain"]:
         raise BadInput(f"{archive} is a backup of the stack for {manifest['domain']} (users "
@@ -186,20 +209,14 @@ def restore(stack, archive: str | os.PathLike, only: list[str] | None = None) ->
         user = plan["users"][u]
         old_base, size = manifest["users"][u]["idBase"], manifest["users"][u]["idSize"]
         shift = user["ids"]["base"] - old_base
-        cname = user["container"]["name"]
-        info = podman.inspect(host, cname)
-        was_running = bool(info) and info["State"].get("Running")
-        if was_running:
-            stack.progress(f"stopping {cname} to restore {u}")
-            podman.podman(host, "stop", "--time=10", cname)
+        was_running = service.stop(user)
         try:
             _swap_in(stack, archive, u, base, shift, old_base, size)
             for d in user["directories"]:
                 files.ensure_directory(d)
         finally:
             if was_running:
-                podman.podman(host, "start", cname, cwd=stack.state_dir)
-                stack.wait_healthy([u])
+                service.start(user)
     return users
 
 

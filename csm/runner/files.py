@@ -4,6 +4,7 @@ Secrets travel file -> env file -> podman; never through an argv, a label or a l
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -11,24 +12,65 @@ from pathlib import Path
 from . import BadInput, HostNotReady
 
 
+def _open_directory(path: str | os.PathLike, create: bool = False) -> int:
+    """An fd of the directory at path, reached one component at a time. A symbolic
+    link is followed only inside a root-owned directory: below a directory that a
+    container's user owns (their home), a link they planted is refused rather than
+    followed, so root never creates, chowns or writes through it."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in Path(os.path.abspath(path)).parts[1:]:
+            trusted = os.fstat(fd).st_uid == 0
+            flags = os.O_RDONLY | os.O_DIRECTORY | (0 if trusted else os.O_NOFOLLOW)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                child = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                why = "is not a directory" if trusted else \
+                    "is not a directory (a symbolic link or a file) inside a directory its user owns; refusing to follow it"
+                raise BadInput(f"{path}: {part} {why}. Move it away and try again") from None
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def ensure_directory(d: dict) -> None:
     """Create a plan Directory ({path, uid, gid, mode}) or fix its owner and mode
     (like systemd-tmpfiles' `d`); its contents are never touched."""
-    path = Path(d["path"])
-    path.mkdir(parents=True, exist_ok=True)
-    os.chown(path, d["uid"], d["gid"])
-    os.chmod(path, int(d["mode"], 8))
+    fd = _open_directory(d["path"], create=True)
+    try:
+        os.fchown(fd, d["uid"], d["gid"])
+        os.fchmod(fd, int(d["mode"], 8))
+    finally:
+        os.close(fd)
 
 
 def seed_file(f: dict) -> bool:
-    """Create a plan SeedFile ({path, content, uid, gid, mode}) unless it exists (like
-    systemd-tmpfiles' `f`): a person's own version is never replaced. True if written."""
+    """Create a plan SeedFile ({path, content, uid, gid, mode}) with exactly its
+    content's bytes, unless it exists (like systemd-tmpfiles' `f`, without its
+    specifier and escape expansion): a person's own version is never replaced.
+    True if written. Used by the runner and by the NixOS unit (`csm prepare`)."""
+    path = Path(f["path"])
+    parent = _open_directory(path.parent)
     try:
-        fd = os.open(f["path"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, int(f["mode"], 8))
+        fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, int(f["mode"], 8),
+                     dir_fd=parent)
     except FileExistsError:
         return False
+    finally:
+        os.close(parent)
     try:
         os.fchown(fd, f["uid"], f["gid"])
+        os.fchmod(fd, int(f["mode"], 8))  # whatever the umask
         os.write(fd, f["content"].encode())
     finally:
         os.close(fd)
@@ -49,31 +91,65 @@ def write_private(path: str | os.PathLike, content: str, mode: int = 0o400) -> N
     os.replace(tmp, path)
 
 
-def read_secret(file: str, what: str) -> str:
-    """The secret in `file`: its contents without trailing newlines (as the NixOS
-    module's `$(cat file)` reads it), refusing anything an env file cannot carry."""
+GENERIC_FIX = "write the secret alone on one line, e.g. `printf %s SECRET > FILE` (a password hash: `csm passwd USER`)"
+
+
+def read_secret(file: str, what: str, fix: str = GENERIC_FIX) -> str:
+    """The secret in `file`: its contents without trailing newlines, refusing anything
+    an env file cannot carry (the one rule for the runner and the NixOS unit). `fix`
+    says how to write the file right."""
     try:
         raw = Path(file).read_bytes()
     except FileNotFoundError:
-        raise BadInput(f"{what}: {file} does not exist; create it (for a password: `csm passwd USER`)") from None
+        raise BadInput(f"{what}: {file} does not exist; create it ({fix})") from None
     except OSError as e:
         raise HostNotReady(f"{what}: cannot read {file}: {e.strerror}") from None
     try:
         value = raw.decode().rstrip("\n")
     except UnicodeDecodeError:
-        raise BadInput(f"{what}: {file} is not UTF-8 text") from None
-    if not value:
-        raise BadInput(f"{what}: {file} is empty; it must hold the secret")
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise BadInput(f"{what}: {file} holds more than one line; it must hold only the secret "
-                       "(a password cannot contain a line break)")
+        raise BadInput(f"{what}: {file} is not UTF-8 text; {fix}") from None
+    problem = ("is empty" if not value
+               else "holds a NUL byte" if "\0" in value
+               else "holds a carriage return (Windows line endings?)" if "\r" in value
+               else "holds more than one line" if "\n" in value
+               else None)
+    if problem:
+        raise BadInput(f"{what}: {file} {problem}; it must hold only the secret: {fix}")
     return value
+
+
+def _fix_hint(user: dict, variable: str) -> str:
+    if variable == "HASHED_PASSWORD":
+        return f"`csm passwd {user['name']}` writes it"
+    return GENERIC_FIX
 
 
 def compose_secret_env(user: dict) -> str:
     """The user's secret env file: VARIABLE=<contents of file> for plan.secrets.fromFiles."""
-    return "".join(f"{s['variable']}={read_secret(s['file'], 'users.' + user['name'] + ' ' + s['variable'])}\n"
-                   for s in user["secrets"]["fromFiles"])
+    return "".join(
+        f"{s['variable']}={read_secret(s['file'], 'users.' + user['name'] + ' ' + s['variable'], _fix_hint(user, s['variable']))}\n"
+        for s in user["secrets"]["fromFiles"])
+
+
+def write_secret_env(user: dict, text: str) -> None:
+    """The composed secret env file at plan.secrets.envFile: root only (0600), atomic,
+    its values never on a command line."""
+    path = Path(user["secrets"]["envFile"])
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    write_private(path, text, mode=0o600)
+
+
+def prepare_user(user: dict) -> None:
+    """What a user's container needs on the host before it starts: the plan's
+    directories, the seed files where missing, the secret env file composed anew.
+    The NixOS unit runs it as `csm prepare` (preStart); the runner does the same
+    steps in its `up`."""
+    for d in user["directories"]:
+        ensure_directory(d)
+    for f in user["seedFiles"]:
+        seed_file(f)
+    write_secret_env(user, compose_secret_env(user))
 
 
 def compose_env(environment: dict[str, str]) -> str:

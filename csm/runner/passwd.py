@@ -7,7 +7,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, Type
 
 from . import BadInput
 from .files import write_private
@@ -21,8 +21,15 @@ def generate() -> str:
     return "-".join("".join(secrets.choice(ALPHABET) for _ in range(4)) for _ in range(4))
 
 
+# The cost code-server itself hashes with: code-server 4.139.1 calls
+# `argon2.hash(password)` of the npm package argon2 0.44.0, whose defaults are
+# argon2id, 64 MiB, 3 passes, 4 lanes, a 32-byte hash and a 16-byte salt.
+CODE_SERVER_COST = {"memory_cost": 65536, "time_cost": 3, "parallelism": 4}
+HASHER = PasswordHasher(**CODE_SERVER_COST, hash_len=32, salt_len=16, type=Type.ID)
+
+
 def hash_password(password: str) -> str:
-    return PasswordHasher().hash(password)  # argon2id with argon2-cffi's defaults
+    return HASHER.hash(password)
 
 
 def verify(hashed: str, password: str) -> bool:
@@ -56,11 +63,12 @@ def read(stdin=None, prompt: bool | None = None) -> str:
 
 
 def write_hash_file(path: str | os.PathLike, hashed: str) -> None:
-    """The hash on one line, mode 0600 root, in a 0700 directory."""
+    """The hash on one line, mode 0600 root, in a 0700 directory (when csm makes it).
+    The hash is a credential: code-server accepts it as the session cookie."""
     path = Path(path)
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)
-    os.chmod(path.parent, 0o700)
+        os.chmod(path.parent, 0o700)  # whatever the umask; an existing directory is left as it is
     write_private(path, hashed + "\n", mode=0o600)
 
 

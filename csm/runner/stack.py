@@ -334,7 +334,7 @@ class Stack:
         else:
             self.progress(f"creating {cname} (the first start with a new uid map copies the image: "
                           "this can take a minute)")
-        files.write_private(secret_path, secret_env)
+        files.write_secret_env(user, secret_env)
         files.write_private(env_path, env)
         files.write_private(digest_path, secrets)
         undo.append(lambda: podman.remove(self.host, cname))

@@ -5,7 +5,7 @@ let
   cfg = config.services.code-server-multi;
 in
 lib.mkIf cfg.enable {
-  environment.etc."code-server-multi/plan.json".source =
+  environment.etc.${lib.removePrefix "/etc/" cfg.planFile}.source =
     pkgs.writeText "code-server-multi-plan.json" (builtins.toJSON cfg.plan);
   environment.systemPackages = lib.optional (cfg.package != null) cfg.package;
 }

@@ -4,25 +4,13 @@
 let
   cfg = config.services.code-server-multi;
   inherit (cfg) plan;
-
-  # VARIABLE=<file contents> for each secret file, composed as root at each start.
-  # Values pass through shell variables and builtins only: never an argv.
-  composeSecrets = secrets: ''
-    install -d -m 0700 ${lib.escapeShellArg plan.runtimeDir}
-    umask 077
-    tmp=$(mktemp ${lib.escapeShellArg secrets.envFile}.XXXXXX)
-    ${lib.concatMapStrings (s: ''
-      value=$(cat ${lib.escapeShellArg s.file})
-      case "$value" in *$'\n'*)
-        echo "code-server-multi: ${s.file} holds more than one line; it must hold only the secret" >&2
-        rm -f "$tmp"; exit 1;;
-      esac
-      printf '%s=%s\n' ${s.variable} "$value" >> "$tmp"
-    '') secrets.fromFiles}
-    mv "$tmp" ${lib.escapeShellArg secrets.envFile}
-  '';
 in
 lib.mkIf cfg.enable {
+  assertions = [{
+    assertion = cfg.package != null;
+    message = "services.code-server-multi.package (the csm CLI) must be set: each container's unit runs `csm prepare` before it starts; the flake's module sets it.";
+  }];
+
   virtualisation.podman.enable = true;
   virtualisation.oci-containers.backend = "podman";
 
@@ -33,7 +21,12 @@ lib.mkIf cfg.enable {
     podman.sdnotify = "healthy";
   }) plan.users;
 
-  systemd.services = lib.mapAttrs' (_: u: lib.nameValuePair "podman-${u.container.name}" {
-    preStart = lib.mkBefore (composeSecrets u.secrets);
+  # Before each start, as root: the user's directories, the VS Code settings seed
+  # (byte for byte, only where missing) and the secret env file composed from the
+  # secret files, by the same code the portable runner uses; a bad secret file
+  # stops the start with a message naming it.
+  systemd.services = lib.mapAttrs' (name: u: lib.nameValuePair "podman-${u.container.name}" {
+    preStart = lib.mkBefore (lib.optionalString (cfg.package != null)
+      "${lib.getExe' cfg.package "csm"} prepare --plan ${lib.escapeShellArg cfg.planFile} ${lib.escapeShellArg name}\n");
   }) plan.users;
 }

@@ -90,8 +90,6 @@ let
     };
   };
 
-  option = type: default: example: description:
-    mkOption { inherit type default example description; };
 in
 {
   imports = [ ./containers.nix ./nginx.nix ./acme.nix ./backup.nix ./directories.nix ./admin.nix ];
@@ -104,10 +102,18 @@ in
       example = "code.example.org";
       description = "Each user is served at <name>.<domain>; point a wildcard DNS record *.<domain> at this host.";
     };
-    workspaceBase = option types.str defaults.workspaceBase "/srv/code"
-      "Where each user's workspace/ and config/ live on the host, one directory per user.";
-    image = option types.str defaults.image "localhost/code-server-multi:latest"
-      "Image every user's container runs. The flake's module sets it to the name and tag of imageStream.";
+    workspaceBase = mkOption {
+      type = types.str;
+      default = defaults.workspaceBase;
+      example = "/srv/code";
+      description = "Where each user's workspace/ and config/ live on the host, one directory per user.";
+    };
+    image = mkOption {
+      type = types.str;
+      default = defaults.image;
+      example = "localhost/code-server-multi:latest";
+      description = "Image every user's container runs. The flake's module sets it to the name and tag of imageStream.";
+    };
     imageStream = mkOption {
       type = types.nullOr types.package;
       default = null;
@@ -118,14 +124,26 @@ in
       type = types.nullOr types.package;
       default = null;
       defaultText = literalExpression "the flake's packages.\${system}.csm";
-      description = "The csm admin CLI: installed on the host and used by the backup service.";
+      description = "The csm admin CLI: installed on the host, run by each container's unit before it starts (`csm prepare`) and by the backup service.";
     };
-    basePort = option types.port defaults.basePort 20000
-      "Start of the 1000 loopback ports from which users without an explicit port get theirs.";
-    runtimeDir = option types.str defaults.runtimeDir "/run/code-server-multi"
-      "Where each container's secret env file is composed at start (root only, on tmpfs).";
-    namePrefix = option types.str defaults.namePrefix "code"
-      "Containers are named <namePrefix>-<user> (systemd units podman-<namePrefix>-<user>.service); change it only to run a second deployment on the same host.";
+    basePort = mkOption {
+      type = types.port;
+      default = defaults.basePort;
+      example = 20000;
+      description = "Start of the 1000 loopback ports from which users without an explicit port get theirs.";
+    };
+    runtimeDir = mkOption {
+      type = types.str;
+      default = defaults.runtimeDir;
+      example = "/run/code-server-multi";
+      description = "Where each container's secret env file is composed at start (root only, on tmpfs).";
+    };
+    namePrefix = mkOption {
+      type = types.str;
+      default = defaults.namePrefix;
+      example = "code";
+      description = "Containers are named <namePrefix>-<user> (systemd units podman-<namePrefix>-<user>.service); change it only to run a second deployment on the same host.";
+    };
 
     users = mkOption {
       type = types.attrsOf (types.submodule userOptions);
@@ -135,48 +153,142 @@ in
     };
 
     opencode = {
-      provider = option (types.attrsOf types.anything) defaults.opencode.provider
-        { anthropic.options.apiKey = "{env:ANTHROPIC_API_KEY}"; }
-        "opencode providers, as in opencode.json's `provider`; keys as {env:VAR} only, given through users.<name>.environmentFiles.";
-      model = option (types.nullOr types.str) defaults.opencode.model "anthropic/claude-sonnet-4"
-        "Default model, provider/model.";
-      allowFreeProvider = option types.bool defaults.opencode.allowFreeProvider true
-        "Keep opencode's free public provider enabled (it sends code to a third party without an API key of yours).";
-      extraConfig = option (types.attrsOf types.anything) defaults.opencode.extraConfig { theme = "github"; }
-        "Anything else for opencode.json; merged last.";
+      provider = mkOption {
+        type = types.attrsOf types.anything;
+        default = defaults.opencode.provider;
+        example = { anthropic.options.apiKey = "{env:ANTHROPIC_API_KEY}"; };
+        description = "opencode providers, as in opencode.json's `provider`; keys as {env:VAR} only, given through users.<name>.environmentFiles.";
+      };
+      model = mkOption {
+        type = types.nullOr types.str;
+        default = defaults.opencode.model;
+        example = "anthropic/claude-sonnet-4";
+        description = "Default model, provider/model.";
+      };
+      allowFreeProvider = mkOption {
+        type = types.bool;
+        default = defaults.opencode.allowFreeProvider;
+        example = true;
+        description = "Keep opencode's free public provider enabled (it sends code to a third party without an API key of yours).";
+      };
+      extraConfig = mkOption {
+        type = types.attrsOf types.anything;
+        default = defaults.opencode.extraConfig;
+        example = { theme = "github"; };
+        description = "Anything else for opencode.json; merged last.";
+      };
     };
 
     acme = {
-      enable = option types.bool defaults.acme.enable true
-        "Get a wildcard certificate for *.<domain> by DNS-01 and serve every user over HTTPS.";
-      dnsProvider = option (types.nullOr types.str) defaults.acme.dnsProvider "cloudflare"
-        "lego DNS provider name.";
-      credentialsFile = option secretPath defaults.acme.credentialsFile "/run/secrets/acme-cloudflare.env"
-        "Env file with the DNS provider's credentials (lego variables).";
-      email = option (types.nullOr types.str) defaults.acme.email "admin@example.org"
-        "Contact address for the ACME account; defaults to security.acme.defaults.email.";
+      enable = mkOption {
+        type = types.bool;
+        default = defaults.acme.enable;
+        example = true;
+        description = "Get a wildcard certificate for *.<domain> by DNS-01 and serve every user over HTTPS.";
+      };
+      dnsProvider = mkOption {
+        type = types.nullOr types.str;
+        default = defaults.acme.dnsProvider;
+        example = "cloudflare";
+        description = "lego DNS provider name.";
+      };
+      credentialsFile = mkOption {
+        type = secretPath;
+        default = defaults.acme.credentialsFile;
+        example = "/run/secrets/acme-cloudflare.env";
+        description = "Env file with the DNS provider's credentials (lego variables).";
+      };
+      email = mkOption {
+        type = types.nullOr types.str;
+        default = defaults.acme.email;
+        example = "admin@example.org";
+        description = "Contact address for the ACME account; defaults to security.acme.defaults.email.";
+      };
+    };
+
+    tls = {
+      certificateFile = mkOption {
+        type = secretPath;
+        default = defaults.tls.certificateFile;
+        example = "/var/lib/certs/code.example.org/fullchain.pem";
+        description = ''
+          For a host that already has a certificate covering *.<domain>: the certificate
+          chain nginx serves (with keyFile). Instead of acme.enable; every user is then
+          served over HTTPS.
+        '';
+      };
+      keyFile = mkOption {
+        type = secretPath;
+        default = defaults.tls.keyFile;
+        example = "/var/lib/certs/code.example.org/key.pem";
+        description = "The private key of certificateFile, readable by nginx, given as a string (never copied into the Nix store).";
+      };
+      useACMEHost = mkOption {
+        type = types.nullOr types.str;
+        default = defaults.tls.useACMEHost;
+        example = "example.org";
+        description = ''
+          For a host whose security.acme.certs already holds a certificate covering
+          *.<domain>: its name. Instead of acme.enable and of certificateFile/keyFile.
+        '';
+      };
     };
 
     backup = {
-      enable = option types.bool defaults.backup.enable true
-        "Archive every user's workspace and config on a schedule.";
-      target = option types.str defaults.backup.target "/mnt/backup/code"
-        "Directory the archives go to.";
-      schedule = option types.str defaults.backup.schedule "*-*-* 03:00:00"
-        "systemd OnCalendar expression.";
-      keep = option types.ints.positive defaults.backup.keep 30
-        "How many archives to keep; older ones are deleted.";
+      enable = mkOption {
+        type = types.bool;
+        default = defaults.backup.enable;
+        example = true;
+        description = "Archive every user's workspace and config on a schedule.";
+      };
+      target = mkOption {
+        type = types.str;
+        default = defaults.backup.target;
+        example = "/mnt/backup/code";
+        description = "Directory the archives go to.";
+      };
+      schedule = mkOption {
+        type = types.str;
+        default = defaults.backup.schedule;
+        example = "*-*-* 03:00:00";
+        description = "systemd OnCalendar expression.";
+      };
+      keep = mkOption {
+        type = types.ints.positive;
+        default = defaults.backup.keep;
+        example = 30;
+        description = "How many archives to keep; older ones are deleted.";
+      };
     };
 
-    vscodeSettings = option (types.attrsOf types.anything) defaults.vscodeSettings
-      { "chat.disableAIFeatures" = true; "editor.fontSize" = 16; }
-      "VS Code settings every new home starts with (written only where a person has no settings yet). The default hides VS Code's own AI chat, which needs an account: opencode is the AI here.";
+    vscodeSettings = mkOption {
+      type = types.attrsOf types.anything;
+      default = defaults.vscodeSettings;
+      example = { "chat.disableAIFeatures" = true; "editor.fontSize" = 16; };
+      description = "VS Code settings every new home starts with (written only where a person has no settings yet). The default hides VS Code's own AI chat, which needs an account: opencode is the AI here.";
+    };
 
     landingPage = {
-      title = option types.str defaults.landingPage.title "Nobody here"
-        "Title of the page unknown subdomains get (with status 404).";
-      message = option types.str defaults.landingPage.message "Ask Dan for your link."
-        "Text of that page.";
+      title = mkOption {
+        type = types.str;
+        default = defaults.landingPage.title;
+        example = "Nobody here";
+        description = "Title of the page unknown subdomains get (with status 404).";
+      };
+      message = mkOption {
+        type = types.str;
+        default = defaults.landingPage.message;
+        example = "Ask Dan for your link.";
+        description = "Text of that page.";
+      };
+    };
+
+    planFile = mkOption {
+      type = types.str;
+      internal = true;
+      readOnly = true;
+      default = "/etc/code-server-multi/plan.json";
+      description = "Where the host keeps the plan for csm (written by admin.nix).";
     };
 
     plan = mkOption {
@@ -189,7 +301,7 @@ in
 
   config = lib.mkIf cfg.enable {
     services.code-server-multi.plan = import ./plan.nix {
-      inherit (cfg) domain workspaceBase image basePort runtimeDir namePrefix users opencode acme backup landingPage vscodeSettings;
+      inherit (cfg) domain workspaceBase image basePort runtimeDir namePrefix users opencode acme tls backup landingPage vscodeSettings;
     };
   };
 }

@@ -36,6 +36,14 @@
     email = null;
   };
 
+  # An existing certificate (instead of acme): files nginx reads, or a
+  # security.acme.certs entry of the host (NixOS only; the runner uses its local CA).
+  tls = {
+    certificateFile = null;
+    keyFile = null;
+    useACMEHost = null;
+  };
+
   backup = {
     enable = false;
     target = "/var/backup/code-server-multi";

@@ -1,15 +1,14 @@
-# Host directories of the plan, owned by each user's mapped uid, and the files each
-# new home starts with (tmpfiles `f`: written only when missing).
+# Host directories of the plan, owned by each user's mapped uid. The files each new
+# home starts with are written by the unit's `csm prepare` (containers.nix), byte for
+# byte: tmpfiles' `f` would expand % specifiers and \ escapes in them.
 { config, lib, ... }:
 let
   cfg = config.services.code-server-multi;
   inherit (cfg) plan;
   rule = d: "d ${d.path} ${d.mode} ${toString d.uid} ${toString d.gid} -";
-  seed = f: "f ${f.path} ${f.mode} ${toString f.uid} ${toString f.gid} - ${f.content}";
 in
 lib.mkIf cfg.enable {
   systemd.tmpfiles.rules =
     map rule (plan.directories ++ lib.concatMap (u: u.directories) (lib.attrValues plan.users))
-    ++ map seed (lib.concatMap (u: u.seedFiles) (lib.attrValues plan.users))
     ++ [ "d ${plan.runtimeDir} 0700 root root -" ];
 }

@@ -4,9 +4,15 @@
 let
   cfg = config.services.code-server-multi;
   inherit (cfg) plan;
-  tls = plan.acme.enable;
+  tls = plan.tls.enable;
   lines = lib.concatStringsSep "\n";
-  certificate = lib.optionalAttrs tls { useACMEHost = plan.acme.certName; };
+  certificate =
+    if plan.tls.useACMEHost != null then { inherit (plan.tls) useACMEHost; }
+    else if plan.tls.certificateFile != null then {
+      sslCertificate = plan.tls.certificateFile;
+      sslCertificateKey = plan.tls.keyFile;
+    }
+    else { };
   landing = pkgs.writeTextDir "index.html" plan.nginx.defaultServer.landingHtml;
 in
 lib.mkIf cfg.enable {

@@ -79,12 +79,14 @@ let
   };
 
   # ---- settings with defaults -------------------------------------------------
-  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "namePrefix" "users" "opencode" "acme" "backup" "landingPage" "vscodeSettings" ];
+  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "namePrefix" "users" "opencode" "acme" "tls" "backup" "landingPage" "vscodeSettings" ];
   s = removeAttrs defaults [ "user" ] // settings;
   vscodeSettings = if isAttrs s.vscodeSettings then s.vscodeSettings else { };
   withDefaults = section: defaults.${section} // (if isAttrs (s.${section} or null) then s.${section} else { });
   opencode = withDefaults "opencode";
   acme = withDefaults "acme";
+  tls = withDefaults "tls";
+  tlsFiles = tls.certificateFile != null || tls.keyFile != null;
   backup = withDefaults "backup";
   landingPage = withDefaults "landingPage";
   usersIn = if isAttrs (s.users or null) then s.users else { };
@@ -187,6 +189,16 @@ let
     ++ optional (acme.enable && !isString acme.dnsProvider)
       "acme.dnsProvider is not set; a wildcard certificate for *.${toString (s.domain or "")} needs a DNS-01 provider (a lego name such as \"cloudflare\")"
     ++ optional (acme.enable) (pathProblem "acme.credentialsFile" acme.credentialsFile)
+    ++ unknownKeys "tls." (attrNames defaults.tls) tls
+    ++ optional (tlsFiles && (tls.certificateFile == null || tls.keyFile == null))
+      "tls: certificateFile and keyFile go together; set both (the certificate chain and its private key)"
+    ++ filter (p: p != null) (map (f: if tls.${f} == null then null else pathProblem "tls.${f}" tls.${f}) [ "certificateFile" "keyFile" ])
+    ++ optional (tls.useACMEHost != null && !(isString tls.useACMEHost && tls.useACMEHost != ""))
+      "tls.useACMEHost = ${toJSON tls.useACMEHost} must name a certificate of security.acme.certs on this host"
+    ++ optional (tls.useACMEHost != null && tlsFiles)
+      "tls: useACMEHost and certificateFile/keyFile are two ways to give the certificate; keep one"
+    ++ optional (acme.enable && (tlsFiles || tls.useACMEHost != null))
+      "acme.enable gets its own certificate for *.${toString (s.domain or "")}, and tls names an existing one; keep one of them (unset tls, or set acme.enable = false)"
     ++ unknownKeys "backup." (attrNames defaults.backup) backup
     ++ optional (backup.enable && !isAbsolutePath backup.target) "backup.target = ${toJSON backup.target} must be an absolute path"
     ++ optional (!(isInt backup.keep && backup.keep >= 1)) "backup.keep = ${toJSON backup.keep} must be a whole number of at least 1"
@@ -373,6 +385,13 @@ let
       certName = s.domain;
       domain = s.domain;
       extraDomainNames = [ "*.${s.domain}" ];
+    };
+    # How nginx serves HTTPS on NixOS: acme's certificate, the host's own
+    # security.acme cert, or certificate files. The runner keeps its local CA.
+    tls = {
+      enable = acme.enable || tlsFiles || tls.useACMEHost != null;
+      useACMEHost = if acme.enable then plan.acme.certName else tls.useACMEHost;
+      inherit (tls) certificateFile keyFile;
     };
     backup = {
       inherit (backup) enable target schedule keep;

@@ -119,7 +119,7 @@ def test_secrets_stay_in_root_only_files_and_off_every_command_line(cli):
         env_file = Path(plan["users"][user]["secrets"]["envFile"])
         hashed = Path(cli.settings["users"][user]["hashedPasswordFile"]).read_text().strip()
         assert env_file.read_text() == f"HASHED_PASSWORD={hashed}\n"
-        assert stat.S_IMODE(env_file.stat().st_mode) == 0o400 and env_file.stat().st_uid == 0
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600 and env_file.stat().st_uid == 0
         info = cli.container(user)
         create_command = " ".join(info["Config"]["CreateCommand"])
         assert hashed not in create_command and cli.passwords[user] not in create_command

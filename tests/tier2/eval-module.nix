@@ -43,4 +43,6 @@ in
   firewall = c.networking.firewall.allowedTCPPorts;
   etc = c.environment.etc;
   systemPackages = map (p: p.name) c.environment.systemPackages;
+  # What admin.nix publishes at planFile for csm.
+  inherit (c.services.code-server-multi) plan planFile;
 }

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from csm import plan as planlib
+from csm.runner import files
 
 ROOT = Path(__file__).resolve().parents[2]
 NIXPKGS_LIB = os.environ.get("NIXPKGS_LIB")
@@ -50,13 +53,76 @@ def test_containers_are_the_plans(team):
         assert c["podman"]["sdnotify"] == "healthy" and c["pull"] == "never" and c["hasImageStream"]
 
 
-def test_secrets_are_composed_at_start_from_files(team):
+def test_the_published_plan_is_plan_nix_of_the_settings(team):
+    """So the admin verbs' tests (test_nixos_admin.py), which evaluate plan.nix from a
+    settings file, test them against the plan the module writes to planFile."""
     module, plan = team
-    for u in plan["users"].values():
+    assert module["plan"] == plan
+
+
+def test_each_unit_prepares_its_start_with_csm(team):
+    module, plan = team
+    for name, u in plan["users"].items():
         script = module["services"][f"podman-{u['container']['name']}"]["preStart"]
-        for s in u["secrets"]["fromFiles"]:
-            assert f"value=$(cat {s['file']})" in script and f"{s['variable']} \"$value\"" in script
-        assert f"mv \"$tmp\" {u['secrets']['envFile']}" in script and "umask 077" in script
+        assert script.startswith(f"/nix/store/csm/bin/csm prepare --plan {module['planFile']} {name}\n"), script
+        assert "cat " not in script and "printf" not in script  # no second implementation in shell
+    assert module["etc"][module["planFile"].removeprefix("/etc/")]["source"]
+
+
+def _run_prestart(module: dict, name: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The unit's preStart as systemd would run it (bash, as root), with the csm of this
+    checkout in place of the package's store path and the module's plan at planFile."""
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(module["plan"]))
+    unit = module["services"][f"podman-{module['plan']['users'][name]['container']['name']}"]
+    script = unit["preStart"].replace("/nix/store/csm/bin/csm", str(ROOT / ".venv/bin/csm")) \
+        .replace(module["planFile"], str(plan_file))
+    return subprocess.run(["bash", "-euc", script], capture_output=True, text=True)
+
+
+@pytest.fixture()
+def own_paths(tmp_path):
+    """Settings whose every path is below tmp_path, and a seed with what tmpfiles'
+    `f` would have expanded (%h, %%, \\n)."""
+    hash_file = tmp_path / "secrets" / "ada.hash"
+    hash_file.parent.mkdir()
+    settings = tmp_path / "settings.nix"
+    settings.write_text(f'''{{
+      domain = "code.test"; workspaceBase = "{tmp_path}/ws"; runtimeDir = "{tmp_path}/run";
+      users.ada.hashedPasswordFile = "{hash_file}";
+      vscodeSettings = {{ "terminal.integrated.cwd" = "%h/project %%"; "x" = "a\\nb"; }};
+    }}''')
+    return settings, hash_file
+
+
+def test_prestart_writes_the_seed_byte_for_byte_and_the_secret_env(own_paths, tmp_path):
+    settings, hash_file = own_paths
+    hash_file.write_text("$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA\n")
+    module = evaluate(settings)
+    user = module["plan"]["users"]["ada"]
+    for d in user["directories"]:  # what tmpfiles' `d` rules do first
+        files.ensure_directory(d)
+    proc = _run_prestart(module, "ada", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    seed = user["seedFiles"][0]
+    assert Path(seed["path"]).read_bytes() == seed["content"].encode()
+    assert '%h/project %%' in seed["content"] and "\\n" in seed["content"]
+    st = Path(seed["path"]).stat()
+    assert (st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode))) == (seed["uid"], seed["gid"], "0o" + seed["mode"][1:])
+    env = Path(user["secrets"]["envFile"])
+    assert env.read_text() == "HASHED_PASSWORD=$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA\n"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert "argon2id" not in proc.stdout + proc.stderr
+
+
+def test_prestart_refuses_a_bad_secret_file_and_names_it(own_paths, tmp_path):
+    settings, hash_file = own_paths
+    hash_file.write_bytes(b"$argon2id$v=19$abc\r\n")
+    module = evaluate(settings)
+    proc = _run_prestart(module, "ada", tmp_path)
+    assert proc.returncode == 2
+    assert f"{hash_file} holds a carriage return" in proc.stderr and "csm passwd ada" in proc.stderr
+    assert not Path(module["plan"]["users"]["ada"]["secrets"]["envFile"]).exists()
 
 
 def test_one_virtual_host_per_user_and_a_default_landing_host(team):
@@ -78,13 +144,13 @@ def test_one_virtual_host_per_user_and_a_default_landing_host(team):
     assert module["firewall"] == [80, 443]
 
 
-def test_tmpfiles_create_the_plans_directories_and_seed_files(team):
+def test_tmpfiles_create_the_plans_directories_and_nothing_with_interpreted_content(team):
     module, plan = team
     for u in plan["users"].values():
         for d in u["directories"]:
             assert f"d {d['path']} {d['mode']} {d['uid']} {d['gid']} -" in module["tmpfiles"]
-        for f in u["seedFiles"]:  # `f`: written only when the file does not exist
-            assert f"f {f['path']} {f['mode']} {f['uid']} {f['gid']} - {f['content']}" in module["tmpfiles"]
+    # the seed is csm prepare's: tmpfiles' `f` would expand % specifiers and \ escapes
+    assert [r for r in module["tmpfiles"] if not r.startswith("d ")] == []
 
 
 def test_wildcard_certificate_by_dns01(team):
@@ -127,3 +193,40 @@ def test_csm_is_installed_and_the_plan_published_for_it(team):
     module, _ = team
     assert module["systemPackages"] == ["csm"]
     assert module["etc"]["code-server-multi/plan.json"]["source"] == "/nix/store/code-server-multi-plan.json"
+
+
+def tls_settings(tmp_path, tls: str, acme: str = "") -> Path:
+    f = tmp_path / "tls.nix"
+    f.write_text(f'{{ domain = "code.test"; users.ada.hashedPasswordFile = "/s/ada"; tls = {tls}; {acme} }}')
+    return f
+
+
+def test_tls_from_certificate_files(tmp_path):
+    module = evaluate(tls_settings(tmp_path, '{ certificateFile = "/var/lib/certs/full.pem"; keyFile = "/var/lib/certs/key.pem"; }'))
+    for name in ("ada.code.test", "*.code.test"):
+        host = module["nginx"]["virtualHosts"][name]
+        assert host["sslCertificate"] == "/var/lib/certs/full.pem" and host["sslCertificateKey"] == "/var/lib/certs/key.pem"
+        assert host["useACMEHost"] is None
+    assert module["nginx"]["virtualHosts"]["ada.code.test"]["forceSSL"]
+    assert module["nginx"]["virtualHosts"]["*.code.test"]["addSSL"]
+    assert "Strict-Transport-Security" in module["nginx"]["virtualHosts"]["ada.code.test"]["extraConfig"]
+    assert module["acme"] == {} and module["firewall"] == [80, 443]
+
+
+def test_tls_from_an_existing_acme_certificate(tmp_path):
+    module = evaluate(tls_settings(tmp_path, '{ useACMEHost = "example.org"; }'))
+    host = module["nginx"]["virtualHosts"]["ada.code.test"]
+    assert host["useACMEHost"] == "example.org" and host["forceSSL"] and host["sslCertificate"] is None
+    assert module["acme"] == {}  # the host's own cert: the module adds none
+    assert module["plan"]["tls"]["enable"] and module["firewall"] == [80, 443]
+
+
+@pytest.mark.parametrize("tls, acme, message", [
+    ('{ certificateFile = "/c.pem"; }', "", "tls: certificateFile and keyFile go together"),
+    ('{ certificateFile = "/c.pem"; keyFile = ./key.pem; }', "", "tls.keyFile"),
+    ('{ useACMEHost = "example.org"; }', 'acme = { enable = true; dnsProvider = "x"; credentialsFile = "/c"; };',
+     "acme.enable gets its own certificate"),
+])
+def test_tls_mistakes_are_named(tmp_path, tls, acme, message):
+    with pytest.raises(planlib.PlanError, match=re.escape(message)):
+        evaluate(tls_settings(tmp_path, tls, acme))

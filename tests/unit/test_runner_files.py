@@ -29,16 +29,25 @@ def test_secret_env_strips_trailing_newlines_only(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"first\nsecond\n", "holds more than one line"),
-    (b"with\rreturn", "holds more than one line"),
+    (b"with\rreturn", "holds a carriage return"),
+    (b"$argon2id$v=19$abc\r\n", "holds a carriage return"),   # saved on Windows
+    (b"nul\0byte", "holds a NUL byte"),
     (b"", "is empty"),
     (b"\n", "is empty"),
     (b"\xff\xfe", "not UTF-8"),
 ])
-def test_secret_env_refuses_what_an_env_file_cannot_carry(tmp_path, content, message):
-    user = user_with(tmp_path, ("PASSWORD", content))
+@pytest.mark.parametrize("variable, fix", [
+    ("HASHED_PASSWORD", "`csm passwd ada` writes it"),
+    ("PASSWORD", "write the secret alone on one line"),
+])
+def test_secret_env_refuses_what_an_env_file_cannot_carry(tmp_path, content, message, variable, fix):
+    """The one rule for both paths: the runner's `up` and the NixOS unit's `csm prepare`
+    both compose the env file with compose_secret_env."""
+    user = user_with(tmp_path, (variable, content))
     with pytest.raises(BadInput, match=message) as e:
         files.compose_secret_env(user)
-    assert "users.ada PASSWORD" in str(e.value) and str(tmp_path / "secret0") in str(e.value)
+    assert f"users.ada {variable}" in str(e.value) and str(tmp_path / "secret0") in str(e.value)
+    assert fix in str(e.value)  # and what to do
 
 
 def test_missing_secret_file_names_it_and_the_fix(tmp_path):
@@ -52,6 +61,18 @@ def test_plain_environment_as_env_file():
     assert files.compose_env({"B": "2", "A": '{"json": true}'}) == 'A={"json": true}\nB=2\n'
     with pytest.raises(BadInput, match="line break"):
         files.compose_env({"A": "x\ny"})
+
+
+def test_the_secret_env_file_is_root_only_and_replaced_atomically(tmp_path):
+    user = user_with(tmp_path, ("HASHED_PASSWORD", b"h1\n"))
+    files.write_secret_env(user, files.compose_secret_env(user))
+    env = tmp_path / "run" / "ada.env"
+    assert env.read_text() == "HASHED_PASSWORD=h1\n"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600 and stat.S_IMODE(env.parent.stat().st_mode) == 0o700
+    inode = env.stat().st_ino
+    files.write_secret_env(user, "HASHED_PASSWORD=h2\n")
+    assert env.read_text() == "HASHED_PASSWORD=h2\n" and env.stat().st_ino != inode  # renamed over, never rewritten
+    assert sorted(p.name for p in env.parent.iterdir()) == ["ada.env"]
 
 
 def test_write_private_is_root_only_and_atomic(tmp_path):
@@ -99,3 +120,39 @@ def test_a_seed_file_is_written_once_and_a_persons_own_version_kept(tmp_path):
     (tmp_path / "settings.json").write_text('{"mine":true}')
     assert files.seed_file(f) is False
     assert (tmp_path / "settings.json").read_text() == '{"mine":true}'
+
+
+def test_a_seed_file_is_written_byte_for_byte(tmp_path):
+    """What tmpfiles' `f` would have expanded (% specifiers, \\ escapes) arrives as it is."""
+    content = '{"terminal.integrated.cwd":"%h/project","x":"a\\nb \\x41 %%","é":"ü"}'
+    f = {"path": str(tmp_path / "settings.json"), "content": content, "uid": 0, "gid": 0, "mode": "0600"}
+    old = os.umask(0o077)  # mode from the plan whatever the umask
+    try:
+        assert files.seed_file(f)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "settings.json").stat().st_mode) == 0o600
+    assert (tmp_path / "settings.json").read_bytes() == content.encode()
+
+
+def test_a_link_planted_in_a_users_directory_is_never_followed(tmp_path):
+    """Below a directory the container's user owns, root neither creates, chowns nor
+    writes through a symbolic link they made (e.g. User -> /etc)."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    victim.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, 201000, 201000)
+    (home / "User").symlink_to(victim)
+    with pytest.raises(BadInput, match="refusing to follow it"):
+        files.ensure_directory({"path": str(home / "User"), "uid": 201000, "gid": 201000, "mode": "0700"})
+    with pytest.raises(BadInput, match="refusing to follow it"):
+        files.seed_file({"path": str(home / "User" / "settings.json"), "content": "{}",
+                         "uid": 201000, "gid": 201000, "mode": "0600"})
+    st = victim.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755) and list(victim.iterdir()) == []
+    (home / "settings.json").symlink_to(victim / "planted")
+    assert files.seed_file({"path": str(home / "settings.json"), "content": "{}",
+                            "uid": 201000, "gid": 201000, "mode": "0600"}) is False  # exists: kept
+    assert not (victim / "planted").exists()
