@@ -1,7 +1,9 @@
 """The image contract: what must hold inside every user's container.
 
-Both recipes (the Nix image, image/default.nix, and the portable one, csm/image.py)
-must pass the same checks. Each check is a small function
+Both recipes (the Nix image, image/default.nix, and the portable one, csm/image/)
+must pass the same checks. What they check against is written once: image/contract.json
+(user, home, port, ...) and image/versions.json (code-server, node, opencode), read from
+$CSM_IMAGE_DIR or the checkout's image/ directory. Each check is a small function
 
     check(image: str, podman: Podman) -> str
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import secrets
 import shlex
@@ -25,13 +28,38 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-IMAGE = "localhost/code-server-multi:latest"
-EXTENSIONS_DIR = "/opt/code-server/extensions"
 EXTENSION_ID = "sst-dev.opencode"
-HOME = "/home/coder"
-UID = 1000
 LABEL = "code-server-multi."  # prefix of the labels both recipes write
+
+
+def image_dir() -> Path:
+    return Path(os.environ.get("CSM_IMAGE_DIR") or Path(__file__).resolve().parents[2] / "image")
+
+
+@functools.lru_cache(maxsize=None)
+def _read(name: str, directory: str) -> dict:
+    path = Path(directory) / name
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"the image contract needs {path} ({e}): set CSM_IMAGE_DIR to the "
+                           "project's image/ directory") from e
+
+
+def facts() -> dict:
+    """image/contract.json: what the image and the plan agree on."""
+    return _read("contract.json", str(image_dir()))
+
+
+def versions() -> dict:
+    """image/versions.json: what the image must contain."""
+    return _read("versions.json", str(image_dir()))
+
+
+def default_image() -> str:
+    return f"{facts()['imageName']}:{facts()['imageTag']}"
 
 Runner = Callable[[str], str]
 Check = Callable[[str, "Podman"], str]
@@ -73,6 +101,10 @@ class Podman:
 
     def __call__(self, *args: str) -> str:
         return self._run(shlex.join([self.podman, *args]))
+
+    def host(self, command: str) -> str:
+        """A shell command on the host that runs podman (e.g. curl to a published port)."""
+        return self._run(command)
 
     def run(self, image: str, *command: str, options: Sequence[str] = ()) -> str:
         """`podman run --rm` with this host's flags; returns the command's stdout."""
@@ -117,7 +149,9 @@ def _version(text: str) -> str:
 
 
 def image_config(image: str, podman: Podman) -> str:
-    """Entrypoint tini, user 1000, workdir, port 8080 and the environment the plan relies on."""
+    """Entrypoint tini, the contract's user, workdir, port and the environment the plan relies on."""
+    c = facts()
+    home, port = c["home"], f"{c['port']}/tcp"
     info = _saw(f"{image} is not an image podman knows", lambda: podman.inspect(image))
     config = info.get("Config") or {}
     problems = []
@@ -125,14 +159,14 @@ def image_config(image: str, podman: Podman) -> str:
     if not entrypoint or not entrypoint[0].endswith("/tini"):
         problems.append(f"entrypoint is {entrypoint}, not tini")
     user = str(config.get("User", ""))
-    if user.split(":")[0] not in (str(UID), "coder"):
-        problems.append(f"user is {user!r}, not {UID}")
-    if config.get("WorkingDir") != f"{HOME}/project":
-        problems.append(f"workdir is {config.get('WorkingDir')!r}, not {HOME}/project")
-    if "8080/tcp" not in (config.get("ExposedPorts") or {}):
-        problems.append(f"exposed ports are {sorted(config.get('ExposedPorts') or {})}, not 8080/tcp")
+    if user.split(":")[0] not in (str(c["uid"]), c["user"]):
+        problems.append(f"user is {user!r}, not {c['uid']}")
+    if config.get("WorkingDir") != c["project"]:
+        problems.append(f"workdir is {config.get('WorkingDir')!r}, not {c['project']}")
+    if port not in (config.get("ExposedPorts") or {}):
+        problems.append(f"exposed ports are {sorted(config.get('ExposedPorts') or {})}, not {port}")
     env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
-    wanted = {"HOME": HOME, "USER": "coder", "LANG": "C.UTF-8", "OPENCODE_DISABLE_AUTOUPDATE": "1"}
+    wanted = {"HOME": home, "USER": c["user"], "LANG": "C.UTF-8", "OPENCODE_DISABLE_AUTOUPDATE": "1"}
     for key, value in wanted.items():
         if env.get(key) != value:
             problems.append(f"env {key}={env.get(key)!r}, not {value!r}")
@@ -141,7 +175,7 @@ def image_config(image: str, podman: Podman) -> str:
             problems.append(f"env {key} is not set")
     if problems:
         raise AssertionError("image config: " + "; ".join(problems))
-    return f"entrypoint {' '.join(entrypoint)}, user {user}, workdir {HOME}/project, 8080/tcp, env ok"
+    return f"entrypoint {' '.join(entrypoint)}, user {user}, workdir {c['project']}, {port}, env ok"
 
 
 def init_is_tini(image: str, podman: Podman) -> str:
@@ -158,9 +192,7 @@ def code_server_version(image: str, podman: Podman) -> str:
     version = line.split()[0] if line else ""
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise AssertionError(f"code-server --version printed {out.strip()!r}")
-    expected = _labels(image, podman).get(LABEL + "code-server")
-    if expected and version != expected:
-        raise AssertionError(f"code-server is {version}, but the image says it ships {expected}")
+    _same_as_pinned("code-server", version, image, podman)
     return f"code-server {line}"
 
 
@@ -170,10 +202,18 @@ def opencode_version(image: str, podman: Podman) -> str:
     version = _first_line(out)
     if not re.fullmatch(r"v?\d+\.\d+\.\d+\S*", version):
         raise AssertionError(f"opencode --version printed {out.strip()!r}")
-    expected = _labels(image, podman).get(LABEL + "opencode")
-    if expected and version.lstrip("v") != expected:
-        raise AssertionError(f"opencode is {version}, but the image says it ships {expected}")
+    _same_as_pinned("opencode", version.lstrip("v"), image, podman)
     return f"opencode {version}"
+
+
+def _same_as_pinned(name: str, version: str, image: str, podman: Podman) -> None:
+    """`version` is what image/versions.json pins, and what the image's label says."""
+    pinned = versions()[name]
+    if version != pinned:
+        raise AssertionError(f"{name} is {version}, but image/versions.json pins {pinned}")
+    label = _labels(image, podman).get(LABEL + name)
+    if label and label != version:
+        raise AssertionError(f"{name} is {version}, but the image says it ships {label}")
 
 
 def extension(image: str, podman: Podman, *, required: bool = True) -> str:
@@ -184,11 +224,11 @@ def extension(image: str, podman: Podman, *, required: bool = True) -> str:
     reported, never papered over."""
     out = _saw("code-server --list-extensions", lambda: podman.run(
         image, "code-server", "--list-extensions", "--show-versions",
-        "--extensions-dir", EXTENSIONS_DIR))
+        "--extensions-dir", facts()["extensionsDir"]))
     listed = [line.strip() for line in out.splitlines() if "@" in line]
     found = [entry for entry in listed if entry.split("@")[0].lower() == EXTENSION_ID]
     if found:
-        return f"{found[0]} installed in {EXTENSIONS_DIR}"
+        return f"{found[0]} installed in {facts()['extensionsDir']}"
     baked = _labels(image, podman).get(LABEL + "extensions", "")
     promised = EXTENSION_ID in [e.split("@")[0].lower() for e in baked.split(",") if e]
     if required or promised:
@@ -196,7 +236,7 @@ def extension(image: str, podman: Podman, *, required: bool = True) -> str:
         raise AssertionError(f"{EXTENSION_ID} is not installed ({why}); "
                              f"--list-extensions printed {listed or 'nothing'}")
     return (f"{EXTENSION_ID} absent (optional here: this image was built without its VSIX; "
-            f"put it in image/extensions/ and rebuild)")
+            f"see docs/image.md to add it)")
 
 
 def tools(image: str, podman: Podman) -> str:
@@ -212,6 +252,9 @@ def tools(image: str, podman: Podman) -> str:
         missing.append("the CA bundle ($SSL_CERT_FILE)")
     if missing:
         raise AssertionError(f"missing or broken: {', '.join(missing)} (saw {found})")
+    node_major, pinned = _version(found["node"]).split(".")[0], versions()["node"].split(".")[0]
+    if node_major != pinned:
+        raise AssertionError(f"node is {found['node'].strip()}, but image/versions.json pins node {pinned}")
     return ", ".join(f"{n} {_version(found[n])}" for n in names) + f", CA bundle {found['cacert'].strip()}"
 
 
@@ -221,19 +264,20 @@ def default_user(image: str, podman: Podman) -> str:
     if len(lines) < 3:
         raise AssertionError(f"expected uid, gid, HOME; saw {out!r}")
     uid, gid, home = lines[0].strip(), lines[1].strip(), lines[2].strip()
-    entry = next((line for line in lines[3:] if line.split(":")[2:3] == [str(UID)]), None)
+    c = facts()
+    entry = next((line for line in lines[3:] if line.split(":")[2:3] == [str(c["uid"])]), None)
     problems = []
-    if uid != str(UID):
+    if uid != str(c["uid"]):
         problems.append(f"uid {uid}")
-    if gid != str(UID):
+    if gid != str(c["gid"]):
         problems.append(f"gid {gid}")
-    if home != HOME:
+    if home != c["home"]:
         problems.append(f"HOME {home}")
-    if not entry or entry.split(":")[0] != "coder" or entry.split(":")[5] != HOME:
-        problems.append(f"/etc/passwd entry for {UID}: {entry!r}")
+    if not entry or entry.split(":")[0] != c["user"] or entry.split(":")[5] != c["home"]:
+        problems.append(f"/etc/passwd entry for {c['uid']}: {entry!r}")
     if problems:
         raise AssertionError("default user: " + ", ".join(problems))
-    return f"default user coder {uid}:{gid}, HOME {home}"
+    return f"default user {c['user']} {uid}:{gid}, HOME {home}"
 
 
 def no_privilege_escalation(image: str, podman: Podman) -> str:
@@ -255,7 +299,8 @@ def healthz(image: str, podman: Podman, *, within: float = 10.0) -> str:
     _saw("starting code-server", lambda: podman("run", "--pull=never", *podman.run_args, *options, image))
     try:
         tries = int(within / 0.1)
-        poll = (f"n=0; until curl -fsS http://127.0.0.1:8080/healthz; do n=$((n+1)); "
+        url = f"http://127.0.0.1:{facts()['port']}{facts()['healthPath']}"
+        poll = (f"n=0; until curl -fsS {url}; do n=$((n+1)); "
                 f"[ $n -ge {tries} ] && exit 1; sleep 0.1; done")
         try:
             body = podman("exec", name, "sh", "-c", poll)
@@ -274,14 +319,20 @@ def healthz(image: str, podman: Podman, *, within: float = 10.0) -> str:
             raise AssertionError(f"/healthz answered only after {elapsed:.1f} s")
         return f"/healthz answered {status!r} {elapsed:.1f} s after start"
     finally:
-        try:
-            podman("rm", "--force", "--time", "0", name)
-        except Exception:
-            pass
+        _remove(podman, name)
+
+
+def _remove(podman: Podman, name: str) -> None:
+    try:
+        podman("rm", "--force", "--time", "0", name)
+    except Exception:
+        pass
 
 
 def contract(require_extension: bool) -> list[tuple[str, Check]]:
     """The checks, in order. `require_extension`: True for the Nix image."""
+    from .image_login import login_limit_per_address
+
     return [
         ("image config", image_config),
         ("init is tini", init_is_tini),
@@ -292,13 +343,15 @@ def contract(require_extension: bool) -> list[tuple[str, Check]]:
         ("default user", default_user),
         ("no sudo, no setuid", no_privilege_escalation),
         ("code-server /healthz", healthz),
+        ("login limit per client address", login_limit_per_address),
     ]
 
 
-def run_contract(image: str = IMAGE, podman: Podman | None = None,
+def run_contract(image: str | None = None, podman: Podman | None = None,
                  require_extension: bool = False) -> list[tuple[str, bool, str]]:
     """Runs every check; returns (name, passed, what it proved or saw)."""
     podman = podman or Podman.local()
+    image = image or default_image()
     results = []
     for name, check in contract(require_extension):
         try:
@@ -313,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m csm.checks.image",
                                      description="Run the image contract against an image.")
-    parser.add_argument("image", nargs="?", default=IMAGE)
+    parser.add_argument("image", nargs="?", help="default: the name in image/contract.json")
     parser.add_argument("--require-extension", action="store_true",
                         help=f"fail if {EXTENSION_ID} is absent (the Nix image)")
     args = parser.parse_args(argv)

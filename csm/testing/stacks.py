@@ -16,10 +16,11 @@ import tempfile
 from pathlib import Path
 
 from csm import plan as planlib
+from csm.checks.image import default_image
 from csm.runner import passwd
 from csm.runner.stack import Stack, port_free
 
-IMAGE = "localhost/code-server-multi:latest"
+IMAGE = default_image()  # image/contract.json
 DOMAIN = "code.localhost"
 # Test stacks never take the default prefix (code-server), so their containers can
 # never be the ones of a stack a person runs on the same host, such as `make demo`.

@@ -2,7 +2,8 @@
 # settings, default.nix shows them as the NixOS options' defaults.
 {
   workspaceBase = "/var/lib/vscode";
-  image = "localhost/code-server-multi:latest";
+  # the image the recipes build (image/contract.json)
+  image = let c = builtins.fromJSON (builtins.readFile ../../image/contract.json); in "${c.imageName}:${c.imageTag}";
   basePort = 20000;
   runtimeDir = "/run/code-server-multi";
   # Containers are <namePrefix>-<user>: a second deployment on the same host (a test

@@ -63,12 +63,13 @@ let
   idRangeSize = 65536;      # host uids/gids given to one user's container
   idBaseStart = 268435456;  # 2^28: far above any host account
   idSlots = 4096;
-  containerPort = 8080;
-  healthCheck = [ "curl" "-fsS" "-o" "/dev/null" "http://127.0.0.1:${toString containerPort}/healthz" ];
-  containerUid = 1000;      # the image's `coder` user
-  home = "/home/coder";
-  project = "${home}/project";
-  extensionsDir = "/opt/code-server/extensions";
+  # What the image and the plan must agree on, written once for both image recipes.
+  contract = builtins.fromJSON (builtins.readFile ../../image/contract.json);
+  containerPort = contract.port;
+  healthCheck = [ "curl" "-fsS" "-o" "/dev/null" "http://127.0.0.1:${toString containerPort}${contract.healthPath}" ];
+  containerUid = contract.uid;  # the image's user
+  containerGid = contract.gid;
+  inherit (contract) home project extensionsDir;
   minMemory = 536870912;    # 512 MiB: code-server does not start in less
 
   nginxLimits = {
@@ -257,6 +258,7 @@ let
       port = portOf name;
       idBase = idBaseOf name;
       hostUid = hostUidOf name;
+      hostGid = idBase + containerGid;
       userDir = "${s.workspaceBase}/${name}";
       hostname = "${name}.${s.domain}";
       upstream = "http://127.0.0.1:${toString port}";
@@ -265,10 +267,10 @@ let
       cpus = numberText u.cpuLimit;
       passwordVariable = if u.hashedPasswordFile != null then "HASHED_PASSWORD" else "PASSWORD";
       envFile = "${s.runtimeDir}/${name}.env";
-      owned = path: { inherit path; uid = hostUid; gid = hostUid; mode = "0700"; };
+      owned = path: { inherit path; uid = hostUid; gid = hostGid; mode = "0700"; };
     in {
       inherit name hostname port upstream;
-      ids = { base = idBase; size = idRangeSize; inherit hostUid containerUid; hostGid = hostUid; };
+      ids = { base = idBase; size = idRangeSize; inherit hostUid hostGid containerUid; };
       directories = [
         # Traversable, not listable: the container's mapped root must reach the mounts.
         { path = userDir; uid = 0; gid = 0; mode = "0711"; }
@@ -294,7 +296,7 @@ let
         volumes = [ "${userDir}/config:${home}" "${userDir}/workspace:${project}" ] ++ u.extraVolumes;
         environment = { OPENCODE_CONFIG_CONTENT = toJSON opencodeConfig; };
         environmentFiles = [ envFile ] ++ u.environmentFiles;
-        user = "${toString containerUid}:${toString containerUid}";
+        user = "${toString containerUid}:${toString containerGid}";
         cmd = [
           "code-server"
           "--bind-addr" "0.0.0.0:${toString containerPort}"

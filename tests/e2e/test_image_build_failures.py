@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from csm.image import REPOSITORY
+from csm.image import load_contract
 
 pytestmark = pytest.mark.live
 
 ROOT = Path(__file__).resolve().parents[2]
+REPOSITORY = load_contract()["imageName"]
 
 
 def images() -> set[str]:
@@ -40,7 +41,7 @@ def assert_nothing_left(tmp_path: Path, before: set[str]) -> None:
 def test_a_missing_tool_is_named_with_its_package(tmp_path):
     path = tmp_path / "bin"
     path.mkdir()
-    for tool in ("podman", "unshare", "chroot", "mount", "tar"):  # everything but debootstrap
+    for tool in ("podman", "unshare", "hardlink", "chroot", "mount", "tar"):  # everything but debootstrap
         (path / tool).symlink_to(shutil.which(tool))
     before = images()
     done = build(tmp_path, PATH=str(path))

@@ -19,7 +19,7 @@ def podman():
 
 @pytest.fixture(scope="module")
 def image(podman):
-    ref = contract.IMAGE
+    ref = contract.default_image()
     found = subprocess.run([podman.podman, "image", "exists", ref]).returncode == 0
     if not found:
         pytest.fail(f"{ref} is missing: build it with `make image` (python -m csm.image build)")
@@ -40,4 +40,4 @@ def test_portable_image_stays_under_1_gb(image, podman):
     if labels.get("code-server-multi.recipe") != "portable":
         pytest.fail(f"{image} was not built by the portable recipe (labels: {labels})")
     size = int(podman("image", "inspect", "--format", "{{.Size}}", image))
-    assert size < 1_000_000_000, f"{image} is {size / 1e6:.0f} MB: see the trims in csm/image.py"
+    assert size < 1_000_000_000, f"{image} is {size / 1e6:.0f} MB: see the trims in csm/image/trim.py"

@@ -1,13 +1,15 @@
 """The image contract's checks with a scripted runner: what each one accepts, what
 it reports, and that the extension is never reported present when it is not."""
 import json
+import re
 import shlex
 
 import pytest
 
 from csm.checks import image
 
-LABELS = {"code-server-multi.code-server": "4.139.1", "code-server-multi.opencode": "1.18.33"}
+LABELS = {"code-server-multi.code-server": image.versions()["code-server"],
+          "code-server-multi.opencode": image.versions()["opencode"]}
 
 
 class Runner:
@@ -43,14 +45,29 @@ def test_every_podman_run_carries_the_host_flags():
 
 
 def test_code_server_version_skips_log_lines():
-    p, _ = podman({"--version": "[2026] info  Wrote default config file\n4.139.1 abc with Code 1.139.1\n"})
-    assert image.code_server_version("img", p) == "code-server 4.139.1 abc with Code 1.139.1"
+    v = image.versions()["code-server"]
+    p, _ = podman({"--version": f"[2026] info  Wrote default config file\n{v} abc with Code 1.139.1\n"})
+    assert image.code_server_version("img", p) == f"code-server {v} abc with Code 1.139.1"
 
 
-def test_code_server_version_must_match_the_label():
+def test_code_server_version_must_be_the_pinned_one_and_match_the_label():
+    pinned = image.versions()["code-server"]
     p, _ = podman({"--version": "4.91.1 abc with Code 1.91.1\n"})
-    with pytest.raises(AssertionError, match="ships 4.139.1"):
+    with pytest.raises(AssertionError, match=f"image/versions.json pins {pinned}"):
         image.code_server_version("img", p)
+    p, _ = podman({"--version": f"{pinned} abc with Code 1.1.1\n"},
+                  labels={**LABELS, "code-server-multi.code-server": "4.0.0"})
+    with pytest.raises(AssertionError, match="ships 4.0.0"):
+        image.code_server_version("img", p)
+
+
+def test_opencode_version_must_be_the_pinned_one():
+    pinned = image.versions()["opencode"]
+    p, _ = podman({"opencode --version": f"{pinned}\n"})
+    assert image.opencode_version("img", p) == f"opencode {pinned}"
+    p, _ = podman({"opencode --version": "1.0.0\n"})
+    with pytest.raises(AssertionError, match=f"pins {pinned}"):
+        image.opencode_version("img", p)
 
 
 def test_a_failing_command_becomes_an_assertion():
@@ -87,9 +104,11 @@ def test_extension_promised_by_the_image_must_be_there():
 
 
 def test_default_user():
-    passwd = "root:x:0:0:root:/root:/bin/bash\ncoder:x:1000:1000:coder:/home/coder:/bin/bash\n"
-    p, _ = podman({"id -u": f"1000\n1000\n/home/coder\n{passwd}"})
-    assert image.default_user("img", p) == "default user coder 1000:1000, HOME /home/coder"
+    c = image.facts()
+    user, uid, gid, home = c["user"], c["uid"], c["gid"], c["home"]
+    passwd = f"root:x:0:0:root:/root:/bin/bash\n{user}:x:{uid}:{gid}:{user}:{home}:/bin/bash\n"
+    p, _ = podman({"id -u": f"{uid}\n{gid}\n{home}\n{passwd}"})
+    assert image.default_user("img", p) == f"default user {user} {uid}:{gid}, HOME {home}"
     p, _ = podman({"id -u": f"0\n0\n/root\n{passwd}"})
     with pytest.raises(AssertionError, match="uid 0"):
         image.default_user("img", p)
@@ -113,6 +132,9 @@ def test_tools_report_versions():
     p, _ = podman({"printf": out.replace("rg\tripgrep 14.1.1 (rev 3a612f88b8)", "rg\tsh: 1: rg: not found")})
     with pytest.raises(AssertionError, match="rg"):
         image.tools("img", p)
+    p, _ = podman({"printf": out.replace("node\tv24.21.0", "node\tv20.20.2")})
+    with pytest.raises(AssertionError, match="pins node 24"):
+        image.tools("img", p)
 
 
 def test_healthz_always_removes_its_container():
@@ -132,3 +154,57 @@ def test_contract_names_are_unique_and_required_flag_reaches_the_extension_check
     check = dict(image.contract(require_extension=True))["extension sst-dev.opencode"]
     with pytest.raises(AssertionError):
         check("img", p)
+
+
+class LoginModel:
+    """code-server's login limiter as the check sees it through curl: 2 + 12 failures
+    allowed at once, then even the right password is refused; one budget for everybody
+    (upstream) or one per X-Real-IP (as the recipes patch it)."""
+
+    def __init__(self, per_address):
+        self.per_address = per_address
+        self.failures = {}
+        self.password = None
+        self.commands = []
+
+    def __call__(self, command):
+        self.commands.append(command)
+        if " run " in command:
+            self.password = re.search(r"PASSWORD=(\S+)", command).group(1)
+            return "id\n"
+        if " port " in command:
+            return "127.0.0.1:43210\n"
+        if "X-Real-IP" not in command:
+            return ""  # the health wait, podman rm
+        address = re.search(r"X-Real-IP: ([^']+)'", command).group(1)
+        secret = re.search(r"password=([^' ]+)", command).group(1)
+        key = address if self.per_address else "everybody"
+        lines = []
+        for _ in range(int(re.search(r"seq (\d+)", command).group(1))):
+            if self.failures.get(key, 0) >= 14:
+                lines.append("200 limited")
+            elif secret == self.password:
+                lines.append("302 other")
+            else:
+                self.failures[key] = self.failures.get(key, 0) + 1
+                lines.append("200 wrong")
+        return "\n".join(lines) + "\n"
+
+
+def test_login_limit_check_passes_a_per_address_limiter_and_removes_its_container():
+    from csm.checks.image_login import login_limit_per_address
+
+    model = LoginModel(per_address=True)
+    assert "logs in" in login_limit_per_address("img", image.Podman(model))
+    assert " rm " in model.commands[-1]
+    port = f"127.0.0.1::{image.facts()['port']}"
+    assert any(port in c for c in model.commands if " run " in c), "publishes on a free loopback port"
+
+
+def test_login_limit_check_catches_the_shared_limiter():
+    from csm.checks.image_login import login_limit_per_address
+
+    model = LoginModel(per_address=False)
+    with pytest.raises(AssertionError, match="lock out"):
+        login_limit_per_address("img", image.Podman(model))
+    assert " rm " in model.commands[-1]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from csm import image
+from csm.image import BuildError, shell, trim
 
 
 def elf(machine: int) -> bytes:
@@ -40,7 +40,7 @@ def write(path: Path, data: bytes = b"x") -> Path:
     (b"#!/usr/bin/env node\n", None),
 ])
 def test_binary_kind(tmp_path, data, kind):
-    assert image.binary_kind(write(tmp_path / "f", data)) == kind
+    assert trim.binary_kind(write(tmp_path / "f", data)) == kind
 
 
 def test_trim_node_modules(tmp_path):
@@ -64,37 +64,23 @@ def test_trim_node_modules(tmp_path):
         write(top / "lib/out/style.css.map"),
     ]
     write(top / "pty/binding.gyp")
-    saved = image.trim_node_modules(top)
+    saved = trim.trim_node_modules(top)
     assert all(p.exists() for p in keep), [p for p in keep if not p.exists()]
     assert not any(p.exists() for p in gone), [p for p in gone if p.exists()]
     assert saved["other-platform binaries"] > 0 and saved["source maps"] > 0
     assert saved["build intermediates"] > 0
 
 
-def test_trim_opencode_keeps_the_chosen_binary(tmp_path):
-    chosen = write(tmp_path / "node_modules/opencode-linux-x64/bin/opencode", b"\0" * (2 << 20))
-    write(tmp_path / "node_modules/opencode-linux-x64-baseline/bin/opencode", b"\1" * (2 << 20))
-    target = tmp_path / "node_modules/opencode-ai/bin/opencode.exe"
-    target.parent.mkdir(parents=True)
-    target.hardlink_to(chosen)
-    saved = image.trim_opencode(tmp_path)
-    assert target.read_bytes() == b"\0" * (2 << 20)
-    assert sorted(p.name for p in (tmp_path / "node_modules").iterdir()) == ["opencode-ai"]
-    assert saved == 2 << 20  # the baseline copy; the chosen one lives on as the link
-
-
-def test_trim_opencode_fails_without_a_binary(tmp_path):
-    write(tmp_path / "node_modules/opencode-ai/bin/opencode.exe", b"#!/bin/sh\necho stub\n")
-    with pytest.raises(image.BuildError, match="no binary"):
-        image.trim_opencode(tmp_path)
-
-
-def test_dedup_hardlinks(tmp_path):
+def test_hardlink_duplicates(tmp_path):
     a = write(tmp_path / "a/rg", b"r" * (100 << 10))
     b = write(tmp_path / "b/rg", b"r" * (100 << 10))
     c = write(tmp_path / "c/other", b"o" * (100 << 10))
-    assert image.dedup_hardlinks(tmp_path) == 100 << 10
-    assert a.samefile(b) and not a.samefile(c)
+    small = [write(tmp_path / f"{d}/tiny", b"t") for d in "ab"]
+    mode = write(tmp_path / "d/rg", b"r" * (100 << 10))
+    mode.chmod(0o700)  # same content, other mode: a link would change one of them
+    assert trim.hardlink_duplicates(tmp_path) == 100 << 10
+    assert a.samefile(b) and not a.samefile(c) and not a.samefile(mode)
+    assert not small[0].samefile(small[1])
 
 
 def test_strip_setuid(tmp_path):
@@ -102,15 +88,15 @@ def test_strip_setuid(tmp_path):
     f.chmod(0o4755)
     g = write(tmp_path / "usr/bin/wall")
     g.chmod(0o2755)
-    assert sorted(image.strip_setuid(tmp_path)) == ["/usr/bin/su", "/usr/bin/wall"]
+    assert sorted(trim.strip_setuid(tmp_path)) == ["/usr/bin/su", "/usr/bin/wall"]
     assert f.stat().st_mode & 0o7777 == 0o755 and g.stat().st_mode & 0o7777 == 0o755
 
 
 def test_remove_tree_refuses_a_mounted_tree(tmp_path, monkeypatch):
     victim = write(tmp_path / "root/dev/null").parent.parent
-    monkeypatch.setattr(image, "_mounts_under", lambda path: [str(victim / "dev")])
-    with pytest.raises(image.BuildError, match="still mounted"):
-        image.remove_tree(victim)
+    monkeypatch.setattr(shell, "_mounts_under", lambda path: [str(victim / "dev")])
+    with pytest.raises(BuildError, match="still mounted"):
+        shell.remove_tree(victim)
     assert victim.exists()
 
 
@@ -120,7 +106,7 @@ def test_trim_drops_other_platform_prebuilds_and_pdb(tmp_path):
     gone = [write(top / "node-pty/prebuilds/win32-x64/conpty.pdb"),
             write(top / "node-pty/prebuilds/darwin-arm64/pty.node", b"\xcf\xfa\xed\xfe" + b"\0" * 60),
             write(top / "other/thing.pdb")]
-    image.trim_node_modules(top)
+    trim.trim_node_modules(top)
     assert keep.exists()
     assert not any(p.exists() for p in gone)
     assert sorted(p.name for p in (top / "node-pty/prebuilds").iterdir()) == ["linux-x64"]
