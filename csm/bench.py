@@ -25,13 +25,14 @@ from pathlib import Path
 import requests
 import websocket
 
+from csm.image.assemble import CODE_SERVER_DIR
 from csm.runner import podman as podman_runner
 from csm.runner.host import Host
 from csm.testing.stacks import IMAGE, ThrowawayStack, free_port, require_image
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-CODE_SERVER_ENTRY = "usr/local/lib/code-server/node_modules/code-server/out/node/entry.js"
+CODE_SERVER_ENTRY = f"{CODE_SERVER_DIR}/out/node/entry.js"  # in the portable image
 USERS = ["bench1", "bench2", "bench3", "bench4", "bench5"]
 
 

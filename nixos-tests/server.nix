@@ -71,6 +71,12 @@ in
       SERVER_IP = nodes.server.networking.primaryIPAddress;
       CA_FILE = caFile;
       PASSWORD_FILES = passwordFiles;
+      # What csm.checks.image checks against (the csm package ships only csm/).
+      IMAGE_DIR = "${builtins.path {
+        path = ../image;
+        name = "code-server-multi-image-contract";
+        filter = path: _type: builtins.elem (baseNameOf path) [ "contract.json" "versions.json" ];
+      }}";
     }
     + builtins.readFile ./server.py;
 }

@@ -1,7 +1,12 @@
 # Runbook of server.nix: two users behind nginx over HTTPS.
 # server.nix defines above this script: PLAN (the server's plan, from the module),
-# SERVER_IP, CA_FILE and PASSWORD_FILES (on the client).
+# SERVER_IP, CA_FILE, PASSWORD_FILES (on the client) and IMAGE_DIR (image/contract.json
+# and versions.json, which the image contract reads).
+import os
+
 from csm.checks import host, http, image  # type: ignore  # csm ships no type information
+
+os.environ["CSM_IMAGE_DIR"] = IMAGE_DIR
 
 DOMAIN = PLAN["domain"]
 USERS = PLAN["users"]

@@ -1,15 +1,12 @@
 """The flake's outputs, evaluated by tests/unit/flake_eval.nix against a stand-in
 nixpkgs, and the derivations `nix-instantiate` writes for its packages.
 
-`tree()` is the checkout, or, while image/ lacks a file that scripts/update-versions
-and the portable recipe provide (manifest.json, contract.json, build-code-server.sh),
-a copy of the checkout's tracked files with tests/unit/fixtures/ standing in for them.
+`copy_tree()` gives a copy of the checkout's tracked files for tests that change one.
 """
 from __future__ import annotations
 
 import ast
 import atexit
-import functools
 import json
 import os
 import shutil
@@ -21,8 +18,6 @@ from csm.plan import nix_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = Path(__file__).with_name("flake_eval.nix")
-FIXTURES = Path(__file__).with_name("fixtures")
-IMAGE_FILES = ("manifest.json", "contract.json", "build-code-server.sh")
 NIXPKGS_LIB = os.environ.get("NIXPKGS_LIB")
 
 
@@ -38,16 +33,8 @@ def _run(*args: str) -> str:
     return done.stdout
 
 
-@functools.cache
-def tree() -> Path:
-    missing = [f for f in IMAGE_FILES if not (ROOT / "image" / f).exists()]
-    if not missing:
-        return ROOT
-    return copy_tree(missing)
-
-
-def copy_tree(fixtures=IMAGE_FILES) -> Path:
-    """A copy of the checkout's tracked files, with FIXTURES' versions of `fixtures`."""
+def copy_tree() -> Path:
+    """A copy of the checkout's tracked files (deleted at exit)."""
     dest = Path(tempfile.mkdtemp(prefix="csm-flake-"))
     atexit.register(shutil.rmtree, dest, ignore_errors=True)
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
@@ -55,8 +42,6 @@ def copy_tree(fixtures=IMAGE_FILES) -> Path:
         if name and (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
-    for name in fixtures:
-        shutil.copy2(FIXTURES / name, dest / "image" / name)
     return dest
 
 
@@ -67,14 +52,17 @@ def _args(root: Path, nixpkgs_lib: str | None) -> list[str]:
     return args
 
 
-def evaluate(attr: str, root: Path | None = None, nixpkgs_lib: str | None = None):
-    """`attr` of flake_eval.nix, evaluated strictly to JSON."""
-    return json.loads(_run("--eval", "--strict", "--json", str(EVAL), "-A", attr, *_args(root or tree(), nixpkgs_lib)))
+def evaluate(attr: str, root: Path | None = None, nixpkgs_lib: str | None = None, store: bool = False):
+    """`attr` of flake_eval.nix, evaluated strictly to JSON. With `store`, the paths it
+    names (builtins.path, "${./file}") are written to the store as a build would."""
+    mode = ["--read-write-mode"] if store else []
+    return json.loads(_run("--eval", "--strict", "--json", *mode, str(EVAL), "-A", attr,
+                           *_args(root or ROOT, nixpkgs_lib)))
 
 
 def instantiate(attr: str, root: Path | None = None, nixpkgs_lib: str | None = None) -> list[str]:
     """The .drv paths of the derivations in `attr`, written to the store as `nix build` would."""
-    return _run("--no-gc-warning", str(EVAL), "-A", attr, *_args(root or tree(), nixpkgs_lib)).split()
+    return _run("--no-gc-warning", str(EVAL), "-A", attr, *_args(root or ROOT, nixpkgs_lib)).split()
 
 
 class Drv:

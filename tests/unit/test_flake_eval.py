@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from csm import plan as planlib
-from flake_outputs import IMAGE_FILES, Drv, NIXPKGS_LIB, ROOT, NixError, closure, copy_tree, evaluate, instantiate, tree
+from flake_outputs import Drv, NIXPKGS_LIB, ROOT, NixError, closure, copy_tree, evaluate, instantiate
 
 TIER2_SKIP = ("TIER 2 SKIPPED: NIXPKGS_LIB is not set, so the flake was NOT evaluated under nixpkgs' real lib "
               "(callPackage, evalModules). Set NIXPKGS_LIB=/path/to/nixpkgs.lib to run it.")
@@ -44,8 +44,8 @@ def image():
     (under nixpkgs' real lib where there is one)."""
     (image_drv,) = instantiate("packages.image", nixpkgs_lib=NIXPKGS_LIB)
     drvs = closure(image_drv)
-    manifest = json.loads((tree() / "image/manifest.json").read_text())
-    contract = json.loads((tree() / "image/contract.json").read_text())
+    manifest = json.loads((ROOT / "image/manifest.json").read_text())
+    contract = json.loads((ROOT / "image/contract.json").read_text())
     return drvs[image_drv], drvs, manifest, contract
 
 
@@ -75,7 +75,7 @@ def test_packages_instantiate(flake):
 
 def test_the_module_defaults_to_the_flakes_image_and_csm(flake):
     outputs, _ = flake
-    contract = json.loads((tree() / "image/contract.json").read_text())
+    contract = json.loads((ROOT / "image/contract.json").read_text())
     defaults = outputs["moduleDefaults"]
     assert defaults["imageStream"] == outputs["packages"]["image"]
     assert defaults["image"] == f"{contract['imageName']}:{contract['imageTag']}"
@@ -205,7 +205,7 @@ def test_image_config_follows_the_contract_and_versions(image):
 # What must stop the evaluation: each a change to a copy of the tree.
 @pytest.fixture
 def copy():
-    root = copy_tree(() if tree() == ROOT else IMAGE_FILES)
+    root = copy_tree()
     yield root
     shutil.rmtree(root)
 

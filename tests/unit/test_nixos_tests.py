@@ -93,6 +93,16 @@ def test_script_constants_carry_the_plan_unchanged(vm_test):
     assert names["PLAN"] == planlib.load(settings_file)
 
 
+def test_the_server_script_finds_the_image_contract_in_the_store():
+    """The csm package ships only csm/: the script points csm.checks.image at a store
+    copy of image/contract.json and versions.json, the files the checkout has."""
+    script = evaluate("outputs.checks.server.testScript", store=True)
+    names: dict = {}
+    exec(script[:script.index("\n#")], names)
+    for file in ("contract.json", "versions.json"):
+        assert (Path(names["IMAGE_DIR"]) / file).read_bytes() == (ROOT / "image" / file).read_bytes()
+
+
 def test_script_compiles_and_passes_pyflakes_with_the_driver_names(vm_test, monkeypatch):
     name, evaluated, nodes, _ = vm_test
     script = evaluated["testScript"]
