@@ -3,7 +3,9 @@ invariants, and each kind of bad setting gets its documented message."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,23 @@ def test_missing_and_broken_settings_files(tmp_path):
     broken.write_text("{ domain = ; }")
     with pytest.raises(planlib.PlanError, match="syntax error"):
         planlib.load(broken)
+
+
+# A directory name no Nix string literal could carry as written: é (which JSON
+# escapes to \u00e9, not Nix), an interpolation and a quote.
+ODD_DIR = 'caf\u00e9 ${builtins.abort "spliced"} "q"'
+
+
+def test_file_paths_reach_nix_exactly_as_they_are(tmp_path, monkeypatch):
+    odd = tmp_path / ODD_DIR
+    shutil.copytree(ROOT / "modules" / "code-server-multi", odd / "module")
+    monkeypatch.setattr(planlib, "PLAN_NIX", odd / "module" / "plan.nix")
+    settings = odd / "settings.nix"
+    secret = f"{odd}/ada.hash"
+    settings.write_text(f'{{ domain = "code.test"; users.ada.hashedPasswordFile = {json.dumps(secret, ensure_ascii=False)}; }}'
+                        .replace("${", "\\${"))
+    from_file = planlib.load(settings)
+    assert from_file["users"]["ada"]["secrets"]["fromFiles"][0]["file"] == secret
+    monkeypatch.setattr(tempfile, "tempdir", str(odd))  # where from_settings writes its JSON
+    from_data = planlib.from_settings({"domain": "code.test", "users": {"ada": {"hashedPasswordFile": secret}}})
+    assert from_data == from_file
