@@ -12,26 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from csm.testing import browser as chromium
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "browser"
-CHROMIUM = "/usr/bin/chromium"
-# Debian's Chromium, headless, as root in a container-less sandbox, with nothing
-# phoning home (FACTS: these are the flags that work on the build hosts).
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-VIEWPORT = {"width": 1280, "height": 800}
 
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+    return {**browser_type_launch_args, **chromium.LAUNCH}
 
 
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args):
-    return {**browser_context_args, "viewport": VIEWPORT}
+    return {**browser_context_args, "viewport": chromium.VIEWPORT}
 
 
 def take_screenshot(page, directory: Path, step: str) -> Path:
