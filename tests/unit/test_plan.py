@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from csm import plan as planlib
-from invariants import assert_plan_meets_invariants
+from invariants import DEFAULTS, assert_plan_meets_invariants, size_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.nix"))
@@ -38,7 +38,8 @@ def test_team_example_overrides_only_what_it_says():
     team = planlib.load(ROOT / "examples/team.nix")
     grace, ada = team["users"]["grace"], team["users"]["ada"]
     assert grace["limits"]["memoryBytes"] == 6 * 1024**3 and grace["limits"]["cpus"] == "2"
-    assert ada["limits"]["memoryBytes"] == 3 * 1024**3 and ada["limits"]["cpus"] == "1.5"
+    assert ada["limits"]["memoryBytes"] == size_bytes(DEFAULTS["user"]["memoryLimit"])
+    assert ada["limits"]["cpus"] == DEFAULTS["user"]["cpuLimit"]
     assert team["users"]["linus"]["port"] == 8090
     assert team["users"]["linus"]["secrets"]["fromFiles"][0]["variable"] == "PASSWORD"
     assert ada["secrets"]["fromFiles"][0]["variable"] == "HASHED_PASSWORD"
@@ -86,6 +87,7 @@ BAD_SETTINGS = {
         ["users.ada and users.bo both get port 9001", "set users.bo.port"]),
     "port below 1024": (good(port=80), ["users.ada.port = 80 is not a port from 1024 to 65535"]),
     "port above 65535": (good(port=70000), ["users.ada.port = 70000 is not a port from 1024 to 65535"]),
+    # The whole message, basePort's documented default (docs/options.md) included, on purpose.
     "port in the automatic range": (good(port=20005), ["users.ada.port = 20005 lies in 20000-20999", "basePort"]),
     "uppercase name": ({"domain": "code.test", "users": {"Ada": {"passwordFile": "/s"}}},
                        ['users.Ada: the name "Ada" is not a DNS label']),
