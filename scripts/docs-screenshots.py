@@ -14,7 +14,6 @@ on this host: no real AI is called and the answer in the picture is always the s
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Page, expect, sync_playwright
 
 from csm.runner import RunnerError
-from csm.testing.fake_openai import FakeOpenAI, opencode_settings
+from csm.testing.fake_openai import FakeOpenAI, opencode_settings, podman_gateway
 from csm.testing import browser as chromium, workbench
 from csm.testing.stacks import ImageMissing, ThrowawayStack, free_port, require_image
 from csm.testing.workbench import LOAD
@@ -58,13 +57,6 @@ PICTURES = {
 
 def say(text: str) -> None:
     print(f"==> {text}", file=sys.stderr, flush=True)
-
-
-def podman_gateway() -> str:
-    """The host's address on podman's default network, where containers reach it."""
-    out = subprocess.run(["podman", "network", "inspect", "podman"], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out)[0]["subnets"][0]["gateway"]
 
 
 def in_container(script: str) -> None:
