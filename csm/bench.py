@@ -30,7 +30,7 @@ from csm.runner.host import Host
 from csm.testing import browser as chromium
 from csm.testing.stacks import IMAGE, ThrowawayStack, free_port, require_image
 
-CODE_SERVER_ENTRY = "usr/local/lib/code-server/node_modules/code-server/out/node/entry.js"
+IMAGE_BIN = "usr/local/bin"  # where the image puts node, code-server and opencode
 USERS = ["bench1", "bench2", "bench3", "bench4", "bench5"]
 
 
@@ -74,6 +74,19 @@ def percentile(xs: list[float], p: float) -> float:
 
 # ---- 1. cold start ------------------------------------------------------------------
 
+def in_image(root: Path, path: str) -> Path:
+    """Where `path` of the image mounted at `root` leads, its symbolic links followed
+    inside the image (code-server is a link to its entry script, wherever the recipe
+    put that)."""
+    at = root / path
+    for _ in range(40):
+        if not at.is_symlink():
+            return at
+        target = Path(os.readlink(at))
+        at = root / target.relative_to("/") if target.is_absolute() else Path(os.path.normpath(at.parent / target))
+    raise RuntimeError(f"{path} in {root}: too many symbolic links")
+
+
 class BareCodeServer:
     """code-server from the image's own files, run as a plain process on the host."""
 
@@ -86,7 +99,7 @@ class BareCodeServer:
                   "--extensions-dir": f"{self.root}/{self.cmd[self.cmd.index('--extensions-dir') + 1].lstrip('/')}"}
         args = self.cmd[1:-1]  # without "code-server" and the folder
         args = [places.get(args[i - 1], a) if i else a for i, a in enumerate(args)]
-        return [str(self.root / "usr/local/bin/node"), str(self.root / CODE_SERVER_ENTRY), *args, home]
+        return [str(self.root / IMAGE_BIN / "node"), str(in_image(self.root, f"{IMAGE_BIN}/{self.cmd[0]}")), *args, home]
 
     def start_and_wait(self) -> float:
         port = free_port("127.0.0.1")

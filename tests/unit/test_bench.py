@@ -2,6 +2,8 @@
 never from a test)."""
 from pathlib import Path
 
+import pytest
+
 from csm import bench
 from csm import plan as planlib
 
@@ -15,15 +17,35 @@ def test_percentiles_of_a_known_sample():
     assert bench.percentile([0.2], 99) == 0.2
 
 
-def test_the_bare_baseline_runs_the_plans_command_with_host_places():
+def image_tree(root: Path, link: str) -> Path:
+    """An image's /usr/local as the portable recipe lays it out: code-server a link to
+    npm's link to the entry script (relative links), or one absolute link."""
+    entry = root / "usr/local/lib/code-server/out/node/entry.js"
+    entry.parent.mkdir(parents=True)
+    entry.write_text("// code-server\n")
+    (root / "usr/local/bin").mkdir(parents=True)
+    if link == "relative":
+        npm_bin = root / "usr/local/lib/code-server/node_modules/.bin"
+        npm_bin.mkdir(parents=True)
+        (npm_bin / "code-server").symlink_to("../../out/node/entry.js")
+        (root / "usr/local/bin/code-server").symlink_to("../lib/code-server/node_modules/.bin/code-server")
+    else:  # absolute: inside the image, never the host's /usr/local
+        (root / "usr/local/bin/code-server").symlink_to("/usr/local/lib/code-server/out/node/entry.js")
+    return entry
+
+
+@pytest.mark.parametrize("link", ["relative", "absolute"])
+def test_the_bare_baseline_runs_the_plans_command_with_host_places(tmp_path, link):
+    entry = image_tree(tmp_path, link)
     cmd = planlib.load(ROOT / "examples" / "demo.nix")["users"]["demo"]["container"]["cmd"]
-    argv = bench.BareCodeServer(Path("/mnt/img"), cmd).argv(4321, "/tmp/h")
-    assert argv[:2] == ["/mnt/img/usr/local/bin/node", f"/mnt/img/{bench.CODE_SERVER_ENTRY}"]
+    argv = bench.BareCodeServer(tmp_path, cmd).argv(4321, "/tmp/h")
+    assert argv[:2] == [f"{tmp_path}/usr/local/bin/node", str(entry)]
+    assert Path(argv[1]).read_text() == "// code-server\n"
     assert argv[-1] == "/tmp/h" and len(argv) == len(cmd) + 1  # the folder: the bare home
     # The plan's arguments one for one, except the values that name a place in the
-    # container: those are the host's (the image's files mounted at /mnt/img).
+    # container: those are the host's (the image's files mounted at tmp_path).
     plan_args, bare_args = cmd[1:-1], argv[2:-1]
     host_places = {"--bind-addr": "127.0.0.1:4321", "--user-data-dir": "/tmp/h/data",
-                   "--extensions-dir": "/mnt/img" + plan_args[plan_args.index("--extensions-dir") + 1]}
+                   "--extensions-dir": str(tmp_path) + plan_args[plan_args.index("--extensions-dir") + 1]}
     for i, (planned, bare) in enumerate(zip(plan_args, bare_args)):
         assert bare == host_places.get(plan_args[i - 1], planned) if i else bare == planned, (i, planned, bare)
