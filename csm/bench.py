@@ -25,14 +25,13 @@ from pathlib import Path
 import requests
 import websocket
 
-from csm.image.assemble import CODE_SERVER_DIR
 from csm.runner import podman as podman_runner
+from csm.runner import status as stack_status
 from csm.runner.host import Host
+from csm.testing import browser as chromium
 from csm.testing.stacks import IMAGE, ThrowawayStack, free_port, require_image
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-CODE_SERVER_ENTRY = f"{CODE_SERVER_DIR}/out/node/entry.js"  # in the portable image
+IMAGE_BIN = "usr/local/bin"  # where the image puts node, code-server and opencode
 USERS = ["bench1", "bench2", "bench3", "bench4", "bench5"]
 
 
@@ -76,6 +75,19 @@ def percentile(xs: list[float], p: float) -> float:
 
 # ---- 1. cold start ------------------------------------------------------------------
 
+def in_image(root: Path, path: str) -> Path:
+    """Where `path` of the image mounted at `root` leads, its symbolic links followed
+    inside the image (code-server is a link to its entry script, wherever the recipe
+    put that)."""
+    at = root / path
+    for _ in range(40):
+        if not at.is_symlink():
+            return at
+        target = Path(os.readlink(at))
+        at = root / target.relative_to("/") if target.is_absolute() else Path(os.path.normpath(at.parent / target))
+    raise RuntimeError(f"{path} in {root}: too many symbolic links")
+
+
 class BareCodeServer:
     """code-server from the image's own files, run as a plain process on the host."""
 
@@ -88,7 +100,7 @@ class BareCodeServer:
                   "--extensions-dir": f"{self.root}/{self.cmd[self.cmd.index('--extensions-dir') + 1].lstrip('/')}"}
         args = self.cmd[1:-1]  # without "code-server" and the folder
         args = [places.get(args[i - 1], a) if i else a for i, a in enumerate(args)]
-        return [str(self.root / "usr/local/bin/node"), str(self.root / CODE_SERVER_ENTRY), *args, home]
+        return [str(self.root / IMAGE_BIN / "node"), str(in_image(self.root, f"{IMAGE_BIN}/{self.cmd[0]}")), *args, home]
 
     def start_and_wait(self) -> float:
         port = free_port("127.0.0.1")
@@ -123,6 +135,14 @@ def cold_start(stack: ThrowawayStack, user: str, bare: BareCodeServer, rounds: i
 
 # ---- 2. login to a rendered workbench -------------------------------------------------
 
+def log_in_until_rendered(page, url: str, password: str) -> None:
+    """The login page, the password, Enter, and wait until the editor area is drawn."""
+    page.goto(f"{url}/login")
+    page.fill("input[type=password]", password)
+    page.press("input[type=password]", "Enter")
+    page.wait_for_selector(".monaco-workbench .part.editor", timeout=120_000)
+
+
 def workbench_times(targets: dict[str, tuple[str, str]], rounds: int) -> dict[str, float]:
     """Median seconds from opening the login page to a rendered workbench, per target
     (name -> (url, password)); targets alternate round by round."""
@@ -130,19 +150,16 @@ def workbench_times(targets: dict[str, tuple[str, str]], rounds: int) -> dict[st
 
     times: dict[str, list[float]] = {k: [] for k in targets}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = chromium.launch(p)
         try:
             for i in range(rounds):
                 for key, (url, password) in targets.items():
                     say(f"workbench in Chromium, round {i + 1}/{rounds}: {key}")
                     time.sleep(LOGIN_PACE_S)
-                    context = browser.new_context(viewport={"width": 1280, "height": 800})
+                    context = browser.new_context(viewport=chromium.VIEWPORT)
                     page = context.new_page()
                     start = time.monotonic()
-                    page.goto(f"{url}/login")
-                    page.fill("input[type=password]", password)
-                    page.press("input[type=password]", "Enter")
-                    page.wait_for_selector(".monaco-workbench .part.editor", timeout=120_000)
+                    log_in_until_rendered(page, url, password)
                     times[key].append(time.monotonic() - start)
                     context.close()
         finally:
@@ -156,13 +173,9 @@ def load_workbench(url: str, password: str, settle: float = 5) -> None:
 
     time.sleep(LOGIN_PACE_S)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = chromium.launch(p)
         try:
-            page = browser.new_page()
-            page.goto(f"{url}/login")
-            page.fill("input[type=password]", password)
-            page.press("input[type=password]", "Enter")
-            page.wait_for_selector(".monaco-workbench .part.editor", timeout=120_000)
+            log_in_until_rendered(browser.new_page(), url, password)
             time.sleep(settle)
         finally:
             browser.close()
@@ -197,23 +210,6 @@ def websocket_latency(stack: ThrowawayStack, user: str, count: int) -> dict:
     return {"via_nginx_ms": {"p50": ms(via, 50), "p99": ms(via, 99)},
             "direct_ms": {"p50": ms(direct, 50), "p99": ms(direct, 99)},
             "ratio_p50": ms(via, 50) / ms(direct, 50), "round_trips": len(via)}
-
-
-# ---- 4. memory ---------------------------------------------------------------------------
-
-UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-
-
-def parse_usage(text: str) -> int:
-    """Bytes in podman stats' "612.3MB / 3.221GB" (the part before the slash)."""
-    used = text.split("/")[0].strip().lower()
-    number = float("".join(c for c in used if c.isdigit() or c == "."))
-    return int(number * UNITS["".join(c for c in used if c.isalpha())])
-
-
-def memory_bytes(containers: list[str]) -> dict[str, int]:
-    rows = json.loads(podman("stats", "--no-stream", "--no-reset", "--format=json", *containers) or "[]")
-    return {row["name"]: parse_usage(row["mem_usage"]) for row in rows}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -259,12 +255,13 @@ def run(rounds: int, round_trips: int) -> dict:
         again = time.monotonic() - start
         results["new_user"] = {"first_start_s": first_start, "second_start_s": again, "ratio": first_start / again}
 
+        # 4. memory, as `csm status` reads it
         say("memory: loading each user's workbench once")
         for user in USERS:
             load_workbench(stack.url(user), stack.password(user))
         time.sleep(10)
         names = [stack.plan["users"][u]["container"]["name"] for u in USERS]
-        mem = memory_bytes(names)
+        mem = stack_status.memory_usage(Host.detect(), names)
         results["memory"] = {"one_idle_user_mib": mem[names[0]] / 1024**2,
                              "five_users_mib": sum(mem.values()) / 1024**2,
                              "per_user_mib": {k: v / 1024**2 for k, v in mem.items()}}

@@ -34,17 +34,20 @@ class PlanError(Exception):
     """Settings the plan rejects, or a settings file Nix cannot read."""
 
 
-def _nix_string(s: str) -> str:
-    return json.dumps(s)  # a JSON string literal is a valid Nix string without ${
+# File paths reach Nix as --argstr values, never spliced into Nix source: any
+# character a file name can hold (é, ", ${) stays what it is. `/. + s` makes a path.
+_FROM_NIX = "{ planNix, settings }: import (/. + planNix) (import (/. + settings))"
+_FROM_JSON = "{ planNix, settings }: import (/. + planNix) (builtins.fromJSON (builtins.readFile (/. + settings)))"
 
 
-def _evaluate(expr: str) -> dict:
+def _evaluate(expr: str, settings: Path) -> dict:
     nix = shutil.which("nix-instantiate")
     if nix is None:
         raise PlanError("nix-instantiate is not installed; run scripts/install-deps "
                         "(Debian: apt-get install nix-bin)")
     proc = subprocess.run(
-        [nix, "--eval", "--strict", "--json", "--expr", expr],
+        [nix, "--eval", "--strict", "--json", "--expr", expr,
+         "--argstr", "planNix", str(PLAN_NIX), "--argstr", "settings", str(settings)],
         capture_output=True, text=True,
         env=nix_environment(),
     )
@@ -61,7 +64,7 @@ def _error_text(stderr: str) -> str:
         problems = [ln.strip() for ln in m.group(1).splitlines() if ln.strip()]
         return "invalid settings:\n" + "\n".join(f"  {p}" for p in problems)
     lines = [ln for ln in text.splitlines()
-             if ln.strip() and "--show-trace" not in ln and not ln.startswith("       … ")]
+             if ln.strip() and "--show-trace" not in ln and not ln.startswith(("       … ", "warning: "))]
     return "\n".join(lines[:6]).removeprefix("error: ").strip() or "nix-instantiate failed"
 
 
@@ -72,7 +75,7 @@ def load(settings_file: str | os.PathLike) -> dict:
         raise PlanError(f"settings file {path} does not exist; give a .nix file such as examples/demo.nix")
     if not os.access(path, os.R_OK):
         raise PlanError(f"settings file {path} is not readable")
-    return _evaluate(f"import {_nix_string(str(PLAN_NIX))} (import {_nix_string(str(path.resolve()))})")
+    return _evaluate(_FROM_NIX, path.resolve())
 
 
 def from_settings(settings: dict) -> dict:
@@ -80,7 +83,6 @@ def from_settings(settings: dict) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(settings, f)
     try:
-        return _evaluate(f"import {_nix_string(str(PLAN_NIX))} "
-                         f"(builtins.fromJSON (builtins.readFile {_nix_string(f.name)}))")
+        return _evaluate(_FROM_JSON, Path(f.name))
     finally:
         os.unlink(f.name)

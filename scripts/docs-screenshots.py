@@ -14,7 +14,6 @@ on this host: no real AI is called and the answer in the picture is always the s
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
@@ -28,18 +27,14 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Page, expect, sync_playwright
 
 from csm.runner import RunnerError
-from csm.testing.fake_openai import FakeOpenAI, opencode_settings
-from csm.testing import workbench
+from csm.testing.fake_openai import FakeOpenAI, opencode_settings, podman_gateway
+from csm.testing import browser as chromium, workbench
 from csm.testing.stacks import ImageMissing, ThrowawayStack, free_port, require_image
 from csm.testing.workbench import LOAD
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img" / "onboarding"
 USER = "ada"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1280, "height": 800}
 QUESTION = "How do I make a program that says hello?"
 REPLY = ('Make a file called hello.py that holds one line: print("Hello!")\n\n'
          "Then run it by typing python3 hello.py in a terminal.")
@@ -61,13 +56,6 @@ PICTURES = {
 
 def say(text: str) -> None:
     print(f"==> {text}", file=sys.stderr, flush=True)
-
-
-def podman_gateway() -> str:
-    """The host's address on podman's default network, where containers reach it."""
-    out = subprocess.run(["podman", "network", "inspect", "podman"], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out)[0]["subnets"][0]["gateway"]
 
 
 def in_container(stack: ThrowawayStack, script: str) -> None:
@@ -107,7 +95,7 @@ class Shooter:
         say(f"{step}.png: {PICTURES[step]}")
 
     def new_page(self) -> Page:
-        return self.browser.new_context(viewport=VIEWPORT).new_page()
+        return self.browser.new_context(viewport=chromium.VIEWPORT).new_page()
 
     def log_in(self, page: Page) -> None:
         response = page.goto(self.url)
@@ -234,7 +222,7 @@ def shoot(directory: Path, keys: Path) -> None:
         # The bridge's address exists once a container runs, so the stand-in starts now.
         fake = FakeOpenAI(gateway, port, reply=REPLY).start()
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = chromium.launch(p)
             try:
                 shooter = Shooter(stack, fake, browser, directory)
                 page = shooter.new_page()

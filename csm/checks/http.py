@@ -304,6 +304,16 @@ def healthz_answers(t: Target) -> str:
     return f"/healthz answered {status!r}"
 
 
+def last_heartbeat(t: Target) -> float | None:
+    """Epoch seconds of code-server's last heartbeat (its last sign that someone works
+    there), from /healthz; None when it does not answer or has had none."""
+    try:
+        beat = _http(t, "GET", "/healthz").json().get("lastHeartbeat")
+    except (CheckFailed, ValueError, AttributeError):
+        return None
+    return beat / 1000 if beat else None
+
+
 def login_page_served(t: Target) -> str:
     r = _http(t, "GET", "/login")
     if r.status_code != 200 or not re.search(r'<input[^>]*name="password"', r.text):

@@ -46,8 +46,8 @@ def parser() -> argparse.ArgumentParser:
                         "(*.localhost goes to 127.0.0.1 by itself)")
     p.add_argument("--ca-file", metavar="FILE", help="trust this CA certificate for https")
     p.add_argument("--full", action="store_true",
-                   help="also upload 100 MiB, keep a WebSocket idle for 75 s, and send a burst of "
-                        "logins until the proxy limits them (this machine's address then waits a minute)")
+                   help="also keep a WebSocket idle for 75 s, and send a burst of logins until the "
+                        "proxy limits them (this machine's address then waits a minute)")
     return p
 
 

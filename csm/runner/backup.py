@@ -122,9 +122,11 @@ def read(archive: str | os.PathLike) -> tuple[dict, list[tarfile.TarInfo]]:
         raise BadInput(f"{archive} is not a code-server-multi backup (it has no {MANIFEST}); nothing was restored")
     try:
         manifest = json.loads(manifest_data)
-        assert manifest["format"] == FORMAT and isinstance(manifest["users"], dict)
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise BadInput(f"{archive} is not a code-server-multi backup (its manifest is not ours); nothing was restored") from None
+    except ValueError:
+        manifest = None
+    if not (isinstance(manifest, dict) and manifest.get("format") == FORMAT
+            and isinstance(manifest.get("users"), dict)):
+        raise BadInput(f"{archive} is not a code-server-multi backup (its manifest is not ours); nothing was restored")
     if manifest.get("version") != VERSION:
         raise BadInput(f"{archive} is a backup of format version {manifest.get('version')}; "
                        f"this csm reads version {VERSION}")

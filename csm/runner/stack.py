@@ -16,51 +16,23 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import requests
-
 from .. import plan as planlib
 from . import BadInput, HostNotReady, RunnerError, backup, files, nginx, passwd, podman
+from . import status as stack_status
 from .host import Host
 
 DEFAULT_STATE_DIR = Path("/var/lib/code-server-multi")
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_TLS_PORT = 8443
 STATE_FILE = "stack.json"
-
-
-@dataclass
-class UserStatus:
-    name: str
-    container: str
-    state: str                       # running, exited, paused, created, absent
-    health: str                      # healthy, unhealthy, or "-" when not running
-    memory_bytes: int | None
-    memory_limit_bytes: int
-    oom_kills: int | None
-    last_activity: float | None      # epoch seconds of code-server's last heartbeat
-    exit_code: int | None = None
-
-
-@dataclass
-class StackStatus:
-    nginx_pid: int | None
-    http_port: int
-    tls_port: int | None
-    users: list[UserStatus] = field(default_factory=list)
-
-    @property
-    def healthy(self) -> bool:
-        return self.nginx_pid is not None and all(u.health == "healthy" for u in self.users)
 
 
 def _stderr(message: str) -> None:
@@ -454,28 +426,8 @@ class Stack:
             return backup.restore(self, archive, users)
 
     # ---- status --------------------------------------------------------------------------
-    def status(self) -> StackStatus:
-        result = StackStatus(nginx.running_pid(self.state_dir), self.http_port, self.tls_port)
-        names = [u["container"]["name"] for u in self.plan["users"].values()]
-        memory = _memory_usage(self.host, names)
-        for name, user in self.plan["users"].items():
-            cname = user["container"]["name"]
-            info = podman.inspect(self.host, cname)
-            state = info["State"]["Status"] if info else "absent"
-            running = podman.is_running(info)
-            healthy = running and podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0
-            exit_code = info["State"].get("ExitCode") if info and not running else None
-            oom = _oom_kills(info) if info else None
-            if exit_code == 137:  # here podman reports OOMKilled=false even then
-                oom = (oom or 0) + 1
-            result.users.append(UserStatus(
-                name=name, container=cname, state=state,
-                health="healthy" if healthy else ("unhealthy" if running else "-"),
-                memory_bytes=memory.get(cname) if running else None,
-                memory_limit_bytes=user["limits"]["memoryBytes"],
-                oom_kills=oom, last_activity=_last_heartbeat(user["port"]) if running else None,
-                exit_code=exit_code))
-        return result
+    def status(self) -> stack_status.StackStatus:
+        return stack_status.read(self)
 
     def logs(self, name: str, follow: bool = False, tail: int | None = None) -> int:
         cname = self.user(name)["container"]["name"]
@@ -486,55 +438,3 @@ class Stack:
                ([f"--tail={tail}"] if tail is not None else []) + [self.user(name)["container"]["name"]]
         return subprocess.call(argv)
 
-
-def _memory_usage(host: Host, names: list[str]) -> dict[str, int]:
-    """Bytes in use per running container, from `podman stats --no-stream`."""
-    running = [n for n in names if podman.is_running(podman.inspect(host, n))]
-    if not running:
-        return {}
-    proc = podman.podman(host, "stats", "--no-stream", "--no-reset",
-                         "--format={{.Name}}\t{{.MemUsageBytes}}", *running, check=False)
-    usage = {}
-    for line in proc.stdout.splitlines():
-        name, _, value = line.partition("\t")
-        with contextlib.suppress(ValueError, AttributeError):
-            usage[name] = _parse_bytes(value)
-    return usage
-
-
-def _parse_bytes(text: str) -> int:
-    """podman's "123.4MiB / 3GiB" (binary units, or decimal ones like "725kB") -> bytes in use."""
-    number, unit = re.fullmatch(r"([0-9.]+)\s*([kKMGT]?i?)B", text.split("/")[0].strip()).groups()
-    scale = 1024 if unit.endswith("i") else 1000
-    return int(float(number) * scale ** " KMGT".index(unit[:1].upper() or " "))
-
-
-def _oom_kills(info: dict) -> int | None:
-    """The kernel's count of OOM kills in the container's memory cgroup."""
-    pid = info["State"].get("Pid") or 0
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines() if pid else []
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):   # cgroup v1
-            counters = Path("/sys/fs/cgroup/memory", path.lstrip("/"), "memory.oom_control")
-        elif controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():  # cgroup v2
-            counters = Path("/sys/fs/cgroup", path.lstrip("/"), "memory.events")
-        else:
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            for counter in counters.read_text().splitlines():
-                key, _, value = counter.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-    return None
-
-
-def _last_heartbeat(port: int) -> float | None:
-    try:
-        beat = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=3).json().get("lastHeartbeat")
-    except (requests.RequestException, ValueError):
-        return None
-    return beat / 1000 if beat else None

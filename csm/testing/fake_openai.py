@@ -12,6 +12,7 @@ the "provider" and, just as important, what did not reach anywhere else.
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 MODEL = "fake-model"
+
+
+def podman_gateway() -> str:
+    """The host's address on podman's default network, where containers reach a fake
+    running on the host."""
+    out = subprocess.run(["podman", "network", "inspect", "podman"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)[0]["subnets"][0]["gateway"]
 
 
 def opencode_settings(provider: str, name: str, base_url: str, key_variable: str, model_name: str) -> dict:

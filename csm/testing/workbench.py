@@ -1,6 +1,7 @@
 """Driving the VS Code workbench with Playwright (tests and the docs' screenshots)."""
 from __future__ import annotations
 
+import re
 import time
 
 from playwright.sync_api import Page, expect
@@ -8,10 +9,27 @@ from playwright.sync_api import Page, expect
 LOAD = 90_000  # ms: the workbench's first load on a busy 2-core host, extension host included
 
 
+def palette(page: Page):
+    """The command palette's input box (F1)."""
+    return page.get_by_role("textbox", name="Type the name of a command to run.")
+
+
+def files_explorer(page: Page):
+    """The Explorer's file tree; it shows once the workbench is connected."""
+    return page.get_by_role("tree", name="Files Explorer")
+
+
+def password_box(page: Page):
+    """The password field of code-server's login page (it has a placeholder, no label)."""
+    return page.get_by_placeholder(re.compile("password", re.I))
+
+
 def run_command(page: Page, command: str, title: str) -> None:
     """Runs a VS Code command from the command palette (F1), found by its title and
     picked by its id. Right after load the palette may not list every command yet."""
-    box = page.locator(".quick-input-widget input")
+    box = palette(page)
+    # The entry by its command id, which only this attribute carries: its accessible
+    # name is the title plus keybinding and "similar commands" hints, which vary.
     entry = page.locator(f'.quick-input-list-entry[data-quick-input-id="{command}"]')
     deadline = time.monotonic() + LOAD / 1000
     while True:

@@ -1,5 +1,5 @@
-# The admin's tools on the host: the csm CLI, and the plan it reads at a stable
-# path (`csm status --plan /etc/code-server-multi/plan.json`).
+# The admin's tools on the host: the csm CLI, and the plan it reads at the path
+# the option planFile names (`csm status --plan /etc/code-server-multi/plan.json`).
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.code-server-multi;

@@ -1,5 +1,10 @@
 """Playwright against the live stack, driving Debian's Chromium (never a downloaded one).
 
+Traces: every failing test leaves a Playwright trace of each browser context it
+opened (through the `page`, `context` or `new_context` fixtures) in
+`artifacts/playwright/<test>/trace*.zip`; open one with `playwright show-trace`.
+Give `--tracing on` (or `off`) to change that.
+
 Screenshots: the `screenshot` fixture saves `artifacts/browser/<test>/<step>.png`.
 Steps have stable names and the viewport a fixed size, so the onboarding guide's
 pictures can be regenerated from a test run (or taken by any test with
@@ -12,26 +17,29 @@ from pathlib import Path
 
 import pytest
 
+from csm.testing import browser as chromium
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "browser"
-CHROMIUM = "/usr/bin/chromium"
-# Debian's Chromium, headless, as root in a container-less sandbox, with nothing
-# phoning home (FACTS: these are the flags that work on the build hosts).
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-VIEWPORT = {"width": 1280, "height": 800}
+
+
+def pytest_configure(config):
+    """Keep a trace of every failing browser test (pytest-playwright's own recorder),
+    unless the command line asked for something else."""
+    if config.getoption("--tracing") == "off" and "--tracing" not in " ".join(config.invocation_params.args):
+        config.option.tracing = "retain-on-failure"
+    if config.getoption("--output") == "test-results":  # pytest-playwright's default
+        config.option.output = str(ROOT / "artifacts" / "playwright")
 
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+    return {**browser_type_launch_args, **chromium.LAUNCH}
 
 
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args):
-    return {**browser_context_args, "viewport": VIEWPORT}
+    return {**browser_context_args, "viewport": chromium.VIEWPORT}
 
 
 def take_screenshot(page, directory: Path, step: str) -> Path:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from csm.testing.fake_openai import MODEL, FakeOpenAI, opencode_settings
-from csm.testing.stacks import TEST_PREFIX
+from csm.testing.fake_openai import MODEL, FakeOpenAI, opencode_settings, podman_gateway
+from csm.testing.stacks import TEST_PREFIX, free_port
 
 pytestmark = pytest.mark.live
 
@@ -32,19 +31,6 @@ KEY = f"sk-fake-{secrets.token_hex(20)}"
 REPLY = f"The fake model says hello {secrets.token_hex(4)}"
 PROVIDER = "fake"
 WAIT = 180  # seconds: generous bounds for opencode to ask and to finish, never reached when it works
-
-
-def podman_gateway() -> str:
-    """The host's address on podman's default network, where containers reach it."""
-    out = subprocess.run(["podman", "network", "inspect", "podman"], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out)[0]["subnets"][0]["gateway"]
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
 
 
 def command_lines_on_host() -> list[str]:

@@ -76,23 +76,17 @@ def listening(address: str, port: int) -> socket.socket:
     return s
 
 
-def test_a_users_port_taken_by_another_program(attempt):
+@pytest.mark.parametrize("address, port_of, says, hints", [
+    ("127.0.0.1", lambda a: a.port, "which users.eli's container publishes", ["users.eli.port", "basePort"]),
+    ("0.0.0.0", lambda a: a.http_port, "where nginx is to listen", ["--http-port"]),
+], ids=["a user's port", "nginx's port"])
+def test_a_port_taken_by_another_program(attempt, address, port_of, says, hints):
     a = attempt()
-    with listening("127.0.0.1", a.port):
+    with listening(address, port_of(a)):
         proc = a.csm_up()
     assert proc.returncode == 3, proc.stderr
-    assert f"port {a.port}, which users.eli's container publishes, is already in use" in proc.stderr
-    assert "users.eli.port" in proc.stderr and "basePort" in proc.stderr
-    a.assert_nothing_started()
-
-
-def test_nginx_port_taken_by_another_program(attempt):
-    a = attempt()
-    with listening("0.0.0.0", a.http_port):
-        proc = a.csm_up()
-    assert proc.returncode == 3, proc.stderr
-    assert f"port {a.http_port}, where nginx is to listen, is already in use" in proc.stderr
-    assert "--http-port" in proc.stderr
+    assert f"port {port_of(a)}, {says}, is already in use" in proc.stderr
+    assert all(hint in proc.stderr for hint in hints), proc.stderr
     a.assert_nothing_started()
 
 

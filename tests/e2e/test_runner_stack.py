@@ -1,10 +1,12 @@
 """The runner live, through the csm command line, as an admin uses it: up, up again,
 a settings change, a new password, reset, status, backup and restore, a user
-removed, logs, down and up again. The tests run in order on one stack of their own
-(users rita and sam); settings are JSON read by a small Nix file, so a test can
-change them."""
+removed, logs, down and up again. The tests share one stack of their own (users rita
+and sam) for speed, but none relies on another having run: each starts with
+`cli.given(...)`, which brings the stack to the base settings plus what the test
+needs. Settings are JSON read by a small Nix file, so a test can change them."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -24,15 +26,18 @@ from csm.testing.stacks import IMAGE
 pytestmark = pytest.mark.live
 USERS = ["rita", "sam"]
 HOST = Host.detect()
+RITA_AT_1G = {"users": {"rita": {"memoryLimit": "1g", "memorySoftLimit": "900m"}}}
 
 
 class CliStack:
     def __init__(self, kit):
         kit.require_image()
+        self.merge = kit.merge
         self.base = kit.fresh_base_dir()
         self.state = self.base / "state"
         self.http_port = kit.free_port()
         self.settings = kit.stack_settings(self.base, USERS, avoid={self.http_port})
+        self.base_settings = copy.deepcopy(self.settings)
         self.passwords = {u: kit.write_password(self.settings, u) for u in USERS}
         self.json = self.base / "settings.json"
         self.nix = self.base / "settings.nix"
@@ -41,6 +46,13 @@ class CliStack:
 
     def write(self):
         self.json.write_text(json.dumps(self.settings))
+
+    def given(self, changes: dict | None = None) -> subprocess.CompletedProcess:
+        """The stack up, on the base settings (rita and sam, default limits) with
+        `changes` merged in; only what differs from the running stack is recreated."""
+        self.settings = self.merge(copy.deepcopy(self.base_settings), changes or {})
+        self.write()
+        return self.up()
 
     def csm(self, *args, stdin: str = "") -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "csm.cli", *map(str, args), "--state-dir", str(self.state)],
@@ -78,7 +90,6 @@ class CliStack:
 def cli(stack_kit):
     s = CliStack(stack_kit)
     try:
-        s.first_up = s.up()
         yield s
     finally:
         s.csm("down")
@@ -90,13 +101,15 @@ def ids(cli: CliStack) -> dict[str, str | None]:
 
 
 def test_up_prints_each_address_and_each_user_gets_the_workbench(cli, web_client):
+    proc = cli.given()
     for user in USERS:
-        assert cli.url(user) in cli.first_up.stdout
+        assert cli.url(user) in proc.stdout
         cookie = web_client.login(cli.url(user), cli.passwords[user])
         assert "workbench" in web_client.workbench(cli.url(user), cookie)
 
 
 def test_the_running_config_passes_nginx_and_gixy(cli, stack_kit):
+    cli.given()
     conf = cli.state / "nginx.conf"
     assert stack_kit.gixy_issues(conf) == []
     check = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", f"{cli.state}/",
@@ -105,6 +118,7 @@ def test_the_running_config_passes_nginx_and_gixy(cli, stack_kit):
 
 
 def test_directories_have_the_plans_owners_and_modes(cli):
+    cli.given()
     plan = cli.plan
     for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
         st = Path(d["path"]).stat()
@@ -112,6 +126,7 @@ def test_directories_have_the_plans_owners_and_modes(cli):
 
 
 def test_secrets_stay_in_root_only_files_and_off_every_command_line(cli):
+    cli.given()
     plan = cli.plan
     runtime = Path(plan["runtimeDir"])
     assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
@@ -142,6 +157,7 @@ def cmdlines() -> list[bytes]:
 
 
 def test_up_twice_changes_nothing(cli):
+    cli.given()
     before = ids(cli)
     started = {u: cli.container(u)["State"]["StartedAt"] for u in USERS}
     pid = (cli.state / "nginx.pid").read_text()
@@ -155,11 +171,9 @@ def test_up_twice_changes_nothing(cli):
 
 
 def test_a_settings_change_recreates_only_that_user(cli, web_client):
+    cli.given()
     before = ids(cli)
-    cli.settings["users"]["rita"]["memoryLimit"] = "1g"
-    cli.settings["users"]["rita"]["memorySoftLimit"] = "900m"
-    cli.write()
-    proc = cli.up()
+    proc = cli.given(RITA_AT_1G)
     assert "recreating csm-test-rita: its settings or its image changed" in proc.stderr
     after = ids(cli)
     assert after["sam"] == before["sam"] and after["rita"] != before["rita"]
@@ -168,7 +182,53 @@ def test_a_settings_change_recreates_only_that_user(cli, web_client):
     assert "workbench" in web_client.workbench(cli.url("rita"), cookie)
 
 
+def test_status_reports_health_memory_oom_and_activity(cli, web_client):
+    cli.given(RITA_AT_1G)
+    for user in USERS:  # activity: code-server counts requests, and rita's container is new
+        web_client.workbench(cli.url(user), web_client.login(cli.url(user), cli.passwords[user]))
+    proc = cli.csm("status", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["healthy"] and status["nginx_pid"]
+    for u in status["users"]:
+        assert (u["state"], u["health"]) == ("running", "healthy")
+        assert 0 < u["memory_bytes"] < u["memory_limit_bytes"]
+        assert u["memory_limit_bytes"] == cli.plan["users"][u["name"]]["limits"]["memoryBytes"]
+        assert isinstance(u["oom_kills"], int)  # the kernel's count; the next test makes it move
+        assert u["last_activity"] is not None
+    table = cli.csm("status")
+    assert table.returncode == 0
+    assert re.search(r"^rita\s+csm-test-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+\d+\s+\d{4}-", table.stdout, re.M), table.stdout
+
+
+def status_of(cli: CliStack) -> dict[str, dict]:
+    return {u["name"]: u for u in json.loads(cli.csm("status", "--json").stdout)["users"]}
+
+
+def test_status_counts_an_oom_kill(cli):
+    cli.given(RITA_AT_1G)  # a process asking rita's container for 1.5 GiB is killed
+    before = status_of(cli)
+    hog = subprocess.run(["podman", "exec", "csm-test-rita", "python3", "-c", "b = bytearray(1536 * 2**20)"],
+                         capture_output=True, text=True)
+    assert hog.returncode == 137, hog.stderr
+    after = status_of(cli)
+    assert after["rita"]["oom_kills"] == before["rita"]["oom_kills"] + 1 and after["rita"]["health"] == "healthy"
+    assert after["sam"]["oom_kills"] == before["sam"]["oom_kills"]
+
+    # kill -9 ends a process with the same 137, and is no OOM kill: not of a process
+    # in the container, nor of the container's own (which stops it).
+    killed = subprocess.run(["podman", "exec", "csm-test-rita", "sh", "-c", "kill -9 $$"],
+                            capture_output=True, text=True)
+    assert killed.returncode == 137, killed.stderr
+    subprocess.run(["podman", "kill", "--signal=KILL", "csm-test-sam"], check=True, capture_output=True)
+    subprocess.run(["podman", "wait", "csm-test-sam"], check=True, capture_output=True)
+    now = status_of(cli)
+    assert now["rita"]["oom_kills"] == after["rita"]["oom_kills"]
+    assert (now["sam"]["state"], now["sam"]["exit_code"], now["sam"]["oom_kills"]) == ("exited", 137, None)
+
+
 def test_passwd_takes_effect_at_once_for_that_user_only(cli, web_client):
+    cli.given()
     before = ids(cli)
     proc = cli.csm("passwd", "rita", stdin="a new password for rita\n")
     assert proc.returncode == 0, proc.stderr
@@ -182,6 +242,7 @@ def test_passwd_takes_effect_at_once_for_that_user_only(cli, web_client):
 
 
 def test_reset_gives_a_fresh_container_and_keeps_workspace_and_home(cli):
+    cli.given()
     cli.exec("rita", "echo kept > ~/project/hello.txt && mkdir -p ~/.config/demo && echo yes > ~/.config/demo/setting"
                    " && touch /tmp/scratch")
     before = ids(cli)
@@ -195,35 +256,8 @@ def test_reset_gives_a_fresh_container_and_keeps_workspace_and_home(cli):
     assert host_file.stat().st_uid == cli.plan["users"]["rita"]["ids"]["hostUid"]
 
 
-def test_status_reports_health_memory_oom_and_activity(cli, web_client):
-    for user in USERS:  # activity: code-server counts requests, and rita's container is new
-        web_client.workbench(cli.url(user), web_client.login(cli.url(user), cli.passwords[user]))
-    proc = cli.csm("status", "--json")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    status = json.loads(proc.stdout)
-    assert status["healthy"] and status["nginx_pid"]
-    for u in status["users"]:
-        assert (u["state"], u["health"]) == ("running", "healthy")
-        assert 0 < u["memory_bytes"] < u["memory_limit_bytes"]
-        assert u["memory_limit_bytes"] == cli.plan["users"][u["name"]]["limits"]["memoryBytes"]
-        assert u["oom_kills"] == 0
-        assert u["last_activity"] is not None
-    table = cli.csm("status")
-    assert table.returncode == 0
-    assert re.search(r"^rita\s+csm-test-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+0\s+\d{4}-", table.stdout, re.M), table.stdout
-
-
-def test_status_counts_an_oom_kill(cli):
-    # rita's limit is 1g since the settings change: a process asking for more is killed
-    hog = subprocess.run(["podman", "exec", "csm-test-rita", "python3", "-c", "b = bytearray(1536 * 2**20)"],
-                         capture_output=True, text=True)
-    assert hog.returncode == 137, hog.stderr
-    status = {u["name"]: u for u in json.loads(cli.csm("status", "--json").stdout)["users"]}
-    assert status["rita"]["oom_kills"] == 1 and status["rita"]["health"] == "healthy"
-    assert status["sam"]["oom_kills"] == 0
-
-
 def test_backup_and_restore_into_the_running_stack(cli):
+    cli.given()
     cli.exec("rita", "mkdir -p ~/project/keep && echo one > ~/project/keep/a && chmod 640 ~/project/keep/a"
                    " && chmod 750 ~/project/keep && ln -sf a ~/project/keep/link")
     keep = cli.user_dir("rita") / "workspace" / "keep"
@@ -251,35 +285,38 @@ def test_backup_and_restore_into_the_running_stack(cli):
     assert cli.csm("status").returncode == 0
 
 
-def test_a_user_removed_from_the_settings_is_stopped_and_keeps_the_workspace(cli):
-    cy_before = ids(cli)["rita"]
+def test_a_user_removed_from_the_settings_is_stopped_and_keeps_the_workspace(cli, web_client):
+    cli.given()
+    rita_before = ids(cli)["rita"]
     del cli.settings["users"]["sam"]
     cli.write()
     proc = cli.up()
     assert "sam is no longer in the settings: stopping and removing container csm-test-sam" in proc.stderr
     assert cli.container("sam") is None
     assert (cli.user_dir("sam") / "workspace").is_dir()
-    assert ids(cli)["rita"] == cy_before
-    assert "sam.code.localhost" not in (cli.state / "nginx.conf").read_text()
-
-
-def test_logs_show_code_server(cli):
-    proc = cli.csm("logs", "rita", "--tail", "50")
-    assert proc.returncode == 0
-    assert "HTTP server listening" in proc.stdout + proc.stderr
-    gone = cli.csm("logs", "sam")  # removed from the settings above
+    assert ids(cli)["rita"] == rita_before
+    assert web_client.request("GET", cli.url("sam"), "/").status_code == 404  # the landing page now
+    gone = cli.csm("logs", "sam")
     assert gone.returncode == 2 and "no user 'sam'" in gone.stderr
 
 
+def test_logs_show_code_server(cli):
+    cli.given()
+    proc = cli.csm("logs", "rita", "--tail", "50")
+    assert proc.returncode == 0
+    assert "HTTP server listening" in proc.stdout + proc.stderr
+
+
 def test_down_stops_everything_and_keeps_workspaces(cli):
+    cli.given()
+    cli.exec("rita", "echo kept over down > ~/project/down.txt")
     env_file = Path(cli.plan["users"]["rita"]["secrets"]["envFile"])
     proc = cli.csm("down")
     assert proc.returncode == 0, proc.stderr
     assert cli.container("rita") is None
     assert not (cli.state / "nginx.pid").exists() and port_free("0.0.0.0", cli.http_port)
     assert not env_file.exists()
-    assert (cli.user_dir("rita") / "workspace" / "hello.txt").read_text() == "kept\n"
-    assert (cli.user_dir("rita") / "workspace" / "keep" / "a").read_text() == "one\n"
+    assert (cli.user_dir("rita") / "workspace" / "down.txt").read_text() == "kept over down\n"
     status = cli.csm("status")
     assert status.returncode == 1 and "absent" in status.stdout and "not running" in status.stdout
     logs = cli.csm("logs", "rita")
@@ -287,8 +324,11 @@ def test_down_stops_everything_and_keeps_workspaces(cli):
 
 
 def test_up_after_down_brings_the_same_work_back(cli, web_client):
+    cli.given()
+    cli.exec("rita", "echo kept over down and up > ~/project/again.txt")
+    assert cli.csm("down").returncode == 0
     cli.up()
-    assert cli.exec("rita", "cat ~/project/hello.txt") == "kept\n"
+    assert cli.exec("rita", "cat ~/project/again.txt") == "kept over down and up\n"
     cookie = web_client.login(cli.url("rita"), cli.passwords["rita"])
     assert "workbench" in web_client.workbench(cli.url("rita"), cookie)
 

@@ -12,7 +12,7 @@ DEFAULTS = json.loads(subprocess.run(
      str(Path(__file__).resolve().parents[2] / "modules/code-server-multi/defaults.nix")],
     check=True, capture_output=True, text=True).stdout)
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-HOST_ACCOUNTS_END = 65536  # host accounts (system, normal, nobody, DynamicUser) live below
+HOST_ACCOUNTS_END = 65536  # a requirement, not a copy: host accounts (system, normal, nobody, DynamicUser) live below
 HOME = "/home/coder"
 
 
@@ -50,12 +50,12 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         if s.get("port") is not None:
             assert u["port"] == s["port"]
         # Limits, no swap escape, hardening.
-        hard = size_bytes(s.get("memoryLimit", "3g"))
-        soft = size_bytes(s.get("memorySoftLimit", "2.5g"))
+        given = {**DEFAULTS["user"], **s}  # defaults.nix owns the defaults
+        hard, soft = size_bytes(given["memoryLimit"]), size_bytes(given["memorySoftLimit"])
         assert opts["--memory"] == [str(hard)] and opts["--memory-swap"] == [str(hard)]
         assert opts["--memory-reservation"] == [str(soft)] and soft <= hard
-        assert float(opts["--cpus"][0]) == float(s.get("cpuLimit", "1.5"))
-        assert opts["--pids-limit"] == [str(s.get("pidsLimit", 2048))]
+        assert float(opts["--cpus"][0]) == float(given["cpuLimit"])
+        assert opts["--pids-limit"] == [str(given["pidsLimit"])]
         assert opts["--cap-drop"] == ["all"]
         assert opts["--security-opt"] == ["no-new-privileges"]
         # Its own uid range, above every host account; never host root.
@@ -96,7 +96,8 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         assert c["healthCheck"][-1] == "http://127.0.0.1:8080/healthz"
         assert json.loads(opts["--health-cmd"][0]) == c["healthCheck"]
         # nginx: one server at <name>.<domain>, WebSocket, origin-safe headers, big uploads,
-        # hour-long quiet terminals, login rate limit.
+        # hour-long quiet terminals, login rate limit (an hour of quiet and a 100 MB upload are
+        # what people need: lower bounds, not copies of plan.nix's values).
         n = u["nginx"]
         assert n["serverName"] == f"{name}.{plan['domain']}"
         root = n["locations"]["/"]

@@ -1,5 +1,13 @@
-"""The benchmark's arithmetic (its figures come from `make bench`, never from a test)."""
+"""The benchmark's arithmetic and its baseline (its figures come from `make bench`,
+never from a test)."""
+from pathlib import Path
+
+import pytest
+
 from csm import bench
+from csm import plan as planlib
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_percentiles_of_a_known_sample():
@@ -9,30 +17,35 @@ def test_percentiles_of_a_known_sample():
     assert bench.percentile([0.2], 99) == 0.2
 
 
-def test_podman_memory_usage_is_read_in_its_units():
-    assert bench.parse_usage("612.3MB / 3.221GB") == 612_300_000
-    assert bench.parse_usage("1.5GiB / 3GiB") == 3 * 1024**3 // 2
-    assert bench.parse_usage("512kB / 1GB") == 512_000
+def image_tree(root: Path, link: str) -> Path:
+    """An image's /usr/local as the portable recipe lays it out: code-server a link to
+    npm's link to the entry script (relative links), or one absolute link."""
+    entry = root / "usr/local/lib/code-server/out/node/entry.js"
+    entry.parent.mkdir(parents=True)
+    entry.write_text("// code-server\n")
+    (root / "usr/local/bin").mkdir(parents=True)
+    if link == "relative":
+        npm_bin = root / "usr/local/lib/code-server/node_modules/.bin"
+        npm_bin.mkdir(parents=True)
+        (npm_bin / "code-server").symlink_to("../../out/node/entry.js")
+        (root / "usr/local/bin/code-server").symlink_to("../lib/code-server/node_modules/.bin/code-server")
+    else:  # absolute: inside the image, never the host's /usr/local
+        (root / "usr/local/bin/code-server").symlink_to("/usr/local/lib/code-server/out/node/entry.js")
+    return entry
 
 
-def test_report_names_every_figure_and_its_ratio():
-    r = {"machine": {"cpus": 2, "memory_gib": 23.5, "kernel": "6"}, "image_bytes": 956e6,
-         "cold_start": {"container_via_nginx_s": 0.4, "bare_process_s": 0.3, "ratio": 1.33},
-         "workbench_s": {"via_nginx": 3.1, "direct": 3.0, "ratio": 1.03},
-         "websocket": {"via_nginx_ms": {"p50": 0.16, "p99": 3.4}, "direct_ms": {"p50": 0.07, "p99": 2.0}, "ratio_p50": 2.2},
-         "memory": {"one_idle_user_mib": 612, "five_users_mib": 2345},
-         "new_user": {"first_start_s": 1.8, "second_start_s": 1.7, "ratio": 1.06}}
-    text = bench.report(r)
-    for figure in ("956 MB", "ratio 1.33", "ratio 1.03", "p50 ratio 2.20", "612 MiB", "2345 MiB", "ratio 1.1"):
-        assert figure in text, figure
-
-
-def test_the_bare_baseline_runs_the_plans_command_with_host_places():
-    cmd = ["code-server", "--bind-addr", "0.0.0.0:8080", "--auth", "password", "--disable-telemetry",
-           "--extensions-dir", "/opt/code-server/extensions", "--user-data-dir", "/home/coder/.local/x",
-           "/home/coder/project"]
-    argv = bench.BareCodeServer(bench.Path("/mnt/img"), cmd).argv(4321, "/tmp/h")
-    assert argv[:2] == ["/mnt/img/usr/local/bin/node", f"/mnt/img/{bench.CODE_SERVER_ENTRY}"]
-    assert argv[2:] == ["--bind-addr", "127.0.0.1:4321", "--auth", "password", "--disable-telemetry",
-                        "--extensions-dir", "/mnt/img/opt/code-server/extensions", "--user-data-dir", "/tmp/h/data",
-                        "/tmp/h"]
+@pytest.mark.parametrize("link", ["relative", "absolute"])
+def test_the_bare_baseline_runs_the_plans_command_with_host_places(tmp_path, link):
+    entry = image_tree(tmp_path, link)
+    cmd = planlib.load(ROOT / "examples" / "demo.nix")["users"]["demo"]["container"]["cmd"]
+    argv = bench.BareCodeServer(tmp_path, cmd).argv(4321, "/tmp/h")
+    assert argv[:2] == [f"{tmp_path}/usr/local/bin/node", str(entry)]
+    assert Path(argv[1]).read_text() == "// code-server\n"
+    assert argv[-1] == "/tmp/h" and len(argv) == len(cmd) + 1  # the folder: the bare home
+    # The plan's arguments one for one, except the values that name a place in the
+    # container: those are the host's (the image's files mounted at tmp_path).
+    plan_args, bare_args = cmd[1:-1], argv[2:-1]
+    host_places = {"--bind-addr": "127.0.0.1:4321", "--user-data-dir": "/tmp/h/data",
+                   "--extensions-dir": str(tmp_path) + plan_args[plan_args.index("--extensions-dir") + 1]}
+    for i, (planned, bare) in enumerate(zip(plan_args, bare_args)):
+        assert bare == host_places.get(plan_args[i - 1], planned) if i else bare == planned, (i, planned, bare)

@@ -3,13 +3,15 @@ invariants, and each kind of bad setting gets its documented message."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from csm import plan as planlib
-from invariants import assert_plan_meets_invariants
+from invariants import DEFAULTS, assert_plan_meets_invariants, size_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.nix"))
@@ -36,7 +38,8 @@ def test_team_example_overrides_only_what_it_says():
     team = planlib.load(ROOT / "examples/team.nix")
     grace, ada = team["users"]["grace"], team["users"]["ada"]
     assert grace["limits"]["memoryBytes"] == 6 * 1024**3 and grace["limits"]["cpus"] == "2"
-    assert ada["limits"]["memoryBytes"] == 3 * 1024**3 and ada["limits"]["cpus"] == "1.5"
+    assert ada["limits"]["memoryBytes"] == size_bytes(DEFAULTS["user"]["memoryLimit"])
+    assert ada["limits"]["cpus"] == DEFAULTS["user"]["cpuLimit"]
     assert team["users"]["linus"]["port"] == 8090
     assert team["users"]["linus"]["secrets"]["fromFiles"][0]["variable"] == "PASSWORD"
     assert ada["secrets"]["fromFiles"][0]["variable"] == "HASHED_PASSWORD"
@@ -84,6 +87,7 @@ BAD_SETTINGS = {
         ["users.ada and users.bo both get port 9001", "set users.bo.port"]),
     "port below 1024": (good(port=80), ["users.ada.port = 80 is not a port from 1024 to 65535"]),
     "port above 65535": (good(port=70000), ["users.ada.port = 70000 is not a port from 1024 to 65535"]),
+    # The whole message, basePort's documented default (docs/options.md) included, on purpose.
     "port in the automatic range": (good(port=20005), ["users.ada.port = 20005 lies in 20000-20999", "basePort"]),
     "uppercase name": ({"domain": "code.test", "users": {"Ada": {"passwordFile": "/s"}}},
                        ['users.Ada: the name "Ada" is not a DNS label']),
@@ -178,3 +182,24 @@ def test_evaluation_is_quiet_on_a_host_without_nix_build_users():
         done = subprocess.run(["nix-instantiate", "--eval", "--expr", "1 + 1"],
                               capture_output=True, text=True, env=env)
         assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "2", "")
+
+
+# A directory name no Nix string literal could carry as written: é (which JSON
+# escapes to \u00e9, not Nix), an interpolation and a quote.
+ODD_DIR = 'caf\u00e9 ${builtins.abort "spliced"} "q"'
+
+
+def test_file_paths_reach_nix_exactly_as_they_are(tmp_path, monkeypatch):
+    odd = tmp_path / ODD_DIR
+    for part in ("modules/code-server-multi", "image"):  # the plan reads image/contract.json
+        shutil.copytree(ROOT / part, odd / part)
+    monkeypatch.setattr(planlib, "PLAN_NIX", odd / "modules/code-server-multi/plan.nix")
+    settings = odd / "settings.nix"
+    secret = f"{odd}/ada.hash"
+    settings.write_text(f'{{ domain = "code.test"; users.ada.hashedPasswordFile = {json.dumps(secret, ensure_ascii=False)}; }}'
+                        .replace("${", "\\${"))
+    from_file = planlib.load(settings)
+    assert from_file["users"]["ada"]["secrets"]["fromFiles"][0]["file"] == secret
+    monkeypatch.setattr(tempfile, "tempdir", str(odd))  # where from_settings writes its JSON
+    from_data = planlib.from_settings({"domain": "code.test", "users": {"ada": {"hashedPasswordFile": secret}}})
+    assert from_data == from_file

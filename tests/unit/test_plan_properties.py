@@ -3,16 +3,30 @@ invariants (or, when two names hash onto one port or uid range, the clash messag
 naming both); one generated fault always gives its message."""
 from __future__ import annotations
 
-import hashlib
+import re
 
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from csm import plan as planlib
-from invariants import assert_plan_meets_invariants
+from invariants import DEFAULTS, assert_plan_meets_invariants
 
-RESERVED = {"www", "mail", "smtp", "imap", "pop", "pop3", "ftp", "mx", "ns", "ns1", "ns2", "webmail",
-            "autoconfig", "autodiscover", "wpad", "localhost", "admin", "api", "static"}
-BASE_PORT = 20000
+
+def plan_rules() -> tuple[set[str], int, int]:
+    """The reserved names and the automatic port range, as the plan's own messages
+    state them (the plan owns them; no copy here)."""
+    base = DEFAULTS["basePort"]
+    try:
+        planlib.from_settings({"domain": "c.test", "users": {
+            "www": {"passwordFile": "/s/w"}, "x": {"passwordFile": "/s/x", "port": base}}})
+    except planlib.PlanError as err:
+        reserved = re.search(r'the name "www" is reserved \(([^)]*)\)', str(err))
+        auto = re.search(rf"port = {base} lies in (\d+)-(\d+)", str(err))
+        assert reserved and auto, str(err)
+        return set(reserved.group(1).split(", ")), int(auto.group(1)), int(auto.group(2))
+    raise AssertionError("the plan accepted a reserved name and a port in the automatic range")
+
+
+RESERVED, AUTO_FIRST, AUTO_LAST = plan_rules()
 
 labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?", fullmatch=True).filter(lambda s: s not in RESERVED)
 units = st.sampled_from(["m", "g", "M", "G", "gb"])
@@ -44,7 +58,7 @@ def user(draw, name):
 @st.composite
 def valid_settings(draw):
     names = draw(st.lists(labels, min_size=1, max_size=5, unique=True))
-    explicit = draw(st.lists(st.integers(1024, BASE_PORT - 1) | st.integers(BASE_PORT + 1000, 65535),
+    explicit = draw(st.lists(st.integers(1024, AUTO_FIRST - 1) | st.integers(AUTO_LAST + 1, 65535),
                              min_size=len(names), max_size=len(names), unique=True))
     users = {}
     for name, port in zip(names, explicit):
@@ -55,35 +69,37 @@ def valid_settings(draw):
     return {"domain": domain, "workspaceBase": "/srv/code", "users": users}
 
 
-def name_hash(name: str) -> int:
-    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+CLASH = re.compile(r"users\.([a-z0-9-]+) and users\.([a-z0-9-]+) both get (port|host id range starting at) ")
 
 
-def expected_clashes(settings) -> bool:
-    users = settings["users"]
-    ports = [u.get("port", BASE_PORT + name_hash(n) % 1000) for n, u in users.items()]
-    ids = [name_hash(n) % 4096 for n in users]
-    return len(set(ports)) < len(ports) or len(set(ids)) < len(ids)
+def alone(settings: dict, name: str) -> dict:
+    """What the user gets in a plan of their own: automatic ports and ids depend on the
+    name only, so the same as beside anyone else."""
+    return planlib.from_settings({**settings, "users": {name: settings["users"][name]}})["users"][name]
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_settings())
 def test_valid_settings_give_a_plan_meeting_the_invariants(settings):
-    if expected_clashes(settings):
-        try:
-            planlib.from_settings(settings)
-        except planlib.PlanError as err:
-            assert "both get" in str(err) and "set users." in str(err)
-            return
-        raise AssertionError("two users share a port or uid range, and the plan accepted it")
-    assert_plan_meets_invariants(planlib.from_settings(settings), settings)
+    try:
+        plan = planlib.from_settings(settings)
+    except planlib.PlanError as err:
+        # Only a real clash may refuse valid settings: the two users it names get the
+        # same port or id range when each is planned alone.
+        clash = CLASH.search(str(err))
+        assert clash and "set users." in str(err), str(err)
+        a, b = alone(settings, clash.group(1)), alone(settings, clash.group(2))
+        same = a["port"] == b["port"] if clash.group(3) == "port" else a["ids"]["base"] == b["ids"]["base"]
+        assert same, f"{clash.group(0)}: alone they get {a['port']}/{a['ids']} and {b['port']}/{b['ids']}"
+        return
+    assert_plan_meets_invariants(plan, settings)  # distinct ports, disjoint id ranges
 
 
 FAULTS = {
     "bad name": lambda s, n: (s["users"].__setitem__(n.upper() + "_X", s["users"].pop(n)),
                               f'users.{n.upper()}_X: the name "{n.upper()}_X" is not a DNS label'),
-    "reserved name": lambda s, n: (s["users"].__setitem__("mail", s["users"].pop(n)),
-                                   'users.mail: the name "mail" is reserved'),
+    "reserved name": lambda s, n: (s["users"].__setitem__(min(RESERVED), s["users"].pop(n)),
+                                   f'users.{min(RESERVED)}: the name "{min(RESERVED)}" is reserved'),
     "bad size": lambda s, n: (s["users"][n].__setitem__("memoryLimit", "3 gigs"),
                               f'users.{n}.memoryLimit = "3 gigs" is not a size'),
     "soft above hard": lambda s, n: (s["users"][n].update(memoryLimit="1g", memorySoftLimit="2g"),
@@ -91,8 +107,8 @@ FAULTS = {
     "no password": lambda s, n: ([s["users"][n].pop(k, None) for k in ("hashedPasswordFile", "passwordFile")],
                                  f"users.{n}: no password file"),
     "low port": lambda s, n: (s["users"][n].__setitem__("port", 22), f"users.{n}.port = 22 is not a port"),
-    "port in auto range": lambda s, n: (s["users"][n].__setitem__("port", BASE_PORT + 7),
-                                        f"users.{n}.port = {BASE_PORT + 7} lies in"),
+    "port in auto range": lambda s, n: (s["users"][n].__setitem__("port", AUTO_FIRST + 7),
+                                        f"users.{n}.port = {AUTO_FIRST + 7} lies in"),
     "bad domain": lambda s, n: (s.__setitem__("domain", "-" + s["domain"]), "is not a hostname"),
 }
 

@@ -234,3 +234,32 @@ def test_cli_backup_with_a_plan_file_as_nixos_runs_it(tmp_path):
     manifest, members = backup.read(archive)
     assert manifest["domain"] == "code.localhost"
     assert "ada/workspace/notes.md" in {m.name for m in members}
+
+
+FOREIGN_MANIFESTS = {
+    "other format": {"format": "x", "version": backup.VERSION, "users": {}},
+    "users not a mapping": {"format": backup.FORMAT, "version": backup.VERSION, "users": ["ada"]},
+    "no users": {"format": backup.FORMAT, "version": backup.VERSION},
+    "a list": [backup.FORMAT],
+    "not JSON": "{format",
+}
+
+
+@pytest.mark.parametrize("optimize", [[], ["-O"]], ids=["python", "python -O"])
+def test_a_foreign_manifest_is_refused_also_without_asserts(tmp_path, optimize):
+    # `python -O` drops assert statements: the check must not be one.
+    archives = []
+    for name, body in FOREIGN_MANIFESTS.items():
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        archives.append(str(tar_gz(tmp_path / f"{len(archives)}.tar.gz",
+                                   [(tarfile.TarInfo(backup.MANIFEST), data), entry("ada")])))
+    script = ("import sys\nfrom csm.runner import backup, BadInput\nfor a in sys.argv[1:]:\n"
+              "    try:\n        backup.read(a)\n    except BadInput as e:\n        print(e)\n"
+              "    else:\n        print('accepted', a)\n")
+    proc = subprocess.run([sys.executable, *optimize, "-c", script, *archives], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(FOREIGN_MANIFESTS)
+    for name, line in zip(FOREIGN_MANIFESTS, lines):
+        assert line.endswith("is not a code-server-multi backup (its manifest is not ours); nothing was restored"), \
+            f"{name}: {line}"
