@@ -23,6 +23,11 @@ def nixos_stack(live_stack_factory):
     stack.close()
 
 
+def unit(stack) -> str:
+    """The user's unit, as the NixOS module names it after the container."""
+    return f"podman-{stack.container(USER)}.service"
+
+
 def status(stack, tmp_path, systemd, *args):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(stack.plan))
@@ -34,19 +39,19 @@ def status(stack, tmp_path, systemd, *args):
 def test_status_is_healthy_when_nginx_the_unit_and_the_container_are(nixos_stack, tmp_path):
     systemd = SystemctlStandIn(tmp_path)
     systemd.set("nginx.service", "active", pid=4242)
-    systemd.set(f"podman-code-server-{USER}.service", "active")
+    systemd.set(unit(nixos_stack), "active")
     proc = status(nixos_stack, tmp_path, systemd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nginx (nginx.service): running (pid 4242), port 80" in proc.stdout
-    assert f"code-server-{USER}  running" in proc.stdout and "healthy" in proc.stdout
+    assert f"{nixos_stack.container(USER)}  running" in proc.stdout and "healthy" in proc.stdout
 
 
 def test_status_is_unhealthy_when_nginx_or_the_unit_is_not(nixos_stack, tmp_path):
     systemd = SystemctlStandIn(tmp_path)
-    systemd.set(f"podman-code-server-{USER}.service", "active")
+    systemd.set(unit(nixos_stack), "active")
     assert status(nixos_stack, tmp_path, systemd).returncode == 1   # nginx.service inactive
     systemd.set("nginx.service", "active", pid=4242)
-    systemd.set(f"podman-code-server-{USER}.service", "deactivating")
+    systemd.set(unit(nixos_stack), "deactivating")
     proc = status(nixos_stack, tmp_path, systemd, "--json")
     assert proc.returncode == 1 and json.loads(proc.stdout)["units"] == {USER: "deactivating"}
 

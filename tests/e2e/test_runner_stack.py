@@ -71,7 +71,11 @@ class CliStack:
         return f"http://{user}.code.localhost:{self.http_port}"
 
     def container(self, user: str) -> dict | None:
-        return podman.inspect(HOST, self.container_name(user))
+        """The user's container, found the way the runner finds its own (labels), so
+        also after the user left the settings."""
+        mine = [c for c in podman.containers(HOST, f"{podman.USER_LABEL}={user}")
+                if (c.get("Labels") or {}).get(podman.STACK_LABEL) == str(self.state)]
+        return podman.inspect(HOST, mine[0]["Names"][0]) if mine else None
 
     def container_name(self, user: str) -> str:
         return self.plan["users"][user]["container"]["name"]
