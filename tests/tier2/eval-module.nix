@@ -36,6 +36,9 @@ let
       systemd.services = opt (types.attrsOf (types.submodule {
         options = {
           description = opt types.str "";
+          wantedBy = opt (types.listOf types.str) [ ];
+          after = opt (types.listOf types.str) [ ];
+          restartTriggers = opt (types.listOf types.unspecified) [ ];
           preStart = opt types.lines "";
           path = opt (types.listOf types.raw) [ ];
           serviceConfig = opt (types.attrsOf types.anything) { };
@@ -109,7 +112,7 @@ in
   containers = lib.mapAttrs (_: x: removeAttrs x [ "imageStream" ] // { hasImageStream = x.imageStream != null; })
     c.virtualisation.oci-containers.containers;
   podman = c.virtualisation.podman.enable;
-  services = lib.mapAttrs (_: s: { inherit (s) preStart serviceConfig; }) c.systemd.services;
+  services = lib.mapAttrs (_: s: { inherit (s) preStart serviceConfig wantedBy path restartTriggers; }) c.systemd.services;
   timers = c.systemd.timers;
   tmpfiles = c.systemd.tmpfiles.rules;
   nginx = { inherit (c.services.nginx) enable appendHttpConfig virtualHosts; };
