@@ -31,6 +31,7 @@ exit codes:
 DELEGATED = {
     "image": ("csm.image", "build or reuse the portable image (`csm image build`)"),
     "smoke": ("csm.checks.smoke", "check a running deployment from outside (`csm smoke URL`)"),
+    "idle": ("csm.idle.service", "stop idle users, wake them on a visit (`csm idle serve`; `csm up` runs it)"),
 }
 
 
@@ -102,10 +103,11 @@ def cmd_status(args) -> int:
         return 0 if st.healthy else 1
     ports = f"{st.http_port}" + (f", TLS on {st.tls_port}" if st.tls_port else "")
     print(f"nginx: {'running (pid %d)' % st.nginx_pid if st.nginx_pid else 'not running'}, port {ports}")
-    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "LAST ACTIVITY")]
+    rows = [("USER", "CONTAINER", "STATE", "SINCE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "LAST ACTIVITY")]
     for u in st.users:
-        state = u.state if u.exit_code is None else f"{u.state} ({u.exit_code})"
-        rows.append((u.name, u.container, state, u.health,
+        state = u.activity if u.activity != "-" else u.state
+        state = state if u.exit_code is None or u.activity.startswith("stopped-idle") else f"{state} ({u.exit_code})"
+        rows.append((u.name, u.container, state, _when(u.since) if u.since else "-", u.health,
                      f"{_size(u.memory_bytes)} / {_size(u.memory_limit_bytes)}",
                      "-" if u.oom_kills is None else str(u.oom_kills), _when(u.last_activity)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -29,7 +29,7 @@ from typing import Callable
 import requests
 
 from .. import plan as planlib
-from . import BadInput, HostNotReady, RunnerError, backup, files, nginx, passwd, podman
+from . import BadInput, HostNotReady, RunnerError, backup, files, idle, nginx, passwd, podman
 from .host import Host
 
 DEFAULT_STATE_DIR = Path("/var/lib/code-server-multi")
@@ -49,6 +49,8 @@ class UserStatus:
     oom_kills: int | None
     last_activity: float | None      # epoch seconds of code-server's last heartbeat
     exit_code: int | None = None
+    activity: str = "-"              # running, stopped-idle, stopped-by-admin (runner/idle.py)
+    since: float | None = None       # epoch seconds it has been so
 
 
 @dataclass
@@ -60,7 +62,8 @@ class StackStatus:
 
     @property
     def healthy(self) -> bool:
-        return self.nginx_pid is not None and all(u.health == "healthy" for u in self.users)
+        return self.nginx_pid is not None and \
+            all(u.health == "healthy" or u.activity.startswith("stopped-idle") for u in self.users)
 
 
 def _stderr(message: str) -> None:
@@ -222,6 +225,7 @@ class Stack:
             raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")
         self._check_container_names()
         self._check_ports()
+        idle.check_port(self)
 
     def _check_container_names(self) -> None:
         for name, user in self.plan["users"].items():
@@ -272,10 +276,12 @@ class Stack:
             self._create_missing_passwords()
         self._remove_departed_users()
         actions = {name: self._apply_user(user, undo) for name, user in plan["users"].items()}
-        self.wait_healthy([n for n, a in actions.items() if a != "unchanged"])
+        self.wait_healthy([n for n, a in actions.items() if a not in ("unchanged", "stopped-idle")])
         nginx_action = self._apply_nginx(undo)
         self._record()
-        if nginx_action == "unchanged" and all(a == "unchanged" for a in actions.values()):
+        idle_action = idle.start_service(self, undo)
+        if nginx_action == "unchanged" and idle_action == "unchanged" and \
+                all(a in ("unchanged", "stopped-idle") for a in actions.values()):
             self.progress("nothing to change: the stack already matches the settings")
         return actions
 
@@ -322,6 +328,8 @@ class Stack:
                 return "unchanged"
             if info["State"].get("Running"):
                 return "unchanged"
+            if idle.stopped_idle(self.plan, user["name"]):
+                return "stopped-idle"   # its next visit starts it
             self.progress(f"starting the stopped container {cname}")
             podman.podman(self.host, "start", cname, cwd=self.state_dir)
             undo.append(lambda: podman.podman(self.host, "stop", cname, check=False))
@@ -334,6 +342,7 @@ class Stack:
         else:
             self.progress(f"creating {cname} (the first start with a new uid map copies the image: "
                           "this can take a minute)")
+        idle.forget(self.plan, [user["name"]])
         files.write_private(secret_path, secret_env)
         files.write_private(env_path, env)
         files.write_private(digest_path, secrets)
@@ -407,6 +416,9 @@ class Stack:
         """Stop and remove this stack's containers, stop its nginx, delete the env
         files. Workspaces, settings and passwords stay."""
         with self.lock():
+            if idle.stop_service(self.state_dir):   # first: nothing wakes while containers go
+                self.progress("idle service stopped")
+            idle.forget(self.plan, self.plan["users"])
             for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
                 self.progress(f"stopping {c['Names'][0]}")
                 podman.remove(self.host, c["Names"][0])
@@ -475,6 +487,7 @@ class Stack:
                 memory_limit_bytes=user["limits"]["memoryBytes"],
                 oom_kills=oom, last_activity=_last_heartbeat(user["port"]) if running else None,
                 exit_code=exit_code))
+            idle.annotate(self.plan, result.users[-1], info)
         return result
 
     def logs(self, name: str, follow: bool = False, tail: int | None = None) -> int:
