@@ -99,7 +99,8 @@ def woken(run, url: str, timeout: float = 300, **connection) -> float:
         if status in (200, 302) and "x-csm-wake" not in headers:
             return time.monotonic() - start
         time.sleep(0.25)
-    raise CheckFailed(f"{url} did not turn into code-server within {timeout:.0f} s")
+    raise CheckFailed(f"{url} did not turn into code-server within {timeout:.0f} s; it last answered "
+                      f"{status} ({headers.get('x-csm-wake', 'not the waker')})")
 
 
 def wake_refused(run, url: str, page: str, **connection) -> str:

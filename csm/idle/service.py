@@ -54,6 +54,14 @@ class Checker:
         stop_idle(self.plan, self.control, name, last_activity)
         self.clock.forget(name)
 
+    def _record(self, activity: dict) -> None:
+        """Last activity of the running users, for `csm status`."""
+        path = Path(self.plan["idle"]["stateDir"]) / ACTIVITY_FILE
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(activity) + "\n")
+        os.replace(tmp, path)
+
 
 def stop_idle(plan: dict, control, name: str, last_activity: float) -> bool:
     """Stop a user for being idle: marked first, so a request meanwhile wakes them."""
@@ -67,15 +75,6 @@ def stop_idle(plan: dict, control, name: str, last_activity: float) -> bool:
         markers.clear(plan, name)
         return False
     return True
-
-    def _record(self, activity: dict) -> None:
-        """Last activity of the running users, for `csm status`."""
-        path = Path(self.plan["idle"]["stateDir"]) / ACTIVITY_FILE
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(activity) + "\n")
-        os.replace(tmp, path)
-
 
 def last_activity(plan: dict) -> dict[str, float]:
     try:

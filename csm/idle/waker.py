@@ -93,6 +93,7 @@ class Waker:
         user = self.plan["users"][name]
         deadline = self.clock() + self.plan["idle"]["healthTimeoutSeconds"]
         try:
+            self._wait_stopped(user)
             self.control.start(user)
             checked = 0.0
             while self.clock() < deadline:
@@ -119,6 +120,17 @@ class Waker:
         finally:
             with self._lock:
                 self.starting.discard(name)
+
+
+    def _wait_stopped(self, user: dict, timeout: float = 30) -> None:
+        """A request can come while the container is still stopping (the idle stop of a
+        tab's last connection): start it once it has stopped."""
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            info = signals.inspect(self.podman, user["container"]["name"])
+            if not info or info["State"].get("Status") != "stopping":
+                return
+            time.sleep(0.25)
 
 
 def handler(waker: Waker):

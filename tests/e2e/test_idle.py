@@ -15,6 +15,7 @@ import pytest
 from csm.checks import idle as checks
 from csm.checks.image import subprocess_runner as run
 from csm.idle.control import Podman
+from csm.idle import service
 from csm.idle.service import stop_idle
 
 pytestmark = pytest.mark.live
@@ -52,12 +53,16 @@ def test_idle_user_is_stopped_with_files_intact_and_up_leaves_them_stopped(stack
         print(checks.stopped_for_being_idle(run, stack.plan, user(stack, "idla"), timeout=IDLE_AFTER * 4))
         assert (stack.workspace("idla") / "kept.txt").read_text() == "kept\n"
         print(checks.keeps_running(run, user(stack, "idlb"), 5))
+        # The busy loop is what keeps idlb active: its last activity is the last check.
+        interval = stack.plan["idle"]["checkIntervalSeconds"]
+        assert time.time() - service.last_activity(stack.plan)["idlb"] <= 2 * interval + 2
         status = {u.name: u for u in stack.stack.status().users}
         assert status["idla"].activity == "stopped-idle" and status["idla"].since and status["idla"].last_activity
         assert status["idlb"].activity == "running" and status["idlb"].health == "healthy"
         # By now idlb has been busy for longer than the window.
         assert stack.stack.up()["idla"] == "stopped-idle"
         assert checks._running(run, user(stack, "idla")) == "false"
+        assert "Traceback" not in (stack.state_dir / "logs" / "idle.log").read_text()
     finally:
         busy.kill()
         run(f"podman exec {stack.container('idlb')} pkill -f 'while :' || true")
