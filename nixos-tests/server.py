@@ -1,11 +1,13 @@
 # Runbook of server.nix: two users behind nginx over HTTPS.
 # server.nix defines above this script: PLAN (the server's plan, from the module),
 # SERVER_IP, CA_FILE and PASSWORD_FILES (on the client).
-from csm.checks import host, http, image  # type: ignore  # csm ships no type information
+from csm.checks import host, http, idle, image  # type: ignore  # csm ships no type information
 
 DOMAIN = PLAN["domain"]
-USERS = PLAN["users"]
+# The users whose containers are always on; cy's stops when idle (the last subtest).
+USERS = {name: user for name, user in PLAN["users"].items() if user["idle"]["stopAfterSeconds"] is None}
 ada, bo = USERS["ada"], USERS["bo"]
+cy = PLAN["users"]["cy"]
 
 
 def container(user):
@@ -89,3 +91,22 @@ with subtest("a fork bomb stops at the pids limit"):
 
 with subtest("busy processes get no more CPU than the quota"):
     print(host.cpu_quota_holds(server.succeed, bo))
+
+with subtest("an idle user's container stops, systemd leaves it stopped, and a visit starts it again"):
+    print(idle.stopped_for_being_idle(server.succeed, PLAN, cy, timeout=600))
+    unit = f"podman-{container(cy)}.service"
+    server.sleep(15)  # Restart=always must not bring it back
+    assert server.succeed(f"systemctl is-active {unit} || true").strip() == "inactive", f"{unit} came back"
+    kept = f"{PLAN['workspaceBase']}/cy/workspace/kept.txt"
+    server.succeed(f"echo kept > {kept} && chmod 644 {kept}")
+    url = f"https://{cy['hostname']}/"
+    print(idle.visit_shows_starting_page(client.succeed, url, "cy", ca_file=CA_FILE))
+    print(f"cy answers again {idle.woken(client.succeed, url, ca_file=CA_FILE):.1f} s after the visit")
+    server.wait_for_unit(unit)
+    assert server.succeed(f"podman exec {container(cy)} cat /home/coder/project/kept.txt").strip() == "kept"
+
+with subtest("a container the admin stopped is not started by a visit"):
+    server.succeed(f"systemctl stop {unit}")
+    print(idle.wake_refused(client.succeed, url, "stopped", ca_file=CA_FILE))
+    server.sleep(5)
+    assert server.succeed(f"systemctl is-active {unit} || true").strip() == "inactive", f"{unit} was started"
