@@ -15,7 +15,7 @@ import pytest
 from csm.checks import idle as checks
 from csm.checks.image import subprocess_runner as run
 from csm.idle.control import Podman
-from csm.idle import service
+from csm.idle import markers, service
 from csm.idle.service import stop_idle
 
 pytestmark = pytest.mark.live
@@ -88,6 +88,8 @@ def test_a_visit_wakes_a_stopped_user(stack):
 
 
 def test_a_container_stopped_by_the_admin_is_not_woken(stack):
+    markers.clear(stack.plan, "idla")   # whatever happened before: running, not stopped-idle
+    run(f"podman start {stack.container('idla')}")
     run(f"podman stop {stack.container('idla')}")
     print(checks.wake_refused(**visit(stack, "idla", "127.0.0.3"), page="stopped"))
     time.sleep(2)
