@@ -42,6 +42,7 @@ down: deps
 
 bench: deps image
 	$(PY) -m csm.bench
+	$(PY) -m csm.bench_idle
 
 docs:
 	scripts/options-doc.py > docs/options.md

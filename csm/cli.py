@@ -31,6 +31,7 @@ exit codes:
 DELEGATED = {
     "image": ("csm.image", "build or reuse the portable image (`csm image build`)"),
     "smoke": ("csm.checks.smoke", "check a running deployment from outside (`csm smoke URL`)"),
+    "idle": ("csm.idle.service", "stop idle users, wake them on a visit (`csm idle serve`; `csm up` runs it)"),
 }
 
 
@@ -112,14 +113,17 @@ def cmd_status(args) -> int:
     ports = f"{st.http_port}" + (f", TLS on {st.tls_port}" if st.tls_port else "")
     running = f"running (pid {st.nginx_pid})" if st.nginx_pid else "not running"
     print(f"nginx{' (' + nixos.NGINX_UNIT + ')' if args.plan else ''}: {running}, port {ports}")
-    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "LAST ACTIVITY")]
+    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "LAST ACTIVITY", "SINCE")]
     for u in st.users:
         state = u.state if u.exit_code is None else f"{u.state} ({u.exit_code})"
+        if u.activity.startswith("stopped"):   # running / stopped-idle / stopped-by-admin: <podman's state>
+            state = u.activity if u.activity.startswith("stopped-idle") else f"{u.activity}: {state}"
         if u.name in units and units[u.name] != "active":
             state += f", unit {units[u.name]}"
         rows.append((u.name, u.container, state, u.health,
                      f"{_size(u.memory_bytes)} / {_size(u.memory_limit_bytes)}",
-                     "-" if u.oom_kills is None else str(u.oom_kills), _when(u.last_activity)))
+                     "-" if u.oom_kills is None else str(u.oom_kills), _when(u.last_activity),
+                     _when(u.since) if u.since else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -245,8 +249,9 @@ def _parser() -> argparse.ArgumentParser:
             "and passwords are never deleted; `csm up` starts everything again.")
 
     c = command("status", cmd_status, "per user: container state, health, memory, OOM kills, last activity",
-                "Show nginx and, per user, the container state, the health check, memory in use against "
-                "the limit, OOM kills and code-server's last activity.", parents=(common, plan_opt))
+                "Show nginx and, per user, the container state (running, stopped-idle: stopped for being "
+                "idle and started again by a visit, or stopped-by-admin) and since when, the health check, "
+                "memory in use against the limit, OOM kills and the last activity.", parents=(common, plan_opt))
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     c = command("passwd", cmd_passwd, "set a user's password",

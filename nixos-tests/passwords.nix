@@ -3,4 +3,5 @@
 {
   ada = "ada-vm-test-password";
   bo = "bo-vm-test-password";
+  cy = "cy-vm-test-password";
 }

@@ -4,13 +4,15 @@
 # and versions.json, which the image contract reads).
 import os
 
-from csm.checks import host, http, image  # type: ignore  # csm ships no type information
+from csm.checks import host, http, idle, image  # type: ignore  # csm ships no type information
 
 os.environ["CSM_IMAGE_DIR"] = IMAGE_DIR
 
 DOMAIN = PLAN["domain"]
-USERS = PLAN["users"]
+# The users whose containers are always on; cy's stops when idle (the last subtest).
+USERS = {name: user for name, user in PLAN["users"].items() if user["idle"]["stopAfterSeconds"] is None}
 ada, bo = USERS["ada"], USERS["bo"]
+cy = PLAN["users"]["cy"]
 
 
 def container(user):
@@ -112,3 +114,22 @@ with subtest("csm restore --plan brings a user's files back through the user's u
     assert server.succeed(f"cat {notes}").strip() == "backed-up"
     server.succeed(f"systemctl is-active {unit_of(bo)}")
     print(server.succeed(f"csm status --plan {PLAN_FILE}"))
+
+with subtest("an idle user's container stops, systemd leaves it stopped, and a visit starts it again"):
+    print(idle.stopped_for_being_idle(server.succeed, PLAN, cy, timeout=600))
+    unit = f"podman-{container(cy)}.service"
+    server.sleep(15)  # Restart=always must not bring it back
+    assert server.succeed(f"systemctl is-active {unit} || true").strip() == "inactive", f"{unit} came back"
+    kept = f"{PLAN['workspaceBase']}/cy/workspace/kept.txt"
+    server.succeed(f"echo kept > {kept} && chmod 644 {kept}")
+    url = f"https://{cy['hostname']}/"
+    print(idle.visit_shows_starting_page(client.succeed, url, "cy", ca_file=CA_FILE))
+    print(f"cy answers again {idle.woken(client.succeed, url, ca_file=CA_FILE):.1f} s after the visit")
+    server.wait_for_unit(unit)
+    assert server.succeed(f"podman exec {container(cy)} cat /home/coder/project/kept.txt").strip() == "kept"
+
+with subtest("a container the admin stopped is not started by a visit"):
+    server.succeed(f"systemctl stop {unit}")
+    print(idle.wake_refused(client.succeed, url, "stopped", ca_file=CA_FILE))
+    server.sleep(5)
+    assert server.succeed(f"systemctl is-active {unit} || true").strip() == "inactive", f"{unit} was started"

@@ -18,6 +18,7 @@ let
     strMatching = re: t "string matching \"${re}\"";
     submodule = f: (t "submodule") // { submodule = f; };
     enum = xs: t "one of ${builtins.concatStringsSep ", " xs}";
+    either = a: b: t "${a.description} or ${b.description}";
   };
   lib = {
     inherit types;

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import plan as planlib
-from . import BadInput, HostNotReady, RunnerError, backup, files, nginx, passwd, podman
+from . import BadInput, HostNotReady, RunnerError, backup, files, idle, nginx, passwd, podman
 from . import status as stack_status
 from .host import Host
 
@@ -194,6 +194,7 @@ class Stack:
             raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")
         self._check_container_names()
         self._check_ports()
+        idle.check_port(self)
 
     def _check_container_names(self) -> None:
         for name, user in self.plan["users"].items():
@@ -244,10 +245,12 @@ class Stack:
             self._create_missing_passwords()
         self._remove_departed_users()
         actions = {name: self._apply_user(user, undo) for name, user in plan["users"].items()}
-        self.wait_healthy([n for n, a in actions.items() if a != "unchanged"])
+        self.wait_healthy([n for n, a in actions.items() if a not in ("unchanged", "stopped-idle")])
         nginx_action = self._apply_nginx(undo)
         self._record()
-        if nginx_action == "unchanged" and all(a == "unchanged" for a in actions.values()):
+        idle_action = idle.start_service(self, undo)
+        if nginx_action == "unchanged" and idle_action == "unchanged" and \
+                all(a in ("unchanged", "stopped-idle") for a in actions.values()):
             self.progress("nothing to change: the stack already matches the settings")
         return actions
 
@@ -294,6 +297,8 @@ class Stack:
                 return "unchanged"
             if info["State"].get("Running"):
                 return "unchanged"
+            if idle.stopped_idle(self.plan, user["name"]):
+                return "stopped-idle"   # its next visit starts it
             self.progress(f"starting the stopped container {cname}")
             podman.podman(self.host, "start", cname, cwd=self.state_dir)
             undo.append(lambda: podman.podman(self.host, "stop", cname, check=False))
@@ -306,6 +311,7 @@ class Stack:
         else:
             self.progress(f"creating {cname} (the first start with a new uid map copies the image: "
                           "this can take a minute)")
+        idle.forget(self.plan, [user["name"]])
         files.write_secret_env(user, secret_env)
         files.write_private(env_path, env)
         files.write_private(digest_path, secrets)
@@ -379,6 +385,9 @@ class Stack:
         """Stop and remove this stack's containers, stop its nginx, delete the env
         files. Workspaces, settings and passwords stay."""
         with self.lock():
+            if idle.stop_service(self.state_dir):   # first: nothing wakes while containers go
+                self.progress("idle service stopped")
+            idle.forget(self.plan, self.plan["users"])
             for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
                 self.progress(f"stopping {c['Names'][0]}")
                 podman.remove(self.host, c["Names"][0])

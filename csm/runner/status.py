@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks import http
-from . import nginx, podman
+from . import idle, nginx, podman
 from .host import Host
 
 PROC = Path("/proc")
@@ -27,6 +27,8 @@ class UserStatus:
     oom_kills: int | None            # None: not running, or the count is unreadable
     last_activity: float | None      # epoch seconds of code-server's last heartbeat
     exit_code: int | None = None
+    activity: str = "-"              # running, stopped-idle, stopped-by-admin (runner/idle.py)
+    since: float | None = None       # epoch seconds it has been so
 
 
 @dataclass
@@ -38,7 +40,8 @@ class StackStatus:
 
     @property
     def healthy(self) -> bool:
-        return self.nginx_pid is not None and all(u.health == "healthy" for u in self.users)
+        return self.nginx_pid is not None and \
+            all(u.health == "healthy" or u.activity.startswith("stopped-idle") for u in self.users)
 
 
 def read(stack) -> StackStatus:
@@ -61,6 +64,7 @@ def read(stack) -> StackStatus:
             oom_kills=oom_kills(info) if info else None,
             last_activity=http.last_heartbeat(_direct(user)) if running else None,
             exit_code=exit_code))
+        idle.annotate(stack.plan, result.users[-1], info)
     return result
 
 

@@ -9,6 +9,8 @@ let
 
   # Secrets are paths given as strings: a Nix path would be copied into the store.
   secretPath = types.nullOr (types.strMatching "/.*");
+  # "30m", "1h", "2d", or seconds; null: never (plan.nix validates the value).
+  idleDuration = types.nullOr (types.either types.str types.ints.positive);
 
   userOptions = { name, ... }: {
     options = {
@@ -87,12 +89,21 @@ let
         example = [ "/srv/datasets:/home/coder/datasets:ro" ];
         description = "Extra bind mounts, \"/host/path:/container/path[:options]\".";
       };
+      idleStopAfter = mkOption {
+        type = idleDuration;
+        default = defaults.user.idleStopAfter;
+        example = null;
+        description = ''
+          This user's idleStopAfter: "default" takes the top-level one; null keeps the
+          container always on (e.g. for someone whose jobs wait on the network).
+        '';
+      };
     };
   };
 
 in
 {
-  imports = [ ./containers.nix ./nginx.nix ./acme.nix ./backup.nix ./directories.nix ./admin.nix ];
+  imports = [ ./containers.nix ./nginx.nix ./acme.nix ./backup.nix ./directories.nix ./admin.nix ./idle.nix ];
 
   options.services.code-server-multi = {
     enable = mkEnableOption "a browser VS Code with opencode for each user, each in a Podman container behind nginx";
@@ -143,6 +154,18 @@ in
       default = defaults.namePrefix;
       example = "code";
       description = "Containers are named <namePrefix>-<user> (systemd units podman-<namePrefix>-<user>.service); change it only to run a second deployment on the same host.";
+    };
+
+    idleStopAfter = mkOption {
+      type = idleDuration;
+      default = defaults.idleStopAfter;
+      example = "30m";
+      description = ''
+        Stop a user's container after this long with no open VS Code connection and its CPU
+        nearly unused (so a running job is never stopped); the next visit starts it again
+        behind a "Starting…" page. "30m", "1h", "2d" or seconds; null keeps every container
+        always on. Files, history and VS Code state are kept; open terminals are not.
+      '';
     };
 
     users = mkOption {
@@ -301,7 +324,7 @@ in
 
   config = lib.mkIf cfg.enable {
     services.code-server-multi.plan = import ./plan.nix {
-      inherit (cfg) domain workspaceBase image basePort runtimeDir namePrefix users opencode acme tls backup landingPage vscodeSettings;
+      inherit (cfg) domain workspaceBase image basePort runtimeDir namePrefix users opencode acme tls backup landingPage vscodeSettings idleStopAfter;
     };
   };
 }

@@ -9,6 +9,9 @@
   # Containers are <namePrefix>-<user>: a second deployment on the same host (a test
   # stack beside a person's demo) takes a prefix of its own.
   namePrefix = "code-server";
+  # Stop a user's container after this long with no open VS Code connection and no
+  # work running ("30m", "1h", or seconds); null keeps containers always on.
+  idleStopAfter = "1h";
 
   user = {
     port = null;
@@ -21,6 +24,7 @@
     pidsLimit = 2048;
     environmentFiles = [ ];
     extraVolumes = [ ];
+    idleStopAfter = "default";  # "default": the top-level idleStopAfter; null: always on
   };
 
   opencode = {

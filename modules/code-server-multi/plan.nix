@@ -80,7 +80,7 @@ let
   };
 
   # ---- settings with defaults -------------------------------------------------
-  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "namePrefix" "users" "opencode" "acme" "tls" "backup" "landingPage" "vscodeSettings" ];
+  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "namePrefix" "users" "opencode" "acme" "tls" "backup" "landingPage" "vscodeSettings" "idleStopAfter" ];
   s = removeAttrs defaults [ "user" ] // settings;
   vscodeSettings = if isAttrs s.vscodeSettings then s.vscodeSettings else { };
   withDefaults = section: defaults.${section} // (if isAttrs (s.${section} or null) then s.${section} else { });
@@ -206,7 +206,119 @@ let
     ++ unknownKeys "landingPage." (attrNames defaults.landingPage) landingPage
     ++ optional (!isAttrs s.vscodeSettings) "vscodeSettings must be an attribute set of VS Code settings, e.g. { \"editor.fontSize\" = 16; }";
 
-  realErrors = filter (e: e != null) errors;
+  realErrors = filter (e: e != null) (errors ++ idleErrors);
+
+
+  # ---- idle stop and wake on visit -------------------------------------------
+  # A user's container stops after idleStopAfter with no open VS Code connection and
+  # its CPU under idle.cpuThreshold; the next request for it meets the waker (csm
+  # idle, on loopback) through nginx's error_page, which starts it and shows a page
+  # until code-server answers. csm/idle/ reads everything below.
+  durationUnits = { s = 1; m = 60; h = 3600; d = 86400; };
+  minIdleSeconds = 10;
+  parseDuration = x:
+    if isInt x then (if x > 0 then x else null)
+    else if !isString x then null
+    else let m = match "([1-9][0-9]*) ?([smhd])" x;
+         in if m == null then null else builtins.fromJSON (elemAt m 0) * durationUnits.${elemAt m 1};
+  idleSettingOf = name: let v = users.${name}.idleStopAfter; in if v == "default" then s.idleStopAfter else v;
+  idleSecondsOf = name: let v = idleSettingOf name; in if v == null then null else parseDuration v;
+  durationProblem = field: v: optional (v != null && (parseDuration v == null || parseDuration v < minIdleSeconds))
+    "${field} = ${toJSON v} is not a duration of at least ${toString minIdleSeconds} seconds; write it like \"30m\", \"1h\" or 3600 (seconds), or null to keep the container always on";
+  idleUsers = filter (n: idleSecondsOf n != null) names;
+  wakerPort = s.basePort - 1;   # just below the automatic range, never a user's
+
+  idleErrors =
+    durationProblem "idleStopAfter" s.idleStopAfter
+    ++ concatLists (map (n: if users.${n}.idleStopAfter == "default" then [ ]
+         else durationProblem "users.${n}.idleStopAfter" users.${n}.idleStopAfter) names)
+    ++ concatLists (map (n: optional (isInt s.basePort && users.${n}.port == wakerPort)
+         "users.${n}.port = ${toString wakerPort} is the port of the waker (basePort - 1); choose another port") names);
+
+  idleLimits = {
+    cpuThreshold = 0.05;          # CPUs, averaged over each check: more is work running
+    retryAfterSeconds = 2;        # Retry-After of the starting page (it asks every second)
+    healthTimeoutSeconds = 300;   # a start not healthy by then has failed (NixOS loads the image first)
+    retryFailedAfterSeconds = 900; # a failed start is not tried again before this
+    startsPerClient = { count = 5; seconds = 600; };   # one address waking containers
+    startsPerUser = { count = 4; seconds = 3600; };    # one container woken
+    pageRate = "120r/m";          # nginx: requests per address that reach the waker
+    pageBurst = 60;
+  };
+  minIdle = foldl' (a: n: let v = idleSecondsOf n; in if a == null || v < a then v else a) null idleUsers;
+  checkInterval = if minIdle == null then 30 else
+    let i = minIdle / 10; in if i < 2 then 2 else if i > 30 then 30 else i;
+
+  idlePage = title: body: concatStringsSep "" [
+    "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+    "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+    "<title>${title}</title>"
+    "<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}</style>"
+    "</head><body><h1>${title}</h1>${body}</body></html>"
+  ];
+  idlePages = name: let who = escapeHtml name; in {
+    # Asks again every second and reloads once the answer is not this page: the same
+    # address is then code-server's login page or workbench. A question that gets no
+    # answer is dropped after 5 s (while podman starts a container, its port can
+    # accept a connection and never answer); without JavaScript, a plain refresh.
+    starting = idlePage "Starting ${who}&#8217;s workspace&#8230;" (concatStringsSep "" [
+      "<noscript><meta http-equiv='refresh' content='${toString idleLimits.retryAfterSeconds}'></noscript>"
+      "<p>It was stopped because nobody used it for a while. Your files are all there.</p>"
+      "<p>This page opens the workspace by itself as soon as it is ready, usually within a few seconds.</p>"
+      "<script>(function poll(){var c=new AbortController(),t=setTimeout(function(){c.abort()},5000);"
+      "fetch(location.href,{cache:'no-store',redirect:'manual',signal:c.signal}).then(function(r){clearTimeout(t);"
+      "if(r.headers.get('X-CSM-Wake')==='starting'){setTimeout(poll,1000)}else{location.reload()}})"
+      ".catch(function(){clearTimeout(t);setTimeout(poll,1000)})})()</script>" ]);
+    failed = idlePage "${who}&#8217;s workspace could not start" (concatStringsSep "" [
+      "<p>It was asked to start and did not become ready. Your files are safe.</p>"
+      "<p>Tell the person who gave you your address; it will not be tried again for a while.</p>" ]);
+    stopped = idlePage "${who}&#8217;s workspace is not running" (concatStringsSep "" [
+      "<p>It was not stopped for being idle, so it is not started from here. Your files are safe.</p>"
+      "<p>Ask the person who runs this server to start it again.</p>" ]);
+    rateLimited = idlePage "Too many starts" (concatStringsSep "" [
+      "<p>Workspaces were started too often from your network or for this address.</p>"
+      "<p>Wait a few minutes, then reload this page.</p>" ]);
+  };
+
+  idleUserPlan = name: u:
+    let
+      on = elem name idleUsers;
+      wake = [ "error_page 502 = @csm_wake;" ];   # refused upstream: the container is not running
+    in u // {
+      idle = { stopAfterSeconds = idleSecondsOf name; pages = idlePages name; };
+      nginx = if !on then u.nginx else u.nginx // {
+        locations = mapAttrs (_: l: if l.proxyPass == null then l else l // { config = l.config ++ wake; }) u.nginx.locations
+          // {
+            "@csm_wake" = {
+              proxyPass = "http://127.0.0.1:${toString wakerPort}";
+              config = [
+                "limit_req zone=csm_wake burst=${toString idleLimits.pageBurst} nodelay;"
+                "limit_req_status 429;"
+                "proxy_set_header X-CSM-User ${name};"
+                "proxy_set_header X-Real-IP $remote_addr;"
+                "proxy_set_header Host $host;"
+                "proxy_pass_request_body off;"
+                "proxy_set_header Content-Length \"\";"
+              ];
+            };
+          };
+      };
+    };
+
+  withIdle = plan: plan // {
+    users = mapAttrs idleUserPlan plan.users;
+    idle = idleLimits // {
+      enable = idleUsers != [ ];
+      users = idleUsers;
+      waker = { address = "127.0.0.1"; port = wakerPort; };
+      stateDir = "${s.runtimeDir}/idle";   # who was stopped for being idle, and when
+      checkIntervalSeconds = checkInterval;
+    };
+    nginx = plan.nginx // {
+      httpConfig = plan.nginx.httpConfig ++ optional (idleUsers != [ ])
+        "limit_req_zone $binary_remote_addr zone=csm_wake:10m rate=${idleLimits.pageRate};";
+    };
+  };
 
   # ---- the plan ------------------------------------------------------------------
   proxyHeaders = [
@@ -401,5 +513,5 @@ let
     };
   };
 in
-if realErrors == [ ] then plan
+if realErrors == [ ] then withIdle plan
 else throw ("code-server-multi: invalid settings:\n" + concatStringsSep "\n" (map (e: "  - ${e}") realErrors))

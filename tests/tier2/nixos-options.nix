@@ -33,6 +33,9 @@ in
     systemd.services = opt (types.attrsOf (types.submodule {
       options = {
         description = opt types.str "";
+        wantedBy = opt (types.listOf types.str) [ ];
+        after = opt (types.listOf types.str) [ ];
+        restartTriggers = opt (types.listOf types.unspecified) [ ];
         preStart = opt types.lines "";
         path = opt (types.listOf types.raw) [ ];
         serviceConfig = opt (types.attrsOf types.anything) { };

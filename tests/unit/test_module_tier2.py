@@ -231,3 +231,24 @@ def test_tls_from_an_existing_acme_certificate(tmp_path):
 def test_tls_mistakes_are_named(tmp_path, tls, acme, message):
     with pytest.raises(planlib.PlanError, match=re.escape(message)):
         evaluate(tls_settings(tmp_path, tls, acme))
+
+
+def test_idle_service_runs_csm_idle_on_the_published_plan_through_systemd(team):
+    module, plan = team
+    service = module["services"]["code-server-multi-idle"]
+    assert service["serviceConfig"]["ExecStart"] == \
+        "/nix/store/csm/bin/csm idle serve --plan /etc/code-server-multi/plan.json --systemd"
+    assert service["wantedBy"] == ["multi-user.target"] and service["path"]
+    assert service["restartTriggers"] == [module["etc"]["code-server-multi/plan.json"]["source"]]
+    assert "limit_req_zone $binary_remote_addr zone=csm_wake:" in module["nginx"]["appendHttpConfig"]
+    for u in plan["users"].values():
+        wake = module["nginx"]["virtualHosts"][u["hostname"]]["locations"]["@csm_wake"]
+        assert wake["proxyPass"] == f"http://127.0.0.1:{plan['idle']['waker']['port']}"
+
+
+def test_no_idle_service_when_everyone_is_always_on(tmp_path):
+    always_on = tmp_path / "always-on.nix"
+    always_on.write_text(f'import {ROOT / "examples/team.nix"} // {{ idleStopAfter = null; }}')
+    module = evaluate(always_on)
+    assert "code-server-multi-idle" not in module["services"]
+    assert "csm_wake" not in module["nginx"]["appendHttpConfig"]

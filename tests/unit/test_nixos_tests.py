@@ -22,7 +22,7 @@ from pyflakes.api import check as pyflakes_check
 from pyflakes.reporter import Reporter
 
 from csm import plan as planlib
-from csm.checks import host, http, image, smoke
+from csm.checks import host, http, idle, image, smoke
 from flake_outputs import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ VM_TESTS = {
 DRIVER_NAMES = ["start_all", "subtest", "machines", "driver", "log", "join_all", "retry",
                 "run_tests", "test_script", "serial_stdout_on", "serial_stdout_off",
                 "polling_condition", "create_machine", "vlans"]
-CHECK_MODULES = {"host": host, "http": http, "image": image}
+CHECK_MODULES = {"host": host, "http": http, "idle": idle, "image": image}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_nodes_are_the_machines_the_script_drives(vm_test):
 @pytest.mark.parametrize("settings_file", ["server-settings.nix", "acme-settings.nix"])
 def test_server_settings_make_a_valid_plan(settings_file):
     plan = planlib.load(TESTS / settings_file)
-    assert sorted(plan["users"]) == ["ada", "bo"]
+    assert sorted(plan["users"]) == (["ada", "bo", "cy"] if settings_file == "server-settings.nix" else ["ada", "bo"])
     passwords = json.loads(subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", str(TESTS / "passwords.nix")],
                                           check=True, capture_output=True, text=True).stdout)
     for name, user in plan["users"].items():
@@ -73,8 +73,8 @@ def test_server_settings_make_a_valid_plan(settings_file):
         # server-node.nix writes each user's password file from passwords.nix, under /etc.
         (secret,) = user["secrets"]["fromFiles"]
         assert secret["file"].startswith("/etc/code-server-multi-test/") and passwords[name]
-    variables = sorted(u["secrets"]["fromFiles"][0]["variable"] for u in plan["users"].values())
-    assert variables == ["HASHED_PASSWORD", "PASSWORD"], "both password kinds are exercised"
+    variables = {u["secrets"]["fromFiles"][0]["variable"] for u in plan["users"].values()}
+    assert variables == {"HASHED_PASSWORD", "PASSWORD"}, "both password kinds are exercised"
 
 
 def test_acme_settings_ask_for_a_wildcard_by_dns01():
@@ -165,4 +165,10 @@ def test_the_module_accepts_the_server_settings(settings_file):
 
     module = evaluate(TESTS / settings_file)
     assert module["assertions"] == []
-    assert sorted(module["containers"]) == ["code-server-ada", "code-server-bo"]
+    assert sorted(module["containers"]) == sorted(f"code-server-{n}" for n in planlib.load(TESTS / settings_file)["users"])
+
+
+def test_the_server_test_has_a_user_who_is_stopped_when_idle_and_two_who_stay_on():
+    plan = planlib.load(TESTS / "server-settings.nix")
+    assert plan["users"]["cy"]["idle"]["stopAfterSeconds"] == 30 and plan["idle"]["users"] == ["cy"]
+    assert planlib.load(TESTS / "acme-settings.nix")["idle"]["enable"] is False

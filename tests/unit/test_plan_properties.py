@@ -58,7 +58,8 @@ def user(draw, name):
 @st.composite
 def valid_settings(draw):
     names = draw(st.lists(labels, min_size=1, max_size=5, unique=True))
-    explicit = draw(st.lists(st.integers(1024, AUTO_FIRST - 1) | st.integers(AUTO_LAST + 1, 65535),
+    # basePort - 1 is the waker's (idle stop and wake on visit)
+    explicit = draw(st.lists(st.integers(1024, AUTO_FIRST - 2) | st.integers(AUTO_LAST + 1, 65535),
                              min_size=len(names), max_size=len(names), unique=True))
     users = {}
     for name, port in zip(names, explicit):

@@ -1,0 +1,111 @@
+"""Checks of idle stop and wake on visit, the same on the portable stack and in the
+NixOS VM test.
+
+Host checks take `run` (see csm.checks.host) and the plan; the checks through nginx
+take `run` on the machine that makes the request (the client in a VM test) and use
+curl, given the user's address (`url`), and where needed `connect_ip` (the address
+nginx listens on, for names the machine does not resolve), `ca_file` and `source`
+(a local address to send from: the waker limits starts per client address).
+
+    print(idle.stopped_for_being_idle(server.succeed, plan, plan["users"]["cy"]))
+    print(idle.visit_shows_starting_page(client.succeed, url, "cy"))
+    print(idle.woken(client.succeed, url))
+"""
+from __future__ import annotations
+
+import shlex
+import time
+
+from csm.checks import CheckFailed
+
+PODMAN = "podman"
+
+
+def _running(run, user: dict) -> str:
+    """"true", "false", or "absent" (NixOS units remove their container on stop)."""
+    name = shlex.quote(user["container"]["name"])
+    return run(f"{PODMAN} container inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null "
+               "|| echo absent").strip()
+
+
+def _marked(run, plan: dict, user: dict) -> bool:
+    marker = shlex.quote(f"{plan['idle']['stateDir']}/{user['name']}.json")
+    return run(f"test -f {marker} && echo yes || echo no").strip() == "yes"
+
+
+def stopped_for_being_idle(run, plan: dict, user: dict, timeout: float = 300) -> str:
+    """The container stops by itself within idleStopAfter plus a few checks, marked as idle."""
+    stop_after = user["idle"]["stopAfterSeconds"]
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if _running(run, user) != "true" and _marked(run, plan, user):
+            return f"{user['name']} was stopped for being idle ({stop_after} s idle; seen {time.monotonic() - start:.0f} s after the check began)"
+        time.sleep(1)
+    raise CheckFailed(f"{user['name']} (idleStopAfter {stop_after} s) still runs after {timeout:.0f} s")
+
+
+def keeps_running(run, user: dict, seconds: float) -> str:
+    """The container is not stopped during `seconds` (e.g. while a job keeps it busy)."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        state = _running(run, user)
+        if state != "true":
+            raise CheckFailed(f"{user['name']}'s container stopped ({state}) after {time.monotonic() - start:.0f} s, "
+                              "although it was busy")
+        time.sleep(1)
+    return f"{user['name']} kept running for {seconds:.0f} s"
+
+
+def get(run, url: str, connect_ip: str | None = None, ca_file: str | None = None,
+        source: str | None = None, max_time: float = 10) -> tuple[int, dict, str]:
+    """One GET with curl: (status, headers with lower-case names, body); status 0
+    when nothing answered within max_time."""
+    argv = ["curl", "-sS", "--max-time", str(max_time), "-i"]
+    if connect_ip:
+        argv += ["--connect-to", f"::{connect_ip}:"]
+    if ca_file:
+        argv += ["--cacert", ca_file]
+    if source:
+        argv += ["--interface", source]
+    out = run(shlex.join(argv + [url]) + " || printf 'HTTP/1.1 000 no-answer\\r\\n\\r\\n'")
+    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    lines = head.splitlines()
+    try:
+        status = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        raise CheckFailed(f"curl {url} printed {out[:200]!r}") from None
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    return status, headers, body
+
+
+def visit_shows_starting_page(run, url: str, name: str, **connection) -> str:
+    """A visit to a stopped user starts them and gets the starting page: 503 with Retry-After."""
+    status, headers, body = get(run, url, **connection)
+    if status != 503 or headers.get("x-csm-wake") != "starting" or f"Starting {name}&#8217;s workspace" not in body:
+        raise CheckFailed(f"{url} answered {status} ({headers.get('x-csm-wake')}) {body[:200]!r}, "
+                          "not the starting page")
+    if not headers.get("retry-after", "").isdigit():
+        raise CheckFailed(f"the starting page has no Retry-After ({headers})")
+    return f"{url} answers 503 'Starting {name}'s workspace…' with Retry-After {headers['retry-after']}"
+
+
+def woken(run, url: str, timeout: float = 300, **connection) -> float:
+    """Seconds until code-server itself answers the address again (login page or workbench).
+    A request that gets no answer is given up after 3 s, as the starting page does:
+    while podman starts a container, its port can take a connection and never answer."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        status, headers, _ = get(run, url, **connection, max_time=3)
+        if status in (200, 302) and "x-csm-wake" not in headers:
+            return time.monotonic() - start
+        time.sleep(0.25)
+    raise CheckFailed(f"{url} did not turn into code-server within {timeout:.0f} s; it last answered "
+                      f"{status} ({headers.get('x-csm-wake', 'not the waker')})")
+
+
+def wake_refused(run, url: str, page: str, **connection) -> str:
+    """The waker answers with `page` (rateLimited, failed, stopped) and starts nothing."""
+    status, headers, body = get(run, url, **connection)
+    if headers.get("x-csm-wake") != page:
+        raise CheckFailed(f"{url} answered {status} ({headers.get('x-csm-wake')}), not the {page} page")
+    return f"{url} answers {status} with the {page} page (Retry-After {headers.get('retry-after', '-')})"

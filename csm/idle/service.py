@@ -1,0 +1,140 @@
+"""`csm idle serve`: the idle checker and the waker in one process.
+
+    csm idle serve --plan /etc/code-server-multi/plan.json --systemd   # NixOS
+    csm idle serve --plan STATE/stack.json --state-dir STATE           # the runner
+
+Every idle.checkIntervalSeconds it samples each running user with an idleStopAfter,
+and stops those idle for that long (marking them, see markers.py); meanwhile the
+waker answers nginx on the plan's loopback port.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import markers, signals
+from .control import ControlError, Podman, Systemd
+from .decision import IdleClock, should_stop
+from .waker import Waker, serve
+
+log = logging.getLogger("csm.idle")
+ACTIVITY_FILE = "activity.json"
+
+
+class Checker:
+    def __init__(self, plan: dict, control, waker: Waker, podman: str = "podman"):
+        self.plan, self.control, self.waker, self.podman = plan, control, waker, podman
+        self.clock = IdleClock(plan["idle"]["cpuThreshold"], since=time.time())
+
+    def check_once(self) -> None:
+        activity = {}
+        for name in self.plan["idle"]["users"]:
+            user = self.plan["users"][name]
+            if name in self.waker.starting:
+                continue
+            info = signals.inspect(self.podman, user["container"]["name"])
+            if not signals.running(info):
+                self.clock.forget(name)
+                continue
+            sample = signals.sample(info, user["port"])
+            last = self.clock.observe(name, sample, signals.parse_time(info["State"].get("StartedAt")))
+            activity[name] = last
+            if should_stop(last, sample.at, user["idle"]["stopAfterSeconds"]):
+                self.stop(name, last)
+        self._record(activity)
+
+    def stop(self, name: str, last_activity: float) -> None:
+        stop_idle(self.plan, self.control, name, last_activity)
+        self.clock.forget(name)
+
+    def _record(self, activity: dict) -> None:
+        """Last activity of the running users, for `csm status`."""
+        path = Path(self.plan["idle"]["stateDir"]) / ACTIVITY_FILE
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(activity) + "\n")
+        os.replace(tmp, path)
+
+
+def stop_idle(plan: dict, control, name: str, last_activity: float) -> bool:
+    """Stop a user for being idle: marked first, so a request meanwhile wakes them."""
+    log.info("stopping %s: idle since %s", name, time.strftime("%H:%M:%S", time.localtime(last_activity)))
+    markers.clear(plan, name)
+    markers.write(plan, name, stoppedAt=time.time(), lastActivity=last_activity)
+    try:
+        control.stop(plan["users"][name])
+    except ControlError as e:
+        log.error("%s", e)
+        markers.clear(plan, name)
+        return False
+    return True
+
+def last_activity(plan: dict) -> dict[str, float]:
+    try:
+        return json.loads((Path(plan["idle"]["stateDir"]) / ACTIVITY_FILE).read_text())
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def load_plan(path: str) -> dict:
+    """A plan as the NixOS module writes it, or the runner's stack.json holding one."""
+    data = json.loads(Path(path).read_text())
+    return data["plan"] if "plan" in data and "users" not in data else data
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="csm idle", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the idle checker and the waker")
+    s.add_argument("--plan", required=True, metavar="PLAN.json")
+    s.add_argument("--systemd", action="store_true",
+                   help="start and stop users' units podman-<container>.service (NixOS) instead of podman")
+    s.add_argument("--state-dir", help="the runner's state directory (podman starts containers from it)")
+    s.add_argument("--podman", default="podman")
+    args = p.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        plan = load_plan(args.plan)
+    except (OSError, ValueError) as e:
+        print(f"csm idle: cannot read the plan {args.plan}: {e}", file=sys.stderr)
+        return 2
+    if not plan.get("idle", {}).get("enable"):
+        print("csm idle: no user has an idleStopAfter; nothing to do", file=sys.stderr)
+        return 0
+    control = Systemd() if args.systemd else Podman(args.podman, args.state_dir)
+    waker = Waker(plan, control, args.podman)
+    try:
+        server = serve(waker)
+    except OSError as e:
+        where = plan["idle"]["waker"]
+        print(f"csm idle: cannot listen on {where['address']}:{where['port']} ({e}); the waker's port is "
+              "basePort - 1: stop what uses it, or change basePort", file=sys.stderr)
+        return 3
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log.info("waker listening on %s:%d; checking %s every %d s", *server.server_address,
+             ", ".join(plan["idle"]["users"]), plan["idle"]["checkIntervalSeconds"])
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    checker = Checker(plan, control, waker, args.podman)
+    try:
+        while not done.wait(plan["idle"]["checkIntervalSeconds"]):
+            try:
+                checker.check_once()
+            except Exception:   # noqa: BLE001 - one bad round must not end the service
+                log.exception("idle check failed")
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

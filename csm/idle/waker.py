@@ -1,0 +1,173 @@
+"""The waker: nginx hands it the requests a stopped user's container refused
+(error_page 502 = @csm_wake, with X-CSM-User naming the user). It starts the
+container of a user who was stopped for being idle and answers with the plan's
+"Starting <name>'s workspace…" page (503, Retry-After, reloading itself) until
+code-server answers; nginx then proxies to code-server again, so the same address
+turns into the login page or the workbench by itself.
+
+Strangers can reach it too, so starts are limited per client address and per user,
+and a start that does not become healthy is stopped and not tried again for
+idle.retryFailedAfterSeconds.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from . import markers, signals
+
+log = logging.getLogger("csm.idle")
+
+
+class Window:
+    """At most `count` events per `seconds` for each key (a sliding window)."""
+
+    def __init__(self, count: int, seconds: float):
+        self.count, self.seconds = count, seconds
+        self._events: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+
+    def _trim(self, key: str, now: float) -> collections.deque:
+        events = self._events[key]
+        while events and events[0] <= now - self.seconds:
+            events.popleft()
+        return events
+
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until an event for key is allowed again (0: now)."""
+        events = self._trim(key, now)
+        return 0 if len(events) < self.count else events[0] + self.seconds - now
+
+    def add(self, key: str, now: float) -> None:
+        self._trim(key, now).append(now)
+
+
+@dataclass
+class Answer:
+    status: int
+    page: str                    # which of the user's idle.pages
+    retry_after: int | None
+
+
+class Waker:
+    def __init__(self, plan: dict, control, podman: str = "podman", clock=time.time):
+        self.plan, self.control, self.podman, self.clock = plan, control, podman, clock
+        idle = plan["idle"]
+        self.per_client = Window(idle["startsPerClient"]["count"], idle["startsPerClient"]["seconds"])
+        self.per_user = Window(idle["startsPerUser"]["count"], idle["startsPerUser"]["seconds"])
+        self.starting: set[str] = set()
+        self._lock = threading.Lock()
+
+    def answer(self, name: str, client: str) -> Answer:
+        """What a request for `name` from `client` gets; starts the container if due."""
+        idle = self.plan["idle"]
+        retry = idle["retryAfterSeconds"]
+        user = self.plan["users"][name]
+        with self._lock:
+            now = self.clock()
+            if name in self.starting:
+                return Answer(503, "starting", retry)
+            marker = markers.read(self.plan, name)
+            failed = (marker or {}).get("failedAt")
+            if failed and now - failed < idle["retryFailedAfterSeconds"]:
+                return Answer(503, "failed", int(failed + idle["retryFailedAfterSeconds"] - now) + 1)
+            if signals.running(signals.inspect(self.podman, user["container"]["name"])):
+                return Answer(503, "starting", retry)   # on its way up, or just stopping
+            if marker is None:
+                return Answer(503, "stopped", None)
+            wait = max(self.per_client.wait(client, now), self.per_user.wait(name, now))
+            if wait > 0:
+                log.warning("not starting %s for %s: start limit reached (%.0f s to wait)", name, client, wait)
+                return Answer(429, "rateLimited", int(wait) + 1)
+            self.per_client.add(client, now)
+            self.per_user.add(name, now)
+            self.starting.add(name)
+        log.info("starting %s (request from %s)", name, client)
+        threading.Thread(target=self._start, args=(name,), daemon=True).start()
+        return Answer(503, "starting", retry)
+
+    def _start(self, name: str) -> None:
+        user = self.plan["users"][name]
+        deadline = self.clock() + self.plan["idle"]["healthTimeoutSeconds"]
+        try:
+            self._wait_stopped(user)
+            self.control.start(user)
+            checked = 0.0
+            while self.clock() < deadline:
+                if signals.healthy(user["port"]):
+                    markers.clear(self.plan, name)
+                    log.info("%s is up", name)
+                    return
+                if self.clock() - checked >= 2:   # gave up already: no need to wait it out
+                    checked = self.clock()
+                    info = signals.inspect(self.podman, user["container"]["name"])
+                    if not signals.running(info) and not self.control.starting(user):
+                        code = info["State"].get("ExitCode") if info else None
+                        raise RuntimeError(f"the container stopped (exit code {code})")
+                time.sleep(0.25)
+            raise TimeoutError(f"not healthy within {self.plan['idle']['healthTimeoutSeconds']} s")
+        except Exception as e:   # noqa: BLE001 - whatever failed, the start failed
+            log.error("starting %s failed (%s); not trying again for %d s", name, e,
+                      self.plan["idle"]["retryFailedAfterSeconds"])
+            markers.write(self.plan, name, failedAt=self.clock())
+            try:
+                self.control.stop(user)   # no restart loop: it stays stopped
+            except Exception as stop_error:   # noqa: BLE001
+                log.error("stopping %s after the failed start failed too: %s", name, stop_error)
+        finally:
+            with self._lock:
+                self.starting.discard(name)
+
+
+    def _wait_stopped(self, user: dict, timeout: float = 30) -> None:
+        """A request can come while the container is still stopping (the idle stop of a
+        tab's last connection): start it once it has stopped."""
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            info = signals.inspect(self.podman, user["container"]["name"])
+            if not info or info["State"].get("Status") != "stopping":
+                return
+            time.sleep(0.25)
+
+
+def handler(waker: Waker):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "csm-idle"
+        sys_version = ""
+
+        def _serve(self) -> None:
+            name = self.headers.get("X-CSM-User", "")
+            if name not in waker.plan["users"] or name not in waker.plan["idle"]["users"]:
+                self.send_error(404, "no such user")
+                return
+            client = self.headers.get("X-Real-IP") or self.client_address[0]
+            a = waker.answer(name, client)
+            body = waker.plan["users"][name]["idle"]["pages"][a.page].encode()
+            self.send_response(a.status)
+            self.send_header("X-CSM-Wake", a.page)   # the starting page asks until this changes
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            if a.retry_after:
+                self.send_header("Retry-After", str(a.retry_after))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_OPTIONS = _serve
+
+        def log_message(self, fmt, *args) -> None:
+            log.debug("%s %s", self.address_string(), fmt % args)
+
+    return Handler
+
+
+def serve(waker: Waker) -> ThreadingHTTPServer:
+    """The waker's HTTP server on the plan's loopback address (not yet serving)."""
+    address = waker.plan["idle"]["waker"]
+    server = ThreadingHTTPServer((address["address"], address["port"]), handler(waker))
+    server.daemon_threads = True
+    return server

@@ -1,0 +1,68 @@
+"""Coming back to a workspace that was stopped for being idle, in Debian's Chromium:
+the address shows "Starting <name>'s workspace…" and turns into the login page by
+itself; a VS Code tab left open while the container was stopped works again after
+at most one reload. Screenshots go to artifacts/browser/<test>/ (see conftest.py)."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from csm.checks import idle as checks
+from csm.checks.image import subprocess_runner as run
+from csm.idle.control import Podman
+from csm.idle.service import stop_idle
+from csm.testing.workbench import LOAD
+
+pytestmark = pytest.mark.live
+NAME = "idlw"
+
+
+@pytest.fixture(scope="module")
+def stack(live_stack_factory):
+    s = live_stack_factory([NAME], extra_settings={"idleStopAfter": 600})
+    yield s
+    s.close()
+
+
+def stop_as_idle(stack):
+    """What the idle checker does once idleStopAfter has passed, without waiting for it."""
+    assert stop_idle(stack.plan, Podman(state_dir=str(stack.state_dir)), NAME, time.time())
+    assert checks._running(run, stack.plan["users"][NAME]) == "false"
+
+
+def test_a_visit_shows_the_starting_page_which_becomes_the_login_page(stack, page, screenshot):
+    stop_as_idle(stack)
+    response = page.goto(stack.url(NAME))
+    assert response.status == 503 and response.headers.get("retry-after")
+    expect(page.locator("h1")).to_have_text(f"Starting {NAME}\u2019s workspace\u2026")
+    screenshot("01-starting")
+    # No reload by the test: the page turns into the login page by itself.
+    expect(page.locator('input[name="password"]')).to_be_visible(timeout=60_000)
+    expect(page).to_have_url(re.compile(r"/login"))
+    screenshot("02-login")
+
+
+def test_an_open_workbench_works_again_after_at_most_one_reload(stack, page, screenshot):
+    (stack.workspace(NAME) / "notes.txt").write_text("still here\n")
+    page.goto(stack.url(NAME))
+    password = page.locator('input[name="password"]')
+    expect(password).to_be_visible(timeout=60_000)
+    password.fill(stack.password(NAME))
+    password.press("Enter")
+    expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
+    stop_as_idle(stack)
+    # The tab tries to reconnect; that request wakes the container.
+    url = stack.url(NAME)
+    try:
+        checks.woken(run, url, timeout=120, connect_ip="127.0.0.1")
+    except AssertionError:
+        print((stack.state_dir / "logs" / "idle.log").read_text())
+        raise
+    screenshot("01-after-wake-before-reload")
+    page.reload()
+    expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
+    expect(page.locator(".explorer-folders-view").get_by_text("notes.txt")).to_be_visible(timeout=LOAD)
+    screenshot("02-after-one-reload")
