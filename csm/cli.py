@@ -102,12 +102,13 @@ def cmd_status(args) -> int:
         return 0 if st.healthy else 1
     ports = f"{st.http_port}" + (f", TLS on {st.tls_port}" if st.tls_port else "")
     print(f"nginx: {'running (pid %d)' % st.nginx_pid if st.nginx_pid else 'not running'}, port {ports}")
-    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "LAST ACTIVITY")]
+    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "RESTARTS", "LAST ACTIVITY")]
     for u in st.users:
         state = u.state if u.exit_code is None else f"{u.state} ({u.exit_code})"
         rows.append((u.name, u.container, state, u.health,
                      f"{_size(u.memory_bytes)} / {_size(u.memory_limit_bytes)}",
-                     "-" if u.oom_kills is None else str(u.oom_kills), _when(u.last_activity)))
+                     "-" if u.oom_kills is None else str(u.oom_kills),
+                     "-" if u.restarts is None else str(u.restarts), _when(u.last_activity)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -206,9 +207,9 @@ def _parser() -> argparse.ArgumentParser:
             "Stop and remove this stack's containers and stop its nginx. Workspaces, homes, settings "
             "and passwords are never deleted; `csm up` starts everything again.")
 
-    c = command("status", cmd_status, "per user: container state, health, memory, OOM kills, last activity",
+    c = command("status", cmd_status, "per user: container state, health, memory, OOM kills, restarts, last activity",
                 "Show nginx and, per user, the container state, the health check, memory in use against "
-                "the limit, OOM kills and code-server's last activity.", parents=(common, plan_opt))
+                "the limit, OOM kills, restarts after a crash and code-server's last activity.", parents=(common, plan_opt))
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     c = command("passwd", cmd_passwd, "set a user's password",

@@ -49,6 +49,7 @@ class UserStatus:
     oom_kills: int | None
     last_activity: float | None      # epoch seconds of code-server's last heartbeat
     exit_code: int | None = None
+    restarts: int | None = None      # times podman restarted it after code-server died
 
 
 @dataclass
@@ -233,6 +234,13 @@ class Stack:
                 hint = f"`csm down --state-dir {owner}`" if owner else f"`podman rm -f {cname}` if it is not needed"
                 raise HostNotReady(f"a container named {cname} already exists and belongs to {where}; "
                                    f"stop it with {hint}, or give users.{name} another name")
+            network = user["network"]["name"]
+            owner = podman.network_labels(podman.inspect_network(self.host, network)).get(podman.STACK_LABEL)
+            if podman.inspect_network(self.host, network) and owner != str(self.state_dir):
+                where = f"the stack with state directory {owner}" if owner else "something other than csm"
+                raise HostNotReady(f"a podman network named {network} already exists and belongs to {where}; "
+                                   f"remove it (`podman network rm {network}`) if it is not needed, "
+                                   f"or give users.{name} another name")
 
     def _check_ports(self) -> None:
         ports = {name: u["port"] for name, u in self.plan["users"].items()}
@@ -271,6 +279,9 @@ class Stack:
         if self.create_passwords:
             self._create_missing_passwords()
         self._remove_departed_users()
+        for user in plan["users"].values():
+            if podman.ensure_network(self.host, user, str(self.state_dir)) == "created":
+                undo.append(lambda n=user["network"]["name"]: podman.remove_network(self.host, n))
         actions = {name: self._apply_user(user, undo) for name, user in plan["users"].items()}
         self.wait_healthy([n for n, a in actions.items() if a != "unchanged"])
         nginx_action = self._apply_nginx(undo)
@@ -304,6 +315,10 @@ class Stack:
             if user in rec["plan"]["users"]:
                 for p in self._env_paths(rec["plan"]["users"][user]):
                     p.unlink(missing_ok=True)
+        planned = {u["network"]["name"] for u in self.plan["users"].values()}
+        for network in podman.networks(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
+            if network not in planned:
+                podman.remove_network(self.host, network)
 
     def _apply_user(self, user: dict, undo: list, force: bool = False) -> str:
         cname = user["container"]["name"]
@@ -410,6 +425,8 @@ class Stack:
             for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
                 self.progress(f"stopping {c['Names'][0]}")
                 podman.remove(self.host, c["Names"][0])
+            for network in podman.networks(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
+                podman.remove_network(self.host, network)
             if nginx.stop(self.state_dir):
                 self.progress("nginx stopped")
             rec = self.recorded(self.state_dir)
@@ -465,16 +482,16 @@ class Stack:
             running = podman.is_running(info)
             healthy = running and podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0
             exit_code = info["State"].get("ExitCode") if info and not running else None
+            # The kernel's count for the running container. An exit with 137 is no
+            # evidence of an OOM kill (kill -9 gives the same), so it is not counted.
             oom = _oom_kills(info) if info else None
-            if exit_code == 137:  # here podman reports OOMKilled=false even then
-                oom = (oom or 0) + 1
             result.users.append(UserStatus(
                 name=name, container=cname, state=state,
                 health="healthy" if healthy else ("unhealthy" if running else "-"),
                 memory_bytes=memory.get(cname) if running else None,
                 memory_limit_bytes=user["limits"]["memoryBytes"],
                 oom_kills=oom, last_activity=_last_heartbeat(user["port"]) if running else None,
-                exit_code=exit_code))
+                exit_code=exit_code, restarts=info.get("RestartCount") if info else None))
         return result
 
     def logs(self, name: str, follow: bool = False, tail: int | None = None) -> int:

@@ -207,7 +207,7 @@ def test_status_reports_health_memory_oom_and_activity(cli, web_client):
         assert u["last_activity"] is not None
     table = cli.csm("status")
     assert table.returncode == 0
-    assert re.search(r"^rita\s+code-server-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+0\s+\d{4}-", table.stdout, re.M), table.stdout
+    assert re.search(r"^rita\s+code-server-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+0\s+0\s+\d{4}-", table.stdout, re.M), table.stdout
 
 
 def test_status_counts_an_oom_kill(cli):
