@@ -37,6 +37,10 @@ let
         options = {
           description = opt types.str "";
           preStart = opt types.lines "";
+          script = opt types.lines "";
+          postStop = opt types.lines "";
+          requires = opt (types.listOf types.str) [ ];
+          after = opt (types.listOf types.str) [ ];
           path = opt (types.listOf types.raw) [ ];
           serviceConfig = opt (types.attrsOf types.anything) { };
         };
@@ -109,7 +113,7 @@ in
   containers = lib.mapAttrs (_: x: removeAttrs x [ "imageStream" ] // { hasImageStream = x.imageStream != null; })
     c.virtualisation.oci-containers.containers;
   podman = c.virtualisation.podman.enable;
-  services = lib.mapAttrs (_: s: { inherit (s) preStart serviceConfig; }) c.systemd.services;
+  services = lib.mapAttrs (_: s: { inherit (s) preStart script postStop requires after serviceConfig; }) c.systemd.services;
   timers = c.systemd.timers;
   tmpfiles = c.systemd.tmpfiles.rules;
   nginx = { inherit (c.services.nginx) enable appendHttpConfig virtualHosts; };
