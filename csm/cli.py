@@ -145,7 +145,8 @@ def cmd_backup(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    users = _stack(args).restore(args.archive, args.user or None)
+    stack = Stack(args.settings, _state_dir(args)) if args.settings else _stack(args)
+    users = stack.restore(args.archive, args.user or None)
     print(f"restored {', '.join(users)} from {args.archive}")
     return 0
 
@@ -240,6 +241,8 @@ def _parser() -> argparse.ArgumentParser:
                 parents=(common, plan_opt))
     c.add_argument("archive", metavar="ARCHIVE")
     c.add_argument("--user", action="append", metavar="USER", help="restore only this user (repeatable)")
+    c.add_argument("--settings", metavar="SETTINGS",
+                   help="settings file of the stack (on a new host, before the first `csm up`)")
 
     c = command("logs", cmd_logs, "show a user's container log", "Show the log of USER's container (code-server).")
     c.add_argument("user", metavar="USER")

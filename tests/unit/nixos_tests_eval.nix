@@ -2,7 +2,7 @@
 # `pkgs` and `self` are left empty on purpose: runNixOSTest hands back the test module
 # itself, and anything that needs nixpkgs or the flake's packages (nodes, derivations)
 # fails loudly if touched here. The node values a test script reads are the plan of
-# the test's settings file (what the module computes from them) and a node address.
+# the test's settings file (what the module computes from them) and the nodes' addresses.
 { root, testName, settingsFile }:
 let
   pkgs = { testers.runNixOSTest = test: test; };
@@ -13,6 +13,7 @@ let
     services.code-server-multi.plan = plan;
     networking.primaryIPAddress = "192.0.2.10";
   };
+  nodes.client.networking.primaryIPAddress = "192.0.2.20";
 in
 {
   inherit (test) name;
