@@ -68,8 +68,9 @@ def classroom_logs_in(t: Target, logins: int = 20, wrong: int = 20, seconds: flo
     """`logins` right-password logins from one address within `seconds` all succeed,
     while `wrong` wrong passwords sent among them from the same address get no more
     than code-server's per-address allowance checked."""
-    plan = ["right"] * logins + ["wrong"] * wrong
-    order = [plan[i] for i in sorted(range(len(plan)), key=lambda i: (i * 7919) % len(plan))]  # interleaved
+    # Spread evenly: the k-th of each kind at k/count of the way.
+    order = [kind for _, kind in sorted([((k + 0.5) / logins, "right") for k in range(logins)]
+                                        + [((k + 0.5) / max(wrong, 1), "wrong") for k in range(wrong)])]
     pause = seconds / len(order)
     seen = {"right": collections.Counter(), "wrong": collections.Counter()}
     for kind in order:
