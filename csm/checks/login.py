@@ -64,30 +64,38 @@ def login_page_loads_not_limited(t: Target, loads: int = 60) -> str:
     return f"{loads} loads of the login page from {t.source_address} all got 200"
 
 
-def classroom_logs_in(t: Target, logins: int = 20, wrong: int = 20, seconds: float = 55) -> str:
+def classroom_logs_in(t: Target, logins: int = 20, typos: int = 8, guesses: int = 20, seconds: float = 55) -> str:
     """`logins` right-password logins from one address within `seconds` all succeed,
-    while `wrong` wrong passwords sent among them from the same address get no more
-    than code-server's per-address allowance checked."""
+    with `typos` wrong passwords among them (a class mistypes); then `guesses` more
+    wrong passwords from that address get no more than code-server's per-address
+    allowance checked, the rest refused unchecked.
+
+    An address past its allowance is refused unchecked, right password included, until
+    its next minute: checking first would let a guesser past the limit. So a class
+    gets in as long as it mistypes less than the allowance."""
+    if typos >= GUESSES_PER_HOUR + GUESSES_PER_MINUTE:
+        raise ValueError(f"{typos} typos spend the whole allowance; the class could not get in")
     # Spread evenly: the k-th of each kind at k/count of the way.
     order = [kind for _, kind in sorted([((k + 0.5) / logins, "right") for k in range(logins)]
-                                        + [((k + 0.5) / max(wrong, 1), "wrong") for k in range(wrong)])]
-    pause = seconds / len(order)
+                                        + [((k + 0.5) / max(typos, 1), "wrong") for k in range(typos)])]
+    pause = seconds / (len(order) + guesses)
     seen = {"right": collections.Counter(), "wrong": collections.Counter()}
-    for kind in order:
+    for kind in order + ["wrong"] * guesses:
         started = time.monotonic()
         seen[kind][_attempt(t, t.password if kind == "right" else _wrong())] += 1
         time.sleep(max(0.0, pause - (time.monotonic() - started)))
     if seen["right"]["session"] != logins:
-        raise CheckFailed(f"of {logins} right-password logins from {t.source_address} within {seconds:.0f} s, "
-                          f"only {seen['right']['session']} got in: {dict(seen['right'])}")
+        raise CheckFailed(f"of {logins} right-password logins from {t.source_address} within {seconds:.0f} s "
+                          f"({typos} typos among them), only {seen['right']['session']} got in: {dict(seen['right'])}")
     if seen["wrong"]["session"]:
         raise CheckFailed(f"a wrong password opened {t.origin}")
     allowed = allowed_guesses(seconds / 60)
-    if seen["wrong"]["checked"] > allowed:
-        raise CheckFailed(f"{seen['wrong']['checked']} of {wrong} wrong passwords from {t.source_address} "
-                          f"were checked within {seconds:.0f} s; at most {allowed} may be")
-    return (f"{logins} right-password logins from {t.source_address} within {seconds:.0f} s all got in; "
-            f"of {wrong} wrong passwords among them {seen['wrong']['checked']} were checked "
+    if seen["wrong"]["checked"] > allowed or not seen["wrong"]["limited"]:
+        raise CheckFailed(f"{seen['wrong']['checked']} of {typos + guesses} wrong passwords from {t.source_address} "
+                          f"were checked within {seconds:.0f} s ({dict(seen['wrong'])}); at most {allowed} may be, "
+                          "and the rest must be refused unchecked")
+    return (f"{logins} right-password logins from {t.source_address} within {seconds:.0f} s all got in, "
+            f"{typos} typos among them; of {typos + guesses} wrong passwords {seen['wrong']['checked']} were checked "
             f"({dict(seen['wrong'])})")
 
 
