@@ -125,7 +125,8 @@ def cmd_passwd(args) -> int:
     password = passwd.read()
     passwd.write_hash_file(file, passwd.hash_password(password))
     stack.password_file(args.user).unlink(missing_ok=True)  # a generated one is no longer valid
-    print(f"wrote the argon2 hash for {args.user} to {file}")
+    print(f"wrote the argon2 hash for {args.user} to {file} (root only; the hash logs in like the password: "
+          "keep it out of backups, logs and anything others can read)")
     if stack.restart_if_running(args.user):
         print(f"{args.user}'s container was recreated: the new password works now")
     else:
