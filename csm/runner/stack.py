@@ -235,8 +235,9 @@ class Stack:
                 raise HostNotReady(f"a container named {cname} already exists and belongs to {where}; "
                                    f"stop it with {hint}, or give users.{name} another name")
             network = user["network"]["name"]
-            owner = podman.network_labels(podman.inspect_network(self.host, network)).get(podman.STACK_LABEL)
-            if podman.inspect_network(self.host, network) and owner != str(self.state_dir):
+            found = podman.inspect_network(self.host, network)
+            owner = podman.network_labels(found).get(podman.STACK_LABEL)
+            if found and owner != str(self.state_dir):
                 where = f"the stack with state directory {owner}" if owner else "something other than csm"
                 raise HostNotReady(f"a podman network named {network} already exists and belongs to {where}; "
                                    f"remove it (`podman network rm {network}`) if it is not needed, "
