@@ -135,6 +135,15 @@ def published_ports(info: dict) -> set[int]:
     return {int(b["HostPort"]) for bindings in ports.values() for b in bindings or [] if b.get("HostPort")}
 
 
+def last_exit_code(host: Host, info: dict) -> int | None:
+    """The exit code of the container's last run that ended. After its restart policy
+    fired, inspect shows the new run's (0); podman's events keep the one that died."""
+    proc = podman(host, "events", "--stream=false", f"--since={info['Created']}", "--filter=event=died",
+                  f"--filter=container={info['Id']}", "--format={{.ContainerExitCode}}", check=False)
+    codes = proc.stdout.split()
+    return int(codes[-1]) if codes and codes[-1].lstrip("-").isdigit() else info["State"].get("ExitCode")
+
+
 def is_running(info: dict | None) -> bool:
     return bool(info) and info["State"].get("Running", False) and not info["State"].get("Paused", False)
 

@@ -369,8 +369,9 @@ class Stack:
             for name in list(pending):
                 cname = self.plan["users"][name]["container"]["name"]
                 info = podman.inspect(self.host, cname)
-                if not info or not info["State"].get("Running"):
-                    code = info["State"].get("ExitCode") if info else None
+                # A restart means code-server died: the restart policy must not hide it.
+                if not info or not info["State"].get("Running") or info.get("RestartCount"):
+                    code = podman.last_exit_code(self.host, info) if info else None
                     raise RunnerError(f"{name}'s container {cname} stopped (exit code {code}) instead of "
                                       f"becoming healthy; see `csm logs {name}`")
                 if podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0:
