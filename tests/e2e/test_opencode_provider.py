@@ -2,7 +2,7 @@
 
 The settings' `opencode.provider` names an OpenAI-compatible provider whose baseURL is
 a fake chat-completions server (csm.testing.fake_openai) that this test runs on the
-host, on the address containers reach the host by (the podman bridge's gateway). The
+host, on the host's outward address (containers reach it as any server outside). The
 API key reaches the container only through an env file listed in the user's
 `environmentFiles`; the config says `apiKey = "{env:FAKE_API_KEY}"`. Then
 `opencode run` inside the user's container must print the fake's reply, and the key
@@ -33,11 +33,13 @@ PROVIDER = "fake"
 WAIT = 180  # seconds: generous bounds for opencode to ask and to finish, never reached when it works
 
 
-def podman_gateway() -> str:
-    """The host's address on podman's default network, where containers reach it."""
-    out = subprocess.run(["podman", "network", "inspect", "podman"], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out)[0]["subnets"][0]["gateway"]
+def host_address() -> str:
+    """The host's address on its way out (the interface of the default route), which
+    containers reach through their bridge as they reach any server outside. (Each
+    user's network, and so its gateway, exists only once the stack is up.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("198.51.100.1", 9))  # TEST-NET-2, off-link: no packet is sent, only the route is picked
+        return s.getsockname()[0]
 
 
 def free_port(address: str) -> int:
@@ -71,10 +73,8 @@ def ai(live_stack_factory, tmp_path_factory):
     key_file = here / "fake-provider.env"
     key_file.write_text(f"FAKE_API_KEY={KEY}\n")
     key_file.chmod(0o400)
-    gateway = podman_gateway()
-    # The bridge exists only while a container runs, so the fake binds after `up`;
-    # a port free on loopback is free on every address.
-    port = free_port("127.0.0.1")
+    gateway = host_address()
+    port = free_port(gateway)
     settings = {
         "opencode": opencode_settings(PROVIDER, "Fake provider", f"http://{gateway}:{port}/v1",
                                       "FAKE_API_KEY", "Fake model"),
