@@ -113,7 +113,7 @@ def cmd_status(args) -> int:
     ports = f"{st.http_port}" + (f", TLS on {st.tls_port}" if st.tls_port else "")
     running = f"running (pid {st.nginx_pid})" if st.nginx_pid else "not running"
     print(f"nginx{' (' + nixos.NGINX_UNIT + ')' if args.plan else ''}: {running}, port {ports}")
-    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "LAST ACTIVITY", "SINCE")]
+    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "RESTARTS", "LAST ACTIVITY", "SINCE")]
     for u in st.users:
         state = u.state if u.exit_code is None else f"{u.state} ({u.exit_code})"
         if u.activity.startswith("stopped"):   # running / stopped-idle / stopped-by-admin: <podman's state>
@@ -122,7 +122,8 @@ def cmd_status(args) -> int:
             state += f", unit {units[u.name]}"
         rows.append((u.name, u.container, state, u.health,
                      f"{_size(u.memory_bytes)} / {_size(u.memory_limit_bytes)}",
-                     "-" if u.oom_kills is None else str(u.oom_kills), _when(u.last_activity),
+                     "-" if u.oom_kills is None else str(u.oom_kills),
+                     "-" if u.restarts is None else str(u.restarts), _when(u.last_activity),
                      _when(u.since) if u.since else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -138,8 +139,9 @@ def cmd_passwd(args) -> int:
         Stack(args.settings, _state_dir(args)) if args.settings else Stack.from_state(_state_dir(args))
     file = args.output or passwd.hashed_password_file(plan or stack.plan, args.user)
     passwd.write_hash_file(file, passwd.hash_password(passwd.read()))
-    print(f"wrote the argon2id hash for {args.user} to {file} (mode 0600). Keep it secret like the password: "
-          "code-server accepts the hash itself as its session cookie")
+    print(f"wrote the argon2id hash for {args.user} to {file} (mode 0600). It logs in like the password "
+          "(code-server accepts the hash itself as its session cookie): keep it out of backups, logs and "
+          "anything others can read")
     if plan:
         unit = nixos.unit(plan["users"][args.user])
         if nixos.Units().restart_if_running(plan["users"][args.user]):
@@ -181,7 +183,7 @@ def cmd_backup(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    stack = _stack(args)
+    stack = Stack(args.settings, _state_dir(args)) if args.settings else _stack(args)
     if args.plan:  # NixOS: through the units, so Restart=always cannot interfere
         with stack.lock():
             users = backup.restore(stack, args.archive, args.user or None, service=nixos.Units())
@@ -248,10 +250,11 @@ def _parser() -> argparse.ArgumentParser:
             "Stop and remove this stack's containers and stop its nginx. Workspaces, homes, settings "
             "and passwords are never deleted; `csm up` starts everything again.")
 
-    c = command("status", cmd_status, "per user: container state, health, memory, OOM kills, last activity",
+    c = command("status", cmd_status, "per user: container state, health, memory, OOM kills, restarts, last activity",
                 "Show nginx and, per user, the container state (running, stopped-idle: stopped for being "
                 "idle and started again by a visit, or stopped-by-admin) and since when, the health check, "
-                "memory in use against the limit, OOM kills and the last activity.", parents=(common, plan_opt))
+                "memory in use against the limit, OOM kills, restarts after a crash and the last activity.",
+                parents=(common, plan_opt))
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     c = command("passwd", cmd_passwd, "set a user's password",
@@ -295,6 +298,8 @@ def _parser() -> argparse.ArgumentParser:
                 parents=(common, plan_opt))
     c.add_argument("archive", metavar="ARCHIVE")
     c.add_argument("--user", action="append", metavar="USER", help="restore only this user (repeatable)")
+    c.add_argument("--settings", metavar="SETTINGS",
+                   help="settings file of the stack (on a new host, before the first `csm up`)")
 
     c = command("logs", cmd_logs, "show a user's container log", "Show the log of USER's container (code-server).",
                 parents=(common, plan_opt))

@@ -16,6 +16,7 @@ let
   testDir = "/etc/code-server-multi-test";
   caFile = "${testDir}/ca.pem";
   passwordFiles = builtins.mapAttrs (name: _: "${testDir}/${name}.password") passwords;
+  outsidePort = 8000;  # the client's stand-in for the internet, as the containers see it
 
   # A CA and a certificate for <domain> and *.<domain>, with the extensions Python's
   # strict X.509 verification asks for.
@@ -52,7 +53,8 @@ in
     # A team member's machine: trusts the test CA, knows the users' names, and has
     # the csm CLI and the users' passwords to run `csm smoke`.
     client = { nodes, ... }: {
-      environment.systemPackages = [ self.packages.${system}.csm pkgs.curl ];
+      environment.systemPackages = [ self.packages.${system}.csm pkgs.curl pkgs.python3 ];
+      networking.firewall.allowedTCPPorts = [ outsidePort ];
       environment.etc = {
         ${lib.removePrefix "/etc/" caFile}.source = "${tls}/ca.pem";
       } // lib.mapAttrs' (name: file: lib.nameValuePair (lib.removePrefix "/etc/" file) {
@@ -69,6 +71,10 @@ in
     pythonConstants {
       PLAN = nodes.server.services.code-server-multi.plan;
       SERVER_IP = nodes.server.networking.primaryIPAddress;
+      CLIENT_IP = nodes.client.networking.primaryIPAddress;
+      OUTSIDE_PORT = outsidePort;
+      # Five more addresses of the client on the test network (192.168.1.0/24).
+      LOCKOUT_ADDRESSES = map (n: "192.168.1.${toString n}") [ 201 202 203 204 205 ];
       CA_FILE = caFile;
       PASSWORD_FILES = passwordFiles;
       # What csm.checks.image checks against (the csm package ships only csm/).

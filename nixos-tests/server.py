@@ -1,10 +1,12 @@
 # Runbook of server.nix: two users behind nginx over HTTPS.
 # server.nix defines above this script: PLAN (the server's plan, from the module),
-# SERVER_IP, CA_FILE, PASSWORD_FILES (on the client) and IMAGE_DIR (image/contract.json
-# and versions.json, which the image contract reads).
+# SERVER_IP, CLIENT_IP, CA_FILE, PASSWORD_FILES (on the client), OUTSIDE_PORT (the
+# client's stand-in for the internet), LOCKOUT_ADDRESSES (five more addresses of the
+# client's) and IMAGE_DIR (image/contract.json and versions.json, which the image
+# contract reads).
 import os
 
-from csm.checks import host, http, idle, image  # type: ignore  # csm ships no type information
+from csm.checks import host, http, idle, image, network  # type: ignore  # csm ships no type information
 
 os.environ["CSM_IMAGE_DIR"] = IMAGE_DIR
 
@@ -82,6 +84,25 @@ with subtest("plain HTTP sends people to HTTPS, and HTTPS asks browsers to stay"
         assert answer == f"301 https://{address}/", f"http://{address}/ answered {answer!r}"
         headers = client.succeed(f"curl -fsS -D - -o /dev/null https://{address}/healthz").lower()
         assert "strict-transport-security: max-age=31536000" in headers, headers
+
+with subtest("only nginx reaches a code-server: no container reaches another or the host's loopback"):
+    for user, other in ((ada, bo), (bo, ada)):
+        server.wait_for_unit(f"podman-network-{user['network']['name']}.service")
+        print(network.neighbour_unreachable(server.succeed, user, other))
+        print(network.host_loopback_unreachable(server.succeed, user, [ada["port"], bo["port"]]))
+    # The way out stays open: a server on another machine (the client) answers.
+    client.succeed(f"python3 -m http.server {OUTSIDE_PORT} >/dev/null 2>&1 &")
+    client.wait_for_open_port(OUTSIDE_PORT)
+    print(network.outside_reachable(server.succeed, bo, f"http://{CLIENT_IP}:{OUTSIDE_PORT}/"))
+
+with subtest("guesses from three addresses never keep the owner out, and a class behind one address gets in"):
+    for address in LOCKOUT_ADDRESSES:
+        client.succeed(f"ip addr add {address}/24 dev eth1")
+    report = client.succeed(
+        f"csm smoke https://{DOMAIN} --user ada --connect {SERVER_IP} --ca-file {CA_FILE}"
+        f" --password-file {PASSWORD_FILES['ada']} --lockout {','.join(LOCKOUT_ADDRESSES)}")
+    print(report)
+    assert report.count("PASS ") == 3, report
 
 with subtest("no container port answers from the network: only nginx does"):
     for user in USERS.values():

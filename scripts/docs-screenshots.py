@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Page, expect, sync_playwright
 
 from csm.runner import RunnerError
-from csm.testing.fake_openai import FakeOpenAI, opencode_settings, podman_gateway
+from csm.testing.fake_openai import FakeOpenAI, host_address, opencode_settings
 from csm.testing import browser as chromium, workbench
 from csm.testing.stacks import ImageMissing, ThrowawayStack, free_port, require_image
 from csm.testing.workbench import LOAD
@@ -205,8 +205,8 @@ class Shooter:
 
 
 def shoot(directory: Path, keys: Path) -> None:
-    gateway = podman_gateway()
-    port = free_port("127.0.0.1")  # free on loopback, so free on the bridge too
+    gateway = host_address()
+    port = free_port(gateway)
     key_file = keys / "stand-in-ai.env"
     key_file.write_text("STAND_IN_AI_KEY=not-a-real-key\n")
     key_file.chmod(0o400)

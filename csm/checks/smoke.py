@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from csm.checks import http
+from csm.checks import http, login
 
 USAGE_ERROR = 2
 
@@ -48,7 +48,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help="also keep a WebSocket idle for 75 s, and send a burst of logins until the "
                         "proxy limits them (this machine's address then waits a minute)")
+    p.add_argument("--lockout", metavar="A,B,C,D,E",
+                   help="instead, check the login limits from five local addresses of this machine: a class "
+                        "of 20 logs in from A, B, C and D guess wrong passwords for 3 minutes while the "
+                        "owner logs in from E every 20 s (spends A's to D's wrong-password allowance for an hour)")
     return p
+
+
+def lockout_checks(addresses: list[str]) -> list[tuple[str, object]]:
+    """The login-limit checks from five local addresses, as (name, check(target))."""
+    if len(addresses) != 5 or len(set(addresses)) != 5:
+        raise ValueError(f"--lockout needs five different local addresses, got {addresses}")
+    classroom, *attackers, owner = addresses
+    return [
+        ("login_page_loads_not_limited", lambda t: login.login_page_loads_not_limited(t.from_source(classroom))),
+        ("classroom_logs_in", lambda t: login.classroom_logs_in(t.from_source(classroom))),
+        ("owner_never_locked_out", lambda t: login.owner_never_locked_out(
+            t.from_source(owner), [t.from_source(a) for a in attackers])),
+    ]
 
 
 def user_url(url: str, user: str) -> str:
@@ -90,7 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"csm smoke: {e}", file=sys.stderr)
         return USAGE_ERROR
     print(f"checking {target.url} as {args.user}", file=sys.stderr)
-    checks = http.deployment_checks(other_user=args.other_user, full=args.full)
+    if args.lockout:
+        try:
+            checks = lockout_checks([a.strip() for a in args.lockout.split(",")])
+        except ValueError as e:
+            print(f"csm smoke: {e}", file=sys.stderr)
+            return USAGE_ERROR
+    else:
+        checks = http.deployment_checks(other_user=args.other_user, full=args.full)
     failed = 0
     for name, check in checks:
         try:
@@ -99,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed += 1
             detail = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
             print(f"FAIL {name}: {detail}", flush=True)
-    if not args.other_user:
+    if not args.other_user and not args.lockout:
         print("SKIP session_does_not_open_other_user: give --other-user NAME to check it", flush=True)
     print(f"{len(checks) - failed} of {len(checks)} checks passed", file=sys.stderr)
     return 1 if failed else 0

@@ -207,6 +207,8 @@ def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, se
         raise BadInput(f"{', '.join(not_here)} from {archive} are not in the settings; add them, "
                        "or restore only some users with --user")
     base = Path(plan["workspaceBase"])
+    for d in plan["directories"]:  # a fresh host before any `up`: the staging folder's parent
+        files.ensure_directory(d)
     for u in users:
         user = plan["users"][u]
         old_base, size = manifest["users"][u]["idBase"], manifest["users"][u]["idSize"]

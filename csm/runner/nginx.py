@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import HostNotReady, RunnerError
+from . import BadInput, HostNotReady, RunnerError
 
 INDENT = "    "
 # NixOS's services.nginx defaults (sslProtocols, sslCiphers: Mozilla's intermediate list).
@@ -30,6 +30,16 @@ class Tls:
     port: int
     certificate: Path
     key: Path
+
+
+def quoted(path: str | Path) -> str:
+    """A path as an nginx string: quoted, so spaces and semicolons stay in it.
+    nginx would still expand a `$` and has no escape for it, so such paths are refused."""
+    text = str(path)
+    if any(c in text for c in '$"\\\n'):
+        raise BadInput(f"the path {text!r} holds a character nginx cannot take in its config "
+                       "($, a double quote, a backslash or a newline); choose a state directory without one")
+    return f'"{text}"'
 
 
 def _block(head: str, lines: list[str], depth: int) -> list[str]:
@@ -52,7 +62,7 @@ def _user_server(user: dict, listen: str, extra: list[str]) -> list[str]:
 
 def _default_server(plan: dict, listen: str, landing: Path, extra: list[str]) -> list[str]:
     default = plan["nginx"]["defaultServer"]
-    body = [listen, "server_name _;", f"root {landing};"] + default["config"] + extra
+    body = [listen, "server_name _;", f"root {quoted(landing)};"] + default["config"] + extra
     for location, lines in default["locations"].items():
         body += _block(f"location {location}", lines, 0)
     return _block("server", body, 1)
@@ -67,12 +77,12 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
         "server_tokens off;",
         "types { text/html html; }",
         "default_type application/octet-stream;",
-        f"access_log {state}/logs/access.log;",
-    ] + [f"{kind}_temp_path {state}/tmp/{kind};"
+        f"access_log {quoted(state / 'logs' / 'access.log')};",
+    ] + [f"{kind}_temp_path {quoted(state / 'tmp' / kind)};"
          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
     http += plan["nginx"]["httpConfig"]
     if tls:
-        http += [f"ssl_certificate {tls.certificate};", f"ssl_certificate_key {tls.key};",
+        http += [f"ssl_certificate {quoted(tls.certificate)};", f"ssl_certificate_key {quoted(tls.key)};",
                  f"ssl_protocols {SSL_PROTOCOLS};", f"ssl_ciphers {SSL_CIPHERS};"]
         tls_lines = plan["nginx"]["tlsConfig"]
         suffix = "" if tls.port == 443 else f":{tls.port}"
@@ -87,8 +97,8 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
             servers += _user_server(user, _listen(http_port, False), [])
     lines = [
         "# Rendered by csm from the plan; `csm up` rewrites it.",
-        f"pid {state}/nginx.pid;",
-        f"error_log {state}/logs/error.log;",
+        f"pid {quoted(state / 'nginx.pid')};",
+        f"error_log {quoted(state / 'logs' / 'error.log')};",
         "events { }",
         "http {",
         *(INDENT + ln for ln in http),

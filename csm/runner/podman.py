@@ -25,8 +25,57 @@ def run_argv(user: dict, host: Host, stack: str, env_file: str) -> list[str]:
     argv += [f"--publish={p}" for p in c["ports"]]
     argv += [f"--volume={v}" for v in c["volumes"]]
     argv += [f"--env-file={f}" for f in c["environmentFiles"]] + [f"--env-file={env_file}"]
-    argv += [f"--user={c['user']}", c["image"], *c["cmd"]]
+    argv += [f"--restart={c['restart']}", f"--user={c['user']}", c["image"], *c["cmd"]]
     return argv
+
+
+def network_spec(user: dict) -> str:
+    return hashlib.sha256(json.dumps(user["network"]["createOptions"]).encode()).hexdigest()[:32]
+
+
+def network_create_argv(user: dict, host: Host, stack: str) -> list[str]:
+    """`podman network create` for the user's own network; the spec label lets a
+    later `up` see whether the plan's options changed."""
+    net = user["network"]
+    return [host.podman, "network", "create", *net["createOptions"], f"--label={STACK_LABEL}={stack}",
+            f"--label={SPEC_LABEL}={network_spec(user)}", net["name"]]
+
+
+def inspect_network(host: Host, name: str) -> dict | None:
+    proc = podman(host, "network", "inspect", name, check=False)
+    if proc.returncode != 0:
+        return None
+    found = json.loads(proc.stdout or "[]")
+    return found[0] if found else None
+
+
+def network_labels(info: dict | None) -> dict:
+    return (info or {}).get("labels") or {}
+
+
+def ensure_network(host: Host, user: dict, stack: str) -> str:
+    """Create the user's network, or recreate it if the plan's options changed
+    (which removes the container on it: `up` then creates it anew).
+    Returns unchanged, created or recreated."""
+    name = user["network"]["name"]
+    info = inspect_network(host, name)
+    if info and network_labels(info).get(SPEC_LABEL) == network_spec(user):
+        return "unchanged"
+    if info:
+        remove_network(host, name)
+    podman(host, *network_create_argv(user, host, stack)[1:])
+    return "recreated" if info else "created"
+
+
+def networks(host: Host, label: str) -> list[str]:
+    """Names of the networks carrying a label ("key=value")."""
+    proc = podman(host, "network", "ls", "--format={{.Name}}", f"--filter=label={label}")
+    return [n for n in proc.stdout.split() if n]
+
+
+def remove_network(host: Host, name: str) -> None:
+    """Remove a network and any container still on it."""
+    podman(host, "network", "rm", "--force", name, check=False)
 
 
 def spec_digest(argv: list[str], env_content: str, image_id: str) -> str:
@@ -85,6 +134,15 @@ def labels(info: dict) -> dict:
 def published_ports(info: dict) -> set[int]:
     ports = info.get("HostConfig", {}).get("PortBindings") or {}
     return {int(b["HostPort"]) for bindings in ports.values() for b in bindings or [] if b.get("HostPort")}
+
+
+def last_exit_code(host: Host, info: dict) -> int | None:
+    """The exit code of the container's last run that ended. After its restart policy
+    fired, inspect shows the new run's (0); podman's events keep the one that died."""
+    proc = podman(host, "events", "--stream=false", f"--since={info['Created']}", "--filter=event=died",
+                  f"--filter=container={info['Id']}", "--format={{.ContainerExitCode}}", check=False)
+    codes = proc.stdout.split()
+    return int(codes[-1]) if codes and codes[-1].lstrip("-").isdigit() else info["State"].get("ExitCode")
 
 
 def is_running(info: dict | None) -> bool:

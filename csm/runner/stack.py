@@ -206,6 +206,14 @@ class Stack:
                 hint = f"`csm down --state-dir {owner}`" if owner else f"`podman rm -f {cname}` if it is not needed"
                 raise HostNotReady(f"a container named {cname} already exists and belongs to {where}; "
                                    f"stop it with {hint}, or give users.{name} another name")
+            network = user["network"]["name"]
+            found = podman.inspect_network(self.host, network)
+            owner = podman.network_labels(found).get(podman.STACK_LABEL)
+            if found and owner != str(self.state_dir):
+                where = f"the stack with state directory {owner}" if owner else "something other than csm"
+                raise HostNotReady(f"a podman network named {network} already exists and belongs to {where}; "
+                                   f"remove it (`podman network rm {network}`) if it is not needed, "
+                                   f"or give users.{name} another name")
 
     def _check_ports(self) -> None:
         ports = {name: u["port"] for name, u in self.plan["users"].items()}
@@ -244,6 +252,9 @@ class Stack:
         if self.create_passwords:
             self._create_missing_passwords()
         self._remove_departed_users()
+        for user in plan["users"].values():
+            if podman.ensure_network(self.host, user, str(self.state_dir)) == "created":
+                undo.append(lambda n=user["network"]["name"]: podman.remove_network(self.host, n))
         actions = {name: self._apply_user(user, undo) for name, user in plan["users"].items()}
         self.wait_healthy([n for n, a in actions.items() if a not in ("unchanged", "stopped-idle")])
         nginx_action = self._apply_nginx(undo)
@@ -279,6 +290,10 @@ class Stack:
             if user in rec["plan"]["users"]:
                 for p in self._env_paths(rec["plan"]["users"][user]):
                     p.unlink(missing_ok=True)
+        planned = {u["network"]["name"] for u in self.plan["users"].values()}
+        for network in podman.networks(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
+            if network not in planned:
+                podman.remove_network(self.host, network)
 
     def _apply_user(self, user: dict, undo: list, force: bool = False) -> str:
         cname = user["container"]["name"]
@@ -331,8 +346,9 @@ class Stack:
             for name in list(pending):
                 cname = self.plan["users"][name]["container"]["name"]
                 info = podman.inspect(self.host, cname)
-                if not info or not info["State"].get("Running"):
-                    code = info["State"].get("ExitCode") if info else None
+                # A restart means code-server died: the restart policy must not hide it.
+                if not info or not info["State"].get("Running") or info.get("RestartCount"):
+                    code = podman.last_exit_code(self.host, info) if info else None
                     raise RunnerError(f"{name}'s container {cname} stopped (exit code {code}) instead of "
                                       f"becoming healthy; see `csm logs {name}`")
                 if podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0:
@@ -391,6 +407,8 @@ class Stack:
             for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
                 self.progress(f"stopping {c['Names'][0]}")
                 podman.remove(self.host, c["Names"][0])
+            for network in podman.networks(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
+                podman.remove_network(self.host, network)
             if nginx.stop(self.state_dir):
                 self.progress("nginx stopped")
             rec = self.recorded(self.state_dir)

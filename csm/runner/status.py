@@ -27,6 +27,7 @@ class UserStatus:
     oom_kills: int | None            # None: not running, or the count is unreadable
     last_activity: float | None      # epoch seconds of code-server's last heartbeat
     exit_code: int | None = None
+    restarts: int | None = None      # times podman restarted it after code-server died
     activity: str = "-"              # running, stopped-idle, stopped-by-admin (runner/idle.py)
     since: float | None = None       # epoch seconds it has been so
 
@@ -63,7 +64,7 @@ def read(stack) -> StackStatus:
             memory_limit_bytes=user["limits"]["memoryBytes"],
             oom_kills=oom_kills(info) if info else None,
             last_activity=http.last_heartbeat(_direct(user)) if running else None,
-            exit_code=exit_code))
+            exit_code=exit_code, restarts=info.get("RestartCount") if info else None))
         idle.annotate(stack.plan, result.users[-1], info)
     return result
 

@@ -12,7 +12,7 @@ the "provider" and, just as important, what did not reach anywhere else.
 from __future__ import annotations
 
 import json
-import subprocess
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -22,12 +22,13 @@ from pathlib import Path
 MODEL = "fake-model"
 
 
-def podman_gateway() -> str:
-    """The host's address on podman's default network, where containers reach a fake
-    running on the host."""
-    out = subprocess.run(["podman", "network", "inspect", "podman"], check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out)[0]["subnets"][0]["gateway"]
+def host_address() -> str:
+    """The host's address on its way out (the interface of the default route), where
+    containers reach a fake running on the host as they reach any server outside.
+    (Each user's network, and so its gateway, exists only once the stack is up.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("198.51.100.1", 9))  # TEST-NET-2, off-link: no packet is sent, only the route is picked
+        return s.getsockname()[0]
 
 
 def opencode_settings(provider: str, name: str, base_url: str, key_variable: str, model_name: str) -> dict:

@@ -1,9 +1,13 @@
 # The plan's containers onto virtualisation.oci-containers (podman), each unit ready
-# only when code-server answers its health check.
+# only when code-server answers its health check, each on its own isolated podman
+# network (created by a oneshot unit before the container's). A container whose
+# code-server dies is restarted by systemd: oci-containers' units have Restart=always.
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.code-server-multi;
   inherit (cfg) plan;
+
+  networkUnit = u: "podman-network-${u.network.name}";
 in
 lib.mkIf cfg.enable {
   assertions = [{
@@ -28,5 +32,18 @@ lib.mkIf cfg.enable {
   systemd.services = lib.mapAttrs' (name: u: lib.nameValuePair "podman-${u.container.name}" {
     preStart = lib.mkBefore (lib.optionalString (cfg.package != null)
       "${lib.getExe' cfg.package "csm"} prepare --plan ${lib.escapeShellArg cfg.planFile} ${lib.escapeShellArg name}\n");
+    requires = [ "${networkUnit u}.service" ];
+    after = [ "${networkUnit u}.service" ];
+  }) plan.users
+  // lib.mapAttrs' (_: u: lib.nameValuePair (networkUnit u) {
+    description = "podman network of ${u.name}'s code-server";
+    path = [ config.virtualisation.podman.package ];
+    serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
+    # Removed when stopped, so changed options take effect at the next start.
+    script = ''
+      podman network exists ${lib.escapeShellArg u.network.name} || \
+        podman network create ${lib.escapeShellArgs u.network.createOptions} ${lib.escapeShellArg u.network.name}
+    '';
+    postStop = "podman network rm --force ${lib.escapeShellArg u.network.name}";
   }) plan.users;
 }

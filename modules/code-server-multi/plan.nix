@@ -51,6 +51,17 @@ let
   # A secret's path must stay a string: a Nix path would be copied into the
   # world-readable store.
   isAbsolutePath = p: isString p && match "/.*" p != null;
+  # No ".", "..", "//" or trailing slash: a path that is what it says.
+  isNormalPath = p: isAbsolutePath p && (p == "/" || match "(/[^/]+)+" p != null)
+    && all (c: c != "." && c != "..") (filter isString (builtins.split "/" p));
+  isBelow = dir: p: p == dir || (stringLength p > stringLength dir && substring 0 (stringLength dir + 1) p == "${dir}/");
+  directoryProblem = field: p:
+    if !isAbsolutePath p then "${field} = ${toJSON p} must be an absolute path"
+    else if !isNormalPath p then "${field} = ${toJSON p} must be a plain absolute path (no \".\", \"..\", \"//\" or trailing slash)"
+    else if elem p sharedDirs then "${field} = ${toJSON p} is a shared system directory${optionalString (elem p [ "/tmp" "/var/tmp" "/dev/shm" "/run/lock" ]) " that everyone may write to"}; use a directory of its own, e.g. ${toJSON defaults.${field}}"
+    else if any (d: isBelow d p) systemTrees then "${field} = ${toJSON p} lies in a system directory (${head (filter (d: isBelow d p) systemTrees)}); use a directory of its own, e.g. ${toJSON defaults.${field}}"
+    else null;
+  optionalString = cond: s: if cond then s else "";
   pathProblem = field: p:
     if typeOf p == "path" then "${field} is a Nix path (${toString p}), which would copy the file into the world-readable Nix store; give it as a string, e.g. \"/run/secrets/...\""
     else if !isAbsolutePath p then "${field} must be an absolute path, got ${toJSON p}"
@@ -75,9 +86,32 @@ let
   nginxLimits = {
     clientMaxBodySize = "128m";  # VS Code uploads of 100 MB, with room for encoding
     proxyTimeout = "3600s";      # a quiet terminal's WebSocket stays open an hour
-    loginRate = "10r/m";
-    loginBurst = 10;
+    # A coarse flood guard on password submissions (POST /login) per client
+    # address; loading the login page is never counted. A class behind one router
+    # (one address) logs in at once: 30 at a time, then one every 2 s. Wrong
+    # passwords are held to a few a minute per address by code-server itself.
+    loginRate = "30r/m";
+    loginBurst = 30;
   };
+  sessionCookie = "code-server-session";
+
+  # Each user's container on a network of its own: podman's `isolate` option drops
+  # traffic between isolated networks, so no container reaches another's (by
+  # address; with DNS off, not by name either). The internet and the host's
+  # public side stay reachable through the bridge. podman picks a free subnet
+  # (no fixed one here could be known not to clash with the host's own networks).
+  networkOptions = [ "isolate=true" ];
+  # podman restarts a container whose code-server died; on NixOS the container's
+  # systemd unit does (virtualisation.oci-containers sets Restart=always), and
+  # podman's --restart cannot be combined with the unit's --rm.
+  restartPolicy = "always";
+
+  # Directories that must never be workspaceBase or runtimeDir: the root, system
+  # trees (refused with everything below them) and shared or world-writable ones.
+  systemTrees = [ "/etc" "/usr" "/bin" "/sbin" "/lib" "/lib32" "/lib64" "/libx32" "/boot" "/proc" "/sys" "/dev" "/nix" ];
+  sharedDirs = [ "/" "/var" "/var/lib" "/var/cache" "/var/log" "/var/tmp" "/var/spool" "/var/mail" "/run" "/run/user"
+                 "/run/lock" "/tmp" "/root" "/home" "/srv" "/opt" "/mnt" "/media" "/dev/shm" ];
+  allowedVolumeOptions = [ "ro" "rw" "z" "Z" ];
 
   # ---- settings with defaults -------------------------------------------------
   knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "namePrefix" "users" "opencode" "acme" "tls" "backup" "landingPage" "vscodeSettings" "idleStopAfter" ];
@@ -111,7 +145,9 @@ let
   userProblems = name:
     let
       u = users.${name};
-      at = "users.${name}";
+      # A name that is no plain word (a newline, a quote) is shown escaped, so each
+      # problem stays on one line of the message.
+      at = if match "[A-Za-z0-9_.-]+" name != null then "users.${name}" else "users.${toJSON name}";
       hard = parseSize u.memoryLimit;
       soft = parseSize u.memorySoftLimit;
       passwordFiles = filter (f: u.${f} != null) [ "hashedPasswordFile" "passwordFile" ];
@@ -120,9 +156,9 @@ let
     in
       unknownKeys "${at}." (attrNames defaults.user) usersIn.${name}
       ++ optional (!isDnsLabel name)
-        "${at}: the name ${quote name} is not a DNS label; use 1 to 63 lowercase letters, digits and dashes, not starting or ending with a dash"
+        "${at}: the name ${toJSON name} is not a DNS label; use 1 to 63 lowercase letters, digits and dashes, not starting or ending with a dash"
       ++ optional (elem name reservedNames)
-        "${at}: the name ${quote name} is reserved (${showList reservedNames}); choose another name"
+        "${at}: the name ${toJSON name} is reserved (${showList reservedNames}); choose another name"
       ++ optional (u.port != null && !(isInt u.port && u.port >= 1024 && u.port <= 65535))
         "${at}.port = ${toJSON u.port} is not a port from 1024 to 65535"
       ++ optional (u.port != null && basePortOk && isInt u.port && u.port >= s.basePort && u.port < s.basePort + portSpan)
@@ -147,8 +183,14 @@ let
       ++ (if !isList u.environmentFiles then [ "${at}.environmentFiles must be a list of paths" ]
           else filter (p: p != null) (map (pathProblem "${at}.environmentFiles entry") u.environmentFiles))
       ++ (if !isList u.extraVolumes then [ "${at}.extraVolumes must be a list of \"/host/path:/container/path[:options]\"" ]
-          else map (v: "${at}.extraVolumes entry ${toJSON v} is not \"/host/path:/container/path[:options]\"")
-            (filter (v: !(isString v && match "/[^:]*:/[^:]*(:[a-zA-Z,]+)?" v != null)) u.extraVolumes));
+          else concatLists (map (v:
+            let m = if isString v then match "/[^:]*:/[^:]*(:([^:]*))?" v else null;
+                options = if m == null || elemAt m 1 == null then [ ] else filter isString (builtins.split "," (elemAt m 1));
+                bad = filter (o: !elem o allowedVolumeOptions) options;
+            in if m == null then [ "${at}.extraVolumes entry ${toJSON v} is not \"/host/path:/container/path[:options]\"" ]
+               else optional (bad != [ ])
+                 "${at}.extraVolumes entry ${toJSON v} has the option${optionalString (length bad > 1) "s"} ${showList (map toJSON bad)}; only ${showList allowedVolumeOptions} are allowed (e.g. \"U\" would make podman chown the host directory)")
+            u.extraVolumes));
 
   # Two users on one value: name both and say which to change.
   clashes = what: valueOf: fix:
@@ -172,8 +214,11 @@ let
       "domain = ${toJSON s.domain} is not a hostname; use lowercase DNS labels separated by dots, e.g. \"code.example.org\""
     ++ optional (!basePortOk)
       "basePort = ${toJSON s.basePort} must leave room for ${toString portSpan} automatic ports between 1024 and 65535 (at most ${toString (65536 - portSpan)})"
-    ++ optional (!isAbsolutePath s.workspaceBase) "workspaceBase = ${toJSON s.workspaceBase} must be an absolute path"
-    ++ optional (!isAbsolutePath s.runtimeDir) "runtimeDir = ${toJSON s.runtimeDir} must be an absolute path"
+    ++ optional (directoryProblem "workspaceBase" s.workspaceBase != null) (directoryProblem "workspaceBase" s.workspaceBase)
+    ++ optional (directoryProblem "runtimeDir" s.runtimeDir != null) (directoryProblem "runtimeDir" s.runtimeDir)
+    ++ optional (isNormalPath s.workspaceBase && isNormalPath s.runtimeDir
+                 && (isBelow s.workspaceBase s.runtimeDir || isBelow s.runtimeDir s.workspaceBase))
+      "runtimeDir (${toJSON s.runtimeDir}) and workspaceBase (${toJSON s.workspaceBase}) overlap; the composed secrets must not lie among the workspaces: keep them apart"
     ++ optional (!(isDnsLabel s.namePrefix && stringLength s.namePrefix <= 40))
       "namePrefix = ${toJSON s.namePrefix} must be 1 to 40 lowercase letters, digits and dashes, not starting or ending with a dash, e.g. \"code-server\""
     ++ optional (!(isString s.image && s.image != "")) "image must be an image reference like \"localhost/code-server-multi:latest\""
@@ -379,6 +424,7 @@ let
       cpus = numberText u.cpuLimit;
       passwordVariable = if u.hashedPasswordFile != null then "HASHED_PASSWORD" else "PASSWORD";
       envFile = "${s.runtimeDir}/${name}.env";
+      network = "${s.namePrefix}-${name}";
       owned = path: { inherit path; uid = hostUid; gid = hostGid; mode = "0700"; };
     in {
       inherit name hostname port upstream;
@@ -401,6 +447,12 @@ let
         fromFiles = [ { variable = passwordVariable; file = if u.hashedPasswordFile != null then u.hashedPasswordFile else u.passwordFile; } ];
       };
       limits = { memoryBytes = memory; memorySoftBytes = memorySoft; inherit cpus; pids = u.pidsLimit; };
+      # Created before the container (`podman network create` + createOptions),
+      # removed with it.
+      network = {
+        name = network;
+        createOptions = map (o: "--opt=${o}") networkOptions ++ [ "--disable-dns" ];
+      };
       container = {
         name = "${s.namePrefix}-${name}";
         inherit (s) image;
@@ -424,7 +476,10 @@ let
           project
         ];
         inherit healthCheck;
+        # The runner's `podman run --restart`; NixOS restarts through systemd.
+        restart = restartPolicy;
         extraOptions = [
+          "--network=${network}"
           "--hostname=${name}"
           "--label=io.code-server-multi.user=${name}"
           "--memory=${toString memory}"
@@ -448,7 +503,8 @@ let
         config = [ "client_max_body_size ${nginxLimits.clientMaxBodySize};" ];
         locations = {
           "/" = { proxyPass = upstream; config = proxyHeaders; };
-          # Password guesses meet nginx's limit before code-server's own.
+          # Password submissions (POST) meet nginx's per-address flood guard before
+          # code-server's own per-address limit on wrong passwords.
           "= /login" = {
             proxyPass = upstream;
             config = [
@@ -474,10 +530,16 @@ let
     directories = [ { path = s.workspaceBase; uid = 0; gid = 0; mode = "0711"; } ];
     nginx = {
       httpConfig = [
-        "limit_req_zone $binary_remote_addr zone=csm_login:10m rate=${nginxLimits.loginRate};"
+        # Only POSTs have a key: requests with an empty key are not counted.
+        "map $request_method $csm_login_key { POST $binary_remote_addr; default ''; }"
+        "limit_req_zone $csm_login_key zone=csm_login:10m rate=${nginxLimits.loginRate};"
         "map $http_upgrade $csm_connection_upgrade { default upgrade; '' close; }"
       ];
-      tlsConfig = [ "add_header Strict-Transport-Security \"max-age=31536000\" always;" ];
+      tlsConfig = [
+        "add_header Strict-Transport-Security \"max-age=31536000\" always;"
+        # The session cookie opens the workspace: only over TLS, never to scripts.
+        "proxy_cookie_flags ${sessionCookie} secure httponly;"
+      ];
       # Unknown subdomains and unknown Host headers: the landing page, 404, no upstream.
       defaultServer = {
         landingHtml = ''

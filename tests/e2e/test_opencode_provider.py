@@ -2,7 +2,7 @@
 
 The settings' `opencode.provider` names an OpenAI-compatible provider whose baseURL is
 a fake chat-completions server (csm.testing.fake_openai) that this test runs on the
-host, on the address containers reach the host by (the podman bridge's gateway). The
+host, on the host's outward address (containers reach it as any server outside). The
 API key reaches the container only through an env file listed in the user's
 `environmentFiles`; the config says `apiKey = "{env:FAKE_API_KEY}"`. Then
 `opencode run` inside the user's container must print the fake's reply, and the key
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from csm.testing.fake_openai import MODEL, FakeOpenAI, opencode_settings, podman_gateway
+from csm.testing.fake_openai import MODEL, FakeOpenAI, host_address, opencode_settings
 from csm.testing.stacks import TEST_PREFIX, free_port
 
 pytestmark = pytest.mark.live
@@ -58,10 +58,8 @@ def ai(live_stack_factory, tmp_path_factory):
     key_file = here / "fake-provider.env"
     key_file.write_text(f"FAKE_API_KEY={KEY}\n")
     key_file.chmod(0o400)
-    gateway = podman_gateway()
-    # The bridge exists only while a container runs, so the fake binds after `up`;
-    # a port free on loopback is free on every address.
-    port = free_port("127.0.0.1")
+    gateway = host_address()
+    port = free_port(gateway)
     settings = {
         "opencode": opencode_settings(PROVIDER, "Fake provider", f"http://{gateway}:{port}/v1",
                                       "FAKE_API_KEY", "Fake model"),

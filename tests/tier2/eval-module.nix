@@ -35,7 +35,7 @@ in
   containers = lib.mapAttrs (_: x: removeAttrs x [ "imageStream" ] // { hasImageStream = x.imageStream != null; })
     c.virtualisation.oci-containers.containers;
   podman = c.virtualisation.podman.enable;
-  services = lib.mapAttrs (_: s: { inherit (s) preStart serviceConfig wantedBy path restartTriggers; }) c.systemd.services;
+  services = lib.mapAttrs (_: s: { inherit (s) preStart script postStop requires after serviceConfig wantedBy path restartTriggers; }) c.systemd.services;
   timers = c.systemd.timers;
   tmpfiles = c.systemd.tmpfiles.rules;
   nginx = { inherit (c.services.nginx) enable appendHttpConfig virtualHosts; };

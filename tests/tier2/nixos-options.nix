@@ -37,6 +37,9 @@ in
         after = opt (types.listOf types.str) [ ];
         restartTriggers = opt (types.listOf types.unspecified) [ ];
         preStart = opt types.lines "";
+        script = opt types.lines "";
+        postStop = opt types.lines "";
+        requires = opt (types.listOf types.str) [ ];
         path = opt (types.listOf types.raw) [ ];
         serviceConfig = opt (types.attrsOf types.anything) { };
       };

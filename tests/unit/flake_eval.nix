@@ -50,7 +50,10 @@ let
     server = root + "/nixos-tests/server-settings.nix";
     acme-wildcard = root + "/nixos-tests/acme-settings.nix";
   };
+  # The client (a team member's machine) is only ever read for its address.
+  client.networking.primaryIPAddress = "192.0.2.20";
   planNodes = name: {
+    inherit client;
     server = {
       services.code-server-multi.plan = plan settingsOf.${name};
       networking.primaryIPAddress = "192.0.2.10";
@@ -61,7 +64,7 @@ let
     let
       nodes = builtins.mapAttrs (name: node: evalHost [ node ] { inherit nodes; }) {
         inherit (test.nodes) server;
-      };
+      } // { inherit client; };
     in
     nodes;
   describeTest =

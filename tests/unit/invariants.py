@@ -58,6 +58,10 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         assert opts["--pids-limit"] == [str(given["pidsLimit"])]
         assert opts["--cap-drop"] == ["all"]
         assert opts["--security-opt"] == ["no-new-privileges"]
+        # A network of its own, isolated from every other user's; restarted when it dies.
+        assert opts["--network"] == [u["network"]["name"]] and u["network"]["name"] == c["name"]
+        assert "--opt=isolate=true" in u["network"]["createOptions"]
+        assert c["restart"] == "always"
         # Its own uid range, above every host account; never host root.
         base, size = u["ids"]["base"], u["ids"]["size"]
         assert base >= 16 * HOST_ACCOUNTS_END and size == 65536
@@ -113,7 +117,12 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         login = n["locations"]["= /login"]
         assert login["proxyPass"] == u["upstream"]
         zone = re.search(r"limit_req zone=(\w+)", "\n".join(login["config"])).group(1)
-        assert any(f"zone={zone}:" in line for line in plan["nginx"]["httpConfig"])
+        (zone_line,) = [line for line in plan["nginx"]["httpConfig"] if f"zone={zone}:" in line]
+        # Only password submissions are counted: the key is empty for anything but POST.
+        key = re.match(r"limit_req_zone \$(\w+) ", zone_line).group(1)
+        assert f"map $request_method ${key} {{ POST $binary_remote_addr; default ''; }}" in plan["nginx"]["httpConfig"]
+        # A class behind one address logs in at once: at least 20 submissions pass.
+        assert int(re.search(r"burst=(\d+)", "\n".join(login["config"])).group(1)) + 1 >= 20
         # A limited person gets a page saying what to do, from nginx, not the container.
         limited = re.search(r"error_page 429 (@\w+);", "\n".join(login["config"])).group(1)
         page = n["locations"][limited]
@@ -125,3 +134,5 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
     assert "proxy_pass" not in json.dumps(default)
     assert "<html" in default["landingHtml"]
     assert "proxy_pass" not in "".join(plan["nginx"]["httpConfig"])
+    # Over TLS the session cookie (as good as the password) is Secure and HttpOnly.
+    assert "proxy_cookie_flags code-server-session secure httponly;" in plan["nginx"]["tlsConfig"]

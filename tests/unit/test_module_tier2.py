@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import stat
 import subprocess
 from pathlib import Path
@@ -125,6 +126,31 @@ def test_prestart_refuses_a_bad_secret_file_and_names_it(own_paths, tmp_path):
     assert not Path(module["plan"]["users"]["ada"]["secrets"]["envFile"]).exists()
 
 
+def test_each_container_starts_on_its_own_isolated_network(team):
+    module, plan = team
+    for u in plan["users"].values():
+        net = u["network"]
+        unit = f"podman-network-{net['name']}"
+        container = module["services"][f"podman-{u['container']['name']}"]
+        assert f"{unit}.service" in container["requires"] and f"{unit}.service" in container["after"]
+        network = module["services"][unit]
+        assert network["serviceConfig"] == {"Type": "oneshot", "RemainAfterExit": True}
+        create = network["script"].split("podman network create ", 1)[1].split()
+        assert [shlex.split(w)[0] for w in create] == net["createOptions"] + [net["name"]]
+        assert "--opt=isolate=true" in net["createOptions"]
+        assert network["postStop"] == f"podman network rm --force {net['name']}"
+        assert f"--network={net['name']}" in module["containers"][u["container"]["name"]]["extraOptions"]
+
+
+def test_tls_marks_the_session_cookie_and_the_login_limit_counts_posts_only(team):
+    module, plan = team
+    for u in plan["users"].values():
+        assert "proxy_cookie_flags code-server-session secure httponly;" in \
+            module["nginx"]["virtualHosts"][u["hostname"]]["extraConfig"]
+    assert "map $request_method $csm_login_key { POST $binary_remote_addr; default ''; }" in \
+        module["nginx"]["appendHttpConfig"]
+
+
 def test_one_virtual_host_per_user_and_a_default_landing_host(team):
     module, plan = team
     hosts = module["nginx"]["virtualHosts"]
@@ -180,6 +206,18 @@ def test_bad_settings_fail_the_module_with_the_plans_message(tmp_path):
     bad = tmp_path / "bad.nix"
     bad.write_text('{ domain = "code.test"; users.ada = { hashedPasswordFile = "/s"; memoryLimit = "1g"; memorySoftLimit = "2g"; }; }')
     with pytest.raises(planlib.PlanError, match=r'users.ada.memorySoftLimit \("2g"\) is above memoryLimit'):
+        evaluate(bad)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ('workspaceBase = "/etc";', 'workspaceBase = "/etc" lies in a system directory'),
+    ('runtimeDir = "/tmp";', 'runtimeDir = "/tmp" is a shared system directory'),
+    ('users.ada.extraVolumes = [ "/etc:/mnt/etc:U" ];', 'has the option "U"'),
+])
+def test_footguns_fail_the_module_with_the_plans_message(tmp_path, setting, message):
+    bad = tmp_path / "bad.nix"
+    bad.write_text('{ domain = "code.test"; users.ada.hashedPasswordFile = "/s"; ' + setting + ' }')
+    with pytest.raises(planlib.PlanError, match=re.escape(message)):
         evaluate(bad)
 
 

@@ -22,7 +22,7 @@ from pyflakes.api import check as pyflakes_check
 from pyflakes.reporter import Reporter
 
 from csm import plan as planlib
-from csm.checks import host, http, idle, image, smoke
+from csm.checks import host, http, idle, image, login, network, smoke
 from flake_outputs import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ VM_TESTS = {
 DRIVER_NAMES = ["start_all", "subtest", "machines", "driver", "log", "join_all", "retry",
                 "run_tests", "test_script", "serial_stdout_on", "serial_stdout_off",
                 "polling_condition", "create_machine", "vlans"]
-CHECK_MODULES = {"host": host, "http": http, "idle": idle, "image": image}
+CHECK_MODULES = {"host": host, "http": http, "idle": idle, "image": image, "network": network, "login": login}
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +148,12 @@ def test_script_calls_only_checks_that_exist_with_arguments_they_take(vm_test):
 
 def test_csm_smoke_takes_the_options_the_server_test_gives_it(checks):
     script = checks["server"]["testScript"]
-    invocation = script[script.index('"csm smoke'):]
-    invocation = invocation[:invocation.index(")")]
-    used = set(re.findall(r"(--[a-z][a-z-]*)", invocation))
+    invocations = [part[:part.index(")")] for part in script.split('"csm smoke')[1:]]
+    assert len(invocations) == 2, "the server test runs csm smoke for the deployment and for the login limits"
     options = {o for action in smoke.parser()._actions for o in action.option_strings}
-    assert used and used <= options, f"csm smoke has no {sorted(used - options)}"
+    for invocation in invocations:
+        used = set(re.findall(r"(--[a-z][a-z-]*)", invocation))
+        assert used and used <= options, f"csm smoke has no {sorted(used - options)}"
 
 
 @pytest.mark.tier2

@@ -127,6 +127,24 @@ BAD_SETTINGS = {
     "basePort leaving no room": ({**good(), "basePort": 65000}, ["basePort = 65000 must leave room"]),
     "bad extra volume": (good(extraVolumes=["data:/data"]), ['users.ada.extraVolumes entry "data:/data"']),
     "name prefix not a label": ({**good(), "namePrefix": "Code_Server"}, ['namePrefix = "Code_Server" must be']),
+    "volume option U": (good(extraVolumes=["/etc:/mnt/etc:U"]),
+                        ['users.ada.extraVolumes entry "/etc:/mnt/etc:U" has the option "U"', "only ro, rw, z, Z"]),
+    "volume options mixed": (good(extraVolumes=["/srv/data:/data:ro,U,exec"]),
+                             ['has the options "U", "exec"']),
+    "workspaceBase is /": ({**good(), "workspaceBase": "/"}, ['workspaceBase = "/" is a shared system directory']),
+    "workspaceBase is /etc": ({**good(), "workspaceBase": "/etc"}, ['workspaceBase = "/etc" lies in a system directory (/etc)']),
+    "workspaceBase below /usr": ({**good(), "workspaceBase": "/usr/local/vscode"},
+                                 ['workspaceBase = "/usr/local/vscode" lies in a system directory (/usr)']),
+    "workspaceBase is /var": ({**good(), "workspaceBase": "/var"}, ['workspaceBase = "/var" is a shared system directory']),
+    "workspaceBase with ..": ({**good(), "workspaceBase": "/var/lib/../../etc"}, ["must be a plain absolute path"]),
+    "workspaceBase with trailing slash": ({**good(), "workspaceBase": "/etc/"}, ["must be a plain absolute path"]),
+    "runtimeDir is /tmp": ({**good(), "runtimeDir": "/tmp"},
+                           ['runtimeDir = "/tmp" is a shared system directory that everyone may write to',
+                            '"/run/code-server-multi"']),
+    "runtimeDir is /run": ({**good(), "runtimeDir": "/run"}, ['runtimeDir = "/run" is a shared system directory']),
+    "runtimeDir in /nix": ({**good(), "runtimeDir": "/nix/var/csm"}, ["runtimeDir", "lies in a system directory (/nix)"]),
+    "runtimeDir among the workspaces": ({**good(), "runtimeDir": "/var/lib/vscode/ada/workspace"},
+                                        ["runtimeDir", "and workspaceBase", "overlap"]),
 }
 
 
@@ -203,3 +221,20 @@ def test_file_paths_reach_nix_exactly_as_they_are(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(odd))  # where from_settings writes its JSON
     from_data = planlib.from_settings({"domain": "code.test", "users": {"ada": {"hashedPasswordFile": secret}}})
     assert from_data == from_file
+
+
+def test_a_name_with_a_newline_gets_the_whole_message():
+    settings = {"domain": "code.test", "users": {"ada\nbo": {"passwordFile": "/s", "memoryLimit": "x"}}}
+    with pytest.raises(planlib.PlanError) as err:
+        planlib.from_settings(settings)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid settings:" and all(ln.startswith("  - ") for ln in lines[1:]), lines
+    assert any('users."ada\\nbo": the name "ada\\nbo" is not a DNS label' in ln for ln in lines), lines
+    assert any('users."ada\\nbo".memoryLimit = "x" is not a size' in ln for ln in lines), lines
+
+
+@pytest.mark.parametrize("base", ["/var/lib/vscode", "/srv/vscode", "/home/vscode", "/var/tmp/csm-test-x/workspaces"])
+def test_ordinary_directories_are_accepted(base):
+    plan = planlib.from_settings({**good(), "workspaceBase": base, "runtimeDir": "/run/csm",
+                                  "users": {"ada": {"hashedPasswordFile": "/s", "extraVolumes": ["/srv/d:/d:ro,Z"]}}})
+    assert plan["workspaceBase"] == base

@@ -94,6 +94,22 @@ def test_round_trip_keeps_owners_modes_and_contents(tmp_path):
     assert {u: snapshot(stack, u) for u in ("ada", "bo")} == before
 
 
+def test_restore_on_a_fresh_host_before_any_up(tmp_path):
+    old = make_stack(tmp_path / "old")
+    populate(old, "ada")
+    populate(old, "bo")
+    before = {u: snapshot(old, u) for u in ("ada", "bo")}
+    archive = old.backup(tmp_path / "backups")
+    settings = {"domain": "code.localhost", "workspaceBase": str(tmp_path / "new" / "deep" / "ws"),
+                "runtimeDir": str(tmp_path / "new" / "run"),
+                "users": {u: {"hashedPasswordFile": f"/nonexistent/{u}"} for u in ("ada", "bo")}}
+    fresh = Stack(planlib.from_settings(settings), tmp_path / "new" / "state", progress=lambda m: None)
+    assert not Path(fresh.plan["workspaceBase"]).exists()
+    assert fresh.restore(archive) == ["ada", "bo"]
+    assert {u: snapshot(fresh, u) for u in ("ada", "bo")} == before
+    assert stat.S_IMODE(Path(fresh.plan["workspaceBase"]).stat().st_mode) == 0o711
+
+
 def test_restore_shifts_owners_to_a_new_uid_range(tmp_path):
     old = make_stack(tmp_path)
     populate(old, "ada")

@@ -74,7 +74,7 @@ def test_default_server_serves_the_landing_page(plan, tmp_path):
     text = render(plan, tmp_path, tls=False).read_text()
     (default,) = [b for b in servers(text) if "default_server" in b]
     assert "listen 8080 default_server;" in default
-    assert f"root {tmp_path}/landing;" in default
+    assert f'root "{tmp_path}/landing";' in default
     for line in plan["nginx"]["defaultServer"]["config"]:
         assert line in default
     page = tmp_path / "landing" / "index.html"
@@ -93,7 +93,7 @@ def test_tls_redirects_and_sends_hsts_everywhere(plan, tmp_path):
     for block in tls_blocks:
         for line in plan["nginx"]["tlsConfig"]:
             assert line in block
-    assert f"ssl_certificate {tmp_path}/tls/{plan['domain']}.crt;" in text
+    assert f'ssl_certificate "{tmp_path}/tls/{plan["domain"]}.crt";' in text
 
 
 def test_certificate_covers_the_domain_and_its_subdomains(plan, tmp_path):
@@ -110,7 +110,29 @@ def test_certificate_covers_the_domain_and_its_subdomains(plan, tmp_path):
 
 def test_skeleton_points_everything_at_the_state_dir(plan, tmp_path):
     text = render(plan, tmp_path, tls=False).read_text()
-    paths = re.findall(r"(?:pid|error_log|access_log|_temp_path) (\S+);", text)
+    paths = re.findall(r'(?:pid|error_log|access_log|_temp_path) "([^"]+)";', text)
     assert len(paths) == 8
     assert all(p.startswith(f"{tmp_path}/") for p in paths)
     assert "server_tokens off;" in text
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
+def test_a_state_dir_with_a_space_and_a_semicolon_works(plan, tmp_path, tls):
+    state = tmp_path / "state dir;x"
+    conf = render(plan, state, tls)
+    proc = subprocess.run([nginx.binary(), "-t", "-c", str(conf), "-p", f"{state}/",
+                           "-e", str(state / "logs" / "error.log")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f'pid "{state}/nginx.pid";' in conf.read_text()
+
+
+def test_a_path_nginx_cannot_take_is_refused_by_name(plan, tmp_path):
+    with pytest.raises(nginx.BadInput, match=r"holds a character nginx cannot take.*\$"):
+        nginx.render(plan, tmp_path / "a$b", 8080)
+
+
+def test_tls_marks_the_session_cookie_secure_and_httponly(plan, tmp_path):
+    text = render(plan, tmp_path, tls=True).read_text()
+    user_blocks = [b for b in servers(text) if "listen 8443 ssl;" in b]
+    assert user_blocks and all("proxy_cookie_flags code-server-session secure httponly;" in b for b in user_blocks)
+    assert "proxy_cookie_flags" not in render(plan, tmp_path / "plain", tls=False).read_text()

@@ -98,3 +98,16 @@ def test_stack_label_names_the_state_dir(team):
     argv = argv_of(team["users"]["ada"])
     assert f"--label={podman.STACK_LABEL}=/var/lib/code-server-multi" in argv
     assert f"--label={podman.USER_LABEL}=ada" in argv  # from the plan
+
+
+def test_the_container_restarts_and_joins_its_own_network(team):
+    for user in team["users"].values():
+        argv = argv_of(user)
+        assert f"--restart={user['container']['restart']}" in argv
+        assert f"--network={user['network']['name']}" in argv
+        create = podman.network_create_argv(user, HOST, "/var/lib/code-server-multi")
+        assert create[:3] == ["podman", "network", "create"] and create[-1] == user["network"]["name"]
+        assert "--opt=isolate=true" in create and "--disable-dns" in create
+        assert f"--label={podman.STACK_LABEL}=/var/lib/code-server-multi" in create
+    names = [u["network"]["name"] for u in team["users"].values()]
+    assert len(set(names)) == len(names)

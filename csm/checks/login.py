@@ -1,0 +1,148 @@
+"""Login limits, checked through nginx from several client addresses: nobody can
+keep a person out of their workspace, a class behind one address gets in, and
+wrong passwords stay slow per address.
+
+nginx limits password submissions per address as a coarse flood guard; code-server
+(patched in the image) counts wrong passwords per client address (X-Real-IP, set by
+nginx) and never counts right ones. Each check takes `http.Target`s whose
+`source_address` differ (127.0.0.x on one host, extra addresses on a VM's client),
+and returns what it saw, or raises CheckFailed.
+
+    owner = http.Target("https://ada.code.example.org", password, source_address="10.0.0.30")
+    attackers = [owner.from_source(f"10.0.0.{n}") for n in (21, 22, 23)]
+    print(owner_never_locked_out(owner, attackers, minutes=3))
+"""
+from __future__ import annotations
+
+import collections
+import secrets
+import threading
+import time
+
+from csm.checks import CheckFailed
+from csm.checks.http import Target, _http, _login, _login_answer
+
+# code-server's own limiter, which the image keeps per address: 2 wrong passwords a
+# minute, plus 12 more an hour.
+GUESSES_PER_MINUTE = 2
+GUESSES_PER_HOUR = 12
+
+
+def allowed_guesses(minutes: float) -> int:
+    """Wrong passwords one address may get checked in `minutes`, with one of slack
+    for a minute boundary."""
+    return GUESSES_PER_HOUR + GUESSES_PER_MINUTE * (int(minutes) + 1) + 1
+
+
+def _attempt(t: Target, password: str) -> str:
+    """One login: 'session', 'checked' (wrong password, really compared), 'limited'
+    (refused unchecked by code-server) or 'proxy-429'."""
+    r, cookie = _login(t, password)
+    if r.status_code in (302, 303) and cookie is not None:
+        return "session"
+    if r.status_code == 429:
+        return "proxy-429"
+    answer = _login_answer(r)
+    if "rate limited" in answer.lower():
+        return "limited"
+    if "incorrect password" in answer.lower():
+        return "checked"
+    raise CheckFailed(f"a login to {t.origin} got an answer that is neither a session, a wrong password "
+                      f"nor a limit: {answer}")
+
+
+def _wrong() -> str:
+    return "wrong-" + secrets.token_hex(8)
+
+
+def login_page_loads_not_limited(t: Target, loads: int = 60) -> str:
+    """Loading the login page (GET) is never limited: `loads` quick loads from one address."""
+    statuses = collections.Counter(_http(t, "GET", "/login").status_code for _ in range(loads))
+    if set(statuses) != {200}:
+        raise CheckFailed(f"{loads} loads of {t.origin}/login from {t.source_address}: {dict(statuses)}; "
+                          "loading the page must never be limited")
+    return f"{loads} loads of the login page from {t.source_address} all got 200"
+
+
+def classroom_logs_in(t: Target, logins: int = 20, typos: int = 8, guesses: int = 20, seconds: float = 55) -> str:
+    """`logins` right-password logins from one address within `seconds` all succeed,
+    with `typos` wrong passwords among them (a class mistypes); then `guesses` more
+    wrong passwords from that address get no more than code-server's per-address
+    allowance checked, the rest refused unchecked.
+
+    An address past its allowance is refused unchecked, right password included, until
+    its next minute: checking first would let a guesser past the limit. So a class
+    gets in as long as it mistypes less than the allowance."""
+    if typos >= GUESSES_PER_HOUR + GUESSES_PER_MINUTE:
+        raise ValueError(f"{typos} typos spend the whole allowance; the class could not get in")
+    # Spread evenly: the k-th of each kind at k/count of the way.
+    order = [kind for _, kind in sorted([((k + 0.5) / logins, "right") for k in range(logins)]
+                                        + [((k + 0.5) / max(typos, 1), "wrong") for k in range(typos)])]
+    pause = seconds / (len(order) + guesses)
+    seen = {"right": collections.Counter(), "wrong": collections.Counter()}
+    for kind in order + ["wrong"] * guesses:
+        started = time.monotonic()
+        seen[kind][_attempt(t, t.password if kind == "right" else _wrong())] += 1
+        time.sleep(max(0.0, pause - (time.monotonic() - started)))
+    if seen["right"]["session"] != logins:
+        raise CheckFailed(f"of {logins} right-password logins from {t.source_address} within {seconds:.0f} s "
+                          f"({typos} typos among them), only {seen['right']['session']} got in: {dict(seen['right'])}")
+    if seen["wrong"]["session"]:
+        raise CheckFailed(f"a wrong password opened {t.origin}")
+    allowed = allowed_guesses(seconds / 60)
+    if seen["wrong"]["checked"] > allowed or not seen["wrong"]["limited"]:
+        raise CheckFailed(f"{seen['wrong']['checked']} of {typos + guesses} wrong passwords from {t.source_address} "
+                          f"were checked within {seconds:.0f} s ({dict(seen['wrong'])}); at most {allowed} may be, "
+                          "and the rest must be refused unchecked")
+    return (f"{logins} right-password logins from {t.source_address} within {seconds:.0f} s all got in, "
+            f"{typos} typos among them; of {typos + guesses} wrong passwords {seen['wrong']['checked']} were checked "
+            f"({dict(seen['wrong'])})")
+
+
+def owner_never_locked_out(owner: Target, attackers: list[Target], minutes: float = 3,
+                           owner_every: float = 20, attack_every: float = 2.1) -> str:
+    """While each attacker address sends a wrong password every `attack_every` s
+    (about what nginx lets through) for `minutes`, the owner, from an address of
+    their own, logs in every `owner_every` s: every owner login succeeds, and each
+    attacker address gets at most code-server's per-address allowance checked."""
+    if owner.source_address in {a.source_address for a in attackers}:
+        raise ValueError("the owner needs an address no attacker uses")
+    stop = time.monotonic() + minutes * 60
+    tallies = {a.source_address: collections.Counter() for a in attackers}
+    errors: list[str] = []
+
+    def attack(a: Target) -> None:
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            try:
+                tallies[a.source_address][_attempt(a, _wrong())] += 1
+            except CheckFailed as e:
+                errors.append(str(e))
+            time.sleep(max(0.0, attack_every - (time.monotonic() - started)))
+
+    threads = [threading.Thread(target=attack, args=(a,), daemon=True) for a in attackers]
+    for th in threads:
+        th.start()
+    owner_logins: list[str] = []
+    time.sleep(min(owner_every, 5))  # the attack is under way
+    while time.monotonic() < stop:
+        started = time.monotonic()
+        owner_logins.append(_attempt(owner, owner.password))
+        time.sleep(max(0.0, min(owner_every - (time.monotonic() - started), stop - time.monotonic())))
+    for th in threads:
+        th.join()
+    if errors:
+        raise CheckFailed(errors[0])
+    refused = [i for i, answer in enumerate(owner_logins) if answer != "session"]
+    if refused:
+        raise CheckFailed(f"during the attack from {len(attackers)} addresses the owner's right password "
+                          f"was refused {len(refused)} of {len(owner_logins)} times: {owner_logins}")
+    allowed = allowed_guesses(minutes)
+    greedy = {src: dict(t) for src, t in tallies.items() if t["checked"] > allowed}
+    if greedy:
+        raise CheckFailed(f"attacker addresses got more than {allowed} wrong passwords checked "
+                          f"in {minutes:g} minutes: {greedy}")
+    if any(t["session"] for t in tallies.values()):
+        raise CheckFailed("a wrong password opened the workspace")
+    return (f"{len(attackers)} addresses guessing for {minutes:g} minutes ({', '.join(f'{s}: {dict(t)}' for s, t in tallies.items())}); "
+            f"the owner got in all {len(owner_logins)} times")
