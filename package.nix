@@ -1,5 +1,14 @@
 # The csm Python package (checks, portable runner, admin CLI) for Nix.
 { lib, buildPythonApplication, setuptools, requests, websocket-client, argon2-cffi }:
+let
+  # What csm's checks and idle service read from image/ (the health path, the image's
+  # user and port): the same files, copied beside the package.
+  imageDir = builtins.path {
+    path = ./image;
+    name = "code-server-multi-image-contract";
+    filter = path: _type: builtins.elem (baseNameOf path) [ "contract.json" "versions.json" ];
+  };
+in
 buildPythonApplication {
   pname = "csm";
   version = "0.1.0";
@@ -8,6 +17,8 @@ buildPythonApplication {
   src = lib.sourceByRegex ./. [ "pyproject\\.toml" "csm" "csm/.*" ];
   build-system = [ setuptools ];
   dependencies = [ requests websocket-client argon2-cffi ];
+  makeWrapperArgs = [ "--set-default" "CSM_IMAGE_DIR" "${imageDir}" ];
+  passthru = { inherit imageDir; };  # for Python that imports csm without the wrapper (VM tests)
   pythonImportsCheck = [ "csm" "csm.checks" ];
   meta = {
     description = "Checks, portable runner and admin CLI of code-server-multi";

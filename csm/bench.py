@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 import websocket
 
+from csm.checks import http
 from csm.runner import podman as podman_runner
 from csm.runner import status as stack_status
 from csm.runner.host import Host
@@ -50,7 +51,7 @@ def wait_for_login_page(base: str, host: str | None = None, timeout: float = 120
     headers = {"Host": host} if host else {}
     while time.monotonic() - start < timeout:
         with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{base}/healthz", headers=headers, timeout=2).status_code == 200:
+            if requests.get(f"{base}{http.health_path()}", headers=headers, timeout=2).status_code == 200:
                 login = requests.get(f"{base}/login", headers=headers, timeout=10)
                 if login.status_code != 200 or 'type="password"' not in login.text:
                     raise RuntimeError(f"{base}/login answered {login.status_code}")
@@ -185,7 +186,7 @@ def load_workbench(url: str, password: str, settle: float = 5) -> None:
 
 def ws_round_trips(port: int, host: str, count: int) -> list[float]:
     """Round trips on code-server's /healthz WebSocket (it answers every message)."""
-    ws = websocket.create_connection(f"ws://{host}/healthz", timeout=10, origin=f"http://{host}",
+    ws = websocket.create_connection(f"ws://{host}{http.health_path()}", timeout=10, origin=f"http://{host}",
                                      socket=socket.create_connection(("127.0.0.1", port)))
     try:
         out = []

@@ -45,9 +45,12 @@ OUT=$(cd "$OUT" && pwd)
 
 # The login rate limiter: upstream keeps one counter (2 failed logins a minute plus 12
 # an hour) for every client together, and then refuses even the right password, so
-# anyone reaching the login page can lock the owner out. Count failures per client
-# address instead (X-Real-IP, which the proxy sets, else the socket's address): the
-# same policy per address; right passwords are never counted.
+# anyone reaching the login page can lock the owner out. Its counter also stops
+# counting a guesser who waits for the minute's tokens to drip back, so pacing beat
+# it. Count failures per client address instead (X-Real-IP, which the proxy sets,
+# else the socket's address), in sliding windows: each failure is charged to the
+# minute's 2 or, when those are spent, to the hour's 12; an address with neither left
+# is refused until one expires. Right passwords are never counted.
 echo "==> patch the login rate limiter (per client address)"
 node - "$OUT/out/node/routes/login.js" <<'EOF'
 const fs = require("fs")
@@ -55,7 +58,24 @@ const file = process.argv[2]
 let text = fs.readFileSync(file, "utf8")
 const edits = [
   ["const limiter = new RateLimiter();\n",
-   "// code-server-multi: one limiter per client address.\n" +
+   "// code-server-multi: failed logins per client address, 2 a minute plus 12 an hour.\n" +
+   "class AddressLimiter {\n" +
+   "    constructor() { this.minute = []; this.hour = []; }\n" +
+   "    expire(now) {\n" +
+   "        this.minute = this.minute.filter((t) => now - t < 60000);\n" +
+   "        this.hour = this.hour.filter((t) => now - t < 3600000);\n" +
+   "    }\n" +
+   "    canTry() {\n" +
+   "        this.expire(Date.now());\n" +
+   "        return this.minute.length < 2 || this.hour.length < 12;\n" +
+   "    }\n" +
+   "    removeToken() {\n" +
+   "        const now = Date.now();\n" +
+   "        this.expire(now);\n" +
+   "        if (this.minute.length < 2) this.minute.push(now);\n" +
+   "        else if (this.hour.length < 12) this.hour.push(now);\n" +
+   "    }\n" +
+   "}\n" +
    "const limiters = new Map();\n" +
    "const limiterFor = (req) => {\n" +
    "    const realIp = req.headers[\"x-real-ip\"];\n" +
@@ -64,7 +84,7 @@ const edits = [
    "    if (!limiter) {\n" +
    "        // bounded: forgetting the oldest address gives nobody more than a fresh budget\n" +
    "        if (limiters.size >= 10000) limiters.delete(limiters.keys().next().value);\n" +
-   "        limiter = new RateLimiter();\n" +
+   "        limiter = new AddressLimiter();\n" +
    "        limiters.set(address, limiter);\n" +
    "    }\n" +
    "    return limiter;\n" +

@@ -78,11 +78,7 @@ in
       CA_FILE = caFile;
       PASSWORD_FILES = passwordFiles;
       # What csm.checks.image checks against (the csm package ships only csm/).
-      IMAGE_DIR = "${builtins.path {
-        path = ../image;
-        name = "code-server-multi-image-contract";
-        filter = path: _type: builtins.elem (baseNameOf path) [ "contract.json" "versions.json" ];
-      }}";
+      IMAGE_DIR = "${self.packages.${system}.csm.imageDir}";
     }
     + builtins.readFile ./server.py;
 }

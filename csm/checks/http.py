@@ -36,8 +36,14 @@ import urllib3
 import websocket
 
 from csm.checks import CheckFailed
+from csm.checks.image import facts
 
 SESSION_COOKIE = "code-server-session"
+
+
+def health_path() -> str:
+    """code-server's unauthenticated health endpoint, from image/contract.json."""
+    return facts()["healthPath"]
 UNKNOWN_HOST = "csm-check.invalid"  # RFC 2606: .invalid is never anyone's
 FOREIGN_ORIGIN = "https://attacker.invalid"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -294,21 +300,21 @@ def _has_session(t: Target, cookie: str | None) -> bool:
 
 
 def healthz_answers(t: Target) -> str:
-    r = _http(t, "GET", "/healthz")
+    r = _http(t, "GET", health_path())
     try:
         status = r.json().get("status")
     except ValueError:
         status = None
     if r.status_code != 200 or status not in ("alive", "expired"):
-        raise CheckFailed(f"/healthz answered HTTP {r.status_code} {r.text[:200]!r}")
-    return f"/healthz answered {status!r}"
+        raise CheckFailed(f"{health_path()} answered HTTP {r.status_code} {r.text[:200]!r}")
+    return f"{health_path()} answered {status!r}"
 
 
 def last_heartbeat(t: Target) -> float | None:
     """Epoch seconds of code-server's last heartbeat (its last sign that someone works
     there), from /healthz; None when it does not answer or has had none."""
     try:
-        beat = _http(t, "GET", "/healthz").json().get("lastHeartbeat")
+        beat = _http(t, "GET", health_path()).json().get("lastHeartbeat")
     except (CheckFailed, ValueError, AttributeError):
         return None
     return beat / 1000 if beat else None
@@ -393,7 +399,7 @@ def session_does_not_open_other_user(t: Target, other_user: str) -> str:
 def _landing_page(probe: Target, landing_html: str | None, verify: bool = True) -> str:
     """/ and /healthz on probe both get the landing page with 404: no container answers
     (code-server would answer /healthz with JSON)."""
-    for path in ("/", "/healthz"):
+    for path in ("/", health_path()):
         r = _http(probe, "GET", path, verify=verify)
         if r.status_code != 404:
             raise CheckFailed(f"{probe.netloc}{path} answered HTTP {r.status_code}, not 404: {r.text[:200]!r}")
@@ -404,7 +410,7 @@ def _landing_page(probe: Target, landing_html: str | None, verify: bool = True) 
         elif ("<html" not in r.text.lower() or "code-server" in r.text.lower()
               or "<center>nginx" in r.text):
             raise CheckFailed(f"{probe.netloc}{path} answered 404 without the landing page: {r.text[:200]!r}")
-    return f"{probe.netloc}: / and /healthz get the landing page with 404, no workspace"
+    return f"{probe.netloc}: / and {health_path()} get the landing page with 404, no workspace"
 
 
 def unknown_subdomain_gets_landing_page(t: Target, landing_html: str | None = None) -> str:
@@ -461,7 +467,7 @@ def idle_websocket_stays_open(t: Target, idle_seconds: float = 75) -> str:
     timeout still answers. Uses code-server's /healthz WebSocket, which answers each
     message and sends nothing unasked (the workbench's sends keep-alives)."""
     try:
-        ws = _ws(t, "/healthz")
+        ws = _ws(t, health_path())
     except websocket.WebSocketException as e:
         raise CheckFailed(f"the /healthz WebSocket did not upgrade: {e}") from e
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from ..checks import http
 from .decision import Sample
 
 CODE_SERVER_PORT = 8080   # inside the container (plan.nix: containerPort)
@@ -84,7 +85,7 @@ def heartbeat(port: int) -> float | None:
     """code-server's last heartbeat (epoch seconds): it beats on every request but
     /healthz, and every minute while a connection is open."""
     try:
-        beat = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=3).json().get("lastHeartbeat")
+        beat = requests.get(f"http://127.0.0.1:{port}{http.health_path()}", timeout=3).json().get("lastHeartbeat")
     except (requests.RequestException, ValueError, AttributeError):
         return None
     return beat / 1000 if beat else None
@@ -93,7 +94,7 @@ def heartbeat(port: int) -> float | None:
 def healthy(port: int) -> bool:
     """code-server answers its health check (what the starting page waits for)."""
     try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=3).status_code == 200
+        return requests.get(f"http://127.0.0.1:{port}{http.health_path()}", timeout=3).status_code == 200
     except requests.RequestException:
         return False
 

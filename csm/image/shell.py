@@ -18,14 +18,6 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def host_ca_bundle() -> Path | None:
-    for candidate in (os.environ.get("SSL_CERT_FILE"), os.environ.get("NODE_EXTRA_CA_CERTS"),
-                      CA_FILE, "/etc/pki/tls/certs/ca-bundle.crt"):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate).resolve()
-    return None
-
-
 class Log:
     """Every command's output goes to one log file; failures quote its tail."""
 

@@ -15,7 +15,7 @@ lib.mkIf (cfg.enable && backup.enable) {
     path = [ config.virtualisation.podman.package ];
     serviceConfig = {
       Type = "oneshot";
-      ExecStart = "${lib.getExe' cfg.package "csm"} backup --plan ${cfg.planFile} --to ${backup.target}";
+      ExecStart = "${lib.getExe' cfg.package "csm"} backup --plan ${lib.escapeShellArg cfg.planFile} --to ${lib.escapeShellArg backup.target}";
     };
   };
   systemd.timers.code-server-multi-backup = {
