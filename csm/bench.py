@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 import websocket
 
+from csm import progress
 from csm.checks import http
 from csm.runner import podman as podman_runner
 from csm.runner import status as stack_status
@@ -37,7 +38,7 @@ USERS = ["bench1", "bench2", "bench3", "bench4", "bench5"]
 
 
 def say(text: str) -> None:
-    print(f"==> {text}", file=sys.stderr, flush=True)
+    progress.say(f"==> {text}")
 
 
 def podman(*args: str) -> str:

@@ -19,6 +19,7 @@ import time
 
 import requests
 
+from csm.bench import say
 from csm.checks import idle as checks
 from csm.checks.image import subprocess_runner
 from csm.idle.control import Podman
@@ -26,10 +27,6 @@ from csm.idle.service import stop_idle
 from csm.testing.stacks import ThrowawayStack, require_image
 
 USERS = ["bidl1", "bidl2", "bidl3", "bidl4", "bidl5"]
-
-
-def say(text: str) -> None:
-    print(f"==> {text}", file=sys.stderr, flush=True)
 
 
 def memory_mib(stack: ThrowawayStack) -> float:
