@@ -6,7 +6,7 @@
 # contract reads).
 import os
 
-from csm.checks import host, http, idle, image, network  # type: ignore  # csm ships no type information
+from csm.checks import host, idle, image, network, smoke  # type: ignore  # csm ships no type information
 
 os.environ["CSM_IMAGE_DIR"] = IMAGE_DIR
 
@@ -74,7 +74,7 @@ with subtest("from the client, through nginx over HTTPS, each workspace passes t
             f" --ca-file {CA_FILE} --password-file {PASSWORD_FILES[name]}")
         print(report)
         passed = {line.split()[1].rstrip(":") for line in report.splitlines() if line.startswith("PASS ")}
-        expected = {check for check, _ in http.deployment_checks(other_user=other)}
+        expected = {check for check, _ in smoke.deployment_checks(other_user=other)}
         assert passed == expected, f"{name}: passed {sorted(passed)}, expected {sorted(expected)}"
 
 with subtest("plain HTTP sends people to HTTPS, and HTTPS asks browsers to stay"):

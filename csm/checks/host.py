@@ -335,7 +335,7 @@ server.handle_request()  # one upload, or none within the timeout; then it is go
 def start_upload_sink(run: Runner, user: dict, port: int, timeout: float = 120) -> None:
     """Starts, in the container, an app on 127.0.0.1:port that takes one POST and
     answers {"received": <bytes>}, then exits (after `timeout` s without one, too).
-    For csm.checks.http.large_upload_passes_proxy."""
+    For csm.checks.proxy.large_upload_passes_proxy."""
     run(shlex.join([PODMAN, "exec", "-d", _name(user), "python3", "-c", UPLOAD_SINK, str(port), str(timeout)]))
     listening = f"0100007F:{port:04X} 00000000:0000 0A"  # /proc/net/tcp: 127.0.0.1:port, LISTEN
     run(_exec(user, "sh", "-c", f"for i in $(seq 100); do grep -q '{listening}' /proc/net/tcp && exit 0; "

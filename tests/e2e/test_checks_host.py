@@ -8,7 +8,7 @@ over TLS as well.
 """
 import pytest
 
-from csm.checks import CheckFailed, host, http
+from csm.checks import CheckFailed, host, http, proxy, workbench
 from csm.checks.image import subprocess_runner
 
 pytestmark = pytest.mark.live
@@ -86,12 +86,12 @@ def test_the_memory_check_sees_another_limit(live_stack):
 def test_deployment_checks_over_tls(limits, check):
     target = http.Target(limits.url("calm"), limits.password("calm"), ca_file=str(limits.ca_file))
     assert target.scheme == "https"
-    getattr(http, check)(target)
+    getattr(workbench, check)(target)
 
 
 def test_unknown_host_over_tls_gets_landing_page(limits):
     target = http.Target(limits.url("calm"), ca_file=str(limits.ca_file))
-    http.unknown_host_gets_landing_page(target, limits.plan["nginx"]["defaultServer"]["landingHtml"])
+    proxy.unknown_host_gets_landing_page(target, limits.plan["nginx"]["defaultServer"]["landingHtml"])
 
 
 def test_small_memory_limit_in_force(greedy):
