@@ -6,7 +6,7 @@
 # contract reads).
 import os
 
-from csm.checks import host, http, idle, image, network  # type: ignore  # csm ships no type information
+from csm.checks import host, idle, image, limits, network, smoke  # type: ignore  # csm ships no type information
 
 os.environ["CSM_IMAGE_DIR"] = IMAGE_DIR
 
@@ -42,7 +42,7 @@ with subtest("the image keeps its contract"):
 
 with subtest("each container runs within its limits, as its own host uid, published on loopback only"):
     for user in USERS.values():
-        print(host.memory_limit_matches_plan(server.succeed, user))
+        print(limits.memory_limit_matches_plan(server.succeed, user))
         print(host.processes_run_as_mapped_uid(server.succeed, user))
         print(host.ports_bound_to_loopback(server.succeed, user))
 
@@ -74,7 +74,7 @@ with subtest("from the client, through nginx over HTTPS, each workspace passes t
             f" --ca-file {CA_FILE} --password-file {PASSWORD_FILES[name]}")
         print(report)
         passed = {line.split()[1].rstrip(":") for line in report.splitlines() if line.startswith("PASS ")}
-        expected = {check for check, _ in http.deployment_checks(other_user=other)}
+        expected = {check for check, _ in smoke.deployment_checks(other_user=other)}
         assert passed == expected, f"{name}: passed {sorted(passed)}, expected {sorted(expected)}"
 
 with subtest("plain HTTP sends people to HTTPS, and HTTPS asks browsers to stay"):
@@ -118,13 +118,13 @@ with subtest("work in the workspace survives kill -9, and systemd brings the con
     print(host.workspace_survives_kill(server.succeed, ada, restart=back_under_systemd, timeout=300))
 
 with subtest("a memory hog is killed at the limit, and the neighbour keeps working"):
-    print(host.memory_hog_killed_neighbour_healthy(server.succeed, ada, bo))
+    print(limits.memory_hog_killed_neighbour_healthy(server.succeed, ada, bo))
 
 with subtest("a fork bomb stops at the pids limit"):
-    print(host.fork_bomb_stopped_by_pids_limit(server.succeed, bo))
+    print(limits.fork_bomb_stopped_by_pids_limit(server.succeed, bo))
 
 with subtest("busy processes get no more CPU than the quota"):
-    print(host.cpu_quota_holds(server.succeed, bo))
+    print(limits.cpu_quota_holds(server.succeed, bo))
 
 with subtest("csm restore --plan brings a user's files back through the user's unit"):
     notes = f"{PLAN['workspaceBase']}/bo/workspace/restore-check.txt"

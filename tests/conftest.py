@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from csm.checks import http
+from csm.checks import http, workbench
 from csm.plan import nix_environment
 from csm.testing import stacks
 from csm.testing.stacks import (IMAGE, ImageMissing, ThrowawayStack, free_port, fresh_base_dir, merge,
@@ -152,9 +152,9 @@ class WebClient:
     def vscode_handshake(self, url: str, cookie: str) -> dict:
         """Open the workbench's WebSocket, send VS Code's auth control message and
         return the server's first control message ({"type": "sign", ...})."""
-        ws = http._ws(self.target(url), http._vscode_path(), cookie=cookie)
+        ws = http._ws(self.target(url), workbench._vscode_path(), cookie=cookie)
         try:
-            return http._vscode_handshake(ws)
+            return workbench._vscode_handshake(ws)
         finally:
             ws.close()
 

@@ -1,8 +1,8 @@
 """`csm smoke URL --user NAME`: prove a running deployment works, from outside.
 
-Runs the deployment checks of csm.checks.http against a real server (through its
-proxy, as a browser would) and prints one line per check; exits 0 only when every
-check passed, 1 when one failed, 2 on bad arguments.
+Runs the deployment checks of csm.checks.workbench and csm.checks.proxy against a
+real server (through its proxy, as a browser would) and prints one line per check;
+exits 0 only when every check passed, 1 when one failed, 2 on bad arguments.
 
 The password comes from --password-file or standard input, never the command line.
 The run spends one of code-server's wrong-password allowances for the user (two a
@@ -11,12 +11,13 @@ minute, twelve more an hour).
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from csm.checks import http, login
+from csm.checks import http, login, proxy, workbench
 
 USAGE_ERROR = 2
 
@@ -53,6 +54,34 @@ def parser() -> argparse.ArgumentParser:
                         "of 20 logs in from A, B, C and D guess wrong passwords for 3 minutes while the "
                         "owner logs in from E every 20 s (spends A's to D's wrong-password allowance for an hour)")
     return p
+
+
+def deployment_checks(other_user: str | None = None, landing_html: str | None = None,
+                      full: bool = False) -> list[tuple[str, Callable[[http.Target], str]]]:
+    """The checks `csm smoke` runs, in order, as (name, check(target)).
+
+    other_user: another user's name, for the cross-user check (left out without it).
+    landing_html: the plan's landing page, compared exactly when given.
+    full: also the slow or disruptive ones: a WebSocket idle for 75 s, and a burst of
+    logins that gets this machine's address rate-limited for a minute (last, so nothing
+    after it is limited). The upload check needs an app in the container, so it is
+    not among these."""
+    checks: list[Callable[[http.Target], str]] = [
+        workbench.healthz_answers,
+        workbench.login_page_served,
+        workbench.wrong_password_gives_no_session,
+        workbench.right_password_gives_session,
+        workbench.websocket_speaks_vscode_protocol,
+        workbench.foreign_origin_websocket_refused,
+        workbench.websocket_without_session_refused,
+    ]
+    if other_user:
+        checks.append(functools.partial(workbench.session_does_not_open_other_user, other_user=other_user))
+    checks += [functools.partial(proxy.unknown_subdomain_gets_landing_page, landing_html=landing_html),
+               functools.partial(proxy.unknown_host_gets_landing_page, landing_html=landing_html)]
+    if full:
+        checks += [proxy.idle_websocket_stays_open, proxy.login_attempts_rate_limited]
+    return [(getattr(c, "func", c).__name__, c) for c in checks]
 
 
 def lockout_checks(addresses: list[str]) -> list[tuple[str, object]]:
@@ -114,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"csm smoke: {e}", file=sys.stderr)
             return USAGE_ERROR
     else:
-        checks = http.deployment_checks(other_user=args.other_user, full=args.full)
+        checks = deployment_checks(other_user=args.other_user, full=args.full)
     failed = 0
     for name, check in checks:
         try:

@@ -1,8 +1,8 @@
 """The portable runner: applies the plan with podman, nginx and host directories.
 
 `csm.runner.stack.Stack` is the entry point; the other modules are thin mappings of
-one part of the plan each (podman.py, nginx.py, files.py) plus the admin tasks
-(passwd.py, backup.py).
+one part of the plan each (podman.py, nginx.py, files.py), what `up` checks before it
+changes anything (preflight.py), plus the admin tasks (passwd.py, backup.py).
 """
 from __future__ import annotations
 

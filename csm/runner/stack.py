@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import plan as planlib
-from . import BadInput, HostNotReady, RunnerError, backup, files, idle, nginx, passwd, podman
+from . import BadInput, HostNotReady, RunnerError, backup, files, idle, nginx, passwd, podman, preflight
 from . import status as stack_status
 from .host import Host
 
@@ -37,16 +36,6 @@ STATE_FILE = "stack.json"
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def port_free(address: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 def load_settings(path: str | os.PathLike) -> dict:
@@ -164,7 +153,7 @@ class Stack:
         (unchanged, started, created, recreated). Checks everything before changing
         anything; if applying fails, what this run started is stopped again."""
         with self.lock():
-            self.preflight()
+            preflight.check(self)
             undo: list[Callable[[], None]] = []
             try:
                 return self._apply(undo)
@@ -173,72 +162,6 @@ class Stack:
                     with contextlib.suppress(Exception):
                         step()
                 raise
-
-    def preflight(self) -> None:
-        """Everything up() needs, checked without changing anything."""
-        if self.tls_port and self.tls_port == self.http_port:
-            raise BadInput(f"the HTTP and TLS ports are both {self.http_port}; choose two ports")
-        podman.require(self.host)
-        nginx.binary()
-        if self.tls_port and not shutil.which("openssl"):
-            raise HostNotReady("openssl is not installed; run scripts/install-deps")
-        for name, user in self.plan["users"].items():
-            for s in user["secrets"]["fromFiles"]:
-                creatable = self.create_passwords and s["variable"] == "HASHED_PASSWORD"
-                if not (creatable and not os.path.lexists(s["file"])):
-                    files.read_secret(s["file"], f"users.{name} {s['variable']}")
-            for f in files.extra_env_files(user):
-                files.check_readable(f, f"users.{name}.environmentFiles")
-        image = self.plan["image"]
-        if not podman.image_exists(self.host, image):
-            raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")
-        self._check_container_names()
-        self._check_ports()
-        idle.check_port(self)
-
-    def _check_container_names(self) -> None:
-        for name, user in self.plan["users"].items():
-            cname = user["container"]["name"]
-            info = podman.inspect(self.host, cname)
-            owner = podman.labels(info).get(podman.STACK_LABEL) if info else None
-            if info and owner != str(self.state_dir):
-                where = f"the stack with state directory {owner}" if owner else "something other than csm"
-                hint = f"`csm down --state-dir {owner}`" if owner else f"`podman rm -f {cname}` if it is not needed"
-                raise HostNotReady(f"a container named {cname} already exists and belongs to {where}; "
-                                   f"stop it with {hint}, or give users.{name} another name")
-            network = user["network"]["name"]
-            found = podman.inspect_network(self.host, network)
-            owner = podman.network_labels(found).get(podman.STACK_LABEL)
-            if found and owner != str(self.state_dir):
-                where = f"the stack with state directory {owner}" if owner else "something other than csm"
-                raise HostNotReady(f"a podman network named {network} already exists and belongs to {where}; "
-                                   f"remove it (`podman network rm {network}`) if it is not needed, "
-                                   f"or give users.{name} another name")
-
-    def _check_ports(self) -> None:
-        ports = {name: u["port"] for name, u in self.plan["users"].items()}
-        nginx_ports = [p for p in (self.http_port, self.tls_port) if p]
-        for name, port in ports.items():
-            if port in nginx_ports:
-                raise BadInput(f"users.{name} gets port {port}, which nginx is to listen on; "
-                               f"choose another nginx port, or set users.{name}.port")
-        ours = set()
-        for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
-            info = podman.inspect(self.host, c["Names"][0])
-            if info and info["State"].get("Running"):
-                ours |= podman.published_ports(info)
-        for name, port in ports.items():
-            if port not in ours and not port_free("127.0.0.1", port):
-                raise HostNotReady(f"port {port}, which users.{name}'s container publishes, is already in use "
-                                   f"by another program; stop that program, or set users.{name}.port "
-                                   "(outside basePort's range) or basePort in the settings")
-        rec = self.recorded(self.state_dir) if nginx.running_pid(self.state_dir) else None
-        ours_nginx = {rec["http_port"], rec["tls_port"]} if rec else set()
-        for port in nginx_ports:
-            if port not in ours_nginx and not port_free("0.0.0.0", port):
-                flag = "--http-port" if port == self.http_port else "--tls"
-                raise HostNotReady(f"port {port}, where nginx is to listen, is already in use by another program; "
-                                   f"stop that program or choose another port ({flag})")
 
     def _apply(self, undo: list) -> dict[str, str]:
         plan = self.plan

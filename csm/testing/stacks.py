@@ -18,7 +18,8 @@ from pathlib import Path
 from csm import plan as planlib
 from csm.checks.image import default_image
 from csm.runner import passwd
-from csm.runner.stack import Stack, port_free
+from csm.runner.preflight import port_free
+from csm.runner.stack import Stack
 
 IMAGE = default_image()  # image/contract.json
 DOMAIN = "code.localhost"

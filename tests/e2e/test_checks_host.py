@@ -8,7 +8,8 @@ over TLS as well.
 """
 import pytest
 
-from csm.checks import CheckFailed, host, http
+from csm.checks import CheckFailed, host, http, proxy, workbench
+from csm.checks import limits as limit_checks  # `limits` is the limits stack's fixture
 from csm.checks.image import subprocess_runner
 
 pytestmark = pytest.mark.live
@@ -34,7 +35,7 @@ def greedy(limits):
 
 @pytest.mark.parametrize("name", ["ada", "bo"])
 def test_memory_limit_matches_plan(live_stack, name):
-    host.memory_limit_matches_plan(run, live_stack.plan["users"][name])
+    limit_checks.memory_limit_matches_plan(run, live_stack.plan["users"][name])
 
 
 @pytest.mark.parametrize("name", ["ada", "bo"])
@@ -75,7 +76,7 @@ def test_the_memory_check_sees_another_limit(live_stack):
     ada = live_stack.plan["users"]["ada"]
     wrong = {**ada, "limits": {**ada["limits"], "memoryBytes": ada["limits"]["memoryBytes"] * 2}}
     with pytest.raises(CheckFailed, match="memory limit in force is"):
-        host.memory_limit_matches_plan(run, wrong)
+        limit_checks.memory_limit_matches_plan(run, wrong)
 
 
 # ---- the limits stack: over TLS, then destructive ----------------------------------
@@ -86,28 +87,28 @@ def test_the_memory_check_sees_another_limit(live_stack):
 def test_deployment_checks_over_tls(limits, check):
     target = http.Target(limits.url("calm"), limits.password("calm"), ca_file=str(limits.ca_file))
     assert target.scheme == "https"
-    getattr(http, check)(target)
+    getattr(workbench, check)(target)
 
 
 def test_unknown_host_over_tls_gets_landing_page(limits):
     target = http.Target(limits.url("calm"), ca_file=str(limits.ca_file))
-    http.unknown_host_gets_landing_page(target, limits.plan["nginx"]["defaultServer"]["landingHtml"])
+    proxy.unknown_host_gets_landing_page(target, limits.plan["nginx"]["defaultServer"]["landingHtml"])
 
 
 def test_small_memory_limit_in_force(greedy):
-    assert "1073741824 bytes" in host.memory_limit_matches_plan(run, greedy)
+    assert "1073741824 bytes" in limit_checks.memory_limit_matches_plan(run, greedy)
 
 
 def test_memory_hog_killed_neighbour_healthy(limits, greedy):
-    host.memory_hog_killed_neighbour_healthy(run, greedy, limits.plan["users"]["calm"])
+    limit_checks.memory_hog_killed_neighbour_healthy(run, greedy, limits.plan["users"]["calm"])
 
 
 def test_fork_bomb_stopped_by_pids_limit(greedy):
-    assert "pids limit 256" in host.fork_bomb_stopped_by_pids_limit(run, greedy)
+    assert "pids limit 256" in limit_checks.fork_bomb_stopped_by_pids_limit(run, greedy)
 
 
 def test_cpu_quota_holds(greedy):
-    host.cpu_quota_holds(run, greedy)
+    limit_checks.cpu_quota_holds(run, greedy)
 
 
 def test_workspace_survives_kill(limits, greedy):

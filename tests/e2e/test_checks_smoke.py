@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from csm.checks import http
+from csm.checks.smoke import deployment_checks
 
 pytestmark = pytest.mark.live
 
@@ -27,7 +27,7 @@ def test_smoke_passes_on_a_working_deployment(live_stack):
     lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stdout + done.stderr
     assert [line.split(":")[0] for line in lines] == [
-        f"PASS {name}" for name, _ in http.deployment_checks(other_user="ada")]
+        f"PASS {name}" for name, _ in deployment_checks(other_user="ada")]
     assert live_stack.password("bo") not in done.stdout + done.stderr
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from csm import plan as planlib
-from csm.runner.stack import port_free
+from csm.runner.preflight import port_free
 from csm.testing.stacks import TEST_PREFIX
 
 pytestmark = pytest.mark.live

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from csm.checks import http, image
+from csm.checks import http, image, workbench
 from csm.runner import podman
 from csm.runner.host import Host
 from csm.runner.stack import Stack
@@ -118,4 +118,4 @@ def test_backup_delete_everything_restore_before_up_then_up(kim, tmp_path):
     assert workspace == {k: v for k, v in before.items() if k.startswith("workspace/")}
     assert inside("cat ~/project/keep/a") == "one"
     target = http.Target(kim.url("kim"), kim.password("kim"), source_address=SOURCE)
-    print(http.right_password_gives_session(target))
+    print(workbench.right_password_gives_session(target))

@@ -20,7 +20,8 @@ import pytest
 
 from csm.runner import podman
 from csm.runner.host import Host
-from csm.runner.stack import Stack, port_free
+from csm.runner.preflight import port_free
+from csm.runner.stack import Stack
 from csm.testing.stacks import IMAGE
 
 pytestmark = pytest.mark.live

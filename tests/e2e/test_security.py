@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import websocket
 
-from csm.checks import http
+from csm.checks import http, workbench
 
 pytestmark = pytest.mark.live
 
@@ -86,7 +86,7 @@ def forged_websocket_status(target: http.Target, port: int, cookie: str, source:
                                     source_address=(source, 0) if source else None)
     try:
         ws = websocket.create_connection(
-            f"ws://{target.netloc}{http._vscode_path()}", socket=sock, timeout=30,
+            f"ws://{target.netloc}{workbench._vscode_path()}", socket=sock, timeout=30,
             origin=f"http://{EVIL}", cookie=f"{http.SESSION_COOKIE}={cookie}",
             header=[f"Forwarded: host={EVIL};proto=http", f"X-Forwarded-Host: {EVIL}"])
         ws.close()

@@ -61,7 +61,7 @@ def test_nothing_listening_fails_every_check_and_never_prints_the_password(tmp_p
                          "--password-file", str(password_file), "--other-user", "bo")
     assert done.returncode == 1
     lines = done.stdout.splitlines()
-    assert len(lines) == len(smoke.http.deployment_checks(other_user="bo"))
+    assert len(lines) == len(smoke.deployment_checks(other_user="bo"))
     assert all(line.startswith("FAIL ") for line in lines), lines
     assert "refused" in lines[0].lower()
     assert PASSWORD not in done.stdout + done.stderr

@@ -2,7 +2,8 @@
 import pytest
 
 from csm.checks import CheckFailed
-from csm.checks.http import Target, deployment_checks
+from csm.checks.http import Target
+from csm.checks.smoke import deployment_checks
 
 
 def test_address_is_normalized_as_browsers_send_it():

@@ -22,7 +22,7 @@ from pyflakes.api import check as pyflakes_check
 from pyflakes.reporter import Reporter
 
 from csm import plan as planlib
-from csm.checks import host, http, idle, image, login, network, smoke
+from csm.checks import host, http, idle, image, limits, login, network, proxy, smoke, workbench
 from flake_outputs import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,8 @@ VM_TESTS = {
 DRIVER_NAMES = ["start_all", "subtest", "machines", "driver", "log", "join_all", "retry",
                 "run_tests", "test_script", "serial_stdout_on", "serial_stdout_off",
                 "polling_condition", "create_machine", "vlans"]
-CHECK_MODULES = {"host": host, "http": http, "idle": idle, "image": image, "network": network, "login": login}
+CHECK_MODULES = {"host": host, "http": http, "idle": idle, "image": image, "network": network, "login": login,
+                 "limits": limits, "proxy": proxy, "smoke": smoke, "workbench": workbench}
 
 
 @pytest.fixture(scope="module")
