@@ -203,7 +203,7 @@ def test_status_reports_health_memory_oom_and_activity(cli, web_client):
         assert u["last_activity"] is not None
     table = cli.csm("status")
     assert table.returncode == 0
-    assert re.search(r"^rita\s+csm-test-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+\d+\s+\d{4}-", table.stdout, re.M), table.stdout
+    assert re.search(r"^rita\s+csm-test-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+\d+\s+\d+\s+\d{4}-", table.stdout, re.M), table.stdout
 
 
 def status_of(cli: CliStack) -> dict[str, dict]:
@@ -344,13 +344,13 @@ def test_a_rebuilt_image_under_the_same_name_recreates_the_containers(live_stack
     subprocess.run(["podman", "tag", IMAGE, tag], check=True)
     scratch = None
     try:
-        stack = live_stack_factory(["ivy"], extra_settings={"image": tag})
-        assert stack.stack.up() == {"ivy": "unchanged"}
+        stack = live_stack_factory(["ira"], extra_settings={"image": tag})
+        assert stack.stack.up() == {"ira": "unchanged"}
         scratch = subprocess.run(["podman", "create", "--pull=never", IMAGE], check=True,
                                  capture_output=True, text=True).stdout.strip()
         subprocess.run(["podman", "commit", "-q", scratch, tag], check=True, capture_output=True)
-        assert stack.stack.up() == {"ivy": "recreated"}
-        assert stack.stack.up() == {"ivy": "unchanged"}
+        assert stack.stack.up() == {"ira": "recreated"}
+        assert stack.stack.up() == {"ira": "unchanged"}
         stack.close()
     finally:
         if scratch:
