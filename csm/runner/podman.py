@@ -42,11 +42,7 @@ def network_create_argv(user: dict, host: Host, stack: str) -> list[str]:
 
 
 def inspect_network(host: Host, name: str) -> dict | None:
-    proc = podman(host, "network", "inspect", name, check=False)
-    if proc.returncode != 0:
-        return None
-    found = json.loads(proc.stdout or "[]")
-    return found[0] if found else None
+    return inspect(host, name, kind="network")
 
 
 def network_labels(info: dict | None) -> dict:
@@ -113,8 +109,9 @@ def image_exists(host: Host, image: str) -> bool:
     return podman(host, "image", "exists", image, check=False).returncode == 0
 
 
-def inspect(host: Host, name: str) -> dict | None:
-    proc = podman(host, "container", "inspect", name, check=False)
+def inspect(host: Host, name: str, kind: str = "container") -> dict | None:
+    """podman's record of a container (or a network, ...), None if there is none."""
+    proc = podman(host, kind, "inspect", name, check=False)
     if proc.returncode != 0:
         return None
     found = json.loads(proc.stdout or "[]")
