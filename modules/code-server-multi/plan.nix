@@ -58,10 +58,16 @@ let
   directoryProblem = field: p:
     if !isAbsolutePath p then "${field} = ${toJSON p} must be an absolute path"
     else if !isNormalPath p then "${field} = ${toJSON p} must be a plain absolute path (no \".\", \"..\", \"//\" or trailing slash)"
+    else if plainCharsProblem field p != null then plainCharsProblem field p
     else if elem p sharedDirs then "${field} = ${toJSON p} is a shared system directory${optionalString (elem p [ "/tmp" "/var/tmp" "/dev/shm" "/run/lock" ]) " that everyone may write to"}; use a directory of its own, e.g. ${toJSON defaults.${field}}"
     else if any (d: isBelow d p) systemTrees then "${field} = ${toJSON p} lies in a system directory (${head (filter (d: isBelow d p) systemTrees)}); use a directory of its own, e.g. ${toJSON defaults.${field}}"
     else null;
   optionalString = cond: s: if cond then s else "";
+  # Host directories are written unquoted into tmpfiles rules, podman's volume
+  # arguments and systemd lines: only characters none of them treats specially.
+  plainCharsProblem = field: p:
+    if match "[A-Za-z0-9._/+-]+" p != null then null
+    else "${field} = ${toJSON p} may hold only letters, digits, \".\", \"_\", \"+\", \"-\" and \"/\" (no spaces, \"%\" or \":\"): it is written into tmpfiles rules, volume arguments and systemd units as it is";
   pathProblem = field: p:
     if typeOf p == "path" then "${field} is a Nix path (${toString p}), which would copy the file into the world-readable Nix store; give it as a string, e.g. \"/run/secrets/...\""
     else if !isAbsolutePath p then "${field} must be an absolute path, got ${toJSON p}"
@@ -247,6 +253,8 @@ let
       "acme.enable gets its own certificate for *.${toString (s.domain or "")}, and tls names an existing one; keep one of them (unset tls, or set acme.enable = false)"
     ++ unknownKeys "backup." (attrNames defaults.backup) backup
     ++ optional (backup.enable && !isAbsolutePath backup.target) "backup.target = ${toJSON backup.target} must be an absolute path"
+    ++ optional (backup.enable && isAbsolutePath backup.target && plainCharsProblem "backup.target" backup.target != null)
+      (plainCharsProblem "backup.target" backup.target)
     ++ optional (!(isInt backup.keep && backup.keep >= 1)) "backup.keep = ${toJSON backup.keep} must be a whole number of at least 1"
     ++ unknownKeys "landingPage." (attrNames defaults.landingPage) landingPage
     ++ optional (!isAttrs s.vscodeSettings) "vscodeSettings must be an attribute set of VS Code settings, e.g. { \"editor.fontSize\" = 16; }";
