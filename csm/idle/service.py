@@ -5,7 +5,9 @@
 
 Every idle.checkIntervalSeconds it samples each running user with an idleStopAfter,
 and stops those idle for that long (marking them, see markers.py); meanwhile the
-waker answers nginx on the plan's loopback port.
+waker answers nginx on the plan's loopback port. For the runner (podman) it also
+finishes the restarts podman leaves half-done (restarts.py), so it runs even when
+no user has an idleStopAfter.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import markers, signals
+from . import markers, restarts, signals
 from .control import ControlError, Podman, Systemd
 from .decision import IdleClock, should_stop
 from .waker import Waker, serve
@@ -106,34 +108,54 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"csm idle: cannot read the plan {args.plan}: {e}", file=sys.stderr)
         return 2
-    if not plan.get("idle", {}).get("enable"):
+    idle_on = plan["idle"]["enable"]
+    # systemd restarts units itself; on podman the service also finishes restarts (restarts.py).
+    if not idle_on and args.systemd:
         print("csm idle: no user has an idleStopAfter; nothing to do", file=sys.stderr)
         return 0
     control = Systemd() if args.systemd else Podman(args.podman, args.state_dir)
-    waker = Waker(plan, control, args.podman)
-    try:
-        server = serve(waker)
-    except OSError as e:
-        where = plan["idle"]["waker"]
-        print(f"csm idle: cannot listen on {where['address']}:{where['port']} ({e}); the waker's port is "
-              "basePort - 1: stop what uses it, or change basePort", file=sys.stderr)
-        return 3
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    log.info("waker listening on %s:%d; checking %s every %d s", *server.server_address,
-             ", ".join(plan["idle"]["users"]), plan["idle"]["checkIntervalSeconds"])
+    server = checker = None
+    if idle_on:
+        waker = Waker(plan, control, args.podman)
+        try:
+            server = serve(waker)
+        except OSError as e:
+            where = plan["idle"]["waker"]
+            print(f"csm idle: cannot listen on {where['address']}:{where['port']} ({e}); the waker's port is "
+                  "basePort - 1: stop what uses it, or change basePort", file=sys.stderr)
+            return 3
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        log.info("waker listening on %s:%d; checking %s every %d s", *server.server_address,
+                 ", ".join(plan["idle"]["users"]), plan["idle"]["checkIntervalSeconds"])
+        checker = Checker(plan, control, waker, args.podman)
+    if not args.systemd:
+        log.info("finishing restarts podman leaves half-done, checking every %d s", restarts.CHECK_SECONDS)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    checker = Checker(plan, control, waker, args.podman)
+    loop(plan, control, checker, done, args)
+    if server:
+        server.shutdown()
+    return 0
+
+
+def loop(plan: dict, control, checker: Checker | None, done: threading.Event, args) -> None:
+    """Until SIGTERM: finish podman's half-done restarts every few seconds (not under
+    systemd), and run the idle check every checkIntervalSeconds."""
+    interval = plan["idle"]["checkIntervalSeconds"]
+    tick = interval if args.systemd else restarts.CHECK_SECONDS
+    next_idle_check = time.monotonic() + interval
     try:
-        while not done.wait(plan["idle"]["checkIntervalSeconds"]):
+        while not done.wait(tick):
             try:
-                checker.check_once()
+                if not args.systemd:
+                    restarts.finish(plan, control, args.podman)
+                if checker and time.monotonic() >= next_idle_check:
+                    next_idle_check = time.monotonic() + interval
+                    checker.check_once()
             except Exception:   # noqa: BLE001 - one bad round must not end the service
-                log.exception("idle check failed")
+                log.exception("check failed")
     except KeyboardInterrupt:
         pass
-    server.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The runner's side of idle stop and wake (csm/idle/): `csm up` starts the idle
-service (`csm idle serve`, the checker and the waker) beside nginx, `csm down`
-stops it by its pid file, and `csm status` says who is stopped for being idle.
+service (`csm idle serve`, the checker and the waker, and what finishes podman's
+half-done restarts) beside nginx, `csm down` stops it by its pid file, and
+`csm status` says who is stopped for being idle.
 
 The service is the runner's own child, logging to <state>/logs/idle.log; its pid
 file records the plan it serves, so an `up` that changes nothing keeps it (and the
@@ -63,8 +64,6 @@ def start_service(stack, undo: list) -> str:
     if current and current[1] == _digest(plan):
         return "unchanged"
     stop_service(state)
-    if not plan.get("idle", {}).get("enable"):
-        return "off"
     (state / "logs").mkdir(mode=0o755, exist_ok=True)
     log = state / "logs" / "idle.log"
     with open(log, "ab") as out:
@@ -76,15 +75,22 @@ def start_service(stack, undo: list) -> str:
     (state / PID_FILE).write_text(f"{proc.pid} {_digest(plan)}\n")
     undo.append(lambda: stop_service(state))
     waker = plan["idle"]["waker"]
-    deadline = time.monotonic() + 15
-    while not _answers(waker["address"], waker["port"]):
+    settled, deadline = time.monotonic() + 0.5, time.monotonic() + 15
+
+    def ready() -> bool:   # the waker answers; without idle users, still alive a moment later
+        return _answers(waker["address"], waker["port"]) if plan["idle"]["enable"] else time.monotonic() > settled
+
+    while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
             raise RunnerError("the idle service (`csm idle serve`) did not start: " + " / ".join(tail) +
                               f" (log: {log})")
         time.sleep(0.1)
-    stack.progress(f"idle service running: stops users idle for their idleStopAfter, wakes them on a visit "
-                   f"(log: {log})")
+    if proc.poll() is not None:
+        raise RunnerError(f"the idle service (`csm idle serve`) stopped at once (log: {log})")
+    stack.progress("idle service running: " + ("stops users idle for their idleStopAfter, wakes them on a "
+                                               "visit, " if plan["idle"]["enable"] else "") +
+                   f"restarts a container whose code-server died (log: {log})")
     return "started"
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks import http
+from ..idle import restarts
 from . import idle, nginx, podman
 from .host import Host
 
@@ -27,7 +28,7 @@ class UserStatus:
     oom_kills: int | None            # None: not running, or the count is unreadable
     last_activity: float | None      # epoch seconds of code-server's last heartbeat
     exit_code: int | None = None
-    restarts: int | None = None      # times podman restarted it after code-server died
+    restarts: int | None = None      # times it was restarted after code-server died
     activity: str = "-"              # running, stopped-idle, stopped-by-admin (runner/idle.py)
     since: float | None = None       # epoch seconds it has been so
 
@@ -64,9 +65,16 @@ def read(stack) -> StackStatus:
             memory_limit_bytes=user["limits"]["memoryBytes"],
             oom_kills=oom_kills(info) if info else None,
             last_activity=http.last_heartbeat(_direct(user)) if running else None,
-            exit_code=exit_code, restarts=info.get("RestartCount") if info else None))
+            exit_code=exit_code, restarts=_restarts(stack.plan, name, info)))
         idle.annotate(stack.plan, result.users[-1], info)
     return result
+
+
+def _restarts(plan: dict, name: str, info: dict | None) -> int | None:
+    """podman's own restarts, plus those the idle service finished for it (see restarts.py)."""
+    if not info:
+        return None
+    return info.get("RestartCount", 0) + restarts.count(plan, name, info["Id"])
 
 
 def _direct(user: dict) -> http.Target:

@@ -1,0 +1,81 @@
+"""Finish the restarts podman begins and leaves half-done (the portable runner only;
+on NixOS systemd restarts the unit).
+
+A container whose code-server dies is restarted by podman, following the plan's
+restart policy. podman 4.3 with CNI networking (Debian 12's) stops half-way for a
+container with a uid map: the CNI plugin refuses the address the dead run still
+holds, and the container is left "created" with its RestartCount raised. A plain
+`podman start` works then. The service looks for that state every few seconds,
+starts the container, and counts the restart itself, since a manual start resets
+podman's RestartCount. With a podman that restarts fully, it never acts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+from . import signals
+from .control import ControlError
+
+log = logging.getLogger("csm.idle")
+CHECK_SECONDS = 3
+COUNTS_FILE = "restarts.json"
+
+
+def half_restarted(info: dict) -> bool:
+    """podman's restart policy fired (RestartCount > 0) and left the container created."""
+    return info["State"].get("Status") == "created" and info.get("RestartCount", 0) > 0
+
+
+def finish(plan: dict, control, podman: str = "podman") -> list[str]:
+    """Start the users' containers left half-restarted; their names."""
+    names = {u["container"]["name"]: name for name, u in plan["users"].items()}
+    # One cheap listing each round; only containers it names are inspected.
+    proc = subprocess.run([podman, "ps", "--all", "--filter", "status=created", "--format", "{{.Names}}"],
+                          capture_output=True, text=True)
+    done = []
+    for cname in set(proc.stdout.split()) & names.keys():
+        info = signals.inspect(podman, cname)
+        if not info or not half_restarted(info):
+            continue
+        name = names[cname]
+        try:
+            control.start(plan["users"][name])
+        except ControlError as e:
+            log.error("could not finish the restart of %s: %s", name, e)
+            continue
+        _record(plan, name, info["Id"])
+        log.info("restarted %s: its code-server had died and podman left the restart half-done", name)
+        done.append(name)
+    return done
+
+
+def _path(plan: dict) -> Path:
+    return Path(plan["idle"]["stateDir"]) / COUNTS_FILE
+
+
+def _read(plan: dict) -> dict:
+    try:
+        return json.loads(_path(plan).read_text())
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _record(plan: dict, name: str, container_id: str) -> None:
+    counts = _read(plan)
+    mine = counts.get(name, {})
+    counts[name] = {"id": container_id, "count": (mine.get("count", 0) if mine.get("id") == container_id else 0) + 1}
+    path = _path(plan)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(counts) + "\n")
+    os.replace(tmp, path)
+
+
+def count(plan: dict, name: str, container_id: str) -> int:
+    """Restarts this service finished for this container (a new container starts at 0)."""
+    mine = _read(plan).get(name, {})
+    return mine.get("count", 0) if mine.get("id") == container_id else 0
