@@ -15,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import plan as planlib
-from .runner import BadInput, RunnerError, backup, files, nixos, passwd
-from .runner.stack import DEFAULT_HTTP_PORT, DEFAULT_STATE_DIR, DEFAULT_TLS_PORT, Stack
+from .runner import BadInput, RunnerError, backup, files, nixos, passwd, units
+from .runner.stack import DEFAULT_HTTP_PORT, DEFAULT_STATE_DIR, DEFAULT_TLS_PORT, Stack, load_settings
 
 EXIT_CODES = """\
 exit codes:
@@ -77,6 +77,25 @@ def cmd_up(args) -> int:
                   health_timeout=args.timeout)
     stack.up()
     _print_addresses(stack)
+    return 0
+
+
+def cmd_install_units(args) -> int:
+    state = _state_dir(args).absolute()
+    rec = Stack.recorded(state) or {}
+    settings = args.settings or rec.get("settings")
+    if not settings:
+        raise BadInput(f"no settings file given, and none recorded in {state}; run "
+                       "`csm install-units SETTINGS` (the file `csm up` takes)")
+    settings = Path(settings).absolute()
+    load_settings(settings)   # a unit that could not bring the stack up is not written
+    http_port = args.http_port or rec.get("http_port") or DEFAULT_HTTP_PORT
+    tls_port = args.tls or rec.get("tls_port")
+    text = units.render(units.csm_program(), settings, state, http_port, tls_port)
+    path = units.install(text, Path(args.unit_dir), args.unit)
+    print(f"wrote {path}: at boot it runs `csm up {settings}` (HTTP port {http_port}"
+          f"{f', HTTPS port {tls_port}' if tls_port else ''}, state in {state}).")
+    print(f"Turn it on with: systemctl enable --now {args.unit}")
     return 0
 
 
@@ -245,6 +264,22 @@ def _parser() -> argparse.ArgumentParser:
                         "is printed with the address (what `make demo` does)")
     c.add_argument("--timeout", type=float, default=180, metavar="SECONDS",
                    help="how long to wait for each container's health check (default 180)")
+
+    c = command("install-units", cmd_install_units, "start the stack at boot on a host with systemd",
+                "Write a systemd unit (default /etc/systemd/system/code-server-multi.service) that runs "
+                "`csm up` at boot and `csm down` at shutdown, with SETTINGS, the ports and the state "
+                "directory given here (defaults: what the last `up` in --state-dir used). The settings are "
+                "evaluated first; a file of that name not written by this command is never replaced. Then "
+                "`systemctl enable --now` the unit. NixOS needs none: the module's units start at boot.")
+    c.add_argument("settings", nargs="?", metavar="SETTINGS",
+                   help="settings file (default: the one the last `up` used)")
+    c.add_argument("--http-port", type=int, metavar="PORT",
+                   help=f"nginx's HTTP port (default: the last one used, else {DEFAULT_HTTP_PORT})")
+    c.add_argument("--tls", type=int, metavar="PORT", help="also serve HTTPS on PORT (default: as the last `up`)")
+    c.add_argument("--unit-dir", default=str(units.UNIT_DIR), metavar="DIR",
+                   help=f"where to write the unit (default {units.UNIT_DIR})")
+    c.add_argument("--unit", default=units.DEFAULT_UNIT, metavar="NAME.service",
+                   help=f"the unit's file name (default {units.DEFAULT_UNIT})")
 
     command("down", cmd_down, "stop the stack (workspaces are kept)",
             "Stop and remove this stack's containers and stop its nginx. Workspaces, homes, settings "
