@@ -125,6 +125,8 @@ def cmd_status(args) -> int:
         st.nginx_pid, st.http_port = nixos.main_pid(nixos.NGINX_UNIT), 80
         st.tls_port = 443 if stack.plan["tls"]["enable"] else None
         units = {u.name: nixos.active_state(nixos.unit(stack.plan["users"][u.name])) for u in st.users}
+        for u in st.users:
+            u.restarts = nixos.restarts(nixos.unit(stack.plan["users"][u.name]))
     healthy = st.healthy and all(state == "active" for state in units.values())
     if args.json:
         print(json.dumps(asdict(st) | {"units": units, "healthy": healthy}, indent=1))

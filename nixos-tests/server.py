@@ -4,6 +4,7 @@
 # client's stand-in for the internet), LOCKOUT_ADDRESSES (five more addresses of the
 # client's) and IMAGE_DIR (image/contract.json and versions.json, which the image
 # contract reads).
+import json
 import os
 
 from csm.checks import host, idle, image, limits, network, smoke  # type: ignore  # csm ships no type information
@@ -116,6 +117,9 @@ with subtest("work in the workspace survives kill -9, and systemd brings the con
         server.wait_for_unit(f"podman-{container(ada)}.service")
 
     print(host.workspace_survives_kill(server.succeed, ada, restart=back_under_systemd, timeout=300))
+    status = json.loads(server.succeed(f"csm status --plan {PLAN_FILE} --json || true"))
+    restarts = {u["name"]: u["restarts"] for u in status["users"]}
+    assert restarts["ada"] >= 1, f"csm status does not count systemd's restart of ada: {restarts}"
 
 with subtest("a memory hog is killed at the limit, and the neighbour keeps working"):
     print(limits.memory_hog_killed_neighbour_healthy(server.succeed, ada, bo))

@@ -43,6 +43,13 @@ def main_pid(name: str) -> int | None:
     return int(out) if out.isdigit() and int(out) > 0 else None
 
 
+def restarts(name: str) -> int | None:
+    """How often systemd restarted the unit (each time with a new container, so
+    podman's own RestartCount is always 0 on NixOS)."""
+    out = systemctl("show", "--property=NRestarts", "--value", name, check=False).stdout.strip()
+    return int(out) if out.isdigit() else None
+
+
 class Units:
     """Stops and starts users' containers through their units, so systemd's
     Restart=always never brings one back in the middle of a restore."""

@@ -1,6 +1,6 @@
 """A stand-in for systemd's `systemctl`, for testing the NixOS admin verbs on a host
 without systemd: a script put first on PATH that records every call and keeps each
-unit's state in a file (what `is-active`, `show -p MainPID`, `stop`, `start` and
+unit's state in a file (what `is-active`, `show -p MainPID` and `NRestarts`, `stop`, `start` and
 `restart`, `try-restart` report and change). It stands in for systemd, never for csm.
 
     sd = SystemctlStandIn(tmp_path)
@@ -22,7 +22,10 @@ echo "$line" >> "$state/calls"
 current=$(cat "$state/$unit" 2>/dev/null || echo inactive)
 case "$1" in
   is-active) echo "$current"; [ "$current" = active ];;
-  show) if [ "$current" = active ]; then cat "$state/$unit.pid" 2>/dev/null || echo 0; else echo 0; fi;;
+  show) case "$2" in
+          --property=NRestarts) cat "$state/$unit.restarts" 2>/dev/null || echo 0;;
+          *) if [ "$current" = active ]; then cat "$state/$unit.pid" 2>/dev/null || echo 0; else echo 0; fi;;
+        esac;;
   stop) echo inactive > "$state/$unit";;
   start|restart|try-restart)
     if [ "$1" = try-restart ] && [ "$current" != active ]; then exit 0; fi
@@ -45,10 +48,13 @@ class SystemctlStandIn:
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}", "SYSTEMCTL_STATE": str(self.state), **extra}
 
-    def set(self, unit: str, state: str, pid: int | None = None, fails: bool = False) -> None:
+    def set(self, unit: str, state: str, pid: int | None = None, fails: bool = False,
+            restarts: int | None = None) -> None:
         (self.state / unit).write_text(state + "\n")
         if pid:
             (self.state / f"{unit}.pid").write_text(f"{pid}\n")
+        if restarts is not None:   # systemd's NRestarts
+            (self.state / f"{unit}.restarts").write_text(f"{restarts}\n")
         if fails:
             (self.state / f"{unit}.fails").touch()
 

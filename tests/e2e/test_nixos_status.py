@@ -39,11 +39,14 @@ def status(stack, tmp_path, systemd, *args):
 def test_status_is_healthy_when_nginx_the_unit_and_the_container_are(nixos_stack, tmp_path):
     systemd = SystemctlStandIn(tmp_path)
     systemd.set("nginx.service", "active", pid=4242)
-    systemd.set(unit(nixos_stack), "active")
+    systemd.set(unit(nixos_stack), "active", restarts=3)
     proc = status(nixos_stack, tmp_path, systemd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nginx (nginx.service): running (pid 4242), port 80" in proc.stdout
     assert f"{nixos_stack.container(USER)}  running" in proc.stdout and "healthy" in proc.stdout
+    # systemd recreates the container on each restart: its count is the unit's NRestarts.
+    user = json.loads(status(nixos_stack, tmp_path, systemd, "--json").stdout)["users"][0]
+    assert user["restarts"] == 3
 
 
 def test_status_is_unhealthy_when_nginx_or_the_unit_is_not(nixos_stack, tmp_path):
