@@ -43,6 +43,7 @@ down: deps
 bench: deps image
 	$(PY) -m csm.bench
 	$(PY) -m csm.bench_idle
+	$(PY) -m csm.bench_memory
 
 docs:
 	scripts/options-doc.py > docs/options.md

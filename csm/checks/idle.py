@@ -91,11 +91,12 @@ def visit_shows_starting_page(run, url: str, name: str, **connection) -> str:
 
 def woken(run, url: str, timeout: float = 300, **connection) -> float:
     """Seconds until code-server itself answers the address again (login page or workbench).
-    A request that gets no answer is given up after 3 s, as the starting page does:
-    while podman starts a container, its port can take a connection and never answer."""
+    A request that gets no answer is given up after 1.5 s, as the starting page's first
+    questions are: while podman starts a container, conmon holds its port, and a
+    connection made then is never answered."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        status, headers, _ = get(run, url, **connection, max_time=3)
+        status, headers, _ = get(run, url, **connection, max_time=1.5)
         if status in (200, 302) and "x-csm-wake" not in headers:
             return time.monotonic() - start
         time.sleep(0.25)

@@ -312,16 +312,17 @@ let
   idlePages = name: let who = escapeHtml name; in {
     # Asks again every second and reloads once the answer is not this page: the same
     # address is then code-server's login page or workbench. A question that gets no
-    # answer is dropped after 5 s (while podman starts a container, its port can
-    # accept a connection and never answer); without JavaScript, a plain refresh.
+    # answer is dropped after 1.5 s, then twice as long each time up to 16 s (while
+    # podman starts a container, conmon holds its port and a connection made then is
+    # never answered; a slow link still gets its answer); without JavaScript, a plain refresh.
     starting = idlePage "Starting ${who}&#8217;s workspace&#8230;" (concatStringsSep "" [
       "<noscript><meta http-equiv='refresh' content='${toString idleLimits.retryAfterSeconds}'></noscript>"
       "<p>It was stopped because nobody used it for a while. Your files are all there.</p>"
       "<p>This page opens the workspace by itself as soon as it is ready, usually within a few seconds.</p>"
-      "<script>(function poll(){var c=new AbortController(),t=setTimeout(function(){c.abort()},5000);"
+      "<script>(function poll(w){var c=new AbortController(),t=setTimeout(function(){c.abort()},w);"
       "fetch(location.href,{cache:'no-store',redirect:'manual',signal:c.signal}).then(function(r){clearTimeout(t);"
-      "if(r.headers.get('X-CSM-Wake')==='starting'){setTimeout(poll,1000)}else{location.reload()}})"
-      ".catch(function(){clearTimeout(t);setTimeout(poll,1000)})})()</script>" ]);
+      "if(r.headers.get('X-CSM-Wake')==='starting'){setTimeout(function(){poll(w)},1000)}else{location.reload()}})"
+      ".catch(function(){clearTimeout(t);setTimeout(function(){poll(Math.min(2*w,16000))},1000)})})(1500)</script>" ]);
     failed = idlePage "${who}&#8217;s workspace could not start" (concatStringsSep "" [
       "<p>It was asked to start and did not become ready. Your files are safe.</p>"
       "<p>Tell the person who gave you your address; it will not be tried again for a while.</p>" ]);

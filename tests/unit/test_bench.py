@@ -49,3 +49,42 @@ def test_the_bare_baseline_runs_the_plans_command_with_host_places(tmp_path, lin
                    "--extensions-dir": str(tmp_path) + plan_args[plan_args.index("--extensions-dir") + 1]}
     for i, (planned, bare) in enumerate(zip(plan_args, bare_args)):
         assert bare == host_places.get(plan_args[i - 1], planned) if i else bare == planned, (i, planned, bare)
+
+
+# The memory profile's roles: the command lines a running idle user's container shows.
+ROLE_CASES = {
+    "/usr/bin/tini -- code-server --bind-addr 0.0.0.0:8080 --auth password": "tini",
+    "node /usr/local/bin/code-server --bind-addr 0.0.0.0:8080": "code-server server",
+    "/usr/local/bin/node /usr/local/lib/code-server/out/node/entry": "code-server server",
+    "/usr/local/bin/node --dns-result-order=ipv4first /usr/local/lib/code-server/lib/vscode/out/bootstrap-fork "
+    "--type=extensionHost --transformURIs": "extension host",
+    "/usr/local/bin/node /usr/local/lib/code-server/lib/vscode/out/bootstrap-fork --type=ptyHost": "pty host",
+    "/usr/local/bin/node /usr/local/lib/code-server/lib/vscode/out/bootstrap-fork --type=fileWatcher": "file watcher",
+    "/usr/local/bin/node /usr/local/lib/code-server/lib/vscode/extensions/json-language-features/server/dist/node/"
+    "jsonServerMain --node-ipc --clientProcessId=12": "language servers",
+    "/usr/local/bin/node /usr/local/lib/code-server/lib/vscode/extensions/node_modules/typescript/lib/tsserver.js":
+        "TypeScript server",
+    "/usr/bin/bash --init-file /usr/local/lib/code-server/lib/vscode/out/vs/workbench/contrib/terminal/common/"
+    "scripts/shellIntegration-bash.sh": "shell",
+    "/usr/local/bin/opencode serve --port 4096": "opencode",
+    "/usr/bin/git status": "other: git",
+}
+
+
+@pytest.mark.parametrize("cmdline", ROLE_CASES)
+def test_memory_roles_by_command_line(cmdline):
+    from csm.testing import memory
+    assert memory.role(cmdline) == ROLE_CASES[cmdline]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_cgroup_figures_leave_out_inactive_file_cache(tmp_path, version):
+    from csm.testing import memory
+    mib = memory.MIB
+    if version == "v1":
+        (tmp_path / "memory.usage_in_bytes").write_text(f"{500 * mib}\n")
+        (tmp_path / "memory.stat").write_text(f"cache {200 * mib}\ntotal_rss {300 * mib}\ntotal_inactive_file {150 * mib}\n")
+    else:
+        (tmp_path / "memory.current").write_text(f"{500 * mib}\n")
+        (tmp_path / "memory.stat").write_text(f"anon {300 * mib}\nfile {200 * mib}\ninactive_file {150 * mib}\n")
+    assert memory.cgroup_figures(tmp_path) == {"cgroup_mib": 350, "cgroup_anon_mib": 300}
