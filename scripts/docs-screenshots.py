@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import Page, expect, sync_playwright
 
+from csm.idle.control import Podman
+from csm.idle.service import stop_idle
 from csm.runner import RunnerError
 from csm.testing.fake_openai import FakeOpenAI, host_address, opencode_settings
 from csm.testing import browser as chromium, workbench
@@ -51,6 +53,7 @@ PICTURES = {
     "07-too-many-requests": "what nginx answers after too many logins in a minute",
     "08-connection-lost": "the workbench after its container stopped: the reconnect dialog",
     "09-cannot-reconnect": "the same page once a new container runs (a reset): reload the window",
+    "10-starting": "a visit after the space was stopped for being idle: the page that starts it",
 }
 
 
@@ -147,10 +150,17 @@ class Shooter:
         page.keyboard.press("Enter")
         time.sleep(3)
         settle(page, terminal, quiet=3, timeout=120)  # opencode's screen has drawn
-        page.keyboard.type(QUESTION)
-        page.keyboard.press("Enter")
-        if not self.fake.completion_arrived.wait(120):
-            raise RuntimeError("opencode sent no question to the stand-in AI within 120 s")
+        # opencode may draw its prompt before it reads keys; what it missed is typed again.
+        for _ in range(3):
+            terminal.click()
+            page.keyboard.type(QUESTION)
+            page.keyboard.press("Enter")
+            if self.fake.completion_arrived.wait(40):
+                break
+        else:
+            failed = Path(tempfile.gettempdir()) / "csm-docs-opencode-failed.png"
+            page.screenshot(path=str(failed))
+            raise RuntimeError(f"opencode sent no question to the stand-in AI (what the page showed: {failed})")
         settle(page, terminal, quiet=3, timeout=120)
         self.picture(page, "04-opencode")
         run_command(page, "workbench.action.toggleMaximizedPanel", "View: Toggle Maximized Panel")
@@ -177,15 +187,20 @@ class Shooter:
         page.context.close()
 
     def too_many_requests(self) -> None:
-        """Reloads the login page until nginx says no (10 a minute, 10 more at once).
-        Last of the steps that log in: this address cannot log in for a minute."""
+        """Sends wrong passwords until nginx says no (loading the page is never limited;
+        POSTs to /login are, per address, beyond a burst). Last of the steps that log
+        in: this address cannot log in for a while."""
         page = self.new_page()
-        for _ in range(40):
-            response = page.goto(f"{self.url}/login")
-            if response is not None and response.status == 429:
+        password = page.locator('input[name="password"]')
+        for _ in range(60):
+            page.goto(f"{self.url}/login")
+            password.fill("not the password")
+            with page.expect_navigation() as navigation:
+                password.press("Enter")
+            if navigation.value is not None and navigation.value.status == 429:
                 break
         else:
-            raise RuntimeError("40 requests to /login in a row, and nginx never answered 429")
+            raise RuntimeError("60 wrong passwords in a row, and nginx never answered 429")
         settle(page, quiet=1)
         self.picture(page, "07-too-many-requests")
         page.context.close()
@@ -202,6 +217,20 @@ class Shooter:
         expect(page.get_by_text("Cannot reconnect").first).to_be_visible(timeout=120_000)
         settle(page, quiet=1)
         self.picture(page, "09-cannot-reconnect")
+
+    def starting(self) -> None:
+        """A visit once ada's space was stopped for being idle (what the idle checker
+        does after idleStopAfter, done here at once): the page that starts it, which
+        turns into the login page by itself."""
+        stop_idle(self.stack.plan, Podman(state_dir=str(self.stack.state_dir)), USER, time.time())
+        page = self.new_page()
+        response = page.goto(self.url)
+        if response is None or response.status != 503:
+            raise RuntimeError(f"a visit to a stopped space answered {response and response.status}, not 503")
+        expect(page.locator("h1")).to_contain_text("Starting")
+        self.picture(page, "10-starting")
+        expect(page.locator('input[name="password"]')).to_be_visible(timeout=60_000)
+        page.context.close()
 
 
 def shoot(directory: Path, keys: Path) -> None:
@@ -235,6 +264,8 @@ def shoot(directory: Path, keys: Path) -> None:
                 shooter.too_many_requests()
                 shooter.connection_lost(page)
                 shooter.cannot_reconnect(page)
+                page.context.close()   # an open tab would wake the space as soon as it stops
+                shooter.starting()
             finally:
                 browser.close()
     finally:
