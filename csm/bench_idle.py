@@ -103,8 +103,9 @@ def run(rounds: int) -> dict:
             running.append(statistics.median(answer_seconds(stack, user) for _ in range(5)))
             stop_idle(stack.plan, control, user, time.time())
             start = time.monotonic()
+            # What the starting page does: the visit, then its question, held until code-server answers.
             checks.get(subprocess_runner, url, connect_ip="127.0.0.1", source=f"127.0.2.{i + 1}")
-            checks.woken(subprocess_runner, url, connect_ip="127.0.0.1", source=f"127.0.2.{i + 1}")
+            checks.told_ready(subprocess_runner, url, stack.plan, connect_ip="127.0.0.1", source=f"127.0.2.{i + 1}")
             wakes.append(time.monotonic() - start)
             say(f"wake {i + 1}: {wakes[-1]:.2f} s")
         say(f"wake in Chromium ({USERS[1]}, logged in)")

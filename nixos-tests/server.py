@@ -149,6 +149,7 @@ with subtest("an idle user's container stops, systemd leaves it stopped, and a v
     server.succeed(f"echo kept > {kept} && chmod 644 {kept}")
     url = f"https://{cy['hostname']}/"
     print(idle.visit_shows_starting_page(client.succeed, url, "cy", ca_file=CA_FILE))
+    print(idle.told_ready(client.succeed, url, PLAN, ca_file=CA_FILE))
     print(f"cy answers again {idle.woken(client.succeed, url, ca_file=CA_FILE):.1f} s after the visit")
     server.wait_for_unit(unit)
     assert server.succeed(f"podman exec {container(cy)} cat /home/coder/project/kept.txt").strip() == "kept"

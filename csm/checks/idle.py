@@ -89,6 +89,27 @@ def visit_shows_starting_page(run, url: str, name: str, **connection) -> str:
     return f"{url} answers 503 'Starting {name}'s workspace…' with Retry-After {headers['retry-after']}"
 
 
+def told_ready(run, url: str, plan: dict, timeout: float = 300, **connection) -> str:
+    """The starting page's question (the plan's idle.readyPath, which the waker holds
+    while the container starts) is answered "ready" once code-server answers, and the
+    address then gives code-server's own page, not the starting page or a hang."""
+    path, hold = plan["idle"]["readyPath"], plan["idle"]["readyHoldSeconds"]
+    start = time.monotonic()
+    while True:
+        status, headers, _ = get(run, url.rstrip("/") + path, **connection, max_time=hold + 5)
+        said = headers.get("x-csm-wake")
+        if status == 200 and said == "ready":
+            break
+        if said != "starting" or time.monotonic() - start > timeout:
+            raise CheckFailed(f"{path} answered {status} ({said}) {time.monotonic() - start:.0f} s after the "
+                              "first question, not 'ready' once code-server answers")
+    held = time.monotonic() - start
+    status, headers, _ = get(run, url, **connection, max_time=5)
+    if status not in (200, 302) or "x-csm-wake" in headers:
+        raise CheckFailed(f"{path} said ready, but {url} then answered {status} ({headers.get('x-csm-wake')})")
+    return f"{path} said ready after {held:.1f} s, and {url} then answered {status} from code-server"
+
+
 def woken(run, url: str, timeout: float = 300, **connection) -> float:
     """Seconds until code-server itself answers the address again (login page or workbench).
     A request that gets no answer is given up after 1.5 s, as the starting page's first

@@ -91,10 +91,10 @@ def heartbeat(port: int) -> float | None:
     return beat / 1000 if beat else None
 
 
-def healthy(port: int) -> bool:
+def healthy(port: int, timeout: float = 3) -> bool:
     """code-server answers its health check (what the starting page waits for)."""
     try:
-        return requests.get(f"http://127.0.0.1:{port}{http.health_path()}", timeout=3).status_code == 200
+        return requests.get(f"http://127.0.0.1:{port}{http.health_path()}", timeout=timeout).status_code == 200
     except requests.RequestException:
         return False
 

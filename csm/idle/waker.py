@@ -3,7 +3,9 @@
 container of a user who was stopped for being idle and answers with the plan's
 "Starting <name>'s workspace…" page (503, Retry-After, reloading itself) until
 code-server answers; nginx then proxies to code-server again, so the same address
-turns into the login page or the workbench by itself.
+turns into the login page or the workbench by itself. The page learns when by asking
+idle.readyPath, which nginx always sends here: the answer is held until code-server
+answers (X-CSM-Wake: ready) or readyHoldSeconds pass (starting).
 
 Strangers can reach it too, so starts are limited per client address and per user,
 and a start that does not become healthy is stopped and not tried again for
@@ -89,6 +91,17 @@ class Waker:
         threading.Thread(target=self._start, args=(name,), daemon=True).start()
         return Answer(503, "starting", retry)
 
+    def ready(self, name: str) -> bool:
+        """Whether code-server answers the user's port, waiting up to readyHoldSeconds
+        for it (the starting page's question, held so it reloads the moment it can)."""
+        deadline = time.monotonic() + self.plan["idle"]["readyHoldSeconds"]
+        port = self.plan["users"][name]["port"]
+        while not signals.healthy(port, timeout=1):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
     def _start(self, name: str) -> None:
         user = self.plan["users"][name]
         deadline = self.clock() + self.plan["idle"]["healthTimeoutSeconds"]
@@ -97,7 +110,7 @@ class Waker:
             self.control.start(user)
             checked = 0.0
             while self.clock() < deadline:
-                if signals.healthy(user["port"]):
+                if signals.healthy(user["port"], timeout=1):
                     markers.clear(self.plan, name)
                     log.info("%s is up", name)
                     return
@@ -145,7 +158,10 @@ def handler(waker: Waker):
                 return
             client = self.headers.get("X-Real-IP") or self.client_address[0]
             a = waker.answer(name, client)
-            body = waker.plan["users"][name]["idle"]["pages"][a.page].encode()
+            if self.path.split("?")[0] == waker.plan["idle"]["readyPath"] and a.page == "starting" \
+                    and waker.ready(name):
+                a = Answer(200, "ready", None)
+            body = waker.plan["users"][name]["idle"]["pages"].get(a.page, a.page).encode()
             self.send_response(a.status)
             self.send_header("X-CSM-Wake", a.page)   # the starting page asks until this changes
             self.send_header("Content-Type", "text/html; charset=utf-8")

@@ -297,6 +297,8 @@ let
     startsPerUser = { count = 4; seconds = 3600; };    # one container woken
     pageRate = "120r/m";          # nginx: requests per address that reach the waker
     pageBurst = 60;
+    readyPath = "/_csm/ready";    # where the starting page asks whether code-server answers yet
+    readyHoldSeconds = 10;        # the waker holds that question until it does, at most this long
   };
   minIdle = foldl' (a: n: let v = idleSecondsOf n; in if a == null || v < a then v else a) null idleUsers;
   checkInterval = if minIdle == null then 30 else
@@ -310,19 +312,19 @@ let
     "</head><body><h1>${title}</h1>${body}</body></html>"
   ];
   idlePages = name: let who = escapeHtml name; in {
-    # Asks again every second and reloads once the answer is not this page: the same
-    # address is then code-server's login page or workbench. A question that gets no
-    # answer is dropped after 1.5 s, then twice as long each time up to 16 s (while
-    # podman starts a container, conmon holds its port and a connection made then is
-    # never answered; a slow link still gets its answer); without JavaScript, a plain refresh.
+    # Asks the waker (idle.readyPath) whether code-server answers yet; the waker holds
+    # the question until it does or a few seconds pass, so the page reloads the moment
+    # it can, into code-server's login page or workbench at the same address. Asking
+    # the address itself could hang: while podman starts a container, conmon holds its
+    # port and a connection made then is never answered. Without JavaScript, a refresh.
     starting = idlePage "Starting ${who}&#8217;s workspace&#8230;" (concatStringsSep "" [
       "<noscript><meta http-equiv='refresh' content='${toString idleLimits.retryAfterSeconds}'></noscript>"
       "<p>It was stopped because nobody used it for a while. Your files are all there.</p>"
       "<p>This page opens the workspace by itself as soon as it is ready, usually within a few seconds.</p>"
-      "<script>(function poll(w){var c=new AbortController(),t=setTimeout(function(){c.abort()},w);"
-      "fetch(location.href,{cache:'no-store',redirect:'manual',signal:c.signal}).then(function(r){clearTimeout(t);"
-      "if(r.headers.get('X-CSM-Wake')==='starting'){setTimeout(function(){poll(w)},1000)}else{location.reload()}})"
-      ".catch(function(){clearTimeout(t);setTimeout(function(){poll(Math.min(2*w,16000))},1000)})})(1500)</script>" ]);
+      "<script>(function ask(){var c=new AbortController(),t=setTimeout(function(){c.abort()},${toString (idleLimits.readyHoldSeconds * 2000)});"
+      "fetch('${idleLimits.readyPath}',{cache:'no-store',signal:c.signal}).then(function(r){clearTimeout(t);"
+      "if(r.headers.get('X-CSM-Wake')==='starting'){setTimeout(ask,250)}else{location.reload()}})"
+      ".catch(function(){clearTimeout(t);setTimeout(ask,2000)})})()</script>" ]);
     failed = idlePage "${who}&#8217;s workspace could not start" (concatStringsSep "" [
       "<p>It was asked to start and did not become ready. Your files are safe.</p>"
       "<p>Tell the person who gave you your address; it will not be tried again for a while.</p>" ]);
@@ -338,23 +340,26 @@ let
     let
       on = elem name idleUsers;
       wake = [ "error_page 502 = @csm_wake;" ];   # refused upstream: the container is not running
+      toWaker = {
+        proxyPass = "http://127.0.0.1:${toString wakerPort}";
+        config = [
+          "limit_req zone=csm_wake burst=${toString idleLimits.pageBurst} nodelay;"
+          "limit_req_status 429;"
+          "proxy_set_header X-CSM-User ${name};"
+          "proxy_set_header X-Real-IP $remote_addr;"
+          "proxy_set_header Host $host;"
+          "proxy_pass_request_body off;"
+          "proxy_set_header Content-Length \"\";"
+        ];
+      };
     in u // {
       idle = { stopAfterSeconds = idleSecondsOf name; pages = idlePages name; };
       nginx = if !on then u.nginx else u.nginx // {
         locations = mapAttrs (_: l: if l.proxyPass == null then l else l // { config = l.config ++ wake; }) u.nginx.locations
           // {
-            "@csm_wake" = {
-              proxyPass = "http://127.0.0.1:${toString wakerPort}";
-              config = [
-                "limit_req zone=csm_wake burst=${toString idleLimits.pageBurst} nodelay;"
-                "limit_req_status 429;"
-                "proxy_set_header X-CSM-User ${name};"
-                "proxy_set_header X-Real-IP $remote_addr;"
-                "proxy_set_header Host $host;"
-                "proxy_pass_request_body off;"
-                "proxy_set_header Content-Length \"\";"
-              ];
-            };
+            "@csm_wake" = toWaker;
+            # Always the waker, running container or not: it knows when code-server answers.
+            "= ${idleLimits.readyPath}" = toWaker;
           };
       };
     };

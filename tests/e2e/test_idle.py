@@ -82,6 +82,7 @@ def test_csm_status_shows_who_is_stopped_for_being_idle(stack):
 def test_a_visit_wakes_a_stopped_user(stack):
     stop_as_idle(stack, "idla")
     print(checks.visit_shows_starting_page(**visit(stack, "idla", "127.0.0.2"), name="idla"))
+    print(checks.told_ready(**visit(stack, "idla", "127.0.0.2"), plan=stack.plan))
     seconds = checks.woken(**visit(stack, "idla", "127.0.0.2"))
     print(f"idla answers again after {seconds:.1f} s")
     assert (stack.workspace("idla") / "kept.txt").read_text() == "kept\n"

@@ -41,11 +41,15 @@ def test_every_proxied_location_of_an_idle_user_hands_refusals_to_the_waker():
     assert waker == {"address": "127.0.0.1", "port": plan["basePort"] - 1}
     for name, user in plan["users"].items():
         locations = user["nginx"]["locations"]
+        ready = f"= {plan['idle']['readyPath']}"
         for where, loc in locations.items():
-            if loc["proxyPass"] and where != "@csm_wake":
+            if loc["proxyPass"] and where not in ("@csm_wake", ready):
                 assert "error_page 502 = @csm_wake;" in loc["config"], where
         wake = locations["@csm_wake"]
         assert wake["proxyPass"] == f"http://127.0.0.1:{waker['port']}"
+        # The starting page's question always reaches the waker, container running or not.
+        assert locations[ready] == wake
+        assert plan["idle"]["readyPath"] in user["idle"]["pages"]["starting"]
         assert f"proxy_set_header X-CSM-User {name};" in wake["config"]
         assert any(line.startswith("limit_req zone=csm_wake ") for line in wake["config"])
         assert "Starting" in user["idle"]["pages"]["starting"] and name in user["idle"]["pages"]["starting"]

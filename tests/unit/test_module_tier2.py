@@ -280,8 +280,9 @@ def test_idle_service_runs_csm_idle_on_the_published_plan_through_systemd(team):
     assert service["restartTriggers"] == [module["etc"]["code-server-multi/plan.json"]["source"]]
     assert "limit_req_zone $binary_remote_addr zone=csm_wake:" in module["nginx"]["appendHttpConfig"]
     for u in plan["users"].values():
-        wake = module["nginx"]["virtualHosts"][u["hostname"]]["locations"]["@csm_wake"]
-        assert wake["proxyPass"] == f"http://127.0.0.1:{plan['idle']['waker']['port']}"
+        locations = module["nginx"]["virtualHosts"][u["hostname"]]["locations"]
+        for where in ("@csm_wake", f"= {plan['idle']['readyPath']}"):
+            assert locations[where]["proxyPass"] == f"http://127.0.0.1:{plan['idle']['waker']['port']}", where
 
 
 def test_no_idle_service_when_everyone_is_always_on(tmp_path):
