@@ -207,11 +207,20 @@ let
       (filter (p: valueOf p.a == valueOf p.b) pairs);
 
   validUsers = filter (n: userProblems n == [ ]) names;
-  apiKeyProblems = concatLists (map (id:
-    let key = ((opencode.provider.${id}.options or { }).apiKey or null); in
-    optional (key != null && match "\\{(env|file):.*}" key == null)
-      "opencode.provider.${id}.options.apiKey is written out; it would land in the Nix store and in every container's config. Use \"{env:VARIABLE}\" and give the key through users.<name>.environmentFiles")
-    (if isAttrs opencode.provider then attrNames opencode.provider else [ ]));
+  # A key, token or password written into the opencode settings would land in the Nix
+  # store and in every container's config: only references ({env:…}, {file:…}) pass,
+  # wherever they sit (provider options, headers, extraConfig).
+  lowerCase = replaceStrings
+    [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" "_" "-" ]
+    [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" "" "" ];
+  secretName = n: match ".*(apikey|accesskey|secretkey|token|secret|password|authorization)" (lowerCase n) != null;
+  writtenOutSecrets = path: name: v:
+    if isAttrs v then concatLists (map (n: writtenOutSecrets "${path}.${n}" n v.${n}) (attrNames v))
+    else if isList v then concatLists (genList (i: writtenOutSecrets "${path}.${toString i}" name (elemAt v i)) (length v))
+    else optional (isString v && secretName name && match "\\{(env|file):.*}" v == null)
+      "${path} is written out; it would land in the Nix store and in every container's config. Use \"{env:VARIABLE}\" and give the key through users.<name>.environmentFiles";
+  apiKeyProblems = writtenOutSecrets "opencode.provider" "" opencode.provider
+    ++ writtenOutSecrets "opencode.extraConfig" "" opencode.extraConfig;
 
   errors =
     unknownKeys "" knownTop settings

@@ -122,6 +122,12 @@ BAD_SETTINGS = {
     "pids limit too small": (good(pidsLimit=5), ["users.ada.pidsLimit = 5 must be a whole number of at least 64"]),
     "api key written out": ({**good(), "opencode": {"provider": {"x": {"options": {"apiKey": "sk-123"}}}}},
                             ["opencode.provider.x.options.apiKey is written out", "{env:VARIABLE}"]),
+    "authorization header written out": (
+        {**good(), "opencode": {"provider": {"x": {"options": {"headers": {"Authorization": "Bearer sk-1"}}}}}},
+        ["opencode.provider.x.options.headers.Authorization is written out"]),
+    "token in extraConfig written out": (
+        {**good(), "opencode": {"extraConfig": {"mcp": {"gh": {"environment": {"GITHUB_TOKEN": "ghp_1"}}}}}},
+        ["opencode.extraConfig.mcp.gh.environment.GITHUB_TOKEN is written out"]),
     "acme without provider": ({**good(), "acme": {"enable": True, "credentialsFile": "/s/dns"}},
                               ["acme.dnsProvider is not set"]),
     "basePort leaving no room": ({**good(), "basePort": 65000}, ["basePort = 65000 must leave room"]),
@@ -242,3 +248,16 @@ def test_ordinary_directories_are_accepted(base):
     plan = planlib.from_settings({**good(), "workspaceBase": base, "runtimeDir": "/run/csm",
                                   "users": {"ada": {"hashedPasswordFile": "/s", "extraVolumes": ["/srv/d:/d:ro,Z"]}}})
     assert plan["workspaceBase"] == base
+
+
+def test_secrets_given_as_references_pass_wherever_they_sit():
+    """The written-out-secret rule looks at names that mean a secret, everywhere in the
+    opencode settings; references pass, and ordinary settings are not mistaken for keys."""
+    plan = planlib.from_settings({**good(), "opencode": {
+        "provider": {"x": {"options": {"apiKey": "{env:X_KEY}", "baseURL": "http://ai.test/v1",
+                                       "headers": {"Authorization": "{file:/run/secrets/x-header}"}}}},
+        "extraConfig": {"keybinds": {"leader": "ctrl+x"}, "mcp": {"gh": {"environment": {"GITHUB_TOKEN": "{env:GH}"}}}},
+    }})
+    config = plan["opencode"]["config"]
+    assert config["provider"]["x"]["options"]["headers"]["Authorization"] == "{file:/run/secrets/x-header}"
+    assert config["keybinds"] == {"leader": "ctrl+x"}
