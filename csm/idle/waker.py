@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from . import markers, signals
 
 log = logging.getLogger("csm.idle")
+HELD = 64   # starting pages' questions held at once (each is a thread)
 
 
 class Window:
@@ -62,6 +63,8 @@ class Waker:
         self.per_user = Window(idle["startsPerUser"]["count"], idle["startsPerUser"]["seconds"])
         self.starting: set[str] = set()
         self._lock = threading.Lock()
+        self._held = threading.BoundedSemaphore(HELD)
+        self._health: dict[str, tuple[float, bool]] = {}   # name -> (when asked, answer)
 
     def answer(self, name: str, client: str) -> Answer:
         """What a request for `name` from `client` gets; starts the container if due."""
@@ -93,14 +96,30 @@ class Waker:
 
     def ready(self, name: str) -> bool:
         """Whether code-server answers the user's port, waiting up to readyHoldSeconds
-        for it (the starting page's question, held so it reloads the moment it can)."""
-        deadline = time.monotonic() + self.plan["idle"]["readyHoldSeconds"]
-        port = self.plan["users"][name]["port"]
-        while not signals.healthy(port, timeout=1):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.1)
-        return True
+        for it (the starting page's question, held so it reloads the moment it can).
+        At most HELD questions wait at once, and however many wait for one user, its
+        port is asked at most every 0.2 s: holding costs a stranger's flood little."""
+        if not self._held.acquire(blocking=False):
+            return self._healthy(name)
+        try:
+            deadline = time.monotonic() + self.plan["idle"]["readyHoldSeconds"]
+            while not self._healthy(name):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.1)
+            return True
+        finally:
+            self._held.release()
+
+    def _healthy(self, name: str) -> bool:
+        with self._lock:
+            at, answer = self._health.get(name, (0.0, False))
+            if time.monotonic() - at < 0.2:
+                return answer
+        answer = signals.healthy(self.plan["users"][name]["port"], timeout=1)
+        with self._lock:
+            self._health[name] = (time.monotonic(), answer)
+        return answer
 
     def _start(self, name: str) -> None:
         user = self.plan["users"][name]
