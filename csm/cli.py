@@ -90,7 +90,7 @@ def cmd_install_units(args) -> int:
     settings = Path(settings).absolute()
     load_settings(settings)   # a unit that could not bring the stack up is not written
     http_port = args.http_port or rec.get("http_port") or DEFAULT_HTTP_PORT
-    tls_port = args.tls or rec.get("tls_port")
+    tls_port = None if args.no_tls else args.tls or rec.get("tls_port")
     text = units.render(units.csm_program(), settings, state, http_port, tls_port)
     path = units.install(text, Path(args.unit_dir), args.unit)
     print(f"wrote {path}: at boot it runs `csm up {settings}` (HTTP port {http_port}"
@@ -278,6 +278,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--http-port", type=int, metavar="PORT",
                    help=f"nginx's HTTP port (default: the last one used, else {DEFAULT_HTTP_PORT})")
     c.add_argument("--tls", type=int, metavar="PORT", help="also serve HTTPS on PORT (default: as the last `up`)")
+    c.add_argument("--no-tls", action="store_true", help="serve HTTP only, even if the last `up` served HTTPS")
     c.add_argument("--unit-dir", default=str(units.UNIT_DIR), metavar="DIR",
                    help=f"where to write the unit (default {units.UNIT_DIR})")
     c.add_argument("--unit", default=units.DEFAULT_UNIT, metavar="NAME.service",

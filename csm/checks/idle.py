@@ -111,10 +111,10 @@ def told_ready(run, url: str, plan: dict, timeout: float = 300, **connection) ->
 
 
 def woken(run, url: str, timeout: float = 300, **connection) -> float:
-    """Seconds until code-server itself answers the address again (login page or workbench).
-    A request that gets no answer is given up after 1.5 s, as the starting page's first
-    questions are: while podman starts a container, conmon holds its port, and a
-    connection made then is never answered."""
+    """Seconds until code-server itself answers the address again (login page or workbench),
+    asking the address itself (the starting page asks the waker instead, see told_ready).
+    A request that gets no answer is given up after 1.5 s: while podman starts a
+    container, conmon holds its port, and a connection made then is never answered."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         status, headers, _ = get(run, url, **connection, max_time=1.5)

@@ -119,6 +119,15 @@ class Podman:
         return data[0] if isinstance(data, list) else data
 
 
+def password_env_file(podman: Podman) -> str:
+    """A fresh random PASSWORD in an env file (for --env-file) that only its owner can
+    read, on the host that runs podman, made there so that it is on no command line;
+    its path. The caller removes it (podman.host(f"rm -f {shlex.quote(path)}"))."""
+    return podman.host("umask 077; f=$(mktemp); "   # printf is the shell's own: no argv shows it
+                       "printf 'PASSWORD=%s\\n' \"$(head -c 18 /dev/urandom | base64 | tr -d '/+=')\" > \"$f\"; "
+                       "echo \"$f\"").strip()
+
+
 def _saw(what: str, action: Callable[[], str]) -> str:
     """Runs a podman command; a failure becomes an AssertionError saying what it saw."""
     try:
@@ -294,9 +303,13 @@ def no_privilege_escalation(image: str, podman: Podman) -> str:
 def healthz(image: str, podman: Podman, *, within: float = 10.0) -> str:
     """code-server, started by the image's own default command, answers /healthz within seconds."""
     name = f"csm-contract-{secrets.token_hex(4)}"
-    options = ["--detach", "--name", name, "--env", f"PASSWORD={secrets.token_urlsafe(12)}"]
+    env_file = password_env_file(podman)
+    options = ["--detach", "--name", name, "--env-file", env_file]
     started = time.monotonic()
-    _saw("starting code-server", lambda: podman("run", "--pull=never", *podman.run_args, *options, image))
+    try:
+        _saw("starting code-server", lambda: podman("run", "--pull=never", *podman.run_args, *options, image))
+    finally:
+        podman.host(f"rm -f {shlex.quote(env_file)}")
     try:
         tries = int(within / 0.1)
         url = f"http://127.0.0.1:{facts()['port']}{facts()['healthPath']}"

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from . import signals
@@ -22,6 +23,8 @@ from .control import ControlError
 
 log = logging.getLogger("csm.idle")
 CHECK_SECONDS = 3
+BACKOFF_WINDOW = 600   # seconds: restarts this recent make the next one wait longer
+BACKOFF_MAX = 300
 COUNTS_FILE = "restarts.json"
 
 
@@ -30,27 +33,43 @@ def half_restarted(info: dict) -> bool:
     return info["State"].get("Status") == "created" and info.get("RestartCount", 0) > 0
 
 
-def finish(plan: dict, control, podman: str = "podman") -> list[str]:
-    """Start the users' containers left half-restarted; their names."""
-    names = {u["container"]["name"]: name for name, u in plan["users"].items()}
-    # One cheap listing each round; only containers it names are inspected.
-    proc = subprocess.run([podman, "ps", "--all", "--filter", "status=created", "--format", "{{.Names}}"],
-                          capture_output=True, text=True)
-    done = []
-    for cname in set(proc.stdout.split()) & names.keys():
-        info = signals.inspect(podman, cname)
-        if not info or not half_restarted(info):
-            continue
-        name = names[cname]
-        try:
-            control.start(plan["users"][name])
-        except ControlError as e:
-            log.error("could not finish the restart of %s: %s", name, e)
-            continue
-        _record(plan, name, info["Id"])
-        log.info("restarted %s: its code-server had died and podman left the restart half-done", name)
-        done.append(name)
-    return done
+class Restarter:
+    """Starts the users' containers podman left half-restarted. One that keeps dying is
+    not started every few seconds forever: each restart within BACKOFF_WINDOW makes
+    the next wait twice as long (6 s, 12 s, ... up to 5 minutes)."""
+
+    def __init__(self, plan: dict, control, podman: str = "podman"):
+        self.plan, self.control, self.podman = plan, control, podman
+        self._recent: dict[str, list[float]] = {}   # name -> monotonic times of restarts tried
+
+    def finish(self, skip=lambda name: False) -> list[str]:
+        """One round; `skip(name)` for users whose start is someone else's (the waker's);
+        the names of the users restarted."""
+        names = {u["container"]["name"]: name for name, u in self.plan["users"].items()}
+        # One cheap listing each round; only containers it names are inspected.
+        proc = subprocess.run([self.podman, "ps", "--all", "--filter", "status=created", "--format", "{{.Names}}"],
+                              capture_output=True, text=True)
+        done = []
+        for cname in sorted(set(proc.stdout.split()) & names.keys()):
+            name = names[cname]
+            info = signals.inspect(self.podman, cname)
+            if not info or not half_restarted(info) or skip(name) or self._backing_off(name):
+                continue
+            self._recent[name].append(time.monotonic())
+            try:
+                self.control.start(self.plan["users"][name])
+            except ControlError as e:
+                log.error("could not finish the restart of %s: %s", name, e)
+                continue
+            _record(self.plan, name, info["Id"])
+            log.info("restarted %s: its code-server had died and podman left the restart half-done", name)
+            done.append(name)
+        return done
+
+    def _backing_off(self, name: str) -> bool:
+        now = time.monotonic()
+        recent = self._recent[name] = [t for t in self._recent.get(name, []) if now - t < BACKOFF_WINDOW]
+        return bool(recent) and now - recent[-1] < min(BACKOFF_MAX, CHECK_SECONDS * 2 ** len(recent))
 
 
 def _path(plan: dict) -> Path:

@@ -108,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"csm idle: cannot read the plan {args.plan}: {e}", file=sys.stderr)
         return 2
-    idle_on = plan["idle"]["enable"]
+    idle_on = plan.get("idle", {}).get("enable", False)
     # systemd restarts units itself; on podman the service also finishes restarts (restarts.py).
     if not idle_on and args.systemd:
         print("csm idle: no user has an idleStopAfter; nothing to do", file=sys.stderr)
         return 0
     control = Systemd() if args.systemd else Podman(args.podman, args.state_dir)
-    server = checker = None
+    server = checker = waker = None
     if idle_on:
         waker = Waker(plan, control, args.podman)
         try:
@@ -132,23 +132,29 @@ def main(argv: list[str] | None = None) -> int:
         log.info("finishing restarts podman leaves half-done, checking every %d s", restarts.CHECK_SECONDS)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    loop(plan, control, checker, done, args)
+    restarter = None if args.systemd else restarts.Restarter(plan, control, args.podman)
+    loop(plan, checker, restarter, waker, done)
     if server:
         server.shutdown()
     return 0
 
 
-def loop(plan: dict, control, checker: Checker | None, done: threading.Event, args) -> None:
-    """Until SIGTERM: finish podman's half-done restarts every few seconds (not under
-    systemd), and run the idle check every checkIntervalSeconds."""
-    interval = plan["idle"]["checkIntervalSeconds"]
-    tick = interval if args.systemd else restarts.CHECK_SECONDS
+def loop(plan: dict, checker: Checker | None, restarter: restarts.Restarter | None, waker: Waker | None,
+         done: threading.Event) -> None:
+    """Until SIGTERM: finish podman's half-done restarts every few seconds (the runner
+    only), and run the idle check every checkIntervalSeconds (when someone has one)."""
+    interval = plan.get("idle", {}).get("checkIntervalSeconds", 30)
+    tick = restarts.CHECK_SECONDS if restarter else interval
     next_idle_check = time.monotonic() + interval
+
+    def not_mine(name: str) -> bool:   # stopped for being idle, or being started by the waker
+        return markers.read(plan, name) is not None or (waker is not None and name in waker.starting)
+
     try:
         while not done.wait(tick):
             try:
-                if not args.systemd:
-                    restarts.finish(plan, control, args.podman)
+                if restarter:
+                    restarter.finish(skip=not_mine)
                 if checker and time.monotonic() >= next_idle_check:
                     next_idle_check = time.monotonic() + interval
                     checker.check_once()

@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import markers, signals
+from . import markers, restarts, signals
 
 log = logging.getLogger("csm.idle")
-HELD = 64   # starting pages' questions held at once (each is a thread)
+HELD = 64            # starting pages' questions held at once (each is a thread)
+HELD_PER_CLIENT = 4  # of those, from one client address
 
 
 class Window:
@@ -63,7 +64,8 @@ class Waker:
         self.per_user = Window(idle["startsPerUser"]["count"], idle["startsPerUser"]["seconds"])
         self.starting: set[str] = set()
         self._lock = threading.Lock()
-        self._held = threading.BoundedSemaphore(HELD)
+        self._holding: collections.Counter = collections.Counter()   # client -> questions held
+        self._asking = {name: threading.Lock() for name in plan["users"]}
         self._health: dict[str, tuple[float, bool]] = {}   # name -> (when asked, answer)
 
     def answer(self, name: str, client: str) -> Answer:
@@ -79,8 +81,9 @@ class Waker:
             failed = (marker or {}).get("failedAt")
             if failed and now - failed < idle["retryFailedAfterSeconds"]:
                 return Answer(503, "failed", int(failed + idle["retryFailedAfterSeconds"] - now) + 1)
-            if signals.running(signals.inspect(self.podman, user["container"]["name"])):
-                return Answer(503, "starting", retry)   # on its way up, or just stopping
+            info = signals.inspect(self.podman, user["container"]["name"])
+            if signals.running(info) or (info and restarts.half_restarted(info)) or self.control.starting(user):
+                return Answer(503, "starting", retry)   # on its way up (or restarting), or just stopping
             if marker is None:
                 return Answer(503, "stopped", None)
             wait = max(self.per_client.wait(client, now), self.per_user.wait(name, now))
@@ -94,32 +97,42 @@ class Waker:
         threading.Thread(target=self._start, args=(name,), daemon=True).start()
         return Answer(503, "starting", retry)
 
-    def ready(self, name: str) -> bool:
-        """Whether code-server answers the user's port, waiting up to readyHoldSeconds
-        for it (the starting page's question, held so it reloads the moment it can).
-        At most HELD questions wait at once, and however many wait for one user, its
-        port is asked at most every 0.2 s: holding costs a stranger's flood little."""
-        if not self._held.acquire(blocking=False):
-            return self._healthy(name)
+    def ready(self, name: str, client: str) -> Answer:
+        """The answer to the starting page's question (idle.readyPath): "ready" as soon
+        as code-server passes its health check, held up to readyHoldSeconds while the
+        container starts; otherwise what a visit gets (which may start it). A client
+        holds at most HELD_PER_CLIENT questions (all clients HELD) at once, and however
+        many wait, one of them at a time asks the user's port, at most every 0.2 s."""
+        if self._healthy(name):
+            return Answer(200, "ready", None)
+        a = self.answer(name, client)
+        if a.page != "starting" or not self._hold(client):
+            return a
         try:
             deadline = time.monotonic() + self.plan["idle"]["readyHoldSeconds"]
-            while not self._healthy(name):
-                if time.monotonic() >= deadline:
-                    return False
+            while time.monotonic() < deadline:
                 time.sleep(0.1)
-            return True
+                if self._healthy(name):
+                    return Answer(200, "ready", None)
+            return a
         finally:
-            self._held.release()
+            with self._lock:
+                self._holding[client] -= 1
+
+    def _hold(self, client: str) -> bool:
+        with self._lock:
+            if self._holding[client] >= HELD_PER_CLIENT or sum(self._holding.values()) >= HELD:
+                return False
+            self._holding[client] += 1
+            return True
 
     def _healthy(self, name: str) -> bool:
-        with self._lock:
+        with self._asking[name]:   # one asker per user; the others take its answer
             at, answer = self._health.get(name, (0.0, False))
-            if time.monotonic() - at < 0.2:
-                return answer
-        answer = signals.healthy(self.plan["users"][name]["port"], timeout=1)
-        with self._lock:
-            self._health[name] = (time.monotonic(), answer)
-        return answer
+            if time.monotonic() - at >= 0.2:
+                answer = signals.healthy(self.plan["users"][name]["port"], timeout=1)
+                self._health[name] = (time.monotonic(), answer)
+            return answer
 
     def _start(self, name: str) -> None:
         user = self.plan["users"][name]
@@ -176,11 +189,11 @@ def handler(waker: Waker):
                 self.send_error(404, "no such user")
                 return
             client = self.headers.get("X-Real-IP") or self.client_address[0]
-            a = waker.answer(name, client)
-            if self.path.split("?")[0] == waker.plan["idle"]["readyPath"] and a.page == "starting" \
-                    and waker.ready(name):
-                a = Answer(200, "ready", None)
-            body = waker.plan["users"][name]["idle"]["pages"].get(a.page, a.page).encode()
+            if self.path.split("?")[0] == waker.plan["idle"]["readyPath"]:
+                a = waker.ready(name, client)
+            else:
+                a = waker.answer(name, client)
+            body = b"ready\n" if a.page == "ready" else waker.plan["users"][name]["idle"]["pages"][a.page].encode()
             self.send_response(a.status)
             self.send_header("X-CSM-Wake", a.page)   # the starting page asks until this changes
             self.send_header("Content-Type", "text/html; charset=utf-8")

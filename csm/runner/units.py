@@ -21,10 +21,21 @@ DEFAULT_UNIT = "code-server-multi.service"
 MARK = "# Written by `csm install-units`"
 
 
-def quote(arg: str) -> str:
-    """One argument of ExecStart= or a value of Environment=, as systemd reads it back."""
-    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+def _quoted(value: str) -> str:
+    if "\n" in value:
+        raise BadInput(f"{value!r} holds a line break, which a systemd unit cannot carry; rename it")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")   # % starts a specifier
     return f'"{escaped}"'
+
+
+def exec_word(arg: str) -> str:
+    """One word of ExecStart=/ExecStop=, as systemd reads it back ($ would expand a variable)."""
+    return _quoted(arg).replace("$", "$$")
+
+
+def environment(name: str, value: str) -> str:
+    """An Environment= line (systemd takes $ literally there)."""
+    return f"Environment={_quoted(f'{name}={value}')}"
 
 
 def csm_program() -> str:
@@ -40,7 +51,8 @@ def csm_program() -> str:
 
 
 def render(csm: str, settings: Path, state_dir: Path, http_port: int, tls_port: int | None) -> str:
-    up = [csm, "up", str(settings), "--http-port", str(http_port)] + (["--tls", str(tls_port)] if tls_port else [])
+    # Every choice spelt out: `up` would otherwise take what its last run recorded.
+    up = [csm, "up", str(settings), "--http-port", str(http_port)] + (["--tls", str(tls_port)] if tls_port else ["--no-tls"])
     env = {"CSM_STATE_DIR": str(state_dir), "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
     return "\n".join([
         f"{MARK}: run it again to change this file; to drop it,",
@@ -56,9 +68,9 @@ def render(csm: str, settings: Path, state_dir: Path, http_port: int, tls_port: 
         # `up` waits for every user's health check; the first start after an image
         # change copies the image for each uid map.
         "TimeoutStartSec=20min",
-        *(f"Environment={quote(f'{k}={v}')}" for k, v in env.items()),
-        "ExecStart=" + " ".join(quote(a) for a in up),
-        "ExecStop=" + " ".join(quote(a) for a in [csm, "down"]),
+        *(environment(k, v) for k, v in env.items()),
+        "ExecStart=" + " ".join(exec_word(a) for a in up),
+        "ExecStop=" + " ".join(exec_word(a) for a in [csm, "down"]),
         "",
         "[Install]",
         "WantedBy=multi-user.target",

@@ -208,18 +208,20 @@ let
 
   validUsers = filter (n: userProblems n == [ ]) names;
   # A key, token or password written into the opencode settings would land in the Nix
-  # store and in every container's config: only references ({env:…}, {file:…}) pass,
-  # wherever they sit (provider options, headers, extraConfig).
-  lowerCase = replaceStrings
+  # store and in every container's config. Under a name that means a secret (…apiKey,
+  # …token, …secret, …password, Authorization), wherever it sits (provider options,
+  # headers, extraConfig), a value passes only with a reference in it: "{env:VAR}",
+  # "Bearer {env:VAR}", "{file:/run/secrets/x}".
+  normalizedKeyName = replaceStrings
     [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" "_" "-" ]
     [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" "" "" ];
-  secretName = n: match ".*(apikey|accesskey|secretkey|token|secret|password|authorization)" (lowerCase n) != null;
+  secretName = n: match ".*(apikey|accesskey|secretkey|token|secret|password|authorization)" (normalizedKeyName n) != null;
   writtenOutSecrets = path: name: v:
     if isAttrs v then concatLists (map (n: writtenOutSecrets "${path}.${n}" n v.${n}) (attrNames v))
     else if isList v then concatLists (genList (i: writtenOutSecrets "${path}.${toString i}" name (elemAt v i)) (length v))
-    else optional (isString v && secretName name && match "\\{(env|file):.*}" v == null)
+    else optional (isString v && secretName name && match ".*\\{(env|file):[^}]+}.*" v == null)
       "${path} is written out; it would land in the Nix store and in every container's config. Use \"{env:VARIABLE}\" and give the key through users.<name>.environmentFiles";
-  apiKeyProblems = writtenOutSecrets "opencode.provider" "" opencode.provider
+  writtenOutSecretProblems = writtenOutSecrets "opencode.provider" "" opencode.provider
     ++ writtenOutSecrets "opencode.extraConfig" "" opencode.extraConfig;
 
   errors =
@@ -245,7 +247,7 @@ let
         else [ ])
     ++ unknownKeys "opencode." (attrNames defaults.opencode) opencode
     ++ optional (!isBool opencode.allowFreeProvider) "opencode.allowFreeProvider must be true or false"
-    ++ apiKeyProblems
+    ++ writtenOutSecretProblems
     ++ unknownKeys "acme." (attrNames defaults.acme) acme
     ++ optional (acme.enable && !isString acme.dnsProvider)
       "acme.dnsProvider is not set; a wildcard certificate for *.${toString (s.domain or "")} needs a DNS-01 provider (a lego name such as \"cloudflare\")"
@@ -299,7 +301,7 @@ let
 
   idleLimits = {
     cpuThreshold = 0.05;          # CPUs, averaged over each check: more is work running
-    retryAfterSeconds = 2;        # Retry-After of the starting page (it asks every second)
+    retryAfterSeconds = 2;        # Retry-After of the starting page (its refresh without JavaScript)
     healthTimeoutSeconds = 300;   # a start not healthy by then has failed (NixOS loads the image first)
     retryFailedAfterSeconds = 900; # a failed start is not tried again before this
     startsPerClient = { count = 5; seconds = 600; };   # one address waking containers
@@ -325,15 +327,19 @@ let
     # the question until it does or a few seconds pass, so the page reloads the moment
     # it can, into code-server's login page or workbench at the same address. Asking
     # the address itself could hang: while podman starts a container, conmon holds its
-    # port and a connection made then is never answered. Without JavaScript, a refresh.
+    # port and a connection made then is never answered. Any other page of the waker's
+    # (failed, stopped, too many starts) is shown by reloading; no answer from the waker
+    # (nginx's 429, a network hiccup) means asking again later, each time twice as late.
+    # Without JavaScript, a refresh.
     starting = idlePage "Starting ${who}&#8217;s workspace&#8230;" (concatStringsSep "" [
       "<noscript><meta http-equiv='refresh' content='${toString idleLimits.retryAfterSeconds}'></noscript>"
       "<p>It was stopped because nobody used it for a while. Your files are all there.</p>"
       "<p>This page opens the workspace by itself as soon as it is ready, usually within a few seconds.</p>"
-      "<script>(function ask(){var c=new AbortController(),t=setTimeout(function(){c.abort()},${toString (idleLimits.readyHoldSeconds * 2000)});"
-      "fetch('${idleLimits.readyPath}',{cache:'no-store',signal:c.signal}).then(function(r){clearTimeout(t);"
-      "if(r.headers.get('X-CSM-Wake')==='starting'){setTimeout(ask,250)}else{location.reload()}})"
-      ".catch(function(){clearTimeout(t);setTimeout(ask,2000)})})()</script>" ]);
+      "<script>(function ask(w){var c=new AbortController(),t=setTimeout(function(){c.abort()},${toString (idleLimits.readyHoldSeconds * 2000)});"
+      "function later(){clearTimeout(t);setTimeout(function(){ask(Math.min(2*w,16000))},w)}"
+      "fetch('${idleLimits.readyPath}',{cache:'no-store',signal:c.signal}).then(function(r){var s=r.headers.get('X-CSM-Wake');"
+      "if(s==='starting'){clearTimeout(t);setTimeout(function(){ask(1000)},500)}else if(s){location.reload()}else{later()}})"
+      ".catch(later)})(1000)</script>" ]);
     failed = idlePage "${who}&#8217;s workspace could not start" (concatStringsSep "" [
       "<p>It was asked to start and did not become ready. Your files are safe.</p>"
       "<p>Tell the person who gave you your address; it will not be tried again for a while.</p>" ]);

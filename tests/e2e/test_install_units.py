@@ -32,7 +32,7 @@ def setup(stack_kit):
     settings = stack_kit.stack_settings(base, ["uma"], {"idleStopAfter": None}, avoid={http_port})
     password = stack_kit.write_password(settings, "uma")
     (base / "settings.json").write_text(json.dumps(settings))
-    nix = base / "uma settings.nix"   # a space, to prove the quoting
+    nix = base / "uma's settings $HOME 50%.nix"   # to prove the quoting: systemd reads ' $ % specially
     nix.write_text(f'builtins.fromJSON (builtins.readFile "{base / "settings.json"}")\n')
     (base / "units").mkdir()
     yield {"base": base, "nix": nix, "state": base / "state", "port": http_port, "units": base / "units",
@@ -56,10 +56,11 @@ def directives(unit: Path) -> dict[str, list[str]]:
     return out
 
 
-def systemd_words(value: str) -> list[str]:
-    """A command line or assignment as systemd splits it (for what render() writes:
-    double-quoted words, `\\` escapes, `%%` and `$$` for literal % and $)."""
-    return [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(value)]
+def systemd_words(value: str, command: bool = True) -> list[str]:
+    """A command line (or an Environment= value) as systemd splits it, for what render()
+    writes: double-quoted words, `\\` escapes, `%%` for %, and in commands `$$` for $."""
+    words = [w.replace("%%", "%") for w in shlex.split(value)]
+    return [w.replace("$$", "$") for w in words] if command else words
 
 
 def test_the_unit_passes_systemds_own_check(setup):
@@ -73,7 +74,7 @@ def test_the_unit_passes_systemds_own_check(setup):
 def test_the_units_commands_bring_the_stack_up_and_down(setup, web_client):
     assert install(setup).returncode == 0
     unit = directives(setup["units"] / UNIT)
-    env = dict(w.split("=", 1) for value in unit["Environment"] for w in systemd_words(value))
+    env = dict(w.split("=", 1) for value in unit["Environment"] for w in systemd_words(value, command=False))
     assert env["CSM_STATE_DIR"] == str(setup["state"])
     (start,), (stop,) = unit["ExecStart"], unit["ExecStop"]
     assert systemd_words(start)[:3] == [str(CSM), "up", str(setup["nix"])]

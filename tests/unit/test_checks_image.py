@@ -137,14 +137,22 @@ def test_tools_report_versions():
         image.tools("img", p)
 
 
-def test_healthz_always_removes_its_container():
-    p, runner = podman({" run ": "id\n", " exec ": RuntimeError("exit 1"), " logs ": "boom\n", " rm ": ""})
+PASSWORD_FILE = {"mktemp": "/tmp/tmp.pw\n", "rm -f ": ""}   # password_env_file, and its removal
+
+
+def test_healthz_always_removes_its_container_and_its_password_file():
+    p, runner = podman({**PASSWORD_FILE, " run ": "id\n", " exec ": RuntimeError("exit 1"), " logs ": "boom\n",
+                        " rm ": ""})
     with pytest.raises(AssertionError, match="did not answer"):
         image.healthz("img", p, within=0.5)
     assert " rm " in runner.commands[-1]
-    p, runner = podman({" run ": "id\n", " exec ": '{"status":"alive","lastHeartbeat":1}', " rm ": ""})
+    p, runner = podman({**PASSWORD_FILE, " run ": "id\n", " exec ": '{"status":"alive","lastHeartbeat":1}',
+                        " rm ": ""})
     assert "answered 'alive'" in image.healthz("img", p)
     assert " rm " in runner.commands[-1]
+    run = next(c for c in runner.commands if " run " in c)
+    assert "--env-file /tmp/tmp.pw" in run and "PASSWORD=" not in run, "the password is on podman's command line"
+    assert "rm -f /tmp/tmp.pw" in runner.commands
 
 
 def test_contract_names_are_unique_and_required_flag_reaches_the_extension_check():
@@ -169,21 +177,23 @@ class LoginModel:
 
     def __call__(self, command):
         self.commands.append(command)
+        if "mktemp" in command:
+            return "/tmp/tmp.pw\n"   # the password's env file; the forms are made from it with sed
         if " run " in command:
-            self.password = re.search(r"PASSWORD=(\S+)", command).group(1)
+            assert "PASSWORD=" not in command, "the password is on podman's command line"
             return "id\n"
         if " port " in command:
             return "127.0.0.1:43210\n"
         if "X-Real-IP" not in command:
-            return ""  # the health wait, podman rm
+            return ""  # the forms, the health wait, podman rm, rm -f
         address = re.search(r"X-Real-IP: ([^']+)'", command).group(1)
-        secret = re.search(r"password=([^' ]+)", command).group(1)
+        form = re.search(r"--data @(\S+)", command).group(1)
         key = address if self.per_address else "everybody"
         lines = []
         for _ in range(int(re.search(r"seq (\d+)", command).group(1))):
             if self.failures.get(key, 0) >= 14:
                 lines.append("200 limited")
-            elif secret == self.password:
+            elif form == "/tmp/tmp.pw.right":
                 lines.append("302 other")
             else:
                 self.failures[key] = self.failures.get(key, 0) + 1
@@ -196,7 +206,7 @@ def test_login_limit_check_passes_a_per_address_limiter_and_removes_its_containe
 
     model = LoginModel(per_address=True)
     assert "logs in" in login_limit_per_address("img", image.Podman(model))
-    assert " rm " in model.commands[-1]
+    assert " rm " in model.commands[-2] and model.commands[-1].startswith("rm -f /tmp/tmp.pw ")
     port = f"127.0.0.1::{image.facts()['port']}"
     assert any(port in c for c in model.commands if " run " in c), "publishes on a free loopback port"
 
@@ -207,4 +217,4 @@ def test_login_limit_check_catches_the_shared_limiter():
     model = LoginModel(per_address=False)
     with pytest.raises(AssertionError, match="lock out"):
         login_limit_per_address("img", image.Podman(model))
-    assert " rm " in model.commands[-1]
+    assert " rm " in model.commands[-2] and model.commands[-1].startswith("rm -f /tmp/tmp.pw ")

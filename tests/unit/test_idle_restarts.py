@@ -27,3 +27,23 @@ def test_counts_belong_to_one_container(tmp_path):
     assert restarts.count(plan, "ada", "c2") == 0, "a recreated container has not been restarted"
     restarts._record(plan, "ada", "c2")
     assert restarts.count(plan, "ada", "c2") == 1
+
+
+def test_a_container_that_keeps_dying_is_restarted_less_and_less_often(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(restarts.time, "monotonic", lambda: clock[0])
+    r = restarts.Restarter({"users": {}}, control=None)
+
+    def restart_now():
+        assert not r._backing_off("ada")
+        r._recent["ada"].append(clock[0])
+
+    restart_now()
+    clock[0] += 5
+    assert r._backing_off("ada"), "6 s after one restart"
+    clock[0] += 1
+    restart_now()
+    clock[0] += 11
+    assert r._backing_off("ada"), "12 s after two"
+    clock[0] += restarts.BACKOFF_WINDOW
+    restart_now()   # old restarts are forgotten

@@ -255,9 +255,10 @@ def test_secrets_given_as_references_pass_wherever_they_sit():
     opencode settings; references pass, and ordinary settings are not mistaken for keys."""
     plan = planlib.from_settings({**good(), "opencode": {
         "provider": {"x": {"options": {"apiKey": "{env:X_KEY}", "baseURL": "http://ai.test/v1",
-                                       "headers": {"Authorization": "{file:/run/secrets/x-header}"}}}},
+                                       "headers": {"Authorization": "Bearer {env:X_TOKEN}",
+                                                   "X-Api-Key": "{file:/run/secrets/x-header}"}}}},
         "extraConfig": {"keybinds": {"leader": "ctrl+x"}, "mcp": {"gh": {"environment": {"GITHUB_TOKEN": "{env:GH}"}}}},
     }})
     config = plan["opencode"]["config"]
-    assert config["provider"]["x"]["options"]["headers"]["Authorization"] == "{file:/run/secrets/x-header}"
+    assert config["provider"]["x"]["options"]["headers"]["Authorization"] == "Bearer {env:X_TOKEN}"
     assert config["keybinds"] == {"leader": "ctrl+x"}
