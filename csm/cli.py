@@ -64,15 +64,22 @@ def _print_addresses(stack: Stack) -> None:
     print("`csm down` (or `make down`) stops it; workspaces are kept.")
 
 
+def _stack_choice(args, state: Path) -> tuple[str, int, int | None]:
+    """Settings file, HTTP port and TLS port (or None): as given, else as the last `up`
+    in `state` recorded them."""
+    rec = Stack.recorded(state) or {}
+    settings = args.settings or rec.get("settings")
+    if not settings:
+        raise BadInput(f"no settings file given, and none recorded in {state}; run `csm {args.command} SETTINGS`, "
+                       "e.g. with examples/demo.nix")
+    http_port = args.http_port or rec.get("http_port") or DEFAULT_HTTP_PORT
+    tls_port = None if args.no_tls else args.tls or rec.get("tls_port")
+    return settings, http_port, tls_port
+
+
 def cmd_up(args) -> int:
     state = _state_dir(args)
-    rec = Stack.recorded(state)
-    settings = args.settings or (rec or {}).get("settings")
-    if not settings:
-        raise BadInput(f"no settings file given, and none recorded in {state}; run `csm up SETTINGS`, "
-                       "e.g. `csm up examples/demo.nix`")
-    http_port = args.http_port or (rec or {}).get("http_port") or DEFAULT_HTTP_PORT
-    tls_port = None if args.no_tls else args.tls or (rec or {}).get("tls_port")
+    settings, http_port, tls_port = _stack_choice(args, state)
     stack = Stack(settings, state, http_port, tls_port, create_passwords=args.create_passwords,
                   health_timeout=args.timeout)
     stack.up()
@@ -82,15 +89,9 @@ def cmd_up(args) -> int:
 
 def cmd_install_units(args) -> int:
     state = _state_dir(args).absolute()
-    rec = Stack.recorded(state) or {}
-    settings = args.settings or rec.get("settings")
-    if not settings:
-        raise BadInput(f"no settings file given, and none recorded in {state}; run "
-                       "`csm install-units SETTINGS` (the file `csm up` takes)")
+    settings, http_port, tls_port = _stack_choice(args, state)
     settings = Path(settings).absolute()
     load_settings(settings)   # a unit that could not bring the stack up is not written
-    http_port = args.http_port or rec.get("http_port") or DEFAULT_HTTP_PORT
-    tls_port = None if args.no_tls else args.tls or rec.get("tls_port")
     text = units.render(units.csm_program(), settings, state, http_port, tls_port)
     path = units.install(text, Path(args.unit_dir), args.unit)
     print(f"wrote {path}: at boot it runs `csm up {settings}` (HTTP port {http_port}"
@@ -230,6 +231,16 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--state-dir", default=os.environ.get("CSM_STATE_DIR", str(DEFAULT_STATE_DIR)),
                         help=f"where csm keeps nginx's config, pid and logs, the local CA, generated "
                              f"passwords and the stack in use (default {DEFAULT_STATE_DIR}, or $CSM_STATE_DIR)")
+    stack_opts = argparse.ArgumentParser(add_help=False)   # what `up` brings up, and a boot unit too
+    stack_opts.add_argument("settings", nargs="?", metavar="SETTINGS",
+                            help="settings file, e.g. examples/demo.nix (default: the one the last `up` used)")
+    stack_opts.add_argument("--http-port", type=int, metavar="PORT",
+                            help=f"nginx's HTTP port (default: the last one used, else {DEFAULT_HTTP_PORT})")
+    stack_opts.add_argument("--tls", type=int, nargs="?", const=DEFAULT_TLS_PORT, metavar="PORT",
+                            help=f"also serve HTTPS on PORT (default {DEFAULT_TLS_PORT}) with a certificate from a "
+                                 "local CA made in the state directory; the HTTP port then redirects to it")
+    stack_opts.add_argument("--no-tls", action="store_true",
+                            help="serve HTTP only (stop serving HTTPS, if an earlier `up --tls` did)")
     plan_opt = argparse.ArgumentParser(add_help=False)
     plan_opt.add_argument("--plan", metavar="PLAN.json",
                           help="use this plan (JSON, as the NixOS module writes it) instead of the stack in --state-dir")
@@ -251,15 +262,8 @@ def _parser() -> argparse.ArgumentParser:
                 "one container per user, nginx in front. Running it again changes nothing; after a settings "
                 "change only the users whose containers changed are recreated, and containers of users "
                 "removed from the settings are stopped (their workspaces are kept). Everything is checked "
-                "before anything changes; if applying fails, what this run started is stopped again.")
-    c.add_argument("settings", nargs="?", metavar="SETTINGS",
-                   help="settings file, e.g. examples/demo.nix (default: the one the last `up` used)")
-    c.add_argument("--http-port", type=int, metavar="PORT",
-                   help=f"nginx's HTTP port (default: the last one used, else {DEFAULT_HTTP_PORT})")
-    c.add_argument("--tls", type=int, nargs="?", const=DEFAULT_TLS_PORT, metavar="PORT",
-                   help=f"also serve HTTPS on PORT (default {DEFAULT_TLS_PORT}) with a certificate from a local CA "
-                        "made in the state directory; the HTTP port then redirects to it")
-    c.add_argument("--no-tls", action="store_true", help="stop serving HTTPS (if an earlier `up --tls` did)")
+                "before anything changes; if applying fails, what this run started is stopped again.",
+                parents=(common, stack_opts))
     c.add_argument("--create-passwords", action="store_true",
                    help="for users whose hashedPasswordFile does not exist yet, generate a password, write its "
                         "hash there, and keep the password in STATE_DIR/passwords/USER (mode 0600) so that it "
@@ -272,13 +276,8 @@ def _parser() -> argparse.ArgumentParser:
                 "`csm up` at boot and `csm down` at shutdown, with SETTINGS, the ports and the state "
                 "directory given here (defaults: what the last `up` in --state-dir used). The settings are "
                 "evaluated first; a file of that name not written by this command is never replaced. Then "
-                "`systemctl enable --now` the unit. NixOS needs none: the module's units start at boot.")
-    c.add_argument("settings", nargs="?", metavar="SETTINGS",
-                   help="settings file (default: the one the last `up` used)")
-    c.add_argument("--http-port", type=int, metavar="PORT",
-                   help=f"nginx's HTTP port (default: the last one used, else {DEFAULT_HTTP_PORT})")
-    c.add_argument("--tls", type=int, metavar="PORT", help="also serve HTTPS on PORT (default: as the last `up`)")
-    c.add_argument("--no-tls", action="store_true", help="serve HTTP only, even if the last `up` served HTTPS")
+                "`systemctl enable --now` the unit. NixOS needs none: the module's units start at boot.",
+                parents=(common, stack_opts))
     c.add_argument("--unit-dir", default=str(units.UNIT_DIR), metavar="DIR",
                    help=f"where to write the unit (default {units.UNIT_DIR})")
     c.add_argument("--unit", default=units.DEFAULT_UNIT, metavar="NAME.service",
