@@ -8,7 +8,6 @@ and down again. Bad input writes no unit and never replaces a file it did not wr
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 from csm.runner import nginx, podman
 from csm.runner.host import Host
+from csm.testing import unit_file
 
 pytestmark = pytest.mark.live
 CSM = Path(sys.executable).with_name("csm")   # the venv's csm, as a person runs it
@@ -47,22 +47,6 @@ def install(setup, *extra) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def directives(unit: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in unit.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.startswith("#"):
-            out.setdefault(key, []).append(value)
-    return out
-
-
-def systemd_words(value: str, command: bool = True) -> list[str]:
-    """A command line (or an Environment= value) as systemd splits it, for what render()
-    writes: double-quoted words, `\\` escapes, `%%` for %, and in commands `$$` for $."""
-    words = [w.replace("%%", "%") for w in shlex.split(value)]
-    return [w.replace("$$", "$") for w in words] if command else words
-
-
 def test_the_unit_passes_systemds_own_check(setup):
     proc = install(setup)
     assert proc.returncode == 0, proc.stderr
@@ -73,18 +57,18 @@ def test_the_unit_passes_systemds_own_check(setup):
 
 def test_the_units_commands_bring_the_stack_up_and_down(setup, web_client):
     assert install(setup).returncode == 0
-    unit = directives(setup["units"] / UNIT)
-    env = dict(w.split("=", 1) for value in unit["Environment"] for w in systemd_words(value, command=False))
+    unit = unit_file.directives(setup["units"] / UNIT)
+    env = dict(w.split("=", 1) for value in unit["Environment"] for w in unit_file.words(value, command=False))
     assert env["CSM_STATE_DIR"] == str(setup["state"])
     (start,), (stop,) = unit["ExecStart"], unit["ExecStop"]
-    assert systemd_words(start)[:3] == [str(CSM), "up", str(setup["nix"])]
+    assert unit_file.words(start, env)[:3] == [str(CSM), "up", str(setup["nix"])]
 
-    up = subprocess.run(systemd_words(start), env=env, capture_output=True, text=True)
+    up = subprocess.run(unit_file.words(start, env), env=env, capture_output=True, text=True)
     assert up.returncode == 0, up.stderr
     url = f"http://uma.code.localhost:{setup['port']}"
     assert web_client.login(url, setup["password"]), "uma cannot log in through nginx"
 
-    down = subprocess.run(systemd_words(stop), env=env, capture_output=True, text=True)
+    down = subprocess.run(unit_file.words(stop, env), env=env, capture_output=True, text=True)
     assert down.returncode == 0, down.stderr
     assert nginx.running_pid(setup["state"]) is None
     assert podman.inspect(Host.detect(), "csm-test-uma") is None
