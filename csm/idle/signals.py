@@ -91,8 +91,9 @@ def heartbeat(port: int) -> float | None:
     return beat / 1000 if beat else None
 
 
-def healthy(port: int, timeout: float = 3) -> bool:
-    """code-server answers its health check (what the starting page waits for)."""
+def healthy(port: int, timeout: float = 1) -> bool:
+    """code-server answers its health check (what the starting page waits for). A real
+    answer takes milliseconds; a starting container's port can hold a request forever."""
     try:
         return requests.get(f"http://127.0.0.1:{port}{http.health_path()}", timeout=timeout).status_code == 200
     except requests.RequestException:

@@ -130,7 +130,7 @@ class Waker:
         with self._asking[name]:   # one asker per user; the others take its answer
             at, answer = self._health.get(name, (0.0, False))
             if time.monotonic() - at >= 0.2:
-                answer = signals.healthy(self.plan["users"][name]["port"], timeout=1)
+                answer = signals.healthy(self.plan["users"][name]["port"])
                 self._health[name] = (time.monotonic(), answer)
             return answer
 
@@ -142,7 +142,7 @@ class Waker:
             self.control.start(user)
             checked = 0.0
             while self.clock() < deadline:
-                if signals.healthy(user["port"], timeout=1):
+                if self._healthy(name):   # the same asker the held questions share
                     markers.clear(self.plan, name)
                     log.info("%s is up", name)
                     return
