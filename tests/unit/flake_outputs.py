@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import atexit
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -16,9 +15,9 @@ from pathlib import Path
 
 from csm.plan import nix_environment
 
-ROOT = Path(__file__).resolve().parents[2]
+from tier2 import NIXPKGS_LIB, ROOT
+
 EVAL = Path(__file__).with_name("flake_eval.nix")
-NIXPKGS_LIB = os.environ.get("NIXPKGS_LIB")
 
 
 class NixError(AssertionError):
@@ -45,14 +44,14 @@ def copy_tree() -> Path:
     return dest
 
 
-def _args(root: Path, nixpkgs_lib: str | None) -> list[str]:
+def _args(root: Path, nixpkgs_lib: Path | None) -> list[str]:
     args = ["--arg", "root", str(root)]
     if nixpkgs_lib:
-        args += ["--arg", "nixpkgsLib", str(Path(nixpkgs_lib).resolve())]
+        args += ["--arg", "nixpkgsLib", str(nixpkgs_lib)]
     return args
 
 
-def evaluate(attr: str, root: Path | None = None, nixpkgs_lib: str | None = None, store: bool = False):
+def evaluate(attr: str, root: Path | None = None, nixpkgs_lib: Path | None = None, store: bool = False):
     """`attr` of flake_eval.nix, evaluated strictly to JSON. With `store`, the paths it
     names (builtins.path, "${./file}") are written to the store as a build would."""
     mode = ["--read-write-mode"] if store else []
@@ -60,7 +59,7 @@ def evaluate(attr: str, root: Path | None = None, nixpkgs_lib: str | None = None
                            *_args(root or ROOT, nixpkgs_lib)))
 
 
-def instantiate(attr: str, root: Path | None = None, nixpkgs_lib: str | None = None) -> list[str]:
+def instantiate(attr: str, root: Path | None = None, nixpkgs_lib: Path | None = None) -> list[str]:
     """The .drv paths of the derivations in `attr`, written to the store as `nix build` would."""
     return _run("--no-gc-warning", str(EVAL), "-A", attr, *_args(root or ROOT, nixpkgs_lib)).split()
 

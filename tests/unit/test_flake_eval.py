@@ -6,7 +6,7 @@ the VM tests down to their nodes and scripts. Any throw, missing hash or version
 drift fails. The image's .drv graph shows what it is made of.
 
 Runs with the builtins-only copy of nixpkgs' lib always, and with nixpkgs' real lib
-(tier 2) when NIXPKGS_LIB names a checkout, which also evaluates a NixOS host that
+(tier 2) where tier2.py finds it, which also evaluates a NixOS host that
 imports the module without setting its image, and the VM tests' server nodes.
 """
 from __future__ import annotations
@@ -20,15 +20,14 @@ from pathlib import Path
 import pytest
 
 from csm import plan as planlib
-from flake_outputs import Drv, NIXPKGS_LIB, ROOT, NixError, closure, copy_tree, evaluate, instantiate
+from flake_outputs import Drv, NixError, closure, copy_tree, evaluate, instantiate
+import tier2
+from tier2 import MARKS, NIXPKGS_LIB, ROOT
 
-TIER2_SKIP = ("TIER 2 SKIPPED: NIXPKGS_LIB is not set, so the flake was NOT evaluated under nixpkgs' real lib "
-              "(callPackage, evalModules). Set NIXPKGS_LIB=/path/to/nixpkgs.lib to run it.")
-LIBS = ["builtins-lib", pytest.param("nixpkgs-lib", marks=[
-    pytest.mark.tier2, pytest.mark.skipif(not NIXPKGS_LIB, reason=TIER2_SKIP)])]
+LIBS = ["builtins-lib", pytest.param("nixpkgs-lib", marks=MARKS)]
 
 
-def lib_of(which: str) -> str | None:
+def lib_of(which: str) -> Path | None:
     return NIXPKGS_LIB if which == "nixpkgs-lib" else None
 
 
@@ -98,7 +97,7 @@ def test_checks_are_the_vm_tests_with_their_nodes_and_scripts(flake):
 
 
 @pytest.mark.tier2
-@pytest.mark.skipif(not NIXPKGS_LIB, reason=TIER2_SKIP)
+@tier2.FOUND
 def test_a_host_importing_the_module_runs_the_flakes_image():
     outputs = evaluate("outputs", nixpkgs_lib=NIXPKGS_LIB)
     host = evaluate("host", nixpkgs_lib=NIXPKGS_LIB)

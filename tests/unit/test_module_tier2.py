@@ -1,10 +1,9 @@
-"""Tier 2: the NixOS module under real nixpkgs lib.evalModules (NIXPKGS_LIB names a
-nixpkgs lib checkout, e.g. nix-community/nixpkgs.lib), the NixOS options it sets
-declared by tests/tier2/eval-module.nix. Checks the mapping of the plan."""
+"""Tier 2: the NixOS module under real nixpkgs lib.evalModules (nixpkgs' lib as
+tier2.py finds it), the NixOS options it sets declared by tests/tier2/eval-module.nix.
+Checks the mapping of the plan."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import stat
@@ -16,22 +15,15 @@ import pytest
 from csm import plan as planlib
 from csm.runner import files
 
-ROOT = Path(__file__).resolve().parents[2]
-NIXPKGS_LIB = os.environ.get("NIXPKGS_LIB")
+from tier2 import MARKS, NIXPKGS_LIB, ROOT
 
-pytestmark = [
-    pytest.mark.tier2,
-    pytest.mark.skipif(not NIXPKGS_LIB, reason=(
-        "TIER 2 SKIPPED: NIXPKGS_LIB is not set, so the NixOS module was NOT evaluated under real "
-        "nixpkgs lib. Set NIXPKGS_LIB=/path/to/nixpkgs.lib (a checkout of nix-community/nixpkgs.lib) "
-        "to run it.")),
-]
+pytestmark = MARKS
 
 
 def evaluate(settings_file: Path) -> dict:
     proc = subprocess.run(
         ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "tests/tier2/eval-module.nix"),
-         "--arg", "nixpkgsLib", str(Path(NIXPKGS_LIB).resolve()), "--arg", "settingsFile", str(settings_file)],
+         "--arg", "nixpkgsLib", str(NIXPKGS_LIB), "--arg", "settingsFile", str(settings_file)],
         capture_output=True, text=True)
     if proc.returncode:
         raise planlib.PlanError(planlib._error_text(proc.stderr))

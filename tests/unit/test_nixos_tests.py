@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -23,6 +22,7 @@ from pyflakes.reporter import Reporter
 
 from csm import plan as planlib
 from csm.checks import host, http, idle, image, limits, login, network, proxy, smoke, workbench
+import tier2
 from flake_outputs import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,9 +158,7 @@ def test_csm_smoke_takes_the_options_the_server_test_gives_it(checks):
 
 
 @pytest.mark.tier2
-@pytest.mark.skipif(not os.environ.get("NIXPKGS_LIB"), reason=(
-    "TIER 2 SKIPPED: NIXPKGS_LIB is not set, so the VM tests' server settings were NOT evaluated "
-    "by the NixOS module under real nixpkgs lib"))
+@tier2.FOUND
 @pytest.mark.parametrize("settings_file", ["server-settings.nix", "acme-settings.nix"])
 def test_the_module_accepts_the_server_settings(settings_file):
     from test_module_tier2 import evaluate
