@@ -1,16 +1,21 @@
-# Tier 2: the NixOS module evaluated by real nixpkgs lib.evalModules, with the
-# NixOS options it sets declared by a small stub (their real types, no nixpkgs).
-#   nix-instantiate --eval --strict --json tests/tier2/eval-module.nix \
-#     --arg nixpkgsLib /path/to/nixpkgs.lib --arg settingsFile ./examples/team.nix
-{ nixpkgsLib, settingsFile }:
+# Tier 2: the NixOS module evaluated by real nixpkgs lib.evalModules, with nixpkgs'
+# real oci-containers module and the other NixOS options it sets declared by a small
+# stub (their real types, no nixpkgs).
+#   nix-instantiate --eval --strict --json --read-write-mode tests/tier2/eval-module.nix \
+#     --arg nixpkgsLib ../shared/nixpkgs-lib --arg ociContainers ../shared/nixos-modules/oci-containers.nix \
+#     --arg settingsFile ./examples/team.nix
+{ nixpkgsLib, ociContainers, settingsFile }:
 let
   lib = import (nixpkgsLib + "/lib");
-  stub = import ./nixos-options.nix { inherit lib; };
+  stub = import ./nixos-options.nix { inherit lib ociContainers; };
 
   fakePackage = name: { type = "derivation"; inherit name; outPath = "/nix/store/${name}"; meta.mainProgram = name; };
   pkgs = {
     writeText = name: _: "/nix/store/${name}";
     writeTextDir = name: _: "/nix/store/landing-page";
+    # The script itself, so the test reads what runs before `podman run` (oci-containers
+    # calls it as <path>/bin/<name>); --read-write-mode writes it to the store.
+    writeShellApplication = { name, text, ... }: builtins.toFile name text;
   };
 
   eval = lib.evalModules {
@@ -35,7 +40,8 @@ in
   containers = lib.mapAttrs (_: x: removeAttrs x [ "imageStream" ] // { hasImageStream = x.imageStream != null; })
     c.virtualisation.oci-containers.containers;
   podman = c.virtualisation.podman.enable;
-  services = lib.mapAttrs (_: s: { inherit (s) preStart script postStop requires after serviceConfig wantedBy path restartTriggers; }) c.systemd.services;
+  inherit (c) warnings;
+  services = lib.mapAttrs (_: s: { inherit (s) preStart script preStop postStop requires after serviceConfig wantedBy path restartTriggers environment; }) c.systemd.services;
   timers = c.systemd.timers;
   tmpfiles = c.systemd.tmpfiles.rules;
   nginx = { inherit (c.services.nginx) enable appendHttpConfig virtualHosts; };

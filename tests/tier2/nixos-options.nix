@@ -1,46 +1,42 @@
-# The NixOS options the code-server-multi module and the VM tests' server node set,
-# declared with their real types and defaults, so that nixpkgs' lib.evalModules can
-# evaluate a host configuration without nixpkgs' NixOS modules.
-{ lib }:
+# nixpkgs' real virtualisation.oci-containers module, and the other NixOS options it,
+# the code-server-multi module and the VM tests' server node set, declared with their
+# real types and defaults, so that nixpkgs' lib.evalModules can evaluate a host
+# configuration without the rest of nixpkgs' NixOS modules.
+{ lib, ociContainers }:
 let
   inherit (lib) mkOption types;
   opt = type: default: mkOption { inherit type default; };
 in
 {
+  imports = [ ociContainers ];
+
   options = {
     assertions = opt (types.listOf (types.submodule {
       options.assertion = opt types.bool true;
       options.message = opt types.str "";
     })) [ ];
+    warnings = opt (types.listOf types.str) [ ];
+    # oci-containers puts these in every unit's environment, and sets docker's switch
+    # (under mkIf, so it must exist) for the docker backend.
+    networking.proxy.envVars = opt types.attrs { };
+    virtualisation.docker.enable = opt types.bool false;
     virtualisation.podman.enable = opt types.bool false;
     virtualisation.podman.package = opt types.raw { outPath = "/nix/store/podman"; };
-    virtualisation.oci-containers.backend = opt (types.enum [ "podman" "docker" ]) "podman";
-    virtualisation.oci-containers.containers = opt (types.attrsOf (types.submodule {
-      options = {
-        image = opt types.str null;
-        imageStream = opt (types.nullOr types.raw) null;
-        cmd = opt (types.listOf types.str) [ ];
-        user = opt (types.nullOr types.str) null;
-        environment = opt (types.attrsOf types.str) { };
-        environmentFiles = opt (types.listOf types.path) [ ];
-        ports = opt (types.listOf types.str) [ ];
-        volumes = opt (types.listOf types.str) [ ];
-        extraOptions = opt (types.listOf types.str) [ ];
-        pull = opt (types.enum [ "always" "missing" "never" "newer" ]) "missing";
-        podman.sdnotify = opt (types.enum [ "conmon" "healthy" "container" ]) "conmon";
-      };
-    })) { };
     systemd.services = opt (types.attrsOf (types.submodule {
       options = {
         description = opt types.str "";
         wantedBy = opt (types.listOf types.str) [ ];
+        wants = opt (types.listOf types.str) [ ];
         after = opt (types.listOf types.str) [ ];
         restartTriggers = opt (types.listOf types.unspecified) [ ];
         preStart = opt types.lines "";
         script = opt types.lines "";
+        preStop = opt types.lines "";
         postStop = opt types.lines "";
         requires = opt (types.listOf types.str) [ ];
         path = opt (types.listOf types.raw) [ ];
+        environment = opt (types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]))) { };
+        unitConfig = opt (types.attrsOf types.anything) { };
         serviceConfig = opt (types.attrsOf types.anything) { };
       };
     })) { };

@@ -3,11 +3,13 @@
 #   nix-instantiate tests/unit/flake_eval.nix -A packages --arg root ./.    # the .drv graph
 #   nix-instantiate --eval --strict --json tests/unit/flake_eval.nix -A outputs --arg root ./.
 # With nixpkgsLib (a nixpkgs lib checkout) its lib is the real one, and `host` and the
-# VM tests' server nodes are evaluated by lib.evalModules with the NixOS options they
-# set declared by tests/tier2/nixos-options.nix; without it, lib is standin/lib.nix.
+# VM tests' server nodes are evaluated by lib.evalModules with nixpkgs' real
+# oci-containers module (ociContainers) and the other NixOS options they set declared
+# by tests/tier2/nixos-options.nix; without it, lib is standin/lib.nix.
 {
   root,
   nixpkgsLib ? null,
+  ociContainers ? null,
 }:
 let
   system = "x86_64-linux";
@@ -25,12 +27,12 @@ let
   plan = settingsFile: self.lib.plan (import settingsFile);
   forced = x: builtins.deepSeq x x;
 
-  # A NixOS host (tier 2): the given modules, the stub of the NixOS options they set.
+  # A NixOS host (tier 2): the given modules, real oci-containers, the other NixOS options they set.
   evalHost =
     modules: args:
     (lib.evalModules {
       modules = [
-        (import ../tier2/nixos-options.nix { inherit lib; })
+        (import ../tier2/nixos-options.nix { inherit lib ociContainers; })
         { _module.args = { inherit pkgs; } // args; }
       ] ++ modules;
     }).config;

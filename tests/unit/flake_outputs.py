@@ -15,7 +15,7 @@ from pathlib import Path
 
 from csm.plan import nix_environment
 
-from tier2 import NIXPKGS_LIB, ROOT
+from tier2 import OCI_CONTAINERS, ROOT
 
 EVAL = Path(__file__).with_name("flake_eval.nix")
 
@@ -48,6 +48,8 @@ def _args(root: Path, nixpkgs_lib: Path | None) -> list[str]:
     args = ["--arg", "root", str(root)]
     if nixpkgs_lib:
         args += ["--arg", "nixpkgsLib", str(nixpkgs_lib)]
+    if nixpkgs_lib and OCI_CONTAINERS:
+        args += ["--arg", "ociContainers", str(OCI_CONTAINERS)]
     return args
 
 

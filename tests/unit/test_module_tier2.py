@@ -1,6 +1,7 @@
 """Tier 2: the NixOS module under real nixpkgs lib.evalModules (nixpkgs' lib as
-tier2.py finds it), the NixOS options it sets declared by tests/tier2/eval-module.nix.
-Checks the mapping of the plan."""
+tier2.py finds it), with nixpkgs' real oci-containers module and the other NixOS
+options it sets declared by tests/tier2/nixos-options.nix. Checks the mapping of the
+plan, down to the units oci-containers generates from it."""
 from __future__ import annotations
 
 import json
@@ -15,15 +16,16 @@ import pytest
 from csm import plan as planlib
 from csm.runner import files
 
-from tier2 import MARKS, NIXPKGS_LIB, ROOT
+from tier2 import MARKS, NIXPKGS_LIB, OCI_CONTAINERS, ROOT
 
 pytestmark = MARKS
 
 
 def evaluate(settings_file: Path) -> dict:
     proc = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "tests/tier2/eval-module.nix"),
-         "--arg", "nixpkgsLib", str(NIXPKGS_LIB), "--arg", "settingsFile", str(settings_file)],
+        ["nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode", str(ROOT / "tests/tier2/eval-module.nix"),
+         "--arg", "nixpkgsLib", str(NIXPKGS_LIB), "--arg", "ociContainers", str(OCI_CONTAINERS),
+         "--arg", "settingsFile", str(settings_file)],
         capture_output=True, text=True)
     if proc.returncode:
         raise planlib.PlanError(planlib._error_text(proc.stderr))

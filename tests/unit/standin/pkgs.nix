@@ -114,6 +114,7 @@ let
       inherit path text;
     };
     writeShellScript = name: text: mkDerivation { inherit name text; };
+    writeShellApplication = { name, text, ... }: mkDerivation { inherit name text; };
     dockerTools = {
       streamLayeredImage =
         args:
