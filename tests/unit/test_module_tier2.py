@@ -48,6 +48,50 @@ def test_containers_are_the_plans(team):
         assert c["podman"]["sdnotify"] == "healthy" and c["pull"] == "never" and c["hasImageStream"]
 
 
+def podman_run(script: str) -> list[str]:
+    """The words of a unit's script as bash reads them (oci-containers joins them with
+    a backslash-newline)."""
+    return shlex.split(script.replace("\\\n", " "))
+
+
+def pairs(words: list[str]) -> set[tuple[str, str]]:
+    return set(zip(words, words[1:]))
+
+
+def test_each_unit_oci_containers_generates_runs_the_plans_container(team):
+    """What nixpkgs' oci-containers makes of the mapping: the podman run line, the image
+    loaded from the stream, a unit systemd restarts and that is ready only when healthy."""
+    module, plan = team
+    assert module["warnings"] == []
+    for u in plan["users"].values():
+        c = u["container"]
+        unit = module["services"][f"podman-{c['name']}"]
+        words = podman_run(unit["script"])
+        assert words[:3] == ["exec", "podman", "run"]
+        # the plan's flags last, then the image and code-server's arguments
+        assert words[-len(c["cmd"]) - 1:] == [c["image"], *c["cmd"]]
+        options = words[3:-len(c["cmd"]) - 1]
+        assert options[-len(c["extraOptions"]) - 2:] == ["--pull", "never", *c["extraOptions"]]
+        assert {f"--name={c['name']}", "--sdnotify=healthy", "--rm"} <= set(options)
+        expected = {("-u", c["user"])} | {("--env-file", f) for f in c["environmentFiles"]} \
+            | {("-p", p) for p in c["ports"]} | {("-v", v) for v in c["volumes"]} \
+            | {("-e", f"{k}={v}") for k, v in c["environment"].items()}
+        assert expected <= pairs(options)
+        # the limits and the uid map, from the plan's numbers rather than its flags
+        limits, ids = u["limits"], u["ids"]
+        assert {f"--memory={limits['memoryBytes']}", f"--memory-swap={limits['memoryBytes']}",
+                f"--memory-reservation={limits['memorySoftBytes']}", f"--cpus={limits['cpus']}",
+                f"--pids-limit={limits['pids']}", f"--uidmap=0:{ids['base']}:{ids['size']}",
+                f"--gidmap=0:{ids['base']}:{ids['size']}", f"--network={u['network']['name']}"} <= set(options)
+        # --sdnotify=healthy waits for this check: without it the unit would never be ready
+        assert any(w.startswith("--health-cmd=") for w in options)
+        (pre_start,) = unit["serviceConfig"]["ExecStartPre"]
+        assert "/nix/store/image-stream | podman load" in Path(pre_start.removesuffix("/bin/pre-start")).read_text()
+        assert {k: unit["serviceConfig"][k] for k in ("Type", "Delegate", "Restart", "User")} == \
+            {"Type": "notify", "Delegate": True, "Restart": "always", "User": "root"}
+        assert unit["wantedBy"] == ["multi-user.target"]
+
+
 def test_the_published_plan_is_plan_nix_of_the_settings(team):
     """So the admin verbs' tests (test_nixos_admin.py), which evaluate plan.nix from a
     settings file, test them against the plan the module writes to planFile."""
