@@ -21,8 +21,7 @@ import pytest
 
 from csm import plan as planlib
 from flake_outputs import Drv, NixError, closure, copy_tree, evaluate, instantiate
-import tier2
-from tier2 import MARKS, NIXPKGS_LIB, ROOT
+from tier2 import FOUND, MARKS, NIXPKGS_LIB, ROOT
 
 LIBS = ["builtins-lib", pytest.param("nixpkgs-lib", marks=MARKS)]
 
@@ -97,7 +96,7 @@ def test_checks_are_the_vm_tests_with_their_nodes_and_scripts(flake):
 
 
 @pytest.mark.tier2
-@tier2.FOUND
+@FOUND
 def test_a_host_importing_the_module_runs_the_flakes_image():
     outputs = evaluate("outputs", nixpkgs_lib=NIXPKGS_LIB)
     host = evaluate("host", nixpkgs_lib=NIXPKGS_LIB)

@@ -22,8 +22,8 @@ from pyflakes.reporter import Reporter
 
 from csm import plan as planlib
 from csm.checks import host, http, idle, image, limits, login, network, proxy, smoke, workbench
-import tier2
 from flake_outputs import evaluate
+from tier2 import FOUND
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "nixos-tests"
@@ -158,7 +158,7 @@ def test_csm_smoke_takes_the_options_the_server_test_gives_it(checks):
 
 
 @pytest.mark.tier2
-@tier2.FOUND
+@FOUND
 @pytest.mark.parametrize("settings_file", ["server-settings.nix", "acme-settings.nix"])
 def test_the_module_accepts_the_server_settings(settings_file):
     from test_module_tier2 import evaluate
