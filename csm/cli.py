@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import plan as planlib
+from .gate.core import session_store
 from .runner import BadInput, RunnerError, backup, files, nixos, passwd, units
 from .runner.stack import DEFAULT_HTTP_PORT, DEFAULT_STATE_DIR, DEFAULT_TLS_PORT, Stack, load_settings
 
@@ -31,7 +32,8 @@ exit codes:
 DELEGATED = {
     "image": ("csm.image", "build or reuse the portable image (`csm image build`)"),
     "smoke": ("csm.checks.smoke", "check a running deployment from outside (`csm smoke URL`)"),
-    "idle": ("csm.idle.service", "stop idle users, wake them on a visit (`csm idle serve`; `csm up` runs it)"),
+    "idle": ("csm.idle.service", "the root side: stop idle users, start them for the gate (`csm idle serve`; `csm up` runs it)"),
+    "gate": ("csm.gate.__main__", "the login gate in front of every workspace (`csm gate serve`; `csm up` runs it)"),
 }
 
 
@@ -41,7 +43,7 @@ def _state_dir(args) -> Path:
 
 def _read_plan(path: str) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        return planlib.read_json(path)
     except (OSError, ValueError) as e:
         raise BadInput(f"cannot read the plan {path}: {e}") from None
 
@@ -57,7 +59,7 @@ def _print_addresses(stack: Stack) -> None:
     for name, user in stack.plan["users"].items():
         password = stack.password(name)
         hint = f"password: {password}" if password else \
-            f"password: the one hashed in {user['secrets']['fromFiles'][0]['file']} (change it: csm passwd {name})"
+            f"password: the one in {user['password']['file']} (change it: csm passwd {name})"
         print(f"  {stack.url(name)}   {hint}")
     if stack.tls_port:
         print(f"The certificate is from a local CA; trust {stack.state_dir / 'tls' / 'ca.crt'} in the browser.")
@@ -161,22 +163,44 @@ def cmd_passwd(args) -> int:
         Stack(args.settings, _state_dir(args)) if args.settings else Stack.from_state(_state_dir(args))
     file = args.output or passwd.hashed_password_file(plan or stack.plan, args.user)
     passwd.write_hash_file(file, passwd.hash_password(passwd.read()))
-    print(f"wrote the argon2id hash for {args.user} to {file} (mode 0600). It logs in like the password "
-          "(code-server accepts the hash itself as its session cookie): keep it out of backups, logs and "
-          "anything others can read")
+    print(f"wrote the argon2id hash for {args.user} to {file} (mode 0600)")
+    the_plan = plan or (stack.plan if stack else None)
+    if the_plan:
+        revoked = session_store(the_plan).revoke(args.user)
+        print(f"ended {args.user}'s {revoked} session(s): every browser logs in again with the new password")
     if plan:
-        unit = nixos.unit(plan["users"][args.user])
-        if nixos.Units().restart_if_running(plan["users"][args.user]):
-            print(f"{unit} was restarted: the new password works now")
-        else:
-            print(f"{unit} is not running; the new password applies when it starts")
+        unit = plan["gate"]["unit"]
+        if nixos.systemctl("try-restart", unit, check=False).returncode == 0:
+            print(f"{unit} was restarted (it reads the password files at its start): the new password works now")
     elif stack:
         stack.password_file(args.user).unlink(missing_ok=True)  # a generated one is no longer valid
-        if stack.restart_if_running(args.user):
-            print(f"{args.user}'s container was recreated: the new password works now")
+        if stack.refresh_credentials():
+            print("the gate has the new password: it works now")
         else:
-            print(f"{args.user}'s container is not running here; the new password applies at the next `csm up`")
+            print("no stack runs here; the new password applies at the next `csm up`")
     return 0
+
+
+def cmd_sessions(args) -> int:
+    plan = _read_plan(args.plan) if args.plan else Stack.from_state(_state_dir(args)).plan
+    if args.user is not None and args.user not in plan["users"]:
+        raise BadInput(f"no user {args.user!r} in the plan (users: {', '.join(sorted(plan['users']))})")
+    store = session_store(plan)
+    if args.revoke:
+        if args.user is None:
+            raise BadInput("say whose sessions to end: csm sessions USER --revoke")
+        print(f"ended {store.revoke(args.user)} session(s) of {args.user}: they log in again")
+        return 0
+    rows = [("USER", "SESSION", "LOGGED IN", "LAST USED")] + [
+        (s.user, s.id, _when(s.created), _when(s.last_seen)) for s in store.sessions(args.user)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _when(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
 
 
 def cmd_prepare(args) -> int:
@@ -186,7 +210,7 @@ def cmd_prepare(args) -> int:
     if args.user not in plan["users"]:
         raise BadInput(f"no user {args.user!r} in the plan {args.plan} (users: {', '.join(sorted(plan['users']))})")
     files.prepare_user(plan["users"][args.user])
-    print(f"{args.user}: directories, settings seed and secret env file ready", file=sys.stderr)
+    print(f"{args.user}: directories and settings seed ready", file=sys.stderr)
     return 0
 
 
@@ -298,20 +322,26 @@ def _parser() -> argparse.ArgumentParser:
                 "Read a new password (prompted twice on a terminal, else from stdin, where exactly one "
                 "trailing newline is dropped) and write its argon2id hash (at least code-server's own cost) "
                 "to the user's hashedPasswordFile (mode 0600, directory 0700); the hash is never printed. "
-                "The hash file is a credential: code-server takes the hash itself as its session cookie. "
-                "On NixOS (--plan) the user's unit is restarted if it runs; with the portable runner a "
-                "running container of this stack is recreated, otherwise the password applies at the "
-                "next `csm up`.", parents=(common, plan_opt))
+                "Every session of the user ends. On NixOS (--plan) the gate's unit is restarted to read "
+                "the new file; with the portable runner the gate gets the new password at once.",
+                parents=(common, plan_opt))
     c.add_argument("user", metavar="USER")
     c.add_argument("settings", nargs="?", metavar="SETTINGS",
                    help="settings file naming the user's hashedPasswordFile (default: the stack in --state-dir)")
     c.add_argument("--output", metavar="PATH",
                    help="write the hash to PATH instead (e.g. to put it into sops); nothing is restarted")
 
+    c = command("sessions", cmd_sessions, "list who is logged in, or end a user's sessions",
+                "List the gate's sessions (user, a short id, when logged in, when last used), or with "
+                "--revoke end every session of USER: their browsers get the login page again. Session "
+                "values are never stored or shown, only their hashes' first characters.",
+                parents=(common, plan_opt))
+    c.add_argument("user", nargs="?", metavar="USER")
+    c.add_argument("--revoke", action="store_true", help="end every session of USER")
+
     c = command("prepare", cmd_prepare, "make ready what a user's container needs before it starts (NixOS unit)",
                 "What the NixOS module's unit runs before each start of USER's container (preStart): the "
-                "plan's directories, the VS Code settings seed where missing (byte for byte), and the secret "
-                "env file composed from the secret files (root only, atomically). The portable runner's "
+                "plan's directories and the VS Code settings seed where missing (byte for byte). The portable runner's "
                 "`up` does the same with the same code.", parents=(common, plan_opt))
     c.add_argument("user", metavar="USER")
 

@@ -86,3 +86,14 @@ def from_settings(settings: dict) -> dict:
         return _evaluate(_FROM_JSON, Path(f.name))
     finally:
         os.unlink(f.name)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A plan as the NixOS module writes it (plan.json), or the runner's stack.json
+    holding one; ValueError/OSError naming the file when it is neither."""
+    data = json.loads(Path(path).read_text())
+    plan = data["plan"] if isinstance(data, dict) and "plan" in data and "users" not in data else data
+    if not isinstance(plan, dict) or "users" not in plan or "gate" not in plan:
+        raise ValueError(f"{path} holds no plan of this version of code-server-multi (no users or gate); "
+                         "write it again with `csm up` or a NixOS switch")
+    return plan

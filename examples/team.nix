@@ -14,7 +14,6 @@
     };
     linus = {
       passwordFile = "/run/secrets/code-server/linus";
-      port = 8090;
       extraVolumes = [ "/srv/datasets:/home/coder/datasets:ro" ];
     };
   };

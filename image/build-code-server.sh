@@ -7,8 +7,9 @@
 # TARBALLS: the manifest's codeServer and npmDependencies files (image/manifest.json),
 #   each under its "file" name, already verified against its integrity.
 # OUT: created; receives code-server with node_modules installed in its three roots
-#   (the package, lib/vscode, lib/vscode/extensions), native modules built, and the
-#   project's patch to the login rate limiter. Entry point: OUT/out/node/entry.js.
+#   (the package, lib/vscode, lib/vscode/extensions) and native modules built, as
+#   upstream ships it: code-server's own login is off (--auth none), the project's
+#   gate (csm/gate) checks passwords in front of it. Entry point: OUT/out/node/entry.js.
 # Needs: node 24 and npm first in PATH, npm_config_nodedir naming node's headers, a C/C++
 #   toolchain, make, python3, krb5 headers, a writable HOME. Uses no network.
 set -eu
@@ -42,71 +43,6 @@ echo "==> unpack $(basename "$code_server_tgz")"
 mkdir -p "$OUT"
 tar -xzf "$code_server_tgz" -C "$OUT" --strip-components=1 --no-same-owner
 OUT=$(cd "$OUT" && pwd)
-
-# The login rate limiter: upstream keeps one counter (2 failed logins a minute plus 12
-# an hour) for every client together, and then refuses even the right password, so
-# anyone reaching the login page can lock the owner out. Its counter also stops
-# counting a guesser who waits for the minute's tokens to drip back, so pacing beat
-# it. Count failures per client address instead (X-Real-IP, which the proxy sets,
-# else the socket's address), in sliding windows: each failure is charged to the
-# minute's 2 or, when those are spent, to the hour's 12; an address with neither left
-# is refused until one expires. Right passwords are never counted.
-echo "==> patch the login rate limiter (per client address)"
-node - "$OUT/out/node/routes/login.js" <<'EOF'
-const fs = require("fs")
-const file = process.argv[2]
-let text = fs.readFileSync(file, "utf8")
-const edits = [
-  ["const limiter = new RateLimiter();\n",
-   "// code-server-multi: failed logins per client address, 2 a minute plus 12 an hour.\n" +
-   "class AddressLimiter {\n" +
-   "    constructor() { this.minute = []; this.hour = []; }\n" +
-   "    expire(now) {\n" +
-   "        this.minute = this.minute.filter((t) => now - t < 60000);\n" +
-   "        this.hour = this.hour.filter((t) => now - t < 3600000);\n" +
-   "    }\n" +
-   "    canTry() {\n" +
-   "        this.expire(Date.now());\n" +
-   "        return this.minute.length < 2 || this.hour.length < 12;\n" +
-   "    }\n" +
-   "    removeToken() {\n" +
-   "        const now = Date.now();\n" +
-   "        this.expire(now);\n" +
-   "        if (this.minute.length < 2) this.minute.push(now);\n" +
-   "        else if (this.hour.length < 12) this.hour.push(now);\n" +
-   "    }\n" +
-   "}\n" +
-   "const limiters = new Map();\n" +
-   "const limiterFor = (req) => {\n" +
-   "    const realIp = req.headers[\"x-real-ip\"];\n" +
-   "    const address = (typeof realIp === \"string\" && realIp) || (req.socket && req.socket.remoteAddress) || \"\";\n" +
-   "    let limiter = limiters.get(address);\n" +
-   "    if (!limiter) {\n" +
-   "        // bounded: forgetting the oldest address gives nobody more than a fresh budget\n" +
-   "        if (limiters.size >= 10000) limiters.delete(limiters.keys().next().value);\n" +
-   "        limiter = new AddressLimiter();\n" +
-   "        limiters.set(address, limiter);\n" +
-   "    }\n" +
-   "    return limiter;\n" +
-   "};\n"],
-  ["        if (!limiter.canTry()) {\n", "        if (!limiterFor(req).canTry()) {\n"],
-  ["        limiter.removeToken();\n", "        limiterFor(req).removeToken();\n"],
-]
-for (const [from, to] of edits) {
-  const count = text.split(from).length - 1
-  if (count !== 1) {
-    console.error(`build-code-server: ${file}: expected this code exactly once, found it ${count} times:\n${from}` +
-      "code-server's login rate limiter changed upstream: review the patch in image/build-code-server.sh")
-    process.exit(1)
-  }
-  text = text.replace(from, to)
-}
-if (/\blimiter\.(canTry|removeToken)\(/.test(text)) {
-  console.error(`build-code-server: ${file} still uses the shared limiter: review the patch`)
-  process.exit(1)
-}
-fs.writeFileSync(file, text)
-EOF
 
 echo "==> npm cache: $(ls "$TARBALLS" | grep -c '\.tgz$') tarballs"
 # shellcheck disable=SC2046  # file names are "<name>-<version>.tgz": no spaces

@@ -1,11 +1,12 @@
-"""`csm idle serve`: the idle checker and the waker in one process.
+"""`csm idle serve`: the root side. The idle checker, and the waker the gate asks
+through the control socket, in one process.
 
     csm idle serve --plan /etc/code-server-multi/plan.json --systemd   # NixOS
     csm idle serve --plan STATE/stack.json --state-dir STATE           # the runner
 
 Every idle.checkIntervalSeconds it samples each running user with an idleStopAfter,
 and stops those idle for that long (marking them, see markers.py); meanwhile the
-waker answers nginx on the plan's loopback port. For the runner (podman) it also
+waker answers the gate on the plan's control socket. For the runner (podman) it also
 finishes the restarts podman leaves half-done (restarts.py), so it runs even when
 no user has an idleStopAfter.
 """
@@ -24,7 +25,9 @@ from pathlib import Path
 from . import markers, restarts, signals
 from .control import ControlError, Podman, Systemd
 from .decision import IdleClock, should_stop
-from .waker import Waker, serve
+from ..plan import read_json
+from ..gate.control import Server as ControlServer
+from .waker import Waker
 
 log = logging.getLogger("csm.idle")
 ACTIVITY_FILE = "activity.json"
@@ -45,7 +48,7 @@ class Checker:
             if not signals.running(info):
                 self.clock.forget(name)
                 continue
-            sample = signals.sample(info, user["port"])
+            sample = signals.sample(info, user)
             last = self.clock.observe(name, sample, signals.parse_time(info["State"].get("StartedAt")))
             activity[name] = last
             if should_stop(last, sample.at, user["idle"]["stopAfterSeconds"]):
@@ -85,12 +88,6 @@ def last_activity(plan: dict) -> dict[str, float]:
         return {}
 
 
-def load_plan(path: str) -> dict:
-    """A plan as the NixOS module writes it, or the runner's stack.json holding one."""
-    data = json.loads(Path(path).read_text())
-    return data["plan"] if "plan" in data and "users" not in data else data
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="csm idle", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        plan = load_plan(args.plan)
+        plan = read_json(args.plan)
     except (OSError, ValueError) as e:
         print(f"csm idle: cannot read the plan {args.plan}: {e}", file=sys.stderr)
         return 2
@@ -117,15 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     server = checker = waker = None
     if idle_on:
         waker = Waker(plan, control, args.podman)
+        where = plan["gate"]["control"]["socket"]
         try:
-            server = serve(waker)
-        except OSError as e:
-            where = plan["idle"]["waker"]
-            print(f"csm idle: cannot listen on {where['address']}:{where['port']} ({e}); the waker's port is "
-                  "basePort - 1: stop what uses it, or change basePort", file=sys.stderr)
+            server = ControlServer(where, set(plan["users"]), waker.answer, group=plan["gate"]["user"])
+        except (OSError, KeyError) as e:
+            print(f"csm idle: cannot serve the control socket {where} ({e}); is another `csm idle serve` "
+                  "running for this plan, or the gate's account missing?", file=sys.stderr)
             return 3
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        log.info("waker listening on %s:%d; checking %s every %d s", *server.server_address,
+        log.info("answering the gate on %s; checking %s every %d s", where,
                  ", ".join(plan["idle"]["users"]), plan["idle"]["checkIntervalSeconds"])
         checker = Checker(plan, control, waker, args.podman)
     if not args.systemd:

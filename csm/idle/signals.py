@@ -1,22 +1,20 @@
 """What the idle decision reads, the same on both paths: the container's state from
 podman, its open connections and CPU time from the kernel, and code-server's own
-heartbeat from /healthz."""
+heartbeat from its health path, asked on its Unix socket."""
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
 
-import requests
-
-from ..checks import http
 from .decision import Sample
 
-CODE_SERVER_PORT = 8080   # inside the container (plan.nix: containerPort)
-ESTABLISHED = "01"
+CONNECTED = "03"   # /proc/net/unix: SS_CONNECTED
 
 
 def inspect(podman: str, container: str) -> dict | None:
@@ -40,20 +38,16 @@ def parse_time(text: str | None) -> float | None:
     return dt.datetime.fromisoformat(m.group(1) + ("+00:00" if zone == "Z" else zone)).timestamp()
 
 
-def connections(pid: int, port: int = CODE_SERVER_PORT) -> int:
-    """Established TCP connections to code-server, counted in the container's own
-    network namespace (so it does not matter how the port is published)."""
-    count = 0
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == ESTABLISHED and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
+def connections(pid: int, socket_path: str) -> int:
+    """Open connections to code-server's Unix socket (its path inside the container),
+    counted in the container's own network namespace: /proc/<pid>/net/unix lists each
+    accepted connection with the listener's path, in state 03 (connected)."""
+    try:
+        lines = Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    return sum(1 for line in lines if len(fields := line.split()) >= 8
+               and fields[5] == CONNECTED and fields[7] == socket_path)
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -81,26 +75,50 @@ def cpu_seconds(pid: int) -> float | None:
     return None
 
 
-def heartbeat(port: int) -> float | None:
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def unix_get(socket_path: str, path: str, timeout: float = 3) -> tuple[int, bytes]:
+    """GET path from an HTTP server on a Unix socket: (status, body); OSError if none answers."""
+    conn = _UnixConnection(socket_path, timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read(65536)
+    except http.client.HTTPException as e:
+        raise OSError(f"{socket_path}: {e}") from e
+    finally:
+        conn.close()
+
+
+def heartbeat(socket_path: str, health_path: str) -> float | None:
     """code-server's last heartbeat (epoch seconds): it beats on every request but
     /healthz, and every minute while a connection is open."""
     try:
-        beat = requests.get(f"http://127.0.0.1:{port}{http.health_path()}", timeout=3).json().get("lastHeartbeat")
-    except (requests.RequestException, ValueError, AttributeError):
+        beat = json.loads(unix_get(socket_path, health_path)[1]).get("lastHeartbeat")
+    except (OSError, ValueError, AttributeError):
         return None
     return beat / 1000 if beat else None
 
 
-def healthy(port: int, timeout: float = 1) -> bool:
-    """code-server answers its health check (what the starting page waits for). A real
-    answer takes milliseconds; a starting container's port can hold a request forever."""
+def healthy(socket_path: str, health_path: str, timeout: float = 1) -> bool:
+    """code-server answers its health check (what the starting page waits for)."""
     try:
-        return requests.get(f"http://127.0.0.1:{port}{http.health_path()}", timeout=timeout).status_code == 200
-    except requests.RequestException:
+        return unix_get(socket_path, health_path, timeout)[0] == 200
+    except OSError:
         return False
 
 
-def sample(info: dict, port: int) -> Sample:
+def sample(info: dict, user: dict) -> Sample:
     pid = info["State"].get("Pid") or 0
-    return Sample(at=time.time(), connections=connections(pid), heartbeat=heartbeat(port),
-                  cpu_seconds=cpu_seconds(pid))
+    c = user["container"]
+    return Sample(at=time.time(), connections=connections(pid, c["socket"]),
+                  heartbeat=heartbeat(user["socket"], c["healthPath"]), cpu_seconds=cpu_seconds(pid))

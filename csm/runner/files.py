@@ -5,8 +5,10 @@ Secrets travel file -> env file -> podman; never through an argv, a label or a l
 from __future__ import annotations
 
 import errno
+import grp
 import hashlib
 import os
+import pwd
 from pathlib import Path
 
 from . import BadInput, HostNotReady
@@ -48,10 +50,21 @@ def ensure_directory(d: dict) -> None:
     (like systemd-tmpfiles' `d`); its contents are never touched."""
     fd = _open_directory(d["path"], create=True)
     try:
-        os.fchown(fd, d["uid"], d["gid"])
+        os.fchown(fd, account_id(d["uid"], "user"), account_id(d["gid"], "group"))
         os.fchmod(fd, int(d["mode"], 8))
     finally:
         os.close(fd)
+
+
+def account_id(value: int | str, kind: str) -> int:
+    """A plan owner: a number, or the name of an account the host has (the gate's)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return pwd.getpwnam(value).pw_uid if kind == "user" else grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise HostNotReady(f"the {kind} {value!r} does not exist on this host; `csm up` creates it "
+                           "(on NixOS the module declares it)") from None
 
 
 def seed_file(f: dict) -> bool:
@@ -118,38 +131,22 @@ def read_secret(file: str, what: str, fix: str = GENERIC_FIX) -> str:
     return value
 
 
-def _fix_hint(user: dict, variable: str) -> str:
-    if variable == "HASHED_PASSWORD":
-        return f"`csm passwd {user['name']}` writes it"
-    return GENERIC_FIX
-
-
-def compose_secret_env(user: dict) -> str:
-    """The user's secret env file: VARIABLE=<contents of file> for plan.secrets.fromFiles."""
-    return "".join(
-        f"{s['variable']}={read_secret(s['file'], 'users.' + user['name'] + ' ' + s['variable'], _fix_hint(user, s['variable']))}\n"
-        for s in user["secrets"]["fromFiles"])
-
-
-def write_secret_env(user: dict, text: str) -> None:
-    """The composed secret env file at plan.secrets.envFile: root only (0600), atomic,
-    its values never on a command line."""
-    path = Path(user["secrets"]["envFile"])
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    write_private(path, text, mode=0o600)
+def password_text(user: dict) -> str:
+    """The user's password file as the gate reads it (an argon2 hash or a plain
+    password), checked by the one rule for secret files."""
+    what = f"users.{user['name']}.{'hashedPasswordFile' if user['password']['hashed'] else 'passwordFile'}"
+    fix = f"`csm passwd {user['name']}` writes it" if user["password"]["hashed"] else GENERIC_FIX
+    return read_secret(user["password"]["file"], what, fix)
 
 
 def prepare_user(user: dict) -> None:
     """What a user's container needs on the host before it starts: the plan's
-    directories, the seed files where missing, the secret env file composed anew.
-    The NixOS unit runs it as `csm prepare` (preStart); the runner does the same
-    steps in its `up`."""
+    directories and the seed files where missing. The NixOS unit runs it as
+    `csm prepare` (preStart); the runner does the same steps in its `up`."""
     for d in user["directories"]:
         ensure_directory(d)
     for f in user["seedFiles"]:
         seed_file(f)
-    write_secret_env(user, compose_secret_env(user))
 
 
 def compose_env(environment: dict[str, str]) -> str:
@@ -163,8 +160,8 @@ def compose_env(environment: dict[str, str]) -> str:
 
 
 def extra_env_files(user: dict) -> list[str]:
-    """The user's own environmentFiles (API keys), after the composed secret file."""
-    return [f for f in user["container"]["environmentFiles"] if f != user["secrets"]["envFile"]]
+    """The user's own environmentFiles (API keys)."""
+    return list(user["container"]["environmentFiles"])
 
 
 def check_readable(file: str, what: str) -> None:
@@ -174,10 +171,10 @@ def check_readable(file: str, what: str) -> None:
         raise HostNotReady(f"{what}: {file} is not readable")
 
 
-def secrets_digest(secret_env: str, user: dict) -> str:
+def secrets_digest(user: dict) -> str:
     """A digest of everything secret the container gets, kept root-only beside the env
-    file, so a changed password or key file recreates the container."""
-    h = hashlib.sha256(secret_env.encode())
+    file, so a changed key file recreates the container."""
+    h = hashlib.sha256()
     for f in extra_env_files(user):
         h.update(b"\0" + Path(f).read_bytes())
     return h.hexdigest()

@@ -80,6 +80,7 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
         f"access_log {quoted(state / 'logs' / 'access.log')};",
     ] + [f"{kind}_temp_path {quoted(state / 'tmp' / kind)};"
          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    http += [f"server_names_hash_bucket_size {plan['nginx']['serverNamesHashBucketSize']};"]
     http += plan["nginx"]["httpConfig"]
     if tls:
         http += [f"ssl_certificate {quoted(tls.certificate)};", f"ssl_certificate_key {quoted(tls.key)};",
@@ -95,11 +96,15 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
         servers = _default_server(plan, _listen(http_port, False, default=True), landing, [])
         for user in plan["users"].values():
             servers += _user_server(user, _listen(http_port, False), [])
+    ngx = plan["nginx"]
     lines = [
         "# Rendered by csm from the plan; `csm up` rewrites it.",
+        # Workers in the plan's proxy group: only they (and root) reach the sockets.
+        f"user {plan['gate']['proxyGroup']} {plan['gate']['proxyGroup']};",
+        "worker_processes auto;",
         f"pid {quoted(state / 'nginx.pid')};",
         f"error_log {quoted(state / 'logs' / 'error.log')};",
-        "events { }",
+        f"events {{ worker_connections {ngx['workerConnections']}; }}",
         "http {",
         *(INDENT + ln for ln in http),
         *servers,

@@ -1,4 +1,4 @@
-"""Passwords: argon2id hash files code-server reads as HASHED_PASSWORD."""
+"""Passwords: argon2id hash files the gate (csm/gate) checks logins against."""
 from __future__ import annotations
 
 import getpass
@@ -63,8 +63,8 @@ def read(stdin=None, prompt: bool | None = None) -> str:
 
 
 def write_hash_file(path: str | os.PathLike, hashed: str) -> None:
-    """The hash on one line, mode 0600 root, in a 0700 directory (when csm makes it).
-    The hash is a credential: code-server accepts it as the session cookie."""
+    """The hash on one line, mode 0600 root, in a 0700 directory (when csm makes it):
+    a hash lets anyone who has it guess offline."""
     path = Path(path)
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)
@@ -76,8 +76,8 @@ def hashed_password_file(plan: dict, user: str) -> str:
     """The user's hashedPasswordFile, or a message saying why there is none."""
     if user not in plan["users"]:
         raise BadInput(f"no user {user!r} in the settings (users: {', '.join(sorted(plan['users']))})")
-    for s in plan["users"][user]["secrets"]["fromFiles"]:
-        if s["variable"] == "HASHED_PASSWORD":
-            return s["file"]
+    p = plan["users"][user]["password"]
+    if p["hashed"]:
+        return p["file"]
     raise BadInput(f"users.{user} uses passwordFile (a plain password); csm passwd writes only "
                    f"hashedPasswordFile: set users.{user}.hashedPasswordFile instead, or edit the password file yourself")

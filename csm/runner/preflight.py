@@ -10,7 +10,7 @@ import os
 import shutil
 import socket
 
-from . import BadInput, HostNotReady, files, idle, nginx, podman
+from . import BadInput, HostNotReady, files, nginx, podman
 
 
 def port_free(address: str, port: int) -> bool:
@@ -32,10 +32,9 @@ def check(stack) -> None:
     if stack.tls_port and not shutil.which("openssl"):
         raise HostNotReady("openssl is not installed; run scripts/install-deps")
     for name, user in stack.plan["users"].items():
-        for s in user["secrets"]["fromFiles"]:
-            creatable = stack.create_passwords and s["variable"] == "HASHED_PASSWORD"
-            if not (creatable and not os.path.lexists(s["file"])):
-                files.read_secret(s["file"], f"users.{name} {s['variable']}")
+        creatable = stack.create_passwords and user["password"]["hashed"]
+        if not (creatable and not os.path.lexists(user["password"]["file"])):
+            files.password_text(user)
         for f in files.extra_env_files(user):
             files.check_readable(f, f"users.{name}.environmentFiles")
     image = stack.plan["image"]
@@ -43,7 +42,6 @@ def check(stack) -> None:
         raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")
     _container_names(stack)
     _ports(stack)
-    idle.check_port(stack)
 
 
 def _container_names(stack) -> None:
@@ -67,22 +65,8 @@ def _container_names(stack) -> None:
 
 
 def _ports(stack) -> None:
-    ports = {name: u["port"] for name, u in stack.plan["users"].items()}
+    """nginx's ports are free, or its own."""
     nginx_ports = [p for p in (stack.http_port, stack.tls_port) if p]
-    for name, port in ports.items():
-        if port in nginx_ports:
-            raise BadInput(f"users.{name} gets port {port}, which nginx is to listen on; "
-                           f"choose another nginx port, or set users.{name}.port")
-    ours = set()
-    for c in podman.containers(stack.host, f"{podman.STACK_LABEL}={stack.state_dir}"):
-        info = podman.inspect(stack.host, c["Names"][0])
-        if info and info["State"].get("Running"):
-            ours |= podman.published_ports(info)
-    for name, port in ports.items():
-        if port not in ours and not port_free("127.0.0.1", port):
-            raise HostNotReady(f"port {port}, which users.{name}'s container publishes, is already in use "
-                               f"by another program; stop that program, or set users.{name}.port "
-                               "(outside basePort's range) or basePort in the settings")
     rec = stack.recorded(stack.state_dir) if nginx.running_pid(stack.state_dir) else None
     ours_nginx = {rec["http_port"], rec["tls_port"]} if rec else set()
     for port in nginx_ports:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import plan as planlib
-from . import BadInput, HostNotReady, RunnerError, backup, files, idle, nginx, passwd, podman, preflight
+from . import BadInput, HostNotReady, RunnerError, backup, files, gate, idle, nginx, passwd, podman, preflight
 from . import status as stack_status
 from .host import Host
 
@@ -125,16 +125,14 @@ class Stack:
         if text is None:
             return None
         password = text.rstrip("\n")
-        for s in self.user(name)["secrets"]["fromFiles"]:
-            if s["variable"] == "HASHED_PASSWORD":
-                hashed = files.read_text(s["file"])
-                return password if hashed and passwd.verify(hashed.strip(), password) else None
-        return None
+        p = self.user(name)["password"]
+        hashed = files.read_text(p["file"]) if p["hashed"] else None
+        return password if hashed and passwd.verify(hashed.strip(), password) else None
 
-    def _env_paths(self, user: dict) -> tuple[Path, Path, Path]:
-        """The secret env file (from the plan), the non-secret one, the secrets digest."""
-        secret = Path(user["secrets"]["envFile"])
-        return secret, secret.with_name(f"{user['name']}.config.env"), secret.with_name(f"{user['name']}.env.sha256")
+    def _env_paths(self, user: dict) -> tuple[Path, Path]:
+        """The non-secret env file and the digest of the key files, root's own in runtimeDir."""
+        runtime = Path(self.plan["runtimeDir"])
+        return runtime / f"{user['name']}.config.env", runtime / f"{user['name']}.env.sha256"
 
     @contextlib.contextmanager
     def lock(self):
@@ -165,15 +163,14 @@ class Stack:
 
     def _apply(self, undo: list) -> dict[str, str]:
         plan = self.plan
+        gate.ensure_accounts(plan)
         for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
             files.ensure_directory(d)
         for f in (f for u in plan["users"].values() for f in u["seedFiles"]):
             files.seed_file(f)
-        runtime = Path(plan["runtimeDir"])
-        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(runtime, 0o700)
         if self.create_passwords:
             self._create_missing_passwords()
+        gate.write_credentials(self.state_dir, plan)
         self._remove_departed_users()
         for user in plan["users"].values():
             if podman.ensure_network(self.host, user, str(self.state_dir)) == "created":
@@ -182,23 +179,24 @@ class Stack:
         self.wait_healthy([n for n, a in actions.items() if a not in ("unchanged", "stopped-idle")])
         nginx_action = self._apply_nginx(undo)
         self._record()
+        gate_action = gate.start(self, undo)
         idle_action = idle.start_service(self, undo)
-        if nginx_action == "unchanged" and idle_action == "unchanged" and \
+        if nginx_action == "unchanged" and idle_action == "unchanged" and gate_action == "unchanged" and \
                 all(a in ("unchanged", "stopped-idle") for a in actions.values()):
             self.progress("nothing to change: the stack already matches the settings")
         return actions
 
     def _create_missing_passwords(self) -> None:
         for name, user in self.plan["users"].items():
-            for s in user["secrets"]["fromFiles"]:
-                if s["variable"] == "HASHED_PASSWORD" and not os.path.lexists(s["file"]):
-                    password = passwd.generate()
-                    passwd.write_hash_file(s["file"], passwd.hash_password(password))
-                    kept = self.password_file(name)
-                    kept.parent.mkdir(mode=0o700, exist_ok=True)
-                    files.write_private(kept, password + "\n", mode=0o600)
-                    self.progress(f"created a password for {name}: its hash is in {s['file']}, "
-                                  f"the password in {kept}")
+            p = user["password"]
+            if p["hashed"] and not os.path.lexists(p["file"]):
+                password = passwd.generate()
+                passwd.write_hash_file(p["file"], passwd.hash_password(password))
+                kept = self.password_file(name)
+                kept.parent.mkdir(mode=0o700, exist_ok=True)
+                files.write_private(kept, password + "\n", mode=0o600)
+                self.progress(f"created a password for {name}: its hash is in {p['file']}, "
+                              f"the password in {kept}")
 
     def _remove_departed_users(self) -> None:
         rec = self.recorded(self.state_dir) or {"plan": {"users": {}}}
@@ -220,12 +218,11 @@ class Stack:
 
     def _apply_user(self, user: dict, undo: list, force: bool = False) -> str:
         cname = user["container"]["name"]
-        secret_path, env_path, digest_path = self._env_paths(user)
-        secret_env = files.compose_secret_env(user)
+        env_path, digest_path = self._env_paths(user)
         env = files.compose_env(user["container"]["environment"])
         argv = podman.run_argv(user, self.host, str(self.state_dir), str(env_path))
         spec = podman.spec_digest(argv, env, podman.image_id(self.host, user["container"]["image"]))
-        secrets = files.secrets_digest(secret_env, user)
+        secrets = files.secrets_digest(user)
         info = podman.inspect(self.host, cname)
         same_spec = bool(info) and podman.labels(info).get(podman.SPEC_LABEL) == spec
         same_secrets = files.read_text(digest_path) == secrets
@@ -243,14 +240,13 @@ class Stack:
             return "started"
         if info:
             why = ("a reset was asked for" if force else "its settings or its image changed" if not same_spec
-                   else "its password or key files changed")
+                   else "its key files changed")
             self.progress(f"recreating {cname}: {why}")
             podman.remove(self.host, cname)
         else:
             self.progress(f"creating {cname} (the first start with a new uid map copies the image: "
                           "this can take a minute)")
         idle.forget(self.plan, [user["name"]])
-        files.write_secret_env(user, secret_env)
         files.write_private(env_path, env)
         files.write_private(digest_path, secrets)
         undo.append(lambda: podman.remove(self.host, cname))
@@ -326,6 +322,8 @@ class Stack:
         with self.lock():
             if idle.stop_service(self.state_dir):   # first: nothing wakes while containers go
                 self.progress("idle service stopped")
+            if gate.stop(self.state_dir):
+                self.progress("gate stopped")
             idle.forget(self.plan, self.plan["users"])
             for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
                 self.progress(f"stopping {c['Names'][0]}")
@@ -350,17 +348,13 @@ class Stack:
             self._apply_user(user, undo, force=True)
             self.wait_healthy([name])
 
-    def restart_if_running(self, name: str) -> bool:
-        """Recreate the user's container if it runs and its secrets changed (after
-        `csm passwd`); False if it does not run (the next `up` picks the change up)."""
-        user = self.user(name)
-        info = podman.inspect(self.host, user["container"]["name"])
-        if not info or not info["State"].get("Running") or \
-                podman.labels(info).get(podman.STACK_LABEL) != str(self.state_dir):
+    def refresh_credentials(self) -> bool:
+        """After `csm passwd`: the gate's copies of the password files anew (the gate
+        rereads a changed file at once); False if no stack runs here."""
+        if self.recorded(self.state_dir) is None:
             return False
         with self.lock():
-            if self._apply_user(user, []) != "unchanged":
-                self.wait_healthy([name])
+            gate.write_credentials(self.state_dir, self.plan)
         return True
 
     # ---- backups ---------------------------------------------------------------------------

@@ -8,8 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checks import http
-from ..idle import restarts
+from ..idle import restarts, signals
 from . import idle, nginx, podman
 from .host import Host
 
@@ -64,7 +63,7 @@ def read(stack) -> StackStatus:
             memory_bytes=memory.get(cname) if running else None,
             memory_limit_bytes=user["limits"]["memoryBytes"],
             oom_kills=oom_kills(info) if info else None,
-            last_activity=http.last_heartbeat(_direct(user)) if running else None,
+            last_activity=signals.heartbeat(user["socket"], user["container"]["healthPath"]) if running else None,
             exit_code=exit_code, restarts=_restarts(stack.plan, name, info)))
         idle.annotate(stack.plan, result.users[-1], info)
     return result
@@ -75,11 +74,6 @@ def _restarts(plan: dict, name: str, info: dict | None) -> int | None:
     if not info:
         return None
     return info.get("RestartCount", 0) + restarts.count(plan, name, info["Id"])
-
-
-def _direct(user: dict) -> http.Target:
-    """The user's code-server on its loopback port, bypassing nginx."""
-    return http.Target(f"http://127.0.0.1:{user['port']}", timeout=3)
 
 
 def memory_usage(host: Host, names: list[str]) -> dict[str, int]:

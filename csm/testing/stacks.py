@@ -7,7 +7,6 @@ ports, generated passwords, and a handle that stops what it started.
 """
 from __future__ import annotations
 
-import random
 import secrets
 import shutil
 import socket
@@ -18,7 +17,6 @@ from pathlib import Path
 from csm import plan as planlib
 from csm.checks.image import default_image
 from csm.runner import passwd
-from csm.runner.preflight import port_free
 from csm.runner.stack import Stack
 
 IMAGE = default_image()  # image/contract.json
@@ -59,23 +57,17 @@ def fresh_base_dir(prefix: str = "csm-test-") -> Path:
     return base
 
 
-def stack_settings(base: Path, users: list[str], extra: dict | None = None, avoid: set[int] = frozenset(),
+def stack_settings(base: Path, users: list[str], extra: dict | None = None,
                    name_prefix: str = TEST_PREFIX) -> dict:
-    """Settings for a stack below `base`, with a basePort whose user ports are free."""
-    settings = merge({
+    """Settings for a stack below `base`: its workspaces, sockets and sessions there."""
+    return merge({
         "domain": DOMAIN,
         "namePrefix": name_prefix,
         "workspaceBase": str(base / "workspaces"),
         "runtimeDir": str(base / "run"),
+        "gate": {"stateDir": str(base / "gate")},
         "users": {u: {"hashedPasswordFile": str(base / "secrets" / f"{u}.hash")} for u in users},
     }, extra or {})
-    for _ in range(30):
-        settings["basePort"] = random.randrange(30000, 64000)
-        plan = planlib.from_settings(settings)
-        ports = [u["port"] for u in plan["users"].values()]
-        if not set(ports) & set(avoid) and all(port_free("127.0.0.1", p) for p in ports):
-            return settings
-    raise RuntimeError("found no basePort whose user ports are free")
 
 
 def write_password(settings: dict, user: str) -> str:
@@ -97,8 +89,7 @@ class ThrowawayStack:
         self.state_dir = self.base / "state"
         self.http_port = free_port()
         self.tls_port = free_port() if tls else None
-        self.settings = stack_settings(self.base, self.users, extra_settings,
-                                       avoid={self.http_port, self.tls_port}, name_prefix=prefix.strip("-"))
+        self.settings = stack_settings(self.base, self.users, extra_settings, name_prefix=prefix.strip("-"))
         self._passwords = {u: write_password(self.settings, u) for u in self.users}
         self.plan = planlib.from_settings(self.settings)
         self.stack = Stack(self.plan, self.state_dir, self.http_port, self.tls_port, **stack_options)

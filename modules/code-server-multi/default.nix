@@ -14,16 +14,6 @@ let
 
   userOptions = { name, ... }: {
     options = {
-      port = mkOption {
-        type = types.nullOr types.port;
-        default = defaults.user.port;
-        example = 8090;
-        description = ''
-          Loopback port the container publishes. Unset: a stable port derived from the
-          user's name, in basePort .. basePort+999. An explicit port must lie outside
-          that range.
-        '';
-      };
       uidBase = mkOption {
         type = types.nullOr types.ints.unsigned;
         default = defaults.user.uidBase;
@@ -39,9 +29,9 @@ let
         default = defaults.user.hashedPasswordFile;
         example = "/run/secrets/code-server/${name}";
         description = ''
-          File holding the argon2 hash of the user's code-server password (e.g. written
-          by `csm passwd ${name}`, or a sops-nix secret). Read at container start, never
-          copied into the Nix store.
+          File holding the argon2 hash of the user's password (e.g. written by
+          `csm passwd ${name}`, or a sops-nix secret). The login gate reads it as a
+          systemd credential; never copied into the Nix store, never given to the container.
         '';
       };
       passwordFile = mkOption {
@@ -103,7 +93,7 @@ let
 
 in
 {
-  imports = [ ./containers.nix ./nginx.nix ./acme.nix ./backup.nix ./directories.nix ./admin.nix ./idle.nix ];
+  imports = [ ./containers.nix ./nginx.nix ./acme.nix ./backup.nix ./directories.nix ./admin.nix ./idle.nix ./gate.nix ];
 
   options.services.code-server-multi = {
     enable = mkEnableOption "a browser VS Code with opencode for each user, each in a Podman container behind nginx";
@@ -137,17 +127,35 @@ in
       defaultText = literalExpression "the flake's packages.\${system}.csm";
       description = "The csm admin CLI: installed on the host, run by each container's unit before it starts (`csm prepare`) and by the backup service.";
     };
-    basePort = mkOption {
-      type = types.port;
-      default = defaults.basePort;
-      example = 20000;
-      description = "Start of the 1000 loopback ports from which users without an explicit port get theirs.";
+    gate = {
+      sessionIdleTimeout = mkOption {
+        type = types.either types.str types.ints.positive;
+        default = defaults.gate.sessionIdleTimeout;
+        example = "1d";
+        description = "A login session unused this long ends (\"7d\", \"12h\", or seconds).";
+      };
+      sessionLifetime = mkOption {
+        type = types.either types.str types.ints.positive;
+        default = defaults.gate.sessionLifetime;
+        example = "14d";
+        description = "Every login session ends this long after the login, used or not.";
+      };
+      ipv6Prefix = mkOption {
+        type = types.ints.between 32 128;
+        default = defaults.gate.ipv6Prefix;
+        description = "Wrong passwords are counted per client address; IPv6 addresses per prefix of this length (one household or office network).";
+      };
+      stateDir = mkOption {
+        type = types.str;
+        default = defaults.gate.stateDir;
+        description = "Where the login gate keeps its sessions (only their hashes; a copy of it logs nobody in).";
+      };
     };
     runtimeDir = mkOption {
       type = types.str;
       default = defaults.runtimeDir;
       example = "/run/code-server-multi";
-      description = "Where each container's secret env file is composed at start (root only, on tmpfs).";
+      description = "Sockets of the login gate and of each user's code-server, and the files each container's start composes (on tmpfs).";
     };
     namePrefix = mkOption {
       type = types.str;
@@ -324,7 +332,7 @@ in
 
   config = lib.mkIf cfg.enable {
     services.code-server-multi.plan = import ./plan.nix {
-      inherit (cfg) domain workspaceBase image basePort runtimeDir namePrefix users opencode acme tls backup landingPage vscodeSettings idleStopAfter;
+      inherit (cfg) domain workspaceBase image runtimeDir namePrefix users opencode acme tls backup landingPage vscodeSettings idleStopAfter gate;
     };
   };
 }

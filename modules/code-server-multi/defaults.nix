@@ -4,7 +4,6 @@
   workspaceBase = "/var/lib/vscode";
   # the image the recipes build (image/contract.json)
   image = let c = builtins.fromJSON (builtins.readFile ../../image/contract.json); in "${c.imageName}:${c.imageTag}";
-  basePort = 20000;
   runtimeDir = "/run/code-server-multi";
   # Containers are <namePrefix>-<user>: a second deployment on the same host (a test
   # stack beside a person's demo) takes a prefix of its own.
@@ -14,7 +13,6 @@
   idleStopAfter = "1h";
 
   user = {
-    port = null;
     uidBase = null;
     hashedPasswordFile = null;
     passwordFile = null;
@@ -61,6 +59,14 @@
   vscodeSettings = {
     "chat.disableAIFeatures" = true;
     "workbench.secondarySideBar.defaultVisibility" = "hidden";  # where that chat would open
+  };
+
+  # The login gate in front of every workspace (csm/gate).
+  gate = {
+    sessionIdleTimeout = "7d";   # a session unused this long ends
+    sessionLifetime = "30d";     # and every session ends this long after its login
+    ipv6Prefix = 64;             # one wrong-password allowance per IPv6 /64
+    stateDir = "/var/lib/code-server-multi/gate";   # the sessions (hashed)
   };
 
   landingPage = {

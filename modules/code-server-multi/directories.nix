@@ -9,6 +9,5 @@ let
 in
 lib.mkIf cfg.enable {
   systemd.tmpfiles.rules =
-    map rule (plan.directories ++ lib.concatMap (u: u.directories) (lib.attrValues plan.users))
-    ++ [ "d ${plan.runtimeDir} 0700 root root -" ];
+    map rule (plan.directories ++ lib.concatMap (u: u.directories) (lib.attrValues plan.users));
 }

@@ -1,6 +1,6 @@
-# Idle stop and wake on visit (plan.idle): one service runs `csm idle serve`, the idle
-# checker and the waker nginx hands a stopped user's requests to (the plan's
-# `@csm_wake` locations). It starts and stops users through their units
+# Idle stop and wake after login (plan.idle): one root service runs `csm idle serve`,
+# the idle checker and the waker the gate asks through the control socket
+# (plan.gate.control). It starts and stops users through their units
 # podman-<container>.service: a stop systemd was asked for is not undone by the
 # units' Restart=always, and a start it makes is the same as at boot.
 { config, lib, ... }:
@@ -18,9 +18,9 @@ lib.mkIf (cfg.enable && cfg.plan.idle.enable) {
     after = [ "network.target" ];
     path = [ config.virtualisation.podman.package ];   # systemctl is on every unit's path
     # A new plan (users, limits) takes a new process.
-    restartTriggers = [ config.environment.etc."code-server-multi/plan.json".source ];
+    restartTriggers = [ config.environment.etc.${lib.removePrefix "/etc/" cfg.planFile}.source ];
     serviceConfig = {
-      ExecStart = "${lib.getExe' cfg.package "csm"} idle serve --plan /etc/code-server-multi/plan.json --systemd";
+      ExecStart = "${lib.getExe' cfg.package "csm"} idle serve --plan ${cfg.planFile} --systemd";
       Restart = "on-failure";
       RestartSec = 5;
     };

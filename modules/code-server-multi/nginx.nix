@@ -19,6 +19,8 @@ lib.mkIf cfg.enable {
   services.nginx = {
     enable = true;
     appendHttpConfig = lines plan.nginx.httpConfig;
+    serverNamesHashBucketSize = plan.nginx.serverNamesHashBucketSize;
+    eventsConfig = "worker_connections ${toString plan.nginx.workerConnections};";
     virtualHosts = lib.mapAttrs' (_: u: lib.nameValuePair u.nginx.serverName (certificate // {
       forceSSL = tls;
       extraConfig = lines (u.nginx.config ++ lib.optionals tls plan.nginx.tlsConfig);

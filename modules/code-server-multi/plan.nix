@@ -76,14 +76,16 @@ let
   # ---- constants of the design ----------------------------------------------
   reservedNames = [ "www" "mail" "smtp" "imap" "pop" "pop3" "ftp" "mx" "ns" "ns1" "ns2" "webmail"
                     "autoconfig" "autodiscover" "wpad" "localhost" "admin" "api" "static" ];
-  portSpan = 1000;          # automatic ports: basePort .. basePort + portSpan - 1
   idRangeSize = 65536;      # host uids/gids given to one user's container
   idBaseStart = 268435456;  # 2^28: far above any host account
   idSlots = 4096;
   # What the image and the plan must agree on, written once for both image recipes.
   contract = builtins.fromJSON (builtins.readFile ../../image/contract.json);
-  containerPort = contract.port;
-  healthCheck = [ "curl" "-fsS" "-o" "/dev/null" "http://127.0.0.1:${toString containerPort}${contract.healthPath}" ];
+  # code-server listens only on a Unix socket in a host directory that only root and
+  # nginx's group can traverse (see socketOf): no TCP port anywhere on the host.
+  socketDirInContainer = "/run/code-server-multi";
+  socketInContainer = "${socketDirInContainer}/code-server.sock";
+  healthCheck = [ "curl" "-fsS" "-o" "/dev/null" "--unix-socket" socketInContainer "http://localhost${contract.healthPath}" ];
   containerUid = contract.uid;  # the image's user
   containerGid = contract.gid;
   inherit (contract) home project extensionsDir;
@@ -91,15 +93,15 @@ let
 
   nginxLimits = {
     clientMaxBodySize = "128m";  # VS Code uploads of 100 MB, with room for encoding
-    proxyTimeout = "3600s";      # a quiet terminal's WebSocket stays open an hour
-    # A coarse flood guard on password submissions (POST /login) per client
-    # address; loading the login page is never counted. A class behind one router
-    # (one address) logs in at once: 30 at a time, then one every 2 s. Wrong
-    # passwords are held to a few a minute per address by code-server itself.
+    webSocketTimeout = "3600s";  # a quiet terminal's WebSocket stays open an hour; nothing else waits that long
+    # A coarse flood guard on password submissions (POST to the gate's login path)
+    # per client address; loading the login page is never counted. A class behind
+    # one router (one address) logs in at once: 30 at a time, then one every 2 s.
+    # Wrong passwords are held to a few a minute per address by the gate.
     loginRate = "30r/m";
     loginBurst = 30;
+    connectionsPerAddress = 256;   # a class of 30 behind one address, each with a few tabs
   };
-  sessionCookie = "code-server-session";
 
   # Each user's container on a network of its own: podman's `isolate` option drops
   # traffic between isolated networks, so no container reaches another's (by
@@ -120,7 +122,12 @@ let
   allowedVolumeOptions = [ "ro" "rw" "z" "Z" ];
 
   # ---- settings with defaults -------------------------------------------------
-  knownTop = [ "domain" "workspaceBase" "image" "basePort" "runtimeDir" "namePrefix" "users" "opencode" "acme" "tls" "backup" "landingPage" "vscodeSettings" "idleStopAfter" ];
+  knownTop = attrNames (removeAttrs defaults [ "user" ]) ++ [ "domain" "users" ];
+  # Settings that existed once: say why they went instead of "not a setting".
+  removedSettings = {
+    basePort = "code-server now listens on a Unix socket behind the login gate, so no user has a port; remove basePort";
+    port = "code-server now listens on a Unix socket behind the login gate, so no user has a port; remove it";
+  };
   s = removeAttrs defaults [ "user" ] // settings;
   vscodeSettings = if isAttrs s.vscodeSettings then s.vscodeSettings else { };
   withDefaults = section: defaults.${section} // (if isAttrs (s.${section} or null) then s.${section} else { });
@@ -135,19 +142,16 @@ let
   names = attrNames users;
 
   unknownKeys = where: known: as:
-    map (k: "${where}${k} is not a setting (known: ${showList known}); check its spelling")
+    map (k: if removedSettings ? ${k} then "${where}${k} is no longer a setting: ${removedSettings.${k}}"
+            else "${where}${k} is not a setting (known: ${showList known}); check its spelling")
       (filter (k: !elem k known) (attrNames as));
 
   # ---- per-user derived values ----------------------------------------------
-  autoPort = name: s.basePort + mod (nameHash name) portSpan;
-  portOf = name: if users.${name}.port == null then autoPort name else users.${name}.port;
   idBaseOf = name: let u = users.${name}; in
     if u.uidBase == null then idBaseStart + mod (nameHash name) idSlots * idRangeSize else u.uidBase;
   hostUidOf = name: idBaseOf name + containerUid;
 
   # ---- validation --------------------------------------------------------------
-  basePortOk = isInt s.basePort && s.basePort >= 1024 && s.basePort + portSpan - 1 <= 65535;
-
   userProblems = name:
     let
       u = users.${name};
@@ -165,10 +169,6 @@ let
         "${at}: the name ${toJSON name} is not a DNS label; use 1 to 63 lowercase letters, digits and dashes, not starting or ending with a dash"
       ++ optional (elem name reservedNames)
         "${at}: the name ${toJSON name} is reserved (${showList reservedNames}); choose another name"
-      ++ optional (u.port != null && !(isInt u.port && u.port >= 1024 && u.port <= 65535))
-        "${at}.port = ${toJSON u.port} is not a port from 1024 to 65535"
-      ++ optional (u.port != null && basePortOk && isInt u.port && u.port >= s.basePort && u.port < s.basePort + portSpan)
-        "${at}.port = ${toString u.port} lies in ${toString s.basePort}-${toString (s.basePort + portSpan - 1)}, the range basePort keeps for automatic ports; choose a port outside it, or leave port unset"
       ++ optional (u.uidBase != null && !(isInt u.uidBase && mod u.uidBase idRangeSize == 0 && u.uidBase >= 16 * idRangeSize && u.uidBase <= 4294967296 - 2 * idRangeSize))
         "${at}.uidBase = ${toJSON u.uidBase} must be a multiple of ${toString idRangeSize} from ${toString (16 * idRangeSize)} to ${toString (4294967296 - 2 * idRangeSize)}"
       ++ optional (passwordFiles == [ ])
@@ -229,8 +229,6 @@ let
     ++ optional (!(settings ? domain)) "domain is not set; give the domain whose subdomains the users get, e.g. \"code.example.org\""
     ++ optional (settings ? domain && !isHostname s.domain)
       "domain = ${toJSON s.domain} is not a hostname; use lowercase DNS labels separated by dots, e.g. \"code.example.org\""
-    ++ optional (!basePortOk)
-      "basePort = ${toJSON s.basePort} must leave room for ${toString portSpan} automatic ports between 1024 and 65535 (at most ${toString (65536 - portSpan)})"
     ++ optional (directoryProblem "workspaceBase" s.workspaceBase != null) (directoryProblem "workspaceBase" s.workspaceBase)
     ++ optional (directoryProblem "runtimeDir" s.runtimeDir != null) (directoryProblem "runtimeDir" s.runtimeDir)
     ++ optional (isNormalPath s.workspaceBase && isNormalPath s.runtimeDir
@@ -241,9 +239,8 @@ let
     ++ optional (!(isString s.image && s.image != "")) "image must be an image reference like \"localhost/code-server-multi:latest\""
     ++ optional (names == [ ]) "users is empty; add at least one user, e.g. users.alice.hashedPasswordFile = \"/run/secrets/alice\""
     ++ concatLists (map userProblems names)
-    ++ (if basePortOk && all (n: validUsers != [ ] && elem n validUsers) names then
-          clashes "port" portOf (b: "set users.${b}.port to a free port outside the automatic range")
-          ++ clashes "host id range starting at" idBaseOf (b: "set users.${b}.uidBase to a free multiple of ${toString idRangeSize}")
+    ++ (if all (n: validUsers != [ ] && elem n validUsers) names then
+          clashes "host id range starting at" idBaseOf (b: "set users.${b}.uidBase to a free multiple of ${toString idRangeSize}")
         else [ ])
     ++ unknownKeys "opencode." (attrNames defaults.opencode) opencode
     ++ optional (!isBool opencode.allowFreeProvider) "opencode.allowFreeProvider must be true or false"
@@ -270,14 +267,14 @@ let
     ++ unknownKeys "landingPage." (attrNames defaults.landingPage) landingPage
     ++ optional (!isAttrs s.vscodeSettings) "vscodeSettings must be an attribute set of VS Code settings, e.g. { \"editor.fontSize\" = 16; }";
 
-  realErrors = filter (e: e != null) (errors ++ idleErrors);
+  realErrors = filter (e: e != null) (errors ++ idleErrors ++ gateErrors);
 
 
-  # ---- idle stop and wake on visit -------------------------------------------
+  # ---- idle stop and wake after login ----------------------------------------
   # A user's container stops after idleStopAfter with no open VS Code connection and
-  # its CPU under idle.cpuThreshold; the next request for it meets the waker (csm
-  # idle, on loopback) through nginx's error_page, which starts it and shows a page
-  # until code-server answers. csm/idle/ reads everything below.
+  # its CPU under idle.cpuThreshold (csm idle, as root); the next request of someone
+  # logged in meets nginx's 502 (the socket refuses), and the gate asks the root
+  # side to start it and shows the starting page until code-server answers.
   durationUnits = { s = 1; m = 60; h = 3600; d = 86400; };
   minIdleSeconds = 10;
   parseDuration = x:
@@ -290,111 +287,86 @@ let
   durationProblem = field: v: optional (v != null && (parseDuration v == null || parseDuration v < minIdleSeconds))
     "${field} = ${toJSON v} is not a duration of at least ${toString minIdleSeconds} seconds; write it like \"30m\", \"1h\" or 3600 (seconds), or null to keep the container always on";
   idleUsers = filter (n: idleSecondsOf n != null) names;
-  wakerPort = s.basePort - 1;   # just below the automatic range, never a user's
 
   idleErrors =
     durationProblem "idleStopAfter" s.idleStopAfter
     ++ concatLists (map (n: if users.${n}.idleStopAfter == "default" then [ ]
-         else durationProblem "users.${n}.idleStopAfter" users.${n}.idleStopAfter) names)
-    ++ concatLists (map (n: optional (isInt s.basePort && users.${n}.port == wakerPort)
-         "users.${n}.port = ${toString wakerPort} is the port of the waker (basePort - 1); choose another port") names);
+         else durationProblem "users.${n}.idleStopAfter" users.${n}.idleStopAfter) names);
 
   idleLimits = {
     cpuThreshold = 0.05;          # CPUs, averaged over each check: more is work running
-    retryAfterSeconds = 2;        # Retry-After of the starting page (its refresh without JavaScript)
     healthTimeoutSeconds = 300;   # a start not healthy by then has failed (NixOS loads the image first)
     retryFailedAfterSeconds = 900; # a failed start is not tried again before this
-    startsPerClient = { count = 5; seconds = 600; };   # one address waking containers
-    startsPerUser = { count = 4; seconds = 3600; };    # one container woken
-    pageRate = "120r/m";          # nginx: requests per address that reach the waker
-    pageBurst = 60;
-    readyPath = "/_csm/ready";    # where the starting page asks whether code-server answers yet
-    readyHoldSeconds = 10;        # the waker holds that question until it does, at most this long
   };
   minIdle = foldl' (a: n: let v = idleSecondsOf n; in if a == null || v < a then v else a) null idleUsers;
   checkInterval = if minIdle == null then 30 else
     let i = minIdle / 10; in if i < 2 then 2 else if i > 30 then 30 else i;
 
-  idlePage = title: body: concatStringsSep "" [
-    "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-    "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-    "<title>${title}</title>"
-    "<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}</style>"
-    "</head><body><h1>${title}</h1>${body}</body></html>"
-  ];
-  idlePages = name: let who = escapeHtml name; in {
-    # Asks the waker (idle.readyPath) whether code-server answers yet; the waker holds
-    # the question until it does or a few seconds pass, so the page reloads the moment
-    # it can, into code-server's login page or workbench at the same address. Asking
-    # the address itself could hang: while podman starts a container, conmon holds its
-    # port and a connection made then is never answered. Any other page of the waker's
-    # (failed, stopped, too many starts) is shown by reloading; no answer from the waker
-    # (nginx's 429, a network hiccup) means asking again later, each time twice as late.
-    # Without JavaScript, a refresh.
-    starting = idlePage "Starting ${who}&#8217;s workspace&#8230;" (concatStringsSep "" [
-      "<noscript><meta http-equiv='refresh' content='${toString idleLimits.retryAfterSeconds}'></noscript>"
-      "<p>It was stopped because nobody used it for a while. Your files are all there.</p>"
-      "<p>This page opens the workspace by itself as soon as it is ready, usually within a few seconds.</p>"
-      "<script>(function ask(w){var c=new AbortController(),t=setTimeout(function(){c.abort()},${toString (idleLimits.readyHoldSeconds * 2000)});"
-      "function later(){clearTimeout(t);setTimeout(function(){ask(Math.min(2*w,16000))},w)}"
-      "fetch('${idleLimits.readyPath}',{cache:'no-store',signal:c.signal}).then(function(r){var s=r.headers.get('X-CSM-Wake');"
-      "if(s==='starting'){clearTimeout(t);setTimeout(function(){ask(1000)},500)}else if(s){location.reload()}else{later()}})"
-      ".catch(later)})(1000)</script>" ]);
-    failed = idlePage "${who}&#8217;s workspace could not start" (concatStringsSep "" [
-      "<p>It was asked to start and did not become ready. Your files are safe.</p>"
-      "<p>Tell the person who gave you your address; it will not be tried again for a while.</p>" ]);
-    stopped = idlePage "${who}&#8217;s workspace is not running" (concatStringsSep "" [
-      "<p>It was not stopped for being idle, so it is not started from here. Your files are safe.</p>"
-      "<p>Ask the person who runs this server to start it again.</p>" ]);
-    rateLimited = idlePage "Too many starts" (concatStringsSep "" [
-      "<p>Workspaces were started too often from your network or for this address.</p>"
-      "<p>Wait a few minutes, then reload this page.</p>" ]);
+  # ---- the gate: the one front door (csm/gate) ---------------------------------
+  # nginx asks it about every request to a user's host (auth_request); it serves the
+  # login, keeps the sessions, and wakes a stopped workspace for its logged-in owner.
+  # It runs as its own account and reaches the root side (csm idle) only through the
+  # control socket's verbs.
+  gateSettings = withDefaults "gate";
+  gatePaths = rec {
+    prefix = "/_csm/";
+    login = "${prefix}login";
+    logout = "${prefix}logout";
+    auth = "${prefix}auth";
+    wake = "${prefix}wake";
+    ready = "${prefix}ready";
+    health = "${prefix}health";
+  };
+  gateDir = "${s.runtimeDir}/gate";
+  controlDir = "${s.runtimeDir}/control";
+  gate = {
+    unit = "code-server-multi-gate.service";   # NixOS
+    user = "csm-gate";            # the gate's own account (and group)
+    proxyGroup = "csm-proxy";     # nginx's workers are in it: only they reach the sockets
+    directory = gateDir;
+    socket = "${gateDir}/gate.sock";
+    control = { directory = controlDir; socket = "${controlDir}/control.sock"; };
+    inherit (gateSettings) stateDir ipv6Prefix;
+    paths = gatePaths;
+    # Host-only: __Host- needs Secure, so plain http (the demo) gets a plain name.
+    cookie = { http = "csm-session"; https = "__Host-csm-session"; };
+    sessionIdleSeconds = parseDuration gateSettings.sessionIdleTimeout;
+    sessionLifetimeSeconds = parseDuration gateSettings.sessionLifetime;
+    # Wrong passwords per client address (IPv6: per ipv6Prefix), per user: 2 a minute
+    # plus 12 an hour, charged before the hash is checked and given back when right.
+    wrongPasswords = { perMinute = 2; perHour = 12; };
+    verificationsAtOnce = 2;      # argon2 takes 64 MiB each: more wait as "busy"
+    retryAfterSeconds = 2;        # the starting page's refresh without JavaScript
+    readyHoldSeconds = 10;        # the starting page's question is held this long at most
+    heldAtOnce = 64;              # starting-page questions held at once
+  };
+  gateErrors =
+    unknownKeys "gate." (attrNames defaults.gate) gateSettings
+    ++ optional (parseDuration gateSettings.sessionIdleTimeout == null)
+      "gate.sessionIdleTimeout = ${toJSON gateSettings.sessionIdleTimeout} is not a duration; write it like \"7d\" or \"12h\""
+    ++ optional (parseDuration gateSettings.sessionLifetime == null)
+      "gate.sessionLifetime = ${toJSON gateSettings.sessionLifetime} is not a duration; write it like \"30d\""
+    ++ optional (!(isInt gateSettings.ipv6Prefix && gateSettings.ipv6Prefix >= 32 && gateSettings.ipv6Prefix <= 128))
+      "gate.ipv6Prefix = ${toJSON gateSettings.ipv6Prefix} must be a prefix length from 32 to 128 (64: one allowance per /64)"
+    ++ optional (directoryProblem "gate.stateDir" gateSettings.stateDir != null) (directoryProblem "gate.stateDir" gateSettings.stateDir)
+    ++ optional (isNormalPath gateSettings.stateDir && isNormalPath s.workspaceBase
+                 && (isBelow s.workspaceBase gateSettings.stateDir || isBelow gateSettings.stateDir s.workspaceBase))
+      "gate.stateDir (${toJSON gateSettings.stateDir}) and workspaceBase (${toJSON s.workspaceBase}) overlap; keep the sessions out of the workspaces (and their backups)";
+
+  # Pages: one template (pages/page.html) and a body per page; the gate fills the
+  # @...@ fields that depend on the request, escaped.
+  page = title: body: replaceStrings [ "@TITLE@" "@BODY@" ] [ title body ] (builtins.readFile ./pages/page.html);
+  pageFile = file: builtins.readFile (./pages + "/${file}");
+  gatePages = name: let who = escapeHtml name; in {
+    login = page "Log in to ${who}&#8217;s workspace" (replaceStrings [ "@WHO@" "@LOGIN_PATH@" ] [ who gatePaths.login ] (pageFile "login.html"));
+    logout = page "Log out" (replaceStrings [ "@WHO@" "@LOGOUT_PATH@" ] [ who gatePaths.logout ] (pageFile "logout.html"));
+    starting = page "Starting ${who}&#8217;s workspace&#8230;" (replaceStrings [ "@RETRY_AFTER@" "@HOLD_MS@" "@READY_PATH@" ]
+      [ (toString gate.retryAfterSeconds) (toString (gate.readyHoldSeconds * 2000)) gatePaths.ready ] (pageFile "starting.html"));
+    failed = page "${who}&#8217;s workspace could not start" (pageFile "failed.html");
+    stopped = page "${who}&#8217;s workspace is not running" (pageFile "stopped.html");
   };
 
-  idleUserPlan = name: u:
-    let
-      on = elem name idleUsers;
-      wake = [ "error_page 502 = @csm_wake;" ];   # refused upstream: the container is not running
-      toWaker = {
-        proxyPass = "http://127.0.0.1:${toString wakerPort}";
-        config = [
-          "limit_req zone=csm_wake burst=${toString idleLimits.pageBurst} nodelay;"
-          "limit_req_status 429;"
-          "proxy_set_header X-CSM-User ${name};"
-          "proxy_set_header X-Real-IP $remote_addr;"
-          "proxy_set_header Host $host;"
-          "proxy_pass_request_body off;"
-          "proxy_set_header Content-Length \"\";"
-        ];
-      };
-    in u // {
-      idle = { stopAfterSeconds = idleSecondsOf name; pages = idlePages name; };
-      nginx = if !on then u.nginx else u.nginx // {
-        locations = mapAttrs (_: l: if l.proxyPass == null then l else l // { config = l.config ++ wake; }) u.nginx.locations
-          // {
-            "@csm_wake" = toWaker;
-            # Always the waker, running container or not: it knows when code-server answers.
-            "= ${idleLimits.readyPath}" = toWaker;
-          };
-      };
-    };
-
-  withIdle = plan: plan // {
-    users = mapAttrs idleUserPlan plan.users;
-    idle = idleLimits // {
-      enable = idleUsers != [ ];
-      users = idleUsers;
-      waker = { address = "127.0.0.1"; port = wakerPort; };
-      stateDir = "${s.runtimeDir}/idle";   # who was stopped for being idle, and when
-      checkIntervalSeconds = checkInterval;
-    };
-    nginx = plan.nginx // {
-      httpConfig = plan.nginx.httpConfig ++ optional (idleUsers != [ ])
-        "limit_req_zone $binary_remote_addr zone=csm_wake:10m rate=${idleLimits.pageRate};";
-    };
-  };
-
-  # ---- the plan ------------------------------------------------------------------
+  # ---- nginx ----------------------------------------------------------------------
   proxyHeaders = [
     "proxy_http_version 1.1;"
     "proxy_set_header Host $host;"
@@ -408,20 +380,35 @@ let
     "proxy_set_header Forwarded \"\";"
     "proxy_set_header Upgrade $http_upgrade;"
     "proxy_set_header Connection $csm_connection_upgrade;"
-    "proxy_read_timeout ${nginxLimits.proxyTimeout};"
-    "proxy_send_timeout ${nginxLimits.proxyTimeout};"
   ];
-
-  # Served by nginx itself (in a quoted string: no double quotes, no $).
-  rateLimitedHtml = concatStringsSep "" [
-    "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-    "<meta name='viewport' content='width=device-width, initial-scale=1'><title>Too many login attempts</title>"
-    "<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}</style>"
-    "</head><body><h1>Too many login attempts</h1>"
-    "<p>Logins from your network are rate limited, and there were too many in the last minute.</p>"
-    "<p>Wait one minute, then go back to the login page and try again.</p>"
-    "<p>If it keeps happening, tell the person who gave you your address.</p></body></html>"
+  # What nginx sends the gate: which user's host this is (fixed per server, never
+  # the client's), the client's address and scheme, and the address asked for.
+  gateHeaders = name: [
+    "proxy_http_version 1.1;"
+    "proxy_set_header Connection \"\";"   # keep-alive to the gate
+    "proxy_set_header Host $http_host;"
+    "proxy_set_header X-CSM-User ${name};"
+    "proxy_set_header X-Real-IP $remote_addr;"
+    "proxy_set_header X-Forwarded-Proto $scheme;"
+    "proxy_set_header X-Original-URI $request_uri;"
   ];
+  toGate = name: extra: { proxyPass = "http://csm_gate"; config = extra ++ gateHeaders name; };
+  # Every request to code-server first passes the gate (auth_request): no session,
+  # the login page in its place (401); the socket refusing (a stopped container),
+  # the gate's wake; a WebSocket upgrade, the only request allowed to stay open an hour.
+  behindGate = [
+    "auth_request ${gatePaths.auth};"
+    "error_page 401 = @csm_login;"
+    "error_page 502 = @csm_wake;"
+  ];
+  # The sum each host name needs in nginx's server name hash (ngx_hash_init: a
+  # pointer, the name and 2 bytes aligned to 8, and the bucket's end pointer).
+  hostNameNeed = n: 16 + 8 * ((stringLength n + 2 + 7) / 8);
+  longestNeed = foldl' (a: n: let x = hostNameNeed n; in if x > a then x else a) 0
+    ([ "*.${s.domain}" ] ++ map (n: "${n}.${s.domain}") names);
+  # Served by nginx itself, so in a quoted string: the pages hold no double quote or $.
+  rateLimitedHtml = page "Too many login attempts" (pageFile "rate-limited.html");
+  bucketSize = foldl' (a: b: if a >= longestNeed then a else b) 64 [ 128 256 512 ];
 
   opencodeConfig = {
     "$schema" = "https://opencode.ai/config.json";
@@ -441,22 +428,24 @@ let
   userPlan = name:
     let
       u = users.${name};
-      port = portOf name;
       idBase = idBaseOf name;
       hostUid = hostUidOf name;
       hostGid = idBase + containerGid;
       userDir = "${s.workspaceBase}/${name}";
       hostname = "${name}.${s.domain}";
-      upstream = "http://127.0.0.1:${toString port}";
+      # Only root and nginx's group traverse socketGuard; inside it, the directory the
+      # container's code-server creates its socket in (mounted at socketDirInContainer).
+      socketGuard = "${s.runtimeDir}/users/${name}";
+      socketDir = "${socketGuard}/code-server";
+      socket = "${socketDir}/code-server.sock";
+      codeServer = "http://unix:${socket}:";
       memory = parseSize u.memoryLimit;
       memorySoft = parseSize u.memorySoftLimit;
       cpus = numberText u.cpuLimit;
-      passwordVariable = if u.hashedPasswordFile != null then "HASHED_PASSWORD" else "PASSWORD";
-      envFile = "${s.runtimeDir}/${name}.env";
       network = "${s.namePrefix}-${name}";
       owned = path: { inherit path; uid = hostUid; gid = hostGid; mode = "0700"; };
     in {
-      inherit name hostname port upstream;
+      inherit name hostname socket;
       ids = { base = idBase; size = idRangeSize; inherit hostUid hostGid containerUid; };
       directories = [
         # Traversable, not listable: the container's mapped root must reach the mounts.
@@ -464,17 +453,21 @@ let
         (owned "${userDir}/workspace")
         (owned "${userDir}/config")
         (owned "${userDir}/config/project")   # mount point of the workspace inside the home
-      ] ++ map (d: owned "${userDir}/config/${d}") vscodeUserDirs;
+      ] ++ map (d: owned "${userDir}/config/${d}") vscodeUserDirs ++ [
+        { path = socketGuard; uid = 0; gid = gate.proxyGroup; mode = "0710"; }
+        ((owned socketDir) // { mode = "0711"; })
+      ];
       # Written only where missing, so a person's own changes are kept.
       seedFiles = [
         ((owned "${userDir}/config/${vscodeUserDir}/settings.json") // { mode = "0600"; content = toJSON vscodeSettings; })
       ];
-      # Composed at each start from the files named here (by systemd or the runner),
-      # readable by root only, and handed to podman as an --env-file.
-      secrets = {
-        inherit envFile;
-        fromFiles = [ { variable = passwordVariable; file = if u.hashedPasswordFile != null then u.hashedPasswordFile else u.passwordFile; } ];
-      };
+      # Read by the gate only (NixOS: a systemd credential; the runner: a copy the
+      # gate's account may read); the container never receives it. A plain password
+      # is hashed when loaded.
+      password = if u.hashedPasswordFile != null then { file = u.hashedPasswordFile; hashed = true; }
+                 else { file = u.passwordFile; hashed = false; };
+      pages = gatePages name;
+      idle = { stopAfterSeconds = idleSecondsOf name; };
       limits = { memoryBytes = memory; memorySoftBytes = memorySoft; inherit cpus; pids = u.pidsLimit; };
       # Created before the container (`podman network create` + createOptions),
       # removed with it.
@@ -485,26 +478,29 @@ let
       container = {
         name = "${s.namePrefix}-${name}";
         inherit (s) image;
-        ports = [ "127.0.0.1:${toString port}:${toString containerPort}" ];
-        volumes = [ "${userDir}/config:${home}" "${userDir}/workspace:${project}" ] ++ u.extraVolumes;
+        ports = [ ];
+        volumes = [ "${userDir}/config:${home}" "${userDir}/workspace:${project}" "${socketDir}:${socketDirInContainer}" ] ++ u.extraVolumes;
         environment = { OPENCODE_CONFIG_CONTENT = toJSON opencodeConfig; };
-        environmentFiles = [ envFile ] ++ u.environmentFiles;
+        environmentFiles = u.environmentFiles;
         user = "${toString containerUid}:${toString containerGid}";
         cmd = [
           "code-server"
-          "--bind-addr" "0.0.0.0:${toString containerPort}"
-          "--auth" "password"
+          # The gate in front checks passwords; only root and nginx reach the socket.
+          "--socket" socketInContainer
+          "--socket-mode" "666"
+          "--auth" "none"
           "--disable-telemetry"
           "--disable-update-check"
           "--disable-workspace-trust"
           "--disable-getting-started-override"
-          "--welcome-text" "Log in to ${name}'s workspace with the password you were given."
           # Outside the bind-mounted home, so extensions baked into the image stay visible.
           "--extensions-dir" extensionsDir
           "--user-data-dir" "${home}/${vscodeDataDir}"
           project
         ];
         inherit healthCheck;
+        socket = socketInContainer;   # where the idle check counts connections
+        inherit (contract) healthPath;
         # The runner's `podman run --restart`; NixOS restarts through systemd.
         restart = restartPolicy;
         extraOptions = [
@@ -529,19 +525,42 @@ let
       };
       nginx = {
         serverName = hostname;
-        config = [ "client_max_body_size ${nginxLimits.clientMaxBodySize};" ];
+        config = [
+          "client_max_body_size ${nginxLimits.clientMaxBodySize};"
+          "limit_conn csm_conn ${toString nginxLimits.connectionsPerAddress};"
+          "absolute_redirect off;"
+        ];
         locations = {
-          "/" = { proxyPass = upstream; config = proxyHeaders; };
-          # Password submissions (POST) meet nginx's per-address flood guard before
-          # code-server's own per-address limit on wrong passwords.
-          "= /login" = {
-            proxyPass = upstream;
-            config = [
-              "limit_req zone=csm_login burst=${toString nginxLimits.loginBurst} nodelay;"
-              "limit_req_status 429;"
-              "error_page 429 @csm_rate_limited;"
-            ] ++ proxyHeaders;
+          "/" = {
+            proxyPass = codeServer;
+            # Only upgrades go on to @csm_websocket, which may stay open an hour.
+            config = behindGate ++ [ "error_page 418 = @csm_websocket;" "if ($http_upgrade) { return 418; }" ] ++ proxyHeaders;
           };
+          "@csm_websocket" = {
+            proxyPass = codeServer;
+            config = behindGate ++ proxyHeaders ++ [
+              "proxy_read_timeout ${nginxLimits.webSocketTimeout};"
+              "proxy_send_timeout ${nginxLimits.webSocketTimeout};"
+            ];
+          };
+          # The gate's own pages and questions; it answers 404 to any path it does not know.
+          "^~ ${gatePaths.prefix}" = toGate name [ ];
+          "= ${gatePaths.auth}" = toGate name [
+            "internal;"
+            "proxy_pass_request_body off;"
+            "proxy_set_header Content-Length \"\";"
+          ];
+          # Password submissions (POST) meet nginx's per-address flood guard before
+          # the gate's own per-address limit on wrong passwords.
+          "= ${gatePaths.login}" = toGate name [
+            "limit_req zone=csm_login burst=${toString nginxLimits.loginBurst} nodelay;"
+            "limit_req_status 429;"
+            "error_page 429 @csm_rate_limited;"
+          ];
+          # No session: the login page in place of what was asked for (HTTP 401).
+          "@csm_login" = toGate name [ "rewrite ^ ${gatePaths.login}?wall break;" ];
+          # A logged-in request met a stopped container: the gate starts it.
+          "@csm_wake" = toGate name [ "rewrite ^ ${gatePaths.wake} break;" ];
           # What a person sees when limited: what happened and what to do.
           "@csm_rate_limited" = {
             proxyPass = null;
@@ -553,21 +572,34 @@ let
 
   plan = {
     version = 1;
-    inherit (s) domain workspaceBase image runtimeDir basePort namePrefix;
+    inherit (s) domain workspaceBase image runtimeDir namePrefix;
+    inherit gate;
     users = listToAttrs (map (name: { inherit name; value = userPlan name; }) names);
     opencode = { config = opencodeConfig; };
-    directories = [ { path = s.workspaceBase; uid = 0; gid = 0; mode = "0711"; } ];
+    directories = [
+      { path = s.workspaceBase; uid = 0; gid = 0; mode = "0711"; }
+      # Traversable, not listable: nginx and the gate reach their sockets below it;
+      # the env files in it are root's own (0600).
+      { path = s.runtimeDir; uid = 0; gid = 0; mode = "0711"; }
+      { path = "${s.runtimeDir}/users"; uid = 0; gid = 0; mode = "0711"; }
+      { path = gate.directory; uid = gate.user; gid = gate.proxyGroup; mode = "0750"; }
+      { path = gate.control.directory; uid = 0; gid = gate.user; mode = "0750"; }
+      { path = gate.stateDir; uid = gate.user; gid = gate.user; mode = "0700"; }
+    ];
     nginx = {
       httpConfig = [
         # Only POSTs have a key: requests with an empty key are not counted.
         "map $request_method $csm_login_key { POST $binary_remote_addr; default ''; }"
         "limit_req_zone $csm_login_key zone=csm_login:10m rate=${nginxLimits.loginRate};"
         "map $http_upgrade $csm_connection_upgrade { default upgrade; '' close; }"
+        "limit_conn_zone $binary_remote_addr zone=csm_conn:10m;"
+        "upstream csm_gate { server unix:${gate.socket}; keepalive 16; }"
       ];
+      serverNamesHashBucketSize = bucketSize;
+      # Two per proxied request (client and upstream), for a class behind one address.
+      workerConnections = 1024 + 2 * nginxLimits.connectionsPerAddress * length names;
       tlsConfig = [
         "add_header Strict-Transport-Security \"max-age=31536000\" always;"
-        # The session cookie opens the workspace: only over TLS, never to scripts.
-        "proxy_cookie_flags ${sessionCookie} secure httponly;"
       ];
       # Unknown subdomains and unknown Host headers: the landing page, 404, no upstream.
       defaultServer = {
@@ -602,7 +634,13 @@ let
       inherit (backup) enable target schedule keep;
       paths = map (n: "${s.workspaceBase}/${n}") names;
     };
+    idle = idleLimits // {
+      enable = idleUsers != [ ];
+      users = idleUsers;
+      stateDir = "${s.runtimeDir}/idle";   # who was stopped for being idle, and when
+      checkIntervalSeconds = checkInterval;
+    };
   };
 in
-if realErrors == [ ] then withIdle plan
+if realErrors == [ ] then plan
 else throw ("code-server-multi: invalid settings:\n" + concatStringsSep "\n" (map (e: "  - ${e}") realErrors))

@@ -29,7 +29,7 @@ def setup(stack_kit):
     stack_kit.require_image()
     base = stack_kit.fresh_base_dir()
     http_port = stack_kit.free_port()
-    settings = stack_kit.stack_settings(base, ["uma"], {"idleStopAfter": None}, avoid={http_port})
+    settings = stack_kit.stack_settings(base, ["uma"], {"idleStopAfter": None})
     password = stack_kit.write_password(settings, "uma")
     (base / "settings.json").write_text(json.dumps(settings))
     nix = base / "uma's settings $HOME 50%.nix"   # to prove the quoting: systemd reads ' $ % specially

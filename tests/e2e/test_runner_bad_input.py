@@ -31,7 +31,7 @@ class Attempt:
         self.base = kit.fresh_base_dir()
         self.state = self.base / "state"
         self.http_port = kit.free_port()
-        self.settings = kit.stack_settings(self.base, ["eli"], extra, avoid={self.http_port})
+        self.settings = kit.stack_settings(self.base, ["eli"], extra)
         kit.write_password(self.settings, "eli")
         self.file = self.base / "settings.nix"
         self.file.write_text(f'builtins.fromJSON (builtins.readFile "{self.base}/settings.json")\n')

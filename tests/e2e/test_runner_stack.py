@@ -37,7 +37,7 @@ class CliStack:
         self.base = kit.fresh_base_dir()
         self.state = self.base / "state"
         self.http_port = kit.free_port()
-        self.settings = kit.stack_settings(self.base, USERS, avoid={self.http_port})
+        self.settings = kit.stack_settings(self.base, USERS)
         self.base_settings = copy.deepcopy(self.settings)
         self.passwords = {u: kit.write_password(self.settings, u) for u in USERS}
         self.json = self.base / "settings.json"

@@ -1,0 +1,193 @@
+"""What the gate decides, apart from HTTP: who is logged in, whether a password may
+be checked now, and what the root side says about a user's container.
+
+Passwords are read from one file per user in the credentials directory (NixOS: the
+gate unit's systemd credentials; the runner: copies only the gate's account can
+read): an argon2 hash, or a plain password that is hashed in memory when loaded and
+never compared as text. A changed file ends that user's sessions.
+"""
+from __future__ import annotations
+
+import html
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from . import control
+from .limits import Allowance, InFlight, client_key
+from .sessions import SessionStore
+
+SAME_SITE = ("same-origin", "none")   # Sec-Fetch-Site values of a page of its own (or typed in)
+
+
+@dataclass
+class Refused(Exception):
+    status: int
+    kind: str          # X-CSM-Login: limited, busy, refused
+    message: str       # for the person, in the login page
+    retry_after: int | None = None
+
+
+class Credentials:
+    """Each user's password file, reread when it changes (stat per use)."""
+
+    def __init__(self, directory: Path, users: dict):
+        self.directory, self.users = Path(directory), users
+        self._cache: dict[str, tuple[tuple, str, str]] = {}   # name -> (stat key, text, hash)
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> tuple[str, str]:
+        """(the file's text, an argon2 hash to verify against)."""
+        path = self.directory / name
+        st = os.stat(path)
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached and cached[0] == key:
+                return cached[1], cached[2]
+        text = path.read_text().strip()
+        if not text:
+            raise ValueError(f"the password file for {name} ({path}) is empty")
+        hashed = text if self.users[name]["password"]["hashed"] else PasswordHasher().hash(text)
+        with self._lock:
+            self._cache[name] = (key, text, hashed)
+        return text, hashed
+
+
+def session_store(plan: dict, clock=time.time) -> SessionStore:
+    """The plan's session store (the gate's own, and `csm sessions`/`csm passwd`'s view of it)."""
+    g = plan["gate"]
+    return SessionStore(Path(g["stateDir"]), g["sessionIdleSeconds"], g["sessionLifetimeSeconds"], clock=clock)
+
+
+class Gate:
+    def __init__(self, plan: dict, credentials: Path, clock=time.time):
+        g = plan["gate"]
+        self.plan, self.users, self.paths, self.settings = plan, plan["users"], g["paths"], g
+        self.credentials = Credentials(credentials, plan["users"])
+        self.sessions = session_store(plan, clock)
+        self.allowance = Allowance(g["wrongPasswords"]["perMinute"], g["wrongPasswords"]["perHour"])
+        self.verifying = InFlight(g["verificationsAtOnce"])
+        self._held = threading.BoundedSemaphore(g["heldAtOnce"])
+
+    # ---- sessions ---------------------------------------------------------------------
+    def cookie_name(self, https: bool) -> str:
+        return self.settings["cookie"]["https" if https else "http"]
+
+    def cookie_header(self, value: str, https: bool, expire: bool = False) -> str:
+        age = 0 if expire else self.settings["sessionLifetimeSeconds"]
+        # Host-only (no Domain): ada's cookie is never sent to bo's host.
+        return (f"{self.cookie_name(https)}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Lax"
+                + ("; Secure" if https else ""))
+
+    def session_valid(self, cookie: str, user: str) -> bool:
+        try:
+            credential = self.credentials.get(user)[0]
+        except (OSError, ValueError):
+            return False   # no password file: nobody is logged in
+        return self.sessions.check(cookie, user, credential)
+
+    def log_out(self, cookie: str) -> None:
+        self.sessions.delete(cookie)
+
+    # ---- login ------------------------------------------------------------------------
+    def foreign(self, origin: str | None, fetch_site: str | None, own: str) -> bool:
+        """A form posted from another site: its Origin is not this host's, or the
+        browser says the request is cross-site. A script sending neither is not a page."""
+        if origin is not None and origin != "null":
+            return origin.lower() != own.lower()
+        if origin == "null":
+            return True
+        return fetch_site is not None and fetch_site not in SAME_SITE
+
+    def log_in(self, user: str, password: str, client: str, origin: str | None, fetch_site: str | None,
+               own: str) -> str | None:
+        """A new session's cookie value, None for a wrong password, or Refused."""
+        if self.foreign(origin, fetch_site, own):
+            raise Refused(403, "refused", "This login came from another web site and was refused. "
+                          "Open your workspace's address yourself and log in there.")
+        try:
+            key = f"{client_key(client, self.settings['ipv6Prefix'])} {user}"
+        except ValueError:
+            key = f"unknown {user}"
+        wait = self.allowance.charge(key)   # before the check: racing guesses gain nothing
+        if wait > 0:
+            seconds = int(wait) + 1
+            raise Refused(429, "limited", f"Too many wrong passwords from your network. Try again in "
+                          f"{_duration(seconds)}.", seconds)
+        if not self.verifying.try_enter():
+            self.allowance.refund(key)
+            raise Refused(503, "busy", "The server is busy checking other logins. Try again in a moment.", 1)
+        try:
+            text, hashed = self.credentials.get(user)
+            right = _verify(hashed, password)
+        except (OSError, ValueError):
+            self.allowance.refund(key)
+            raise Refused(503, "busy", "This workspace has no password set yet. Tell the person who "
+                          "gave you your address.", 60) from None
+        finally:
+            self.verifying.leave()
+        if not right:
+            return None
+        self.allowance.refund(key)   # right passwords are never counted
+        return self.sessions.create(user, text)
+
+    # ---- the root side ----------------------------------------------------------------------
+    def ask(self, verb: str, user: str) -> dict:
+        try:
+            return control.ask(self.settings["control"]["socket"], verb, user)
+        except control.ControlError:
+            return {"state": "stopped"}   # no root side (no idle users): nothing is started here
+
+    def wait_ready(self, user: str, client: str) -> dict:
+        """The container's state, held up to readyHoldSeconds while it is starting."""
+        state = self.ask("state", user)
+        if state["state"] != "starting" or not self._held.acquire(blocking=False):
+            return state
+        try:
+            deadline = time.monotonic() + self.settings["readyHoldSeconds"]
+            while state["state"] == "starting" and time.monotonic() < deadline:
+                time.sleep(0.2)
+                state = self.ask("state", user)
+            return state
+        finally:
+            self._held.release()
+
+    # ---- pages ---------------------------------------------------------------------------------
+    def page(self, user: str, name: str, **fields: str) -> str:
+        """A page of the user's plan; fields fill @NAME@, each HTML-escaped by the caller
+        or here (NEXT)."""
+        text = self.users[user]["pages"][name]
+        for key, value in fields.items():
+            text = text.replace(f"@{key}@", _html_attr(value) if key == "NEXT" else value)
+        return text
+
+    @staticmethod
+    def safe_next(path: str | None) -> str:
+        """Where to go after the login: a path of this host only."""
+        if not path or not path.startswith("/") or path.startswith("//") or "\\" in path or \
+                any(ord(c) < 32 for c in path):
+            return "/"
+        return path
+
+
+def _verify(hashed: str, password: str) -> bool:
+    try:
+        return PasswordHasher().verify(hashed, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def _html_attr(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} seconds"
+    return f"{(seconds + 59) // 60} minutes"

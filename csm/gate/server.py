@@ -1,0 +1,227 @@
+"""The gate's HTTP side: what nginx asks (auth_request) and what it forwards under the
+plan's gate.paths. It listens on a Unix socket that only nginx's group can reach, so
+X-CSM-User (fixed per server block), X-Real-IP and X-Forwarded-Proto are nginx's.
+
+    /_csm/auth    204 with a valid session for this host's user, else 401
+    /_csm/login   GET: the login page (401 when shown in place of another page);
+                  POST: check the password, set the session, 303 to where they were going
+    /_csm/logout  GET: a page with a button; POST: end this session
+    /_csm/wake    a logged-in request met a stopped container: start it, show "starting"
+    /_csm/ready   the starting page's question, held until code-server answers
+    /_csm/health  the gate itself answers
+
+Every answer about a login carries X-CSM-Login (ok, wrong, limited, busy, refused) for
+scripts; people get a page that says what happened and what to do.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import socketserver
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler
+
+from .core import Gate, Refused
+
+log = logging.getLogger("csm.gate")
+MAX_BODY = 4096          # a login form is a password and a path
+CONNECTIONS = 512        # answered at once (nginx keeps a few alive per worker)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"   # keep-alive with nginx's upstream pool
+    server_version = "csm-gate"
+    sys_version = ""
+    timeout = 60
+    gate: Gate
+
+    # ---- what nginx tells us ----------------------------------------------------
+    @property
+    def user(self) -> str:
+        return self.headers.get("X-CSM-User", "")
+
+    @property
+    def https(self) -> bool:
+        return self.headers.get("X-Forwarded-Proto") == "https"
+
+    @property
+    def client(self) -> str:
+        return self.headers.get("X-Real-IP", "")
+
+    def _cookie(self) -> str | None:
+        name = self.gate.cookie_name(self.https)
+        for part in self.headers.get_all("Cookie", []):
+            for item in part.split(";"):
+                key, _, value = item.strip().partition("=")
+                if key == name and value:
+                    return value
+        return None
+
+    def _logged_in(self) -> bool:
+        cookie = self._cookie()
+        return cookie is not None and self.gate.session_valid(cookie, self.user)
+
+    # ---- answers ----------------------------------------------------------------------
+    def _send(self, status: int, body: bytes = b"", headers: dict | None = None,
+              content_type: str = "text/html; charset=utf-8") -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if body:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _page(self, status: int, name: str, headers: dict | None = None, **fields: str) -> None:
+        self._send(status, self.gate.page(self.user, name, **fields).encode(), headers)
+
+    def _login_page(self, status: int, next_path: str, error: str = "", headers: dict | None = None) -> None:
+        self._page(status, "login", headers, NEXT=next_path,
+                   ERROR=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "")
+
+    # ---- routing ----------------------------------------------------------------------
+    def _route(self) -> None:
+        path, _, query = self.path.partition("?")
+        paths = self.gate.paths
+        if path == paths["health"]:
+            self._send(200, b"ok\n", content_type="text/plain")
+            return
+        if self.user not in self.gate.users:
+            self._send(404, b"no such user\n", content_type="text/plain")
+            return
+        if path == paths["auth"]:
+            self._send(204 if self._logged_in() else 401)
+        elif path == paths["login"]:
+            self._login(query)
+        elif path == paths["logout"]:
+            self._logout()
+        elif path == paths["wake"]:
+            self._wake()
+        elif path == paths["ready"]:
+            self._ready()
+        else:
+            self._send(404, b"not found\n", content_type="text/plain")
+
+    def do_GET(self) -> None:
+        self._route()
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:
+        self._route()
+
+    # ---- login and logout ---------------------------------------------------------------
+    def _login(self, query: str) -> None:
+        wall = query == "wall"   # shown by nginx in place of a page that needs a session
+        next_path = self.gate.safe_next(self.headers.get("X-Original-URI") if wall
+                                        else dict(urllib.parse.parse_qsl(query)).get("next"))
+        if self.command != "POST":
+            if not wall and self._logged_in():
+                self._send(303, headers={"Location": next_path})
+            else:
+                self._login_page(401 if wall else 200, next_path)
+            return
+        form = self._form()
+        if form is None:
+            return
+        next_path = self.gate.safe_next(form.get("next"))
+        try:
+            cookie = self.gate.log_in(self.user, form.get("password", ""), self.client,
+                                      self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"),
+                                      self._own_origin())
+        except Refused as r:
+            headers = {"X-CSM-Login": r.kind}
+            if r.retry_after:
+                headers["Retry-After"] = str(r.retry_after)
+            self._login_page(r.status, next_path, r.message, headers)
+            return
+        if cookie is None:
+            self._login_page(401, next_path, "That password is not right. Check it and try again.",
+                             {"X-CSM-Login": "wrong"})
+            return
+        self._send(303, headers={"Location": next_path, "X-CSM-Login": "ok",
+                                 "Set-Cookie": self.gate.cookie_header(cookie, self.https)})
+
+    def _logout(self) -> None:
+        if self.command != "POST":
+            self._page(200, "logout")
+            return
+        if self.gate.foreign(self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"), self._own_origin()):
+            self._send(403, b"a logout from another site is refused\n", content_type="text/plain")
+            return
+        cookie = self._cookie()
+        if cookie:
+            self.gate.log_out(cookie)
+        self._send(303, headers={"Location": self.gate.paths["login"],
+                                 "Set-Cookie": self.gate.cookie_header("", self.https, expire=True)})
+
+    def _form(self) -> dict | None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._send(413, b"a login form is small\n", content_type="text/plain")
+            return None
+        body = self.rfile.read(length).decode("utf-8", "replace")
+        return dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
+
+    def _own_origin(self) -> str:
+        return f"{'https' if self.https else 'http'}://{self.headers.get('Host', '')}"
+
+    # ---- wake -----------------------------------------------------------------------------
+    def _wake(self) -> None:
+        if not self._logged_in():   # strangers start nothing
+            self._login_page(401, self.gate.safe_next(self.headers.get("X-Original-URI")))
+            return
+        self._state_page(self.gate.ask("start", self.user))
+
+    def _ready(self) -> None:
+        if not self._logged_in():
+            self._send(401, headers={"X-CSM-Wake": "login"})
+            return
+        state = self.gate.wait_ready(self.user, self.client)
+        if state["state"] == "ready":
+            self._send(200, b"ready\n", {"X-CSM-Wake": "ready"}, content_type="text/plain")
+        else:
+            self._state_page(state)
+
+    def _state_page(self, state: dict) -> None:
+        page = {"ready": "starting", "idle": "starting"}.get(state["state"], state["state"])
+        headers = {"X-CSM-Wake": state["state"] if state["state"] != "idle" else "starting"}
+        if state.get("retryAfter"):
+            headers["Retry-After"] = str(state["retryAfter"])
+        self._page(503, page, headers)
+
+    def log_message(self, fmt, *args) -> None:   # no addresses or paths with secrets in them
+        log.debug("%s %s", self.user, fmt % args)
+
+
+class Server(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, socket_path: str, gate: Gate):
+        handler = type("GateHandler", (Handler,), {"gate": gate})
+        self._slots = threading.BoundedSemaphore(CONNECTIONS)
+        super().__init__(socket_path, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def get_request(self):
+        request, _ = super().get_request()
+        return request, ("nginx", 0)   # a Unix socket has no client address; X-Real-IP does
+
