@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -173,12 +174,14 @@ def _check_members(archive: Path, manifest: dict, members: list[tarfile.TarInfo]
             # directories, which podman mounts) it follows, so only directories belong there.
             if len(path.parts) == 2 and not m.isdir():
                 bad(m, f"lies in {user}'s own directory, which holds only directories (workspace, config)")
-            # Owners outside the user's range would be another account's files, e.g. a
-            # set-uid root program, or a root-owned directory root's walks trust.
+            # A set-uid root program in a workspace would hand root to whoever runs it.
+            # (Other owners outside the range stay: an admin may copy files in as root.)
             low = manifest["users"][user]["idBase"]
             high = low + manifest["users"][user]["idSize"]
-            if len(path.parts) > 1 and not (low <= m.uid < high and low <= m.gid < high):
-                bad(m, f"is owned by {m.uid}:{m.gid}, outside {user}'s id range ({low}-{high - 1})")
+            if len(path.parts) > 1 and m.mode & (stat.S_ISUID | stat.S_ISGID) \
+                    and not (low <= m.uid < high and low <= m.gid < high):
+                bad(m, f"is set-uid or set-gid and owned by {m.uid}:{m.gid}, outside {user}'s id range "
+                       f"({low}-{high - 1})")
             if m.isdir():
                 seen_dirs.add(str(path))
             elif m.isfile():

@@ -168,11 +168,11 @@ def manifest_member(domain="code.localhost", users=("ada",), **overrides) -> tup
 USER_UID = 65536 * 100 + 1000  # uid 1000 in the container, in the id range manifest_member gives
 
 
-def entry(name, kind=tarfile.DIRTYPE, linkname="", data=None, owner=None):
+def entry(name, kind=tarfile.DIRTYPE, linkname="", data=None, owner=None, mode=None):
     """A member as a backup holds it: the user's own directory root's, the rest the user's."""
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, linkname
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    info.mode = mode if mode is not None else 0o755 if kind == tarfile.DIRTYPE else 0o644
     info.uid = info.gid = owner if owner is not None else 0 if "/" not in name else USER_UID
     return info, data
 
@@ -240,8 +240,9 @@ def bad_archives(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
             entry("ada/config")]), "only directories"),
         "fifo": (appended(good, tmp_path / "fifo.tar.gz", [entry("ada/workspace/p", tarfile.FIFOTYPE)]),
                  "device or another special file"),
-        "owned by root": (appended(good, tmp_path / "root.tar.gz", [
-            entry("ada/workspace/sh", tarfile.REGTYPE, data=b"#!/bin/sh\n", owner=0)]), "outside ada's id range"),
+        "set-uid root": (appended(good, tmp_path / "root.tar.gz", [
+            entry("ada/workspace/sh", tarfile.REGTYPE, data=b"#!/bin/sh\n", owner=0, mode=0o4755)]),
+                         "set-uid or set-gid and owned by 0:0, outside ada's id range"),
         "device": (tar_gz(tmp_path / "d.tar.gz", [manifest_member(), entry("ada"), entry("ada/sda", tarfile.BLKTYPE)]),
                    "device"),
         "hard link out": (tar_gz(tmp_path / "h.tar.gz", [manifest_member(), entry("ada"),
