@@ -94,7 +94,9 @@ def cmd_install_units(args) -> int:
     settings, http_port, tls_port = _stack_choice(args, state)
     settings = Path(settings).absolute()
     load_settings(settings)   # a unit that could not bring the stack up is not written
-    text = units.render(units.csm_program(), settings, state, http_port, tls_port)
+    program = units.csm_program()
+    units.check_root_only(program)   # root runs it at boot
+    text = units.render(program, settings, state, http_port, tls_port)
     path = units.install(text, Path(args.unit_dir), args.unit)
     print(f"wrote {path}: at boot it runs `csm up {settings}` (HTTP port {http_port}"
           f"{f', HTTPS port {tls_port}' if tls_port else ''}, state in {state}).")
@@ -299,7 +301,9 @@ def _parser() -> argparse.ArgumentParser:
                 "Write a systemd unit (default /etc/systemd/system/code-server-multi.service) that runs "
                 "`csm up` at boot and `csm down` at shutdown, with SETTINGS, the ports and the state "
                 "directory given here (defaults: what the last `up` in --state-dir used). The settings are "
-                "evaluated first; a file of that name not written by this command is never replaced. Then "
+                "evaluated first; a file of that name not written by this command is never replaced. Root runs "
+                "the unit, so it names this csm by path with a fixed PATH, and nothing is written if anyone "
+                "but root could change this csm, its Python, venv or code, or a directory on the way. Then "
                 "`systemctl enable --now` the unit. NixOS needs none: the module's units start at boot.",
                 parents=(common, stack_opts))
     c.add_argument("--unit-dir", default=str(units.UNIT_DIR), metavar="DIR",

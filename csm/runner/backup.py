@@ -7,13 +7,17 @@ anything, then swaps each user's directory for the archived one.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import gzip
 import io
 import json
 import os
+import posixpath
 import shutil
+import stat
 import tarfile
+import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
@@ -22,8 +26,7 @@ from . import BadInput, RunnerError, files, podman
 FORMAT = "code-server-multi-backup"
 VERSION = 1
 MANIFEST = "code-server-multi-backup.json"
-ALLOWED_TYPES = {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
-                 tarfile.FIFOTYPE}
+ALLOWED_TYPES = {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE}
 
 
 def archive_prefix(plan: dict) -> str:
@@ -40,7 +43,9 @@ def _manifest(plan: dict, users: list[str]) -> dict:
     }
 
 
-def _numeric(info: tarfile.TarInfo) -> tarfile.TarInfo:
+def _numeric(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    if info.isfifo():
+        return None  # no data in it, and restore refuses special files
     info.uname = info.gname = ""  # owners by number: host names mean nothing in a container's uid range
     return info
 
@@ -136,34 +141,79 @@ def read(archive: str | os.PathLike) -> tuple[dict, list[tarfile.TarInfo]]:
 
 def _check_members(archive: Path, manifest: dict, members: list[tarfile.TarInfo]) -> None:
     users = set(manifest["users"])
-    seen_dirs, symlinks, regular = set(), set(), set()
+    seen, seen_dirs, regular = set(), set(), set()
+    symlinks = {str(PurePosixPath(m.name)) for m in members if m.issym()}
 
     def bad(member: tarfile.TarInfo, why: str):
         raise BadInput(f"{archive} holds {member.name!r}, which {why}; refusing to restore it")
 
-    for m in members:
-        path = PurePosixPath(m.name)
-        if path.is_absolute() or ".." in path.parts or not path.parts or path.parts[0] not in users:
-            bad(m, f"is not inside a user directory of the manifest ({', '.join(sorted(users))})")
-        if m.type not in ALLOWED_TYPES:
-            bad(m, "is a device or another special file")
-        if any(str(parent) in symlinks for parent in path.parents):
-            bad(m, "lies below a symbolic link")
-        if m.islnk():
-            target = PurePosixPath(m.linkname)
-            if target.is_absolute() or ".." in target.parts or str(target) not in regular \
-                    or target.parts[0] != path.parts[0]:
-                bad(m, f"is a hard link to {m.linkname!r}, outside the files before it in its user directory")
-        if m.issym():
-            symlinks.add(str(path))
-        elif m.isdir():
-            seen_dirs.add(str(path))
-        elif m.isfile():
-            regular.add(str(path))
+    with tempfile.TemporaryDirectory() as scratch:  # an empty stand-in for the user directories
+        for m in members:
+            path = PurePosixPath(m.name)
+            if path.is_absolute() or ".." in path.parts or not path.parts or path.parts[0] not in users:
+                bad(m, f"is not inside a user directory of the manifest ({', '.join(sorted(users))})")
+            user = path.parts[0]
+            # A second member of one name would replace the first: a file written
+            # through a link, or a link where a checked directory was.
+            if str(path) in seen:
+                bad(m, "appears twice in the archive")
+            seen.add(str(path))
+            if m.type not in ALLOWED_TYPES:
+                bad(m, "is a device or another special file")
+            if any(str(parent) in symlinks for parent in path.parents):
+                bad(m, "lies below a symbolic link")
+            if m.islnk():
+                target = PurePosixPath(m.linkname)
+                if target.is_absolute() or ".." in target.parts or str(target) not in regular \
+                        or target.parts[0] != path.parts[0]:
+                    bad(m, f"is a hard link to {m.linkname!r}, outside the files before it in its user directory")
+            refused = _refused(m, user, Path(scratch) / user)
+            if refused:
+                bad(m, refused)
+            # The user's directory is root's: what root finds in it (the plan's
+            # directories, which podman mounts) it follows, so only directories belong there.
+            if len(path.parts) == 2 and not m.isdir():
+                bad(m, f"lies in {user}'s own directory, which holds only directories (workspace, config)")
+            # A set-uid root program in a workspace would hand root to whoever runs it.
+            # (Other owners outside the range stay: an admin may copy files in as root.)
+            low = manifest["users"][user]["idBase"]
+            high = low + manifest["users"][user]["idSize"]
+            if len(path.parts) > 1 and m.mode & (stat.S_ISUID | stat.S_ISGID) \
+                    and not (low <= m.uid < high and low <= m.gid < high):
+                bad(m, f"is set-uid or set-gid and owned by {m.uid}:{m.gid}, outside {user}'s id range "
+                       f"({low}-{high - 1})")
+            if m.isdir():
+                seen_dirs.add(str(path))
+            elif m.isfile():
+                regular.add(str(path))
     missing = users - seen_dirs
     if missing:
         raise BadInput(f"{archive} names {', '.join(sorted(missing))} in its manifest but holds no directory "
                        "for them; it is incomplete")
+
+
+def _refused(m: tarfile.TarInfo, user: str, root: Path) -> str | None:
+    """Why m may not be extracted into root, the user's directory: what tarfile's `data`
+    filter refuses, with m's path and (hard) link target taken relative to that
+    directory. An absolute symlink passes: it names a path inside the user's container
+    (a venv's python), and nothing is ever written through a symlink."""
+    probe = copy.copy(m)
+    probe.name = posixpath.relpath(m.name, user)
+    if m.islnk():
+        probe.linkname = posixpath.relpath(m.linkname, user)
+    if m.issym() and posixpath.isabs(m.linkname):
+        probe.type, probe.linkname = tarfile.REGTYPE, ""
+    data_filter = getattr(tarfile, "data_filter", None)
+    if data_filter is None:  # Python < 3.11.4: the one part the checks above leave to it
+        inside = posixpath.normpath(posixpath.join("/u", posixpath.dirname(probe.name), probe.linkname))
+        return "points outside its user directory" if probe.issym() and not (inside + "/").startswith("/u/") else None
+    try:
+        data_filter(probe, root)
+    except tarfile.LinkOutsideDestinationError:
+        return f"points outside its user directory (to {m.linkname!r})"
+    except tarfile.FilterError as e:
+        return f"is refused by tarfile's data filter ({e})"
+    return None
 
 
 class Containers:
@@ -224,6 +274,18 @@ def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, se
     return users
 
 
+def _filter(user: str, root: Path) -> dict:
+    if not hasattr(tarfile, "data_filter"):
+        return {}
+
+    def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+        refused = _refused(member, user, root)
+        if refused:
+            raise BadInput(f"{member.name!r} {refused}; the restore of {user} stopped before replacing anything")
+        return member
+    return {"filter": check}
+
+
 def _swap_in(stack, archive, u: str, base: Path, shift: int, old_base: int, size: int) -> None:
     """Extract u's directory next to the live one, then swap the two by renaming."""
     staging = base / f".restore-{u}-{os.getpid()}"
@@ -238,8 +300,9 @@ def _swap_in(stack, archive, u: str, base: Path, shift: int, old_base: int, size
                 if shift and old_base <= m.gid < old_base + size:
                     m.gid += shift
             stack.progress(f"restoring {u} ({len(mine)} entries)")
-            trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
-            tar.extractall(staging, members=mine, numeric_owner=True, **trusted)  # checked by read()
+            # Checked by read(); checked again against what is on disk as it is written
+            # (a link extracted earlier is followed there), owners and modes kept.
+            tar.extractall(staging, members=mine, numeric_owner=True, **_filter(u, staging / u))
         target, previous = base / u, base / f".before-restore-{u}-{os.getpid()}"
         if target.exists():
             os.rename(target, previous)

@@ -5,13 +5,19 @@ The unit is a oneshot that runs `csm up` and `csm down` with the settings, ports
 state directory given here, so a reboot gives back the stack as it was last brought
 up. Crashes while it runs are the idle service's and podman's business (see
 csm/idle/restarts.py), not the unit's.
+
+The unit runs as root, so it names csm by absolute path with a fixed PATH, and is
+written only when everything it would run (csm, its interpreter, its venv, its code,
+the PATH's directories, and every directory on the way to them) only root can change.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from . import BadInput, HostNotReady
@@ -19,6 +25,9 @@ from . import BadInput, HostNotReady
 UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_UNIT = "code-server-multi.service"
 MARK = "# Written by `csm install-units`"
+# What `csm up` needs (podman, nginx, nix-instantiate, runc) lies there on a Debian host;
+# the caller's PATH (a user's ~/bin, a pyenv shim) is not copied into a root unit.
+UNIT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _quoted(value: str) -> str:
@@ -53,7 +62,7 @@ def csm_program() -> str:
 def render(csm: str, settings: Path, state_dir: Path, http_port: int, tls_port: int | None) -> str:
     # Every choice spelt out: `up` would otherwise take what its last run recorded.
     up = [csm, "up", str(settings), "--http-port", str(http_port)] + (["--tls", str(tls_port)] if tls_port else ["--no-tls"])
-    env = {"CSM_STATE_DIR": str(state_dir), "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+    env = {"CSM_STATE_DIR": str(state_dir), "PATH": UNIT_PATH}
     return "\n".join([
         f"{MARK}: run it again to change this file; to drop it,",
         "# `systemctl disable --now` the unit and delete the file.",
@@ -95,3 +104,99 @@ def install(text: str, unit_dir: Path, unit: str) -> Path:
     if unit_dir == UNIT_DIR and Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "daemon-reload"], check=False)
     return path
+
+
+# ---- only root's code ---------------------------------------------------------
+
+def _not_roots(path: Path, st: os.stat_result) -> str | None:
+    """Why someone other than root can change what is at path (lstat'ed), if they can."""
+    if st.st_uid != 0:
+        return f"{path} is owned by uid {st.st_uid}"
+    if stat.S_ISLNK(st.st_mode):
+        return None  # a link's own mode means nothing; where it points is checked too
+    sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX  # /tmp: nobody replaces root's entries
+    if st.st_mode & 0o022 and not sticky_dir:
+        return f"{path} is writable by its group or by everyone (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _trail(path: Path, depth: int = 0) -> dict[Path, None]:
+    """Every path the kernel looks at to reach path: each directory from / on the way,
+    each symbolic link, and the trail of what the link points at."""
+    out = {Path("/"): None}
+    current = Path("/")
+    for part in Path(os.path.abspath(path)).parts[1:]:
+        current = current / part
+        out[current] = None
+        if current.is_symlink() and depth < 40:
+            out.update(_trail(current.parent / os.readlink(current), depth + 1))
+            current = Path(os.path.realpath(current))
+            out.update(_trail(current, depth + 1))
+    return out
+
+
+def _tree(top: Path):
+    yield top
+    for parent, dirs, files in os.walk(top):
+        for name in dirs + files:
+            yield Path(parent, name)
+
+
+def interpreter(program: Path) -> Path | None:
+    """What a script's #! line runs (`/usr/bin/env NAME` looked up on the unit's PATH)."""
+    with open(program, "rb") as f:
+        first = f.readline(4096)
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode(errors="replace").split()
+    if words and Path(words[0]).name == "env" and len(words) > 1:
+        found = shutil.which(words[1], path=UNIT_PATH)
+        return Path(found) if found else Path(words[1])
+    return Path(words[0]) if words else None
+
+
+def not_roots_code(program: Path, code_dirs: list[Path], path_dirs: list[str]) -> list[str]:
+    """Each place from which root running program at boot would take code that someone
+    other than root can change: program and its interpreter (and each directory on the way
+    to them, up to /), every entry of code_dirs (a venv, the imported csm, the standard
+    library) and the path_dirs."""
+    places: dict[Path, None] = {}
+    for start in [program, interpreter(program), *(Path(d) for d in path_dirs), *code_dirs]:
+        if start is not None:
+            places.update(_trail(start))
+    for top in code_dirs:
+        places.update(dict.fromkeys(_tree(top)))
+    problems = []
+    for place in places:
+        try:
+            why = _not_roots(place, place.lstat())
+        except FileNotFoundError:
+            why = f"{place} does not exist" if place == program else None  # a missing PATH entry runs nothing
+        if why:
+            problems.append(why)
+    return problems
+
+
+def running_code_dirs() -> list[Path]:
+    """Where this csm's Python takes code from: its venv, the csm package (an editable
+    install's checkout) and the standard library."""
+    import csm
+    dirs = [Path(sys.prefix), Path(csm.__file__).parent, Path(sysconfig.get_paths()["stdlib"])]
+    return [d for d in dict.fromkeys(dirs) if d.is_dir()]
+
+
+def check_root_only(program: str) -> None:
+    """Refuse a unit whose csm, or anything it runs, someone other than root can change."""
+    program = Path(program)
+    interp = interpreter(program) if program.is_file() else None
+    if interp is None or os.path.realpath(interp) != os.path.realpath(sys.executable) or \
+            (Path(sys.prefix) != Path(sys.base_prefix) and Path(interp).parent.parent != Path(sys.prefix)):
+        raise BadInput(f"{program} is not the csm running now ({sys.executable}); run install-units as the csm "
+                       "the unit should start, by its path, e.g. /opt/csm/bin/csm install-units")
+    problems = not_roots_code(program, running_code_dirs(), UNIT_PATH.split(":"))
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise BadInput(f"no unit written: root would run {program} at boot, and someone other than root can "
+                       f"change what it runs: {shown}. Install csm where only root can write, e.g. "
+                       "`python3 -m venv /opt/csm && /opt/csm/bin/pip install /path/to/checkout` (not -e), and run "
+                       "`/opt/csm/bin/csm install-units` (or `chown -R root:` and `chmod -R go-w` the paths named)")

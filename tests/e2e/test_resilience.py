@@ -89,6 +89,7 @@ def test_backup_delete_everything_restore_before_up_then_up(kim, tmp_path):
     # Stopped, so code-server's own logs do not change between the snapshot and the archive.
     podman.podman(kim.stack.host, "stop", kim.plan["users"]["kim"]["container"]["name"])
     before = snapshot(user_dir)
+    del before["workspace/pipe"]  # a fifo holds no data: the backup leaves it out (restore refuses one)
     archive = kim.stack.backup(tmp_path / "backups")
     network = kim.plan["users"]["kim"]["network"]["name"]
 

@@ -128,6 +128,33 @@ BAD_SETTINGS = {
     "token in extraConfig written out": (
         {**good(), "opencode": {"extraConfig": {"mcp": {"gh": {"environment": {"GITHUB_TOKEN": "ghp_1"}}}}}},
         ["opencode.extraConfig.mcp.gh.environment.GITHUB_TOKEN is written out"]),
+    "key beside its reference": (
+        {**good(), "opencode": {"provider": {"x": {"options": {"apiKey": "sk-live-abc{env:X}"}}}}},
+        ["opencode.provider.x.options.apiKey holds text beside its reference", "{env:VARIABLE}"]),
+    "private key written out": (
+        {**good(), "opencode": {"extraConfig": {"mcp": {"s": {"environment": {"privateKey": "-----BEGIN KEY"}}}}}},
+        ["opencode.extraConfig.mcp.s.environment.privateKey is written out"]),
+    "credentials written out": (
+        {**good(), "opencode": {"provider": {"x": {"options": {"credentials": {"user": "u", "pass": "p"}}}}}},
+        ["opencode.provider.x.options.credentials.pass is written out",
+         "opencode.provider.x.options.credentials.user is written out"]),
+    "api keys listed": ({**good(), "opencode": {"provider": {"x": {"options": {"apiKeys": ["sk-1", "{env:B}"]}}}}},
+                        ["opencode.provider.x.options.apiKeys.0 is written out"]),
+    "cookie header written out": (
+        {**good(), "opencode": {"provider": {"x": {"options": {"headers": {"Cookie": "session=abc123"}}}}}},
+        ["opencode.provider.x.options.headers.Cookie is written out", "{env:VARIABLE}"]),
+    "key in a URL's query": (
+        {**good(), "opencode": {"provider": {"x": {"options": {"baseURL": "https://ai.test/v1?key=AIza123"}}}}},
+        ["opencode.provider.x.options.baseURL holds a key in a URL's query (key=…)", "key={env:VARIABLE}"]),
+    "api_key in a URL's query": (
+        {**good(), "opencode": {"extraConfig": {"mcp": {"r": {"url": "https://mcp.test/sse?v=1&api_key=abc"}}}}},
+        ["opencode.extraConfig.mcp.r.url holds a key in a URL's query (api_key=…)"]),
+    "token in a URL in a command": (
+        {**good(), "opencode": {"extraConfig": {"mcp": {"l": {"command": ["npx", "srv", "--url=https://h.test/?token=t1"]}}}}},
+        ["opencode.extraConfig.mcp.l.command.2 holds a key in a URL's query (token=…)"]),
+    "password in a URL": (
+        {**good(), "opencode": {"provider": {"x": {"options": {"baseURL": "https://ada:hunter2@ai.test/v1"}}}}},
+        ["opencode.provider.x.options.baseURL holds a password in a URL", "https://user:{env:VARIABLE}@host"]),
     "acme without provider": ({**good(), "acme": {"enable": True, "credentialsFile": "/s/dns"}},
                               ["acme.dnsProvider is not set"]),
     "basePort leaving no room": ({**good(), "basePort": 65000}, ["basePort = 65000 must leave room"]),
@@ -250,14 +277,31 @@ def test_ordinary_directories_are_accepted(base):
     assert plan["workspaceBase"] == base
 
 
+@pytest.mark.parametrize("case", ["key beside its reference", "cookie header written out", "key in a URL's query",
+                                  "api_key in a URL's query", "token in a URL in a command", "password in a URL"])
+def test_a_written_out_secret_is_never_repeated_in_its_message(case):
+    settings, _ = BAD_SETTINGS[case]
+    with pytest.raises(planlib.PlanError) as e:
+        planlib.from_settings(settings)
+    for secret in ["sk-live-abc", "abc123", "AIza123", "=abc", "t1", "hunter2"]:
+        assert secret not in str(e.value), case
+
+
 def test_secrets_given_as_references_pass_wherever_they_sit():
     """The written-out-secret rule looks at names that mean a secret, everywhere in the
     opencode settings; references pass, and ordinary settings are not mistaken for keys."""
     plan = planlib.from_settings({**good(), "opencode": {
         "provider": {"x": {"options": {"apiKey": "{env:X_KEY}", "baseURL": "http://ai.test/v1",
                                        "headers": {"Authorization": "Bearer {env:X_TOKEN}",
-                                                   "X-Api-Key": "{file:/run/secrets/x-header}"}}}},
-        "extraConfig": {"keybinds": {"leader": "ctrl+x"}, "mcp": {"gh": {"environment": {"GITHUB_TOKEN": "{env:GH}"}}}},
+                                                   "X-Api-Key": "{file:/run/secrets/x-header}",
+                                                   "Cookie": "sid={env:SID}; csrf={env:CSRF}"},
+                                       "apiKeys": ["{env:A}", "{env:B}"],
+                                       "credentials": {"user": "{env:U}", "password": "{file:/run/secrets/p}"}}},
+                     "y": {"options": {"baseURL": "https://ai.test/v1?key={env:Y_KEY}&model=m",
+                                       "privateKey": "{file:/run/secrets/y.pem}"}},
+                     "z": {"options": {"baseURL": "https://ada:{env:Z_PASS}@ai.test/v1?page=2&token="}}},
+        "extraConfig": {"keybinds": {"leader": "ctrl+x"}, "mcp": {"gh": {"environment": {"GITHUB_TOKEN": "{env:GH}"}},
+                                                                  "git": {"url": "ssh://git@git.test/x?ref=main"}}},
     }})
     config = plan["opencode"]["config"]
     assert config["provider"]["x"]["options"]["headers"]["Authorization"] == "Bearer {env:X_TOKEN}"

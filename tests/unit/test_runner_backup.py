@@ -50,7 +50,11 @@ def populate(stack: Stack, user: str) -> dict[str, tuple[int, int, int, bytes | 
         os.chown(p, u, g)
         os.chmod(p, mode)
     (root / "workspace" / "link").symlink_to("notes.md")
-    os.lchown(root / "workspace" / "link", uid, uid)
+    # A venv's interpreter link: absolute, it names a path in the container, not the host.
+    (root / "workspace" / "python").symlink_to("/usr/bin/python3")
+    os.link(root / "workspace" / "notes.md", root / "workspace" / "notes-again.md")
+    for link in ("link", "python"):
+        os.lchown(root / "workspace" / link, uid, uid)
     return made
 
 
@@ -92,6 +96,15 @@ def test_round_trip_keeps_owners_modes_and_contents(tmp_path):
 
     assert stack.restore(archive) == ["ada", "bo"]
     assert {u: snapshot(stack, u) for u in ("ada", "bo")} == before
+
+
+def test_a_fifo_is_left_out_of_the_backup(tmp_path):
+    # It carries no data, and restore refuses special files.
+    stack = make_stack(tmp_path)
+    populate(stack, "ada")
+    os.mkfifo(Path(stack.plan["workspaceBase"]) / "ada" / "workspace" / "pipe")
+    _, members = backup.read(stack.backup(tmp_path / "backups"))
+    assert "ada/workspace/pipe" not in {m.name for m in members}
 
 
 def test_restore_on_a_fresh_host_before_any_up(tmp_path):
@@ -152,14 +165,35 @@ def manifest_member(domain="code.localhost", users=("ada",), **overrides) -> tup
     return tarfile.TarInfo(backup.MANIFEST), json.dumps(body).encode()
 
 
-def entry(name, kind=tarfile.DIRTYPE, linkname="", data=None):
+USER_UID = 65536 * 100 + 1000  # uid 1000 in the container, in the id range manifest_member gives
+
+
+def entry(name, kind=tarfile.DIRTYPE, linkname="", data=None, owner=None, mode=None):
+    """A member as a backup holds it: the user's own directory root's, the rest the user's."""
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, linkname
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    info.mode = mode if mode is not None else 0o755 if kind == tarfile.DIRTYPE else 0o644
+    info.uid = info.gid = owner if owner is not None else 0 if "/" not in name else USER_UID
     return info, data
 
 
+def appended(good: Path, path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    """A real backup with members added at its end, as someone who can change it would."""
+    raw = io.BytesIO(gzip.decompress(good.read_bytes()))
+    with tarfile.open(fileobj=raw, mode="a") as tar:
+        users_uid = tar.getmember("ada/workspace").uid
+        for info, data in members:
+            if info.uid == USER_UID:   # the user of this real backup
+                info.uid = info.gid = users_uid
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(gzip.compress(raw.getvalue()))
+    return path
+
+
 def bad_archives(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    outside = tmp_path / "outside"   # stands for any host path outside every user's tree
     raw = good.read_bytes()
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(raw[: len(raw) // 2])
@@ -188,9 +222,27 @@ def bad_archives(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
                                                          entry("/etc/cron.d/x", tarfile.REGTYPE, data=b"x")]),
                           "not inside a user directory"),
         "through a symlink": (tar_gz(tmp_path / "s.tar.gz", [manifest_member(), entry("ada"),
-                                                              entry("ada/out", tarfile.SYMTYPE, "/etc"),
-                                                              entry("ada/out/passwd", tarfile.REGTYPE, data=b"x")]),
+                                                              entry("ada/workspace/out", tarfile.SYMTYPE, "/etc"),
+                                                              entry("ada/workspace/out/passwd", tarfile.REGTYPE,
+                                                                    data=b"x")]),
                               "below a symbolic link"),
+        # A real backup with a link out and then a file of the same name: extracting the
+        # file would write through the link, as root, outside the user's directory.
+        "a name twice, link then file": (appended(good, tmp_path / "twice.tar.gz", [
+            entry("ada/workspace/x", tarfile.SYMTYPE, str(outside / "written")),
+            entry("ada/workspace/x", tarfile.REGTYPE, data=b"written through the link")]), "appears twice"),
+        "a name twice, file then link": (appended(good, tmp_path / "twice2.tar.gz", [
+            entry("ada/workspace/notes.md", tarfile.SYMTYPE, str(outside))]), "appears twice"),
+        "symlink climbing out": (appended(good, tmp_path / "up.tar.gz", [
+            entry("ada/workspace/bo", tarfile.SYMTYPE, "../../bo/workspace")]), "points outside"),
+        "symlink for a mounted directory": (tar_gz(tmp_path / "mnt.tar.gz", [
+            manifest_member(), entry("ada"), entry("ada/workspace", tarfile.SYMTYPE, str(outside)),
+            entry("ada/config")]), "only directories"),
+        "fifo": (appended(good, tmp_path / "fifo.tar.gz", [entry("ada/workspace/p", tarfile.FIFOTYPE)]),
+                 "device or another special file"),
+        "set-uid root": (appended(good, tmp_path / "root.tar.gz", [
+            entry("ada/workspace/sh", tarfile.REGTYPE, data=b"#!/bin/sh\n", owner=0, mode=0o4755)]),
+                         "set-uid or set-gid and owned by 0:0, outside ada's id range"),
         "device": (tar_gz(tmp_path / "d.tar.gz", [manifest_member(), entry("ada"), entry("ada/sda", tarfile.BLKTYPE)]),
                    "device"),
         "hard link out": (tar_gz(tmp_path / "h.tar.gz", [manifest_member(), entry("ada"),
@@ -210,11 +262,15 @@ def test_every_bad_archive_is_refused_before_anything_changes(tmp_path):
     good = stack.backup(tmp_path / "backups")
     before = snapshot(stack, "ada")
     cases = bad_archives(tmp_path, good)
+    (tmp_path / "outside").mkdir()
+    outside_before = os.stat(tmp_path / "outside")
     for name, (archive, message) in cases.items():
         with pytest.raises(BadInput) as e:
             stack.restore(archive)
         assert message in str(e.value), f"{name}: {e.value}"
         assert snapshot(stack, "ada") == before, name
+        assert os.listdir(tmp_path / "outside") == [], name
+        assert os.stat(tmp_path / "outside")[:6] == outside_before[:6], name
     with pytest.raises(BadInput, match="holds no backup of cy"):
         stack.restore(good, ["cy"])
     with pytest.raises(BadInput, match="does not exist"):
@@ -279,3 +335,21 @@ def test_a_foreign_manifest_is_refused_also_without_asserts(tmp_path, optimize):
     for name, line in zip(FOREIGN_MANIFESTS, lines):
         assert line.endswith("is not a code-server-multi backup (its manifest is not ours); nothing was restored"), \
             f"{name}: {line}"
+
+
+def test_extraction_itself_never_writes_through_a_link(tmp_path):
+    # Belt and braces: were read()'s checks ever to miss one, the extraction refuses too.
+    stack = make_stack(tmp_path)
+    populate(stack, "ada")
+    good = stack.backup(tmp_path / "backups")
+    before = snapshot(stack, "ada")
+    (tmp_path / "outside").mkdir()
+    archive = appended(good, tmp_path / "twice.tar.gz", [
+        entry("ada/workspace/x", tarfile.SYMTYPE, str(tmp_path / "outside" / "written")),
+        entry("ada/workspace/x", tarfile.REGTYPE, data=b"written through the link")])
+    ids = stack.plan["users"]["ada"]["ids"]
+    with pytest.raises(BadInput, match="stopped before replacing anything"):
+        backup._swap_in(stack, archive, "ada", Path(stack.plan["workspaceBase"]), 0, ids["base"], ids["size"])
+    assert os.listdir(tmp_path / "outside") == []
+    assert snapshot(stack, "ada") == before
+    assert sorted(os.listdir(stack.plan["workspaceBase"])) == ["ada", "bo"]
