@@ -194,14 +194,14 @@ def cmd_sessions(args) -> int:
         print(f"ended {store.revoke(args.user)} session(s) of {args.user}: they log in again")
         return 0
     rows = [("USER", "SESSION", "LOGGED IN", "LAST USED")] + [
-        (s.user, s.id, _when(s.created), _when(s.last_seen)) for s in store.sessions(args.user)]
+        (s.user, s.id, _clock(s.created), _clock(s.last_seen)) for s in store.sessions(args.user)]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 
-def _when(epoch: float) -> str:
+def _clock(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..plan import read_json
 from .core import Gate
+from .sessions import StoreError
 from .server import Server
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = read_json(args.plan)
         gate = Gate(plan, Path(args.credentials))
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, StoreError) as e:
         print(f"csm gate: cannot start: {e}", file=sys.stderr)
         return 2
     where = plan["gate"]["socket"]

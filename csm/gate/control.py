@@ -79,6 +79,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
 class Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    request_queue_size = 128   # a burst waits in the backlog instead of failing to connect
 
     def __init__(self, socket_path: str, users: set[str], answerer: Answerer, group: str | None):
         self.users, self.answerer = users, answerer

@@ -9,7 +9,9 @@ never compared as text. A changed file ends that user's sessions.
 from __future__ import annotations
 
 import html
+import logging
 import os
+import urllib.parse
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +22,9 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from . import control
 from .limits import Allowance, InFlight, client_key
-from .sessions import SessionStore
+from .sessions import SessionStore, StoreError
+
+log = logging.getLogger("csm.gate")
 
 SAME_SITE = ("same-origin", "none")   # Sec-Fetch-Site values of a page of its own (or typed in)
 
@@ -88,27 +92,30 @@ class Gate:
     def session_valid(self, cookie: str, user: str) -> bool:
         try:
             credential = self.credentials.get(user)[0]
+            return self.sessions.check(cookie, user, credential)
         except (OSError, ValueError):
             return False   # no password file: nobody is logged in
-        return self.sessions.check(cookie, user, credential)
+        except StoreError as e:   # refuse everyone rather than ignore a revocation
+            log.error("%s", e)
+            return False
 
     def log_out(self, cookie: str) -> None:
         self.sessions.delete(cookie)
 
     # ---- login ------------------------------------------------------------------------
-    def foreign(self, origin: str | None, fetch_site: str | None, own: str) -> bool:
-        """A form posted from another site: its Origin is not this host's, or the
-        browser says the request is cross-site. A script sending neither is not a page."""
-        if origin is not None and origin != "null":
-            return origin.lower() != own.lower()
-        if origin == "null":
-            return True
+    def foreign(self, user: str, https: bool, origin: str | None, fetch_site: str | None) -> bool:
+        """A form posted from another site: its Origin is not this user's host (by
+        scheme and name; the port is nginx's business), or the browser says the
+        request is cross-site. A script sending neither is no page of anyone's."""
+        if origin is not None:
+            parts = urllib.parse.urlsplit(origin.lower())
+            return parts.scheme != ("https" if https else "http") or parts.hostname != self.users[user]["hostname"]
         return fetch_site is not None and fetch_site not in SAME_SITE
 
-    def log_in(self, user: str, password: str, client: str, origin: str | None, fetch_site: str | None,
-               own: str) -> str | None:
+    def log_in(self, user: str, password: str, client: str, https: bool, origin: str | None,
+               fetch_site: str | None) -> str | None:
         """A new session's cookie value, None for a wrong password, or Refused."""
-        if self.foreign(origin, fetch_site, own):
+        if self.foreign(user, https, origin, fetch_site):
             raise Refused(403, "refused", "This login came from another web site and was refused. "
                           "Open your workspace's address yourself and log in there.")
         try:
@@ -135,7 +142,12 @@ class Gate:
         if not right:
             return None
         self.allowance.refund(key)   # right passwords are never counted
-        return self.sessions.create(user, text)
+        try:
+            return self.sessions.create(user, text)
+        except StoreError as e:
+            log.error("%s", e)
+            raise Refused(503, "busy", "The server cannot keep logins right now. Tell the person who gave you "
+                          "your address.", 60) from None
 
     # ---- the root side ----------------------------------------------------------------------
     def ask(self, verb: str, user: str) -> dict:

@@ -130,9 +130,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         next_path = self.gate.safe_next(form.get("next"))
         try:
-            cookie = self.gate.log_in(self.user, form.get("password", ""), self.client,
-                                      self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"),
-                                      self._own_origin())
+            cookie = self.gate.log_in(self.user, form.get("password", ""), self.client, self.https,
+                                      self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"))
         except Refused as r:
             headers = {"X-CSM-Login": r.kind}
             if r.retry_after:
@@ -150,7 +149,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "POST":
             self._page(200, "logout")
             return
-        if self.gate.foreign(self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"), self._own_origin()):
+        if self.gate.foreign(self.user, self.https, self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site")):
             self._send(403, b"a logout from another site is refused\n", content_type="text/plain")
             return
         cookie = self._cookie()
@@ -169,9 +168,6 @@ class Handler(BaseHTTPRequestHandler):
             return None
         body = self.rfile.read(length).decode("utf-8", "replace")
         return dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
-
-    def _own_origin(self) -> str:
-        return f"{'https' if self.https else 'http'}://{self.headers.get('Host', '')}"
 
     # ---- wake -----------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -203,6 +199,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    request_queue_size = 128   # a burst waits in the backlog instead of failing to connect
 
     def __init__(self, socket_path: str, gate: Gate):
         handler = type("GateHandler", (Handler,), {"gate": gate})

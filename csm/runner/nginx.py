@@ -102,6 +102,7 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
         # Workers in the plan's proxy group: only they (and root) reach the sockets.
         f"user {plan['gate']['proxyGroup']} {plan['gate']['proxyGroup']};",
         "worker_processes auto;",
+        *ngx["mainConfig"],
         f"pid {quoted(state / 'nginx.pid')};",
         f"error_log {quoted(state / 'logs' / 'error.log')};",
         f"events {{ worker_connections {ngx['workerConnections']}; }}",

@@ -55,12 +55,14 @@ let
   isNormalPath = p: isAbsolutePath p && (p == "/" || match "(/[^/]+)+" p != null)
     && all (c: c != "." && c != "..") (filter isString (builtins.split "/" p));
   isBelow = dir: p: p == dir || (stringLength p > stringLength dir && substring 0 (stringLength dir + 1) p == "${dir}/");
+  # The default of a dotted setting name ("gate.stateDir"), to show as an example.
+  defaultOf = field: foldl' (a: k: a.${k}) defaults (filter isString (builtins.split "\\." field));
   directoryProblem = field: p:
     if !isAbsolutePath p then "${field} = ${toJSON p} must be an absolute path"
     else if !isNormalPath p then "${field} = ${toJSON p} must be a plain absolute path (no \".\", \"..\", \"//\" or trailing slash)"
     else if plainCharsProblem field p != null then plainCharsProblem field p
-    else if elem p sharedDirs then "${field} = ${toJSON p} is a shared system directory${optionalString (elem p [ "/tmp" "/var/tmp" "/dev/shm" "/run/lock" ]) " that everyone may write to"}; use a directory of its own, e.g. ${toJSON defaults.${field}}"
-    else if any (d: isBelow d p) systemTrees then "${field} = ${toJSON p} lies in a system directory (${head (filter (d: isBelow d p) systemTrees)}); use a directory of its own, e.g. ${toJSON defaults.${field}}"
+    else if elem p sharedDirs then "${field} = ${toJSON p} is a shared system directory${optionalString (elem p [ "/tmp" "/var/tmp" "/dev/shm" "/run/lock" ]) " that everyone may write to"}; use a directory of its own, e.g. ${toJSON (defaultOf field)}"
+    else if any (d: isBelow d p) systemTrees then "${field} = ${toJSON p} lies in a system directory (${head (filter (d: isBelow d p) systemTrees)}); use a directory of its own, e.g. ${toJSON (defaultOf field)}"
     else null;
   optionalString = cond: s: if cond then s else "";
   # Host directories are written unquoted into tmpfiles rules, podman's volume
@@ -415,7 +417,7 @@ let
   gateHeaders = name: [
     "proxy_http_version 1.1;"
     "proxy_set_header Connection \"\";"   # keep-alive to the gate
-    "proxy_set_header Host $http_host;"
+    "proxy_set_header Host $host;"
     "proxy_set_header X-CSM-User ${name};"
     "proxy_set_header X-Real-IP $remote_addr;"
     "proxy_set_header X-Forwarded-Proto $scheme;"
@@ -436,7 +438,8 @@ let
   longestNeed = foldl' (a: n: let x = hostNameNeed n; in if x > a then x else a) 0
     ([ "*.${s.domain}" ] ++ map (n: "${n}.${s.domain}") names);
   # Served by nginx itself, so in a quoted string: the pages hold no double quote or $.
-  rateLimitedHtml = page "Too many login attempts" (pageFile "rate-limited.html");
+  rateLimitedHtml = replaceStrings [ "\n" ] [ "" ] (page "Too many login attempts" (pageFile "rate-limited.html"));
+  workerConnections = 1024 + 2 * nginxLimits.connectionsPerAddress * length names;
   bucketSize = foldl' (a: b: if a >= longestNeed then a else b) 64 [ 128 256 512 ];
 
   opencodeConfig = {
@@ -626,7 +629,9 @@ let
       ];
       serverNamesHashBucketSize = bucketSize;
       # Two per proxied request (client and upstream), for a class behind one address.
-      workerConnections = 1024 + 2 * nginxLimits.connectionsPerAddress * length names;
+      workerConnections = workerConnections;
+      # nginx's main context: a worker may hold both ends of each of its connections.
+      mainConfig = [ "worker_rlimit_nofile ${toString (2 * workerConnections)};" ];
       tlsConfig = [
         "add_header Strict-Transport-Security \"max-age=31536000\" always;"
       ];

@@ -35,8 +35,9 @@ def options_of(container) -> dict[str, list[str]]:
 def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
     users = plan["users"]
     assert sorted(users) == sorted(settings["users"])
-    ports = [u["port"] for u in users.values()]
-    assert len(set(ports)) == len(ports), f"duplicate ports {ports}"
+    sockets = [u["socket"] for u in users.values()]
+    assert len(set(sockets)) == len(sockets), f"shared sockets {sockets}"
+    gate = plan["gate"]
     ranges = sorted((u["ids"]["base"], u["ids"]["base"] + u["ids"]["size"]) for u in users.values())
     for (_, end), (start, _) in zip(ranges, ranges[1:]):
         assert end <= start, f"uid ranges overlap: {ranges}"
@@ -44,11 +45,15 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         s = settings["users"][name]
         c = u["container"]
         opts = options_of(c)
-        # Reachable only through nginx: published on loopback only.
-        assert c["ports"] == [f"127.0.0.1:{u['port']}:8080"], c["ports"]
-        assert u["upstream"] == f"http://127.0.0.1:{u['port']}"
-        if s.get("port") is not None:
-            assert u["port"] == s["port"]
+        # Reachable only through nginx: no port at all, a socket only root and nginx's
+        # group reach (the guard directory), created by the container's user inside it.
+        assert c["ports"] == [], c["ports"]
+        assert not any(o.startswith(("--publish", "-p", "--network=host")) for o in c["extraOptions"])
+        guard, inner = {d["path"]: d for d in u["directories"]}, u["socket"].rsplit("/", 1)[0]
+        outer = inner.rsplit("/", 1)[0]
+        assert (guard[outer]["uid"], guard[outer]["gid"], guard[outer]["mode"]) == (0, gate["proxyGroup"], "0710")
+        assert guard[inner]["uid"] == u["ids"]["hostUid"] and guard[inner]["mode"] == "0711"
+        assert f"{inner}:{c['socket'].rsplit('/', 1)[0]}" in c["volumes"]
         # Limits, no swap escape, hardening.
         given = {**DEFAULTS["user"], **s}  # defaults.nix owns the defaults
         hard, soft = size_bytes(given["memoryLimit"]), size_bytes(given["memorySoftLimit"])
@@ -83,39 +88,50 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         assert seed["path"] == f"{user_dir}/config/{data_dir.removeprefix(HOME + '/')}/User/settings.json", data_dir
         mounts = {v.split(":")[1]: v.split(":")[0] for v in c["volumes"]}
         assert mounts[HOME] == f"{user_dir}/config" and mounts[f"{HOME}/project"] == f"{user_dir}/workspace"
-        # Secrets only by files read at start: the password file feeds the env file.
+        # The password file is the gate's alone: the container gets neither it nor its hash.
         secret_file = s.get("hashedPasswordFile") or s.get("passwordFile")
-        assert u["secrets"]["fromFiles"][0]["file"] == secret_file
-        assert c["environmentFiles"][0] == u["secrets"]["envFile"]
-        assert c["environmentFiles"][1:] == s.get("environmentFiles", [])
+        assert u["password"] == {"file": secret_file, "hashed": bool(s.get("hashedPasswordFile"))}
+        assert c["environmentFiles"] == s.get("environmentFiles", [])
+        assert json.dumps(secret_file) not in json.dumps(c)
         assert not any("PASSWORD" in k or "KEY" in k for k in c["environment"]), c["environment"]
-        assert not any("password" in a.lower() and a != "password" for a in c["cmd"][:-1] if a.startswith("--") and a != "--auth")
-        # code-server: password auth, quiet, trust off, extensions outside the home, health.
+        # code-server: its own login off (the gate is the login), on the socket, quiet,
+        # trust off, extensions outside the home, health over the socket.
         cmd = c["cmd"]
-        assert cmd[0] == "code-server" and cmd[cmd.index("--auth") + 1] == "password"
+        assert cmd[0] == "code-server" and cmd[cmd.index("--auth") + 1] == "none"
+        assert cmd[cmd.index("--socket") + 1] == c["socket"] and "--bind-addr" not in cmd
         for flag in ("--disable-telemetry", "--disable-update-check", "--disable-workspace-trust"):
             assert flag in cmd
         ext = cmd[cmd.index("--extensions-dir") + 1]
         assert not any(ext == m or ext.startswith(m + "/") for m in mounts), f"{ext} is hidden by a mount"
-        assert c["healthCheck"][-1] == "http://127.0.0.1:8080/healthz"
+        assert c["healthCheck"][-1] == f"http://localhost{c['healthPath']}" and c["socket"] in c["healthCheck"]
         assert json.loads(opts["--health-cmd"][0]) == c["healthCheck"]
-        # nginx: one server at <name>.<domain>, WebSocket, origin-safe headers, big uploads,
-        # hour-long quiet terminals, login rate limit (an hour of quiet and a 100 MB upload are
-        # what people need: lower bounds, not copies of plan.nix's values).
+        # nginx: one server at <name>.<domain>; every location that reaches code-server
+        # asks the gate first; WebSocket, origin-safe headers, big uploads, hour-long quiet
+        # terminals only on upgrades, login rate limit (an hour of quiet and a 100 MB upload
+        # are what people need: lower bounds, not copies of plan.nix's values).
         n = u["nginx"]
-        assert n["serverName"] == f"{name}.{plan['domain']}"
-        root = n["locations"]["/"]
-        assert root["proxyPass"] == u["upstream"]
-        cfg = "\n".join(root["config"])
-        assert "proxy_set_header Upgrade $http_upgrade;" in cfg
-        assert "proxy_set_header X-Forwarded-Host $http_host;" in cfg
-        assert "proxy_http_version 1.1;" in cfg
-        timeout = re.search(r"proxy_read_timeout (\d+)s;", cfg)
+        assert n["serverName"] == f"{name}.{plan['domain']}" == u["hostname"]
+        upstream = f"http://unix:{u['socket']}:"
+        to_code_server = {where: loc for where, loc in n["locations"].items() if loc["proxyPass"] == upstream}
+        assert set(to_code_server) == {"/", "@csm_websocket"}, to_code_server
+        for loc in to_code_server.values():
+            cfg = "\n".join(loc["config"])
+            assert f"auth_request {gate['paths']['auth']};" in cfg and "error_page 401 = @csm_login;" in cfg
+            assert "proxy_set_header Upgrade $http_upgrade;" in cfg
+            assert "proxy_set_header X-Forwarded-Host $http_host;" in cfg
+            assert "proxy_http_version 1.1;" in cfg
+        assert "proxy_read_timeout" not in "\n".join(n["locations"]["/"]["config"])
+        timeout = re.search(r"proxy_read_timeout (\d+)s;", "\n".join(n["locations"]["@csm_websocket"]["config"]))
         assert timeout and int(timeout.group(1)) >= 3600
         body = re.search(r"client_max_body_size (\d+[kmg]);", "\n".join(n["config"]))
         assert body and size_bytes(body.group(1)) >= 100 * 1024**2
-        login = n["locations"]["= /login"]
-        assert login["proxyPass"] == u["upstream"]
+        # The gate hears which user's host this is from nginx, never from the client.
+        for where, loc in n["locations"].items():
+            if loc["proxyPass"] == "http://csm_gate":
+                assert f"proxy_set_header X-CSM-User {name};" in loc["config"], where
+        assert "internal;" in n["locations"][f"= {gate['paths']['auth']}"]["config"]
+        login = n["locations"][f"= {gate['paths']['login']}"]
+        assert login["proxyPass"] == "http://csm_gate"
         zone = re.search(r"limit_req zone=(\w+)", "\n".join(login["config"])).group(1)
         (zone_line,) = [line for line in plan["nginx"]["httpConfig"] if f"zone={zone}:" in line]
         # Only password submissions are counted: the key is empty for anything but POST.
@@ -134,5 +150,13 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
     assert "proxy_pass" not in json.dumps(default)
     assert "<html" in default["landingHtml"]
     assert "proxy_pass" not in "".join(plan["nginx"]["httpConfig"])
-    # Over TLS the session cookie (as good as the password) is Secure and HttpOnly.
-    assert "proxy_cookie_flags code-server-session secure httponly;" in plan["nginx"]["tlsConfig"]
+    # The gate listens where nginx's upstream says; its socket and the control socket
+    # sit in directories of their own accounts.
+    assert f"upstream csm_gate {{ server unix:{gate['socket']}; keepalive 16; }}" in plan["nginx"]["httpConfig"]
+    dirs = {d["path"]: d for d in plan["directories"]}
+    assert (dirs[gate["directory"]]["uid"], dirs[gate["directory"]]["gid"]) == (gate["user"], gate["proxyGroup"])
+    assert (dirs[gate["control"]["directory"]]["uid"], dirs[gate["control"]["directory"]]["gid"]) == (0, gate["user"])
+    assert dirs[gate["stateDir"]]["mode"] == "0700"
+    # nginx accepts every host name the plan makes (its server name hash).
+    longest = max(len(f"*.{plan['domain']}"), *(len(u["hostname"]) for u in users.values()))
+    assert plan["nginx"]["serverNamesHashBucketSize"] >= 16 + 8 * ((longest + 2 + 7) // 8)

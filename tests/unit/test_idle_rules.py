@@ -1,5 +1,6 @@
-"""Idle stop and wake: the settings the plan takes, the idle decision and the
-waker's start limits (csm/idle/). The live behaviour is in tests/e2e/test_idle.py."""
+"""Idle stop and wake: the settings the plan takes, the nginx lines that hand a
+stopped container's refusal to the gate, and the idle decision (csm/idle/). The live
+behaviour is in tests/e2e/test_idle.py."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,6 @@ import pytest
 from csm import plan as planlib
 from csm.idle.decision import IdleClock, Sample, should_stop
 from csm.idle.signals import parse_time
-from csm.idle.waker import Window
 
 
 def settings(top="unset", **user) -> dict:
@@ -26,34 +26,28 @@ def test_idle_stop_after_defaults_to_an_hour_and_users_override_it():
     assert planlib.from_settings(settings(90, idleStopAfter="2d"))["users"]["ada"]["idle"]["stopAfterSeconds"] == 172800
 
 
-def test_null_keeps_everyone_on_and_adds_no_wake_lines():
+def test_null_keeps_everyone_on():
     plan = planlib.from_settings(settings(None))
     assert plan["idle"]["enable"] is False and plan["idle"]["users"] == []
-    for user in plan["users"].values():
-        assert "@csm_wake" not in user["nginx"]["locations"]
-        assert not any("csm_wake" in line for loc in user["nginx"]["locations"].values() for line in loc["config"])
-    assert not any("csm_wake" in line for line in plan["nginx"]["httpConfig"])
 
 
-def test_every_proxied_location_of_an_idle_user_hands_refusals_to_the_waker():
+def test_every_location_to_code_server_hands_a_refusal_to_the_gates_wake():
+    """Only a request that passed the gate (auth_request) reaches code-server's socket,
+    so only a logged-in person's request meets the 502 of a stopped container."""
     plan = planlib.from_settings(settings("20m"))
-    waker = plan["idle"]["waker"]
-    assert waker == {"address": "127.0.0.1", "port": plan["basePort"] - 1}
+    paths = plan["gate"]["paths"]
     for name, user in plan["users"].items():
         locations = user["nginx"]["locations"]
-        ready = f"= {plan['idle']['readyPath']}"
         for where, loc in locations.items():
-            if loc["proxyPass"] and where not in ("@csm_wake", ready):
+            if loc["proxyPass"] == f"http://unix:{user['socket']}:":
                 assert "error_page 502 = @csm_wake;" in loc["config"], where
+                assert loc["config"][0] == f"auth_request {paths['auth']};", where
         wake = locations["@csm_wake"]
-        assert wake["proxyPass"] == f"http://127.0.0.1:{waker['port']}"
-        # The starting page's question always reaches the waker, container running or not.
-        assert locations[ready] == wake
-        assert plan["idle"]["readyPath"] in user["idle"]["pages"]["starting"]
+        assert wake["proxyPass"] == "http://csm_gate"
+        assert f"rewrite ^ {paths['wake']} break;" in wake["config"]
         assert f"proxy_set_header X-CSM-User {name};" in wake["config"]
-        assert any(line.startswith("limit_req zone=csm_wake ") for line in wake["config"])
-        assert "Starting" in user["idle"]["pages"]["starting"] and name in user["idle"]["pages"]["starting"]
-    assert any(line.startswith("limit_req_zone $binary_remote_addr zone=csm_wake:") for line in plan["nginx"]["httpConfig"])
+        assert paths["ready"] in user["pages"]["starting"]
+        assert "Starting" in user["pages"]["starting"] and name in user["pages"]["starting"]
 
 
 def test_the_check_interval_follows_the_shortest_idle_time():
@@ -72,11 +66,6 @@ def test_bad_idle_settings_name_the_field(top, user, message):
     with pytest.raises(planlib.PlanError) as err:
         planlib.from_settings(settings(top, idleStopAfter=user))
     assert message in str(err.value) and "or null to keep the container always on" in str(err.value)
-
-
-def test_a_user_port_on_the_wakers_port_is_refused():
-    with pytest.raises(planlib.PlanError, match=r"users.ada.port = 19999 is the port of the waker"):
-        planlib.from_settings(settings(port=19999))
 
 
 def sample(at, connections=0, heartbeat=None, cpu=None):
@@ -115,14 +104,6 @@ def test_a_fresh_start_opens_a_fresh_window():
     clock.observe("ada", sample(5000))
     clock.forget("ada")
     assert clock.observe("ada", sample(9000), started_at=8990) == 8990
-
-
-def test_start_limits_slide():
-    w = Window(count=2, seconds=60)
-    w.add("1.2.3.4", 0)
-    w.add("1.2.3.4", 10)
-    assert w.wait("1.2.3.4", 20) == 40 and w.wait("5.6.7.8", 20) == 0
-    assert w.wait("1.2.3.4", 30) == 30 and w.wait("1.2.3.4", 60) == 0
 
 
 def test_podman_times():

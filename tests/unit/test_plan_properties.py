@@ -1,6 +1,6 @@
 """Property tests: generated valid settings always give a plan that meets the
-invariants (or, when two names hash onto one port or uid range, the clash message
-naming both); one generated fault always gives its message."""
+invariants (or, when two names hash onto one uid range, the clash message naming
+both); one generated fault always gives its message."""
 from __future__ import annotations
 
 import re
@@ -11,24 +11,21 @@ from csm import plan as planlib
 from invariants import DEFAULTS, assert_plan_meets_invariants
 
 
-def plan_rules() -> tuple[set[str], int, int]:
-    """The reserved names and the automatic port range, as the plan's own messages
-    state them (the plan owns them; no copy here)."""
-    base = DEFAULTS["basePort"]
+def reserved_names() -> set[str]:
+    """The reserved names, as the plan's own message states them (no copy here)."""
     try:
-        planlib.from_settings({"domain": "c.test", "users": {
-            "www": {"passwordFile": "/s/w"}, "x": {"passwordFile": "/s/x", "port": base}}})
+        planlib.from_settings({"domain": "c.test", "users": {"www": {"passwordFile": "/s/w"}}})
     except planlib.PlanError as err:
         reserved = re.search(r'the name "www" is reserved \(([^)]*)\)', str(err))
-        auto = re.search(rf"port = {base} lies in (\d+)-(\d+)", str(err))
-        assert reserved and auto, str(err)
-        return set(reserved.group(1).split(", ")), int(auto.group(1)), int(auto.group(2))
-    raise AssertionError("the plan accepted a reserved name and a port in the automatic range")
+        assert reserved, str(err)
+        return set(reserved.group(1).split(", "))
+    raise AssertionError("the plan accepted a reserved name")
 
 
-RESERVED, AUTO_FIRST, AUTO_LAST = plan_rules()
+RESERVED = reserved_names()
 
-labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?", fullmatch=True).filter(lambda s: s not in RESERVED)
+# Up to 63 characters: the longest names nginx's server name hash must take.
+labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True).filter(lambda s: s not in RESERVED)
 units = st.sampled_from(["m", "g", "M", "G", "gb"])
 
 
@@ -58,24 +55,17 @@ def user(draw, name):
 @st.composite
 def valid_settings(draw):
     names = draw(st.lists(labels, min_size=1, max_size=5, unique=True))
-    # basePort - 1 is the waker's (idle stop and wake on visit)
-    explicit = draw(st.lists(st.integers(1024, AUTO_FIRST - 2) | st.integers(AUTO_LAST + 1, 65535),
-                             min_size=len(names), max_size=len(names), unique=True))
-    users = {}
-    for name, port in zip(names, explicit):
-        users[name] = draw(user(name))
-        if draw(st.booleans()):
-            users[name]["port"] = port
+    users = {name: draw(user(name)) for name in names}
     domain = ".".join(draw(st.lists(labels, min_size=1, max_size=3)))
     return {"domain": domain, "workspaceBase": "/srv/code", "users": users}
 
 
-CLASH = re.compile(r"users\.([a-z0-9-]+) and users\.([a-z0-9-]+) both get (port|host id range starting at) ")
+CLASH = re.compile(r"users\.([a-z0-9-]+) and users\.([a-z0-9-]+) both get (host id range starting at) ")
 
 
 def alone(settings: dict, name: str) -> dict:
-    """What the user gets in a plan of their own: automatic ports and ids depend on the
-    name only, so the same as beside anyone else."""
+    """What the user gets in a plan of their own: automatic ids depend on the name
+    only, so the same as beside anyone else."""
     return planlib.from_settings({**settings, "users": {name: settings["users"][name]}})["users"][name]
 
 
@@ -86,14 +76,13 @@ def test_valid_settings_give_a_plan_meeting_the_invariants(settings):
         plan = planlib.from_settings(settings)
     except planlib.PlanError as err:
         # Only a real clash may refuse valid settings: the two users it names get the
-        # same port or id range when each is planned alone.
+        # same id range when each is planned alone.
         clash = CLASH.search(str(err))
         assert clash and "set users." in str(err), str(err)
         a, b = alone(settings, clash.group(1)), alone(settings, clash.group(2))
-        same = a["port"] == b["port"] if clash.group(3) == "port" else a["ids"]["base"] == b["ids"]["base"]
-        assert same, f"{clash.group(0)}: alone they get {a['port']}/{a['ids']} and {b['port']}/{b['ids']}"
+        assert a["ids"]["base"] == b["ids"]["base"], f"{clash.group(0)}: alone they get {a['ids']} and {b['ids']}"
         return
-    assert_plan_meets_invariants(plan, settings)  # distinct ports, disjoint id ranges
+    assert_plan_meets_invariants(plan, settings)  # distinct sockets, disjoint id ranges, names nginx takes
 
 
 FAULTS = {
@@ -107,9 +96,7 @@ FAULTS = {
                                      f"users.{n}.memorySoftLimit (\"2g\") is above memoryLimit (\"1g\")"),
     "no password": lambda s, n: ([s["users"][n].pop(k, None) for k in ("hashedPasswordFile", "passwordFile")],
                                  f"users.{n}: no password file"),
-    "low port": lambda s, n: (s["users"][n].__setitem__("port", 22), f"users.{n}.port = 22 is not a port"),
-    "port in auto range": lambda s, n: (s["users"][n].__setitem__("port", AUTO_FIRST + 7),
-                                        f"users.{n}.port = {AUTO_FIRST + 7} lies in"),
+    "a port of old": lambda s, n: (s["users"][n].__setitem__("port", 8090), f"users.{n}.port is no longer a setting"),
     "bad domain": lambda s, n: (s.__setitem__("domain", "-" + s["domain"]), "is not a hostname"),
 }
 

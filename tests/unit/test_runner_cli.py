@@ -108,12 +108,12 @@ def test_unreadable_settings_file():
 
 
 def test_invalid_settings_show_the_plans_message_without_a_nix_trace(stack_dirs):
-    settings = stack_dirs(**{"users.ada.memoryLimit": '"lots"', "basePort": "80"})
+    settings = stack_dirs(**{"users.ada.memoryLimit": '"lots"', "namePrefix": '"-x"'})
     proc = up(settings)
     assert proc.returncode == 2
     assert "invalid settings:" in proc.stderr
     assert 'users.ada.memoryLimit = "lots" is not a size' in proc.stderr
-    assert "basePort = 80 must leave room" in proc.stderr
+    assert 'namePrefix = "-x" must be' in proc.stderr
     for trace in ("while evaluating", "--show-trace", "at /", "Traceback"):
         assert trace not in proc.stderr
     assert_nothing_made(stack_dirs.tmp)

@@ -1,4 +1,4 @@
-"""Directories with the plan's owners and modes; env files composed from secret files."""
+"""Directories with the plan's owners and modes; the password files and env files."""
 from __future__ import annotations
 
 import os
@@ -9,22 +9,17 @@ import pytest
 from csm.runner import BadInput, files
 
 
-def user_with(tmp_path, *secrets: tuple[str, bytes], extra: list[str] = ()) -> dict:
-    from_files = []
-    for i, (variable, content) in enumerate(secrets):
-        f = tmp_path / f"secret{i}"
-        f.write_bytes(content)
-        from_files.append({"variable": variable, "file": str(f)})
-    env_file = str(tmp_path / "run" / "ada.env")
-    return {"name": "ada", "secrets": {"envFile": env_file, "fromFiles": from_files},
-            "container": {"environmentFiles": [env_file, *extra]}}
+def user_with(tmp_path, content: bytes, hashed: bool = True, extra: list[str] = ()) -> dict:
+    f = tmp_path / "secret0"
+    f.write_bytes(content)
+    return {"name": "ada", "password": {"file": str(f), "hashed": hashed},
+            "container": {"environmentFiles": [*extra]}}
 
 
-def test_secret_env_strips_trailing_newlines_only(tmp_path):
-    user = user_with(tmp_path, ("HASHED_PASSWORD", b"$argon2id$v=19$m=65536,t=3,p=4$abc$def\n"),
-                     ("OTHER", b"  spaced value  \n\n"))
-    assert files.compose_secret_env(user) == \
-        "HASHED_PASSWORD=$argon2id$v=19$m=65536,t=3,p=4$abc$def\nOTHER=  spaced value  \n"
+def test_password_file_strips_trailing_newlines_only(tmp_path):
+    assert files.password_text(user_with(tmp_path, b"$argon2id$v=19$m=65536,t=3,p=4$abc$def\n")) == \
+        "$argon2id$v=19$m=65536,t=3,p=4$abc$def"
+    assert files.password_text(user_with(tmp_path, b"  spaced value  \n\n", hashed=False)) == "  spaced value  "
 
 
 @pytest.mark.parametrize("content, message", [
@@ -36,43 +31,29 @@ def test_secret_env_strips_trailing_newlines_only(tmp_path):
     (b"\n", "is empty"),
     (b"\xff\xfe", "not UTF-8"),
 ])
-@pytest.mark.parametrize("variable, fix", [
-    ("HASHED_PASSWORD", "`csm passwd ada` writes it"),
-    ("PASSWORD", "write the secret alone on one line"),
+@pytest.mark.parametrize("hashed, field, fix", [
+    (True, "hashedPasswordFile", "`csm passwd ada` writes it"),
+    (False, "passwordFile", "write the secret alone on one line"),
 ])
-def test_secret_env_refuses_what_an_env_file_cannot_carry(tmp_path, content, message, variable, fix):
-    """The one rule for both paths: the runner's `up` and the NixOS unit's `csm prepare`
-    both compose the env file with compose_secret_env."""
-    user = user_with(tmp_path, (variable, content))
+def test_password_file_refuses_what_is_not_one_line(tmp_path, content, message, hashed, field, fix):
+    """The one rule for secret files, on both paths: the runner's `up` checks it before
+    the gate gets its copy; the gate reads the same files (NixOS: as credentials)."""
     with pytest.raises(BadInput, match=message) as e:
-        files.compose_secret_env(user)
-    assert f"users.ada {variable}" in str(e.value) and str(tmp_path / "secret0") in str(e.value)
+        files.password_text(user_with(tmp_path, content, hashed))
+    assert f"users.ada.{field}" in str(e.value) and str(tmp_path / "secret0") in str(e.value)
     assert fix in str(e.value)  # and what to do
 
 
-def test_missing_secret_file_names_it_and_the_fix(tmp_path):
-    user = {"name": "ada", "secrets": {"envFile": "/x", "fromFiles": [
-        {"variable": "HASHED_PASSWORD", "file": str(tmp_path / "nope")}]}}
+def test_missing_password_file_names_it_and_the_fix(tmp_path):
+    user = {"name": "ada", "password": {"file": str(tmp_path / "nope"), "hashed": True}}
     with pytest.raises(BadInput, match=r"nope does not exist; .*csm passwd"):
-        files.compose_secret_env(user)
+        files.password_text(user)
 
 
 def test_plain_environment_as_env_file():
     assert files.compose_env({"B": "2", "A": '{"json": true}'}) == 'A={"json": true}\nB=2\n'
     with pytest.raises(BadInput, match="line break"):
         files.compose_env({"A": "x\ny"})
-
-
-def test_the_secret_env_file_is_root_only_and_replaced_atomically(tmp_path):
-    user = user_with(tmp_path, ("HASHED_PASSWORD", b"h1\n"))
-    files.write_secret_env(user, files.compose_secret_env(user))
-    env = tmp_path / "run" / "ada.env"
-    assert env.read_text() == "HASHED_PASSWORD=h1\n"
-    assert stat.S_IMODE(env.stat().st_mode) == 0o600 and stat.S_IMODE(env.parent.stat().st_mode) == 0o700
-    inode = env.stat().st_ino
-    files.write_secret_env(user, "HASHED_PASSWORD=h2\n")
-    assert env.read_text() == "HASHED_PASSWORD=h2\n" and env.stat().st_ino != inode  # renamed over, never rewritten
-    assert sorted(p.name for p in env.parent.iterdir()) == ["ada.env"]
 
 
 def test_write_private_is_root_only_and_atomic(tmp_path):
@@ -98,17 +79,23 @@ def test_ensure_directory_sets_owner_and_mode_and_keeps_contents(tmp_path):
     assert (d / "keep").read_text() == "x"
 
 
-def test_secrets_digest_follows_the_key_files_too(tmp_path):
+def test_secrets_digest_follows_the_key_files(tmp_path):
     keys = tmp_path / "keys.env"
     keys.write_text("OPENROUTER_API_KEY=one\n")
-    user = user_with(tmp_path, ("HASHED_PASSWORD", b"h"), extra=[str(keys)])
-    env = files.compose_secret_env(user)
-    first = files.secrets_digest(env, user)
-    assert files.secrets_digest(env, user) == first
+    user = user_with(tmp_path, b"h", extra=[str(keys)])
+    first = files.secrets_digest(user)
+    assert files.secrets_digest(user) == first
     keys.write_text("OPENROUTER_API_KEY=two\n")
-    assert files.secrets_digest(env, user) != first
-    assert files.secrets_digest(env.replace("h", "g"), user) != files.secrets_digest(env, user)
+    assert files.secrets_digest(user) != first
     assert files.extra_env_files(user) == [str(keys)]
+
+
+def test_a_directory_owner_may_be_an_account_name(tmp_path):
+    d = tmp_path / "gate"
+    files.ensure_directory({"path": str(d), "uid": "root", "gid": "nogroup", "mode": "0750"})
+    assert (d.stat().st_uid, d.stat().st_gid) == (0, 65534)
+    with pytest.raises(Exception, match="does not exist on this host"):
+        files.ensure_directory({"path": str(d), "uid": "csm-no-such-account", "gid": 0, "mode": "0750"})
 
 
 def test_a_seed_file_is_written_once_and_a_persons_own_version_kept(tmp_path):

@@ -131,8 +131,11 @@ def test_a_path_nginx_cannot_take_is_refused_by_name(plan, tmp_path):
         nginx.render(plan, tmp_path / "a$b", 8080)
 
 
-def test_tls_marks_the_session_cookie_secure_and_httponly(plan, tmp_path):
+def test_tls_servers_send_hsts_and_the_gate_reads_the_scheme(plan, tmp_path):
+    """Over TLS every user's server sends HSTS, and the gate learns the scheme from nginx
+    (X-Forwarded-Proto), which makes its session cookie __Host-, Secure and HttpOnly."""
     text = render(plan, tmp_path, tls=True).read_text()
-    user_blocks = [b for b in servers(text) if "listen 8443 ssl;" in b]
-    assert user_blocks and all("proxy_cookie_flags code-server-session secure httponly;" in b for b in user_blocks)
-    assert "proxy_cookie_flags" not in render(plan, tmp_path / "plain", tls=False).read_text()
+    user_blocks = [b for b in servers(text) if "listen 8443 ssl;" in b and "auth_request" in b]
+    assert user_blocks and all("Strict-Transport-Security" in b for b in user_blocks)
+    assert all("proxy_set_header X-Forwarded-Proto $scheme;" in b for b in user_blocks)
+    assert "Strict-Transport-Security" not in render(plan, tmp_path / "plain", tls=False).read_text()

@@ -42,7 +42,6 @@ def test_env_files_in_plan_order_then_the_plain_environment(team):
     grace = team["users"]["grace"]
     env_files = [a.removeprefix("--env-file=") for a in argv_of(grace) if a.startswith("--env-file=")]
     assert env_files == grace["container"]["environmentFiles"] + ["/run/csm/grace.config.env"]
-    assert env_files[0] == grace["secrets"]["envFile"]
 
 
 def test_no_environment_value_and_no_secret_on_the_command_line(team):
@@ -51,16 +50,14 @@ def test_no_environment_value_and_no_secret_on_the_command_line(team):
         assert not any(a == "-e" or a.startswith(("--env=", "-e=")) for a in argv)
         for value in user["container"]["environment"].values():
             assert not any(value in a for a in argv)
-        # secrets arrive only as files podman reads
-        for s in user["secrets"]["fromFiles"]:
-            assert not any(s["file"] in a for a in argv)
+        # the password file is the gate's: podman never sees it
+        assert not any(user["password"]["file"] in a for a in argv)
 
 
-def test_ports_publish_on_loopback_only(team):
+def test_nothing_is_published(team):
+    """code-server listens on a Unix socket: no port of the host is ever opened for it."""
     for user in team["users"].values():
-        for a in argv_of(user):
-            if a.startswith("--publish="):
-                assert a.startswith("--publish=127.0.0.1:")
+        assert not any(a.startswith(("--publish", "-p", "--network=host")) for a in argv_of(user))
 
 
 def test_spec_digest_changes_only_for_the_user_whose_spec_changed():

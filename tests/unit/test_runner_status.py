@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import socketserver
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from csm import cli
-from csm.checks import http
+from csm.idle import signals
 from csm.runner import status
 from csm.runner.status import parse_bytes
 
@@ -90,7 +91,8 @@ def test_oom_kills_unreadable_is_unknown(tmp_path):
     assert status.oom_kills(running(pid=999), proc, cgroups) is None   # the process is gone
 
 
-def test_last_activity_is_code_servers_heartbeat_in_seconds():
+def test_last_activity_is_code_servers_heartbeat_in_seconds(tmp_path):
+    """Read on code-server's Unix socket, as `csm status` and the idle check do."""
     beat_ms = 1_767_225_600_123  # what code-server's /healthz says: milliseconds since the epoch
 
     class Healthz(BaseHTTPRequestHandler):
@@ -105,12 +107,20 @@ def test_last_activity_is_code_servers_heartbeat_in_seconds():
         def log_message(self, *args):
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Healthz)
+    sock = str(tmp_path / "code-server.sock")
+
+    class UnixServer(socketserver.UnixStreamServer):
+        def get_request(self):
+            request, _ = super().get_request()
+            return request, ("local", 0)
+
+    server = UnixServer(sock, Healthz)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        user = {"port": server.server_port}
-        assert http.last_heartbeat(status._direct(user)) == beat_ms / 1000
+        assert signals.heartbeat(sock, "/healthz") == beat_ms / 1000
+        assert signals.healthy(sock, "/healthz")
     finally:
         server.shutdown()
         server.server_close()
-    assert http.last_heartbeat(status._direct(user)) is None  # nothing answers there now
+    assert signals.heartbeat(sock, "/healthz") is None  # nothing answers there now
+    assert not signals.healthy(sock, "/healthz")
