@@ -102,9 +102,9 @@ class Shooter:
 
     def log_in(self, page: Page) -> None:
         response = page.goto(self.url)
-        if response is None or response.status >= 400:
-            raise RuntimeError(f"{self.url} answered {response and response.status}")
-        expect(page).to_have_url(re.compile(r"/login"))
+        if response is None or response.status != 401:   # the gate's login page in place of the workspace
+            raise RuntimeError(f"{self.url} answered {response and response.status}, not the login page")
+        expect(page).to_have_title(re.compile(r"^Log in to "))
         password = page.locator('input[name="password"]')
         expect(password).to_be_visible()
         settle(page, quiet=1)
@@ -188,12 +188,12 @@ class Shooter:
 
     def too_many_requests(self) -> None:
         """Sends wrong passwords until nginx says no (loading the page is never limited;
-        POSTs to /login are, per address, beyond a burst). Last of the steps that log
+        POSTs to the gate's login path are, per address, beyond a burst). Last of the steps that log
         in: this address cannot log in for a while."""
         page = self.new_page()
         password = page.locator('input[name="password"]')
         for _ in range(60):
-            page.goto(f"{self.url}/login")
+            page.goto(f"{self.url}/_csm/login")
             password.fill("not the password")
             with page.expect_navigation() as navigation:
                 password.press("Enter")
@@ -219,17 +219,20 @@ class Shooter:
         self.picture(page, "09-cannot-reconnect")
 
     def starting(self) -> None:
-        """A visit once ada's space was stopped for being idle (what the idle checker
+        """Logging in once ada's space was stopped for being idle (what the idle checker
         does after idleStopAfter, done here at once): the page that starts it, which
-        turns into the login page by itself."""
+        turns into the workbench by itself."""
         stop_idle(self.stack.plan, Podman(state_dir=str(self.stack.state_dir)), USER, time.time())
         page = self.new_page()
         response = page.goto(self.url)
-        if response is None or response.status != 503:
-            raise RuntimeError(f"a visit to a stopped space answered {response and response.status}, not 503")
+        if response is None or response.status != 401:
+            raise RuntimeError(f"a visit to a stopped space answered {response and response.status}, not the login")
+        password = page.locator('input[name="password"]')
+        password.fill(self.stack.password(USER))
+        password.press("Enter")
         expect(page.locator("h1")).to_contain_text("Starting")
         self.picture(page, "10-starting")
-        expect(page.locator('input[name="password"]')).to_be_visible(timeout=60_000)
+        expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
         page.context.close()
 
 

@@ -7,7 +7,7 @@ NixOS VM test, `csm.checks.image.subprocess_runner` on this host), and `user`, t
 plan's entry for the user (`plan["users"][name]`). Commands expected to fail
 report their exit status on stdout instead, so `run` only raises on real trouble.
 
-    for check in (processes_run_as_mapped_uid, ports_bound_to_loopback):
+    for check in (processes_run_as_mapped_uid, no_tcp_port):
         print(check(server.succeed, plan["users"]["ada"]))
 
 Needs podman, sh, bash, timeout and stat on the host, and python3 and curl in the
@@ -95,22 +95,62 @@ def processes_run_as_mapped_uid(run: Runner, user: dict) -> str:
     return f"all {len(rows)} processes run as host uid {want_host} (uid {want_inside} inside), none as root"
 
 
-def ports_bound_to_loopback(run: Runner, user: dict) -> str:
-    """The container publishes exactly the plan's ports, on 127.0.0.1 only: the same
-    port on another loopback address (127.0.0.2) refuses connections."""
-    out = run(f"{PODMAN} port {shlex.quote(_name(user))}")
-    published = sorted(line.split("->")[1].strip() for line in out.splitlines() if "->" in line)
-    planned = sorted(":".join(p.split(":")[:2]) for p in user["container"]["ports"])
-    if published != planned:
-        raise CheckFailed(f"published {published}, the plan says {planned}")
-    if any(not p.startswith("127.0.0.1:") for p in published):
-        raise CheckFailed(f"published beyond loopback: {published}")
-    port = user["port"]
-    probe = "timeout 5 bash -c 'exec 3<>/dev/tcp/{}/{}' 2>/dev/null && echo open || echo closed"
-    answers = {ip: run(probe.format(ip, port)).strip() for ip in ("127.0.0.1", "127.0.0.2")}
-    if answers != {"127.0.0.1": "open", "127.0.0.2": "closed"}:
-        raise CheckFailed(f"port {port}: {answers}; it must be open on 127.0.0.1 only")
-    return f"port {port} is published on 127.0.0.1 only; 127.0.0.2:{port} refuses"
+# Inside the container: the TCP listeners that code-server's own processes hold (its
+# sockets' inodes among the LISTEN entries of /proc/net/tcp*), whatever else runs there.
+CODE_SERVER_LISTENERS = """
+import os
+listen = set()
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).read().splitlines()[1:]:
+        f = line.split()
+        if f[3] == "0A":
+            listen.add(f[9])
+held = set()
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if b"code-server" not in open(f"/proc/{pid}/cmdline", "rb").read():
+            continue
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:[") and target[8:-1] in listen:
+                held.add(target)
+    except OSError:
+        pass
+print(len(held))
+"""
+
+
+def no_tcp_port(run: Runner, user: dict) -> str:
+    """Nothing of the container is published on the host, and code-server listens on
+    no TCP port inside it either: its only door is the Unix socket."""
+    published = run(f"{PODMAN} port {shlex.quote(_name(user))}").strip()
+    if published:
+        raise CheckFailed(f"{_name(user)} publishes {published!r}; code-server must listen on its socket only")
+    held = run(_exec(user, "python3", "-c", CODE_SERVER_LISTENERS)).strip()
+    if held != "0":
+        raise CheckFailed(f"inside {_name(user)} code-server holds {held} TCP listener(s); it must not")
+    return f"{_name(user)} publishes no port and code-server listens on no TCP port: only its socket"
+
+
+SOCKET_PROBE = ("import socket, sys\n"
+                "s = socket.socket(socket.AF_UNIX)\n"
+                "try:\n    s.connect(sys.argv[1]); print('connected')\n"
+                "except OSError as e:\n    print(e.strerror)\n")
+
+
+def socket_only_for_root_and_nginx(run: Runner, user: dict, account: str = "nobody") -> str:
+    """code-server's socket answers root, and refuses an ordinary host account
+    (`account`) with "Permission denied" at the directory only root and nginx's group
+    traverse."""
+    path = user["socket"]
+    health = run(f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 5 --unix-socket {shlex.quote(path)} "
+                 f"http://localhost{user['container']['healthPath']}").strip()
+    if health != "200":
+        raise CheckFailed(f"root could not reach {user['name']}'s code-server on {path} (HTTP {health})")
+    answer = run(f"runuser -u {shlex.quote(account)} -- python3 -c {shlex.quote(SOCKET_PROBE)} {shlex.quote(path)}").strip()
+    if answer != "Permission denied":
+        raise CheckFailed(f"the host account {account} connecting to {path}: {answer!r}, not Permission denied")
+    return f"{path} answers root; the host account {account} gets Permission denied"
 
 
 # ---------------------------------------------------------------- persistence

@@ -12,9 +12,10 @@ do); the Host header, the TLS name and the Origin stay the real ones.
 `source_address` sends from a given local address (a separate loopback address keeps
 a rate-limit check from limiting everyone else's logins).
 
-Login budget: code-server allows 2 wrong passwords a minute per process. Only
-`workbench.wrong_password_gives_no_session` spends one; the right password and an
-empty one cost nothing, and a `Target` logs in once and reuses its session cookie.
+Logins go to the gate in front of every workspace (GATE below: its public paths and
+cookie). Login budget: the gate allows 2 wrong passwords a minute (plus 12 an hour)
+per client address; only `workbench.wrong_password_gives_no_session` spends one, the
+right password costs nothing, and a `Target` logs in once and reuses its session.
 """
 from __future__ import annotations
 
@@ -33,7 +34,14 @@ import websocket
 from csm.checks import CheckFailed
 from csm.checks.image import facts
 
-SESSION_COOKIE = "code-server-session"
+# What every deployment's gate answers (plan.gate.paths and plan.gate.cookie): the
+# checks run against any address, with no plan at hand.
+GATE = {"login": "/_csm/login", "logout": "/_csm/logout", "ready": "/_csm/ready", "wake": "/_csm/wake",
+        "cookie": {"http": "csm-session", "https": "__Host-csm-session"}}
+
+
+def cookie_name(t: "Target") -> str:
+    return GATE["cookie"][t.scheme]
 
 
 def health_path() -> str:
@@ -134,7 +142,7 @@ def _http(t: Target, method: str, path: str, *, cookie: str | None = None,
     """One request, no redirects followed, no proxies from the environment."""
     sent = {"Host": t.netloc, **(headers or {})}
     if cookie is not None:
-        sent["Cookie"] = f"{SESSION_COOKIE}={cookie}"
+        sent["Cookie"] = f"{cookie_name(t)}={cookie}"
     pool: dict = {}
     if t.source_address:
         pool["source_address"] = (t.source_address, 0)
@@ -173,7 +181,7 @@ def _ws(t: Target, path: str, *, cookie: str | None = None,
         return websocket.create_connection(
             f"{scheme}://{t.netloc}{path}", socket=sock, timeout=t.timeout,
             origin=origin or t.origin,
-            cookie=f"{SESSION_COOKIE}={cookie}" if cookie is not None else None)
+            cookie=f"{cookie_name(t)}={cookie}" if cookie is not None else None)
     except BaseException:
         sock.close()
         raise
@@ -197,25 +205,31 @@ def _error_text(html: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def _login(t: Target, password: str) -> tuple[requests.Response, "SimpleCookie | None"]:
-    """POSTs the login form; returns the answer and its session cookie, if any."""
-    r = _http(t, "POST", "/login", data={"password": password})
+def _login(t: Target, password: str, path: str | None = None,
+           origin: str | None = "own") -> tuple[requests.Response, "SimpleCookie | None"]:
+    """POSTs the login form as the user's own page would (its Origin); returns the
+    answer and its session cookie, if any. `origin`: another site's, or None for none."""
+    headers = {"Origin": t.origin if origin == "own" else origin} if origin else {}
+    r = _http(t, "POST", path or GATE["login"], data={"password": password, "next": "/"}, headers=headers)
+    name = cookie_name(t)
     for header in r.raw.headers.getlist("Set-Cookie"):
         jar = SimpleCookie()
         try:
             jar.load(header)
         except CookieError:
             continue
-        if SESSION_COOKIE in jar and jar[SESSION_COOKIE].value:
-            return r, jar[SESSION_COOKIE]
+        if name in jar and jar[name].value:
+            return r, jar[name]
     return r, None
 
 
 def _login_answer(r: requests.Response) -> str:
-    if r.status_code == 429:
+    """What the gate said (X-CSM-Login: ok, wrong, limited, busy, refused), or nginx's 429."""
+    kind = r.headers.get("X-CSM-Login")
+    if r.status_code == 429 and kind is None:
         return "429 from the proxy's login rate limit"
     error = _error_text(r.text)
-    return f"HTTP {r.status_code}" + (f" saying {error!r}" if error else "")
+    return f"HTTP {r.status_code}" + (f" {kind}" if kind else "") + (f" saying {error!r}" if error else "")
 
 
 def _session_cookie(t: Target, what: str):
@@ -223,7 +237,7 @@ def _session_cookie(t: Target, what: str):
     if not t.password:
         raise CheckFailed(f"no password given for {t.origin}")
     r, cookie = _login(t, t.password)
-    if r.status_code not in (302, 303) or cookie is None:
+    if r.status_code != 303 or cookie is None:
         raise CheckFailed(f"{what} gave no session: {_login_answer(r)}")
     return cookie
 
@@ -233,17 +247,17 @@ def _log_in(t: Target) -> str:
 
 
 def _has_session(t: Target, cookie: str | None) -> bool:
-    """Whether `cookie` opens t's workbench: GET / redirects to the login page, or
-    (through the folder redirect) serves the workbench."""
+    """Whether `cookie` opens t's workbench: GET / gets the gate's login page (401), or
+    (through code-server's folder redirect) the workbench."""
     r = _http(t, "GET", "/", cookie=cookie)
     for _ in range(3):
         if r.status_code not in (301, 302, 303, 307, 308):
             break
         location = urlsplit(r.headers.get("Location", ""))
-        if location.path.rstrip("/").endswith("login"):
-            return False
         path = "/" + location.path.lstrip("./") + (f"?{location.query}" if location.query else "")
         r = _http(t, "GET", path, cookie=cookie)
+    if r.status_code == 401 and re.search(r'<input[^>]*name="password"', r.text):
+        return False
     if r.status_code == 200 and "workbench" in r.text:
         return True
     raise CheckFailed(f"GET {t.origin}/ gave neither the login page nor the workbench: "
@@ -255,9 +269,10 @@ def _has_session(t: Target, cookie: str | None) -> bool:
 
 def last_heartbeat(t: Target) -> float | None:
     """Epoch seconds of code-server's last heartbeat (its last sign that someone works
-    there), from /healthz; None when it does not answer or has had none."""
+    there), from /healthz behind the gate (t's session); None when it does not answer
+    or has had none."""
     try:
-        beat = _http(t, "GET", health_path()).json().get("lastHeartbeat")
+        beat = _http(t, "GET", health_path(), cookie=t.session()).json().get("lastHeartbeat")
     except (CheckFailed, ValueError, AttributeError):
         return None
     return beat / 1000 if beat else None

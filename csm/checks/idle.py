@@ -1,15 +1,17 @@
-"""Checks of idle stop and wake on visit, the same on the portable stack and in the
-NixOS VM test.
+"""Checks of idle stop and wake after login, the same on the portable stack and in
+the NixOS VM test.
 
 Host checks take `run` (see csm.checks.host) and the plan; the checks through nginx
 take `run` on the machine that makes the request (the client in a VM test) and use
 curl, given the user's address (`url`), and where needed `connect_ip` (the address
-nginx listens on, for names the machine does not resolve), `ca_file` and `source`
-(a local address to send from: the waker limits starts per client address).
+nginx listens on, for names the machine does not resolve), `ca_file`, `source` (a
+local address to send from) and `cookie` (the session, "name=value", from log_in).
 
+    cookie = idle.log_in(client.succeed, url, "/tmp/cy.password")
     print(idle.stopped_for_being_idle(server.succeed, plan, plan["users"]["cy"]))
-    print(idle.visit_shows_starting_page(client.succeed, url, "cy"))
-    print(idle.woken(client.succeed, url))
+    print(idle.stranger_starts_nothing(client.succeed, server.succeed, url, plan["users"]["cy"], 60))
+    print(idle.visit_shows_starting_page(client.succeed, url, "cy", cookie=cookie))
+    print(idle.woken(client.succeed, url, cookie=cookie))
 """
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ import shlex
 import time
 
 from csm.checks import CheckFailed
+from csm.checks.http import GATE
 
 PODMAN = "podman"
+GATE_LOGIN, GATE_WAKE, GATE_READY = GATE["login"], GATE["wake"], GATE["ready"]
 
 
 def _running(run, user: dict) -> str:
@@ -56,18 +60,22 @@ def keeps_running(run, user: dict, seconds: float) -> str:
     return f"{user['name']} kept running for {seconds:.0f} s"
 
 
-def get(run, url: str, connect_ip: str | None = None, ca_file: str | None = None,
-        source: str | None = None, max_time: float = 10) -> tuple[int, dict, str]:
-    """One GET with curl: (status, headers with lower-case names, body); status 0
-    when nothing answered within max_time."""
+def _curl(connect_ip: str | None = None, ca_file: str | None = None, source: str | None = None,
+          cookie: str | None = None, max_time: float = 10) -> list[str]:
     argv = ["curl", "-sS", "--max-time", str(max_time), "-i"]
+    if cookie:
+        argv += ["--cookie", cookie]
     if connect_ip:
         argv += ["--connect-to", f"::{connect_ip}:"]
     if ca_file:
         argv += ["--cacert", ca_file]
     if source:
         argv += ["--interface", source]
-    out = run(shlex.join(argv + [url]) + " || printf 'HTTP/1.1 000 no-answer\\r\\n\\r\\n'")
+    return argv
+
+
+def _answer(run, command: str, url: str) -> tuple[int, dict, str]:
+    out = run(command + " || printf 'HTTP/1.1 000 no-answer\\r\\n\\r\\n'")
     head, _, body = out.replace("\r\n", "\n").partition("\n\n")
     lines = head.splitlines()
     try:
@@ -78,8 +86,46 @@ def get(run, url: str, connect_ip: str | None = None, ca_file: str | None = None
     return status, headers, body
 
 
+def get(run, url: str, **connection) -> tuple[int, dict, str]:
+    """One GET with curl: (status, headers with lower-case names, body); status 0
+    when nothing answered within max_time."""
+    return _answer(run, shlex.join(_curl(**connection) + [url]), url)
+
+
+def log_in(run, url: str, password_file: str, **connection) -> str:
+    """Log in at the gate with the password in password_file (on the machine `run`
+    runs on: never on a command line); the session cookie as "name=value"."""
+    origin = url.rstrip("/")
+    argv = _curl(**connection) + ["-H", f"Origin: {origin}", "--data-urlencode", f"password@{password_file}",
+                                  origin + GATE_LOGIN]
+    status, headers, body = _answer(run, shlex.join(argv), url)
+    cookie = headers.get("set-cookie", "").split(";")[0]
+    if status != 303 or "=" not in cookie:
+        raise CheckFailed(f"logging in at {origin} gave HTTP {status} ({headers.get('x-csm-login')}), no session")
+    return cookie
+
+
+def stranger_starts_nothing(run, server_run, url: str, user: dict, seconds: float = 60, every: float = 4,
+                            **connection) -> str:
+    """Visits without a session to a stopped workspace, for `seconds`, get the login
+    page (401) and start nothing: the container stays stopped all along."""
+    start, visits = time.monotonic(), 0
+    while time.monotonic() - start < seconds:
+        for path in ("/", "/healthz", GATE_WAKE, GATE_READY):
+            status, headers, body = get(run, url.rstrip("/") + path, **connection)
+            visits += 1
+            if status != 401:
+                raise CheckFailed(f"a visit to {path} without a session answered {status} "
+                                  f"({headers.get('x-csm-wake')}), not the login page")
+        if _running(server_run, user) == "true":
+            raise CheckFailed(f"{user['name']}'s container started after {visits} visits without a session")
+        time.sleep(every)
+    return f"{visits} visits without a session in {seconds:.0f} s got the login page; {user['name']} stayed stopped"
+
+
 def visit_shows_starting_page(run, url: str, name: str, **connection) -> str:
-    """A visit to a stopped user starts them and gets the starting page: 503 with Retry-After."""
+    """A logged-in visit (connection's cookie) to a stopped user starts them and gets
+    the starting page: 503 with Retry-After."""
     status, headers, body = get(run, url, **connection)
     if status != 503 or headers.get("x-csm-wake") != "starting" or f"Starting {name}&#8217;s workspace" not in body:
         raise CheckFailed(f"{url} answered {status} ({headers.get('x-csm-wake')}) {body[:200]!r}, "
@@ -90,10 +136,10 @@ def visit_shows_starting_page(run, url: str, name: str, **connection) -> str:
 
 
 def told_ready(run, url: str, plan: dict, timeout: float = 300, **connection) -> str:
-    """The starting page's question (the plan's idle.readyPath, which the waker holds
+    """The starting page's question (the plan's gate.paths.ready, which the gate holds
     while the container starts) is answered "ready" once code-server answers, and the
     address then gives code-server's own page, not the starting page or a hang."""
-    path, hold = plan["idle"]["readyPath"], plan["idle"]["readyHoldSeconds"]
+    path, hold = plan["gate"]["paths"]["ready"], plan["gate"]["readyHoldSeconds"]
     start = time.monotonic()
     while True:
         status, headers, _ = get(run, url.rstrip("/") + path, **connection, max_time=hold + 5)
@@ -111,10 +157,9 @@ def told_ready(run, url: str, plan: dict, timeout: float = 300, **connection) ->
 
 
 def woken(run, url: str, timeout: float = 300, **connection) -> float:
-    """Seconds until code-server itself answers the address again (login page or workbench),
-    asking the address itself (the starting page asks the waker instead, see told_ready).
-    A request that gets no answer is given up after 1.5 s: while podman starts a
-    container, conmon holds its port, and a connection made then is never answered."""
+    """Seconds until code-server itself answers the address again (the workbench, for
+    the connection's cookie), asking the address itself (the starting page asks the gate
+    instead, see told_ready). A request that gets no answer is given up after 1.5 s."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         status, headers, _ = get(run, url, **connection, max_time=1.5)
@@ -122,11 +167,11 @@ def woken(run, url: str, timeout: float = 300, **connection) -> float:
             return time.monotonic() - start
         time.sleep(0.25)
     raise CheckFailed(f"{url} did not turn into code-server within {timeout:.0f} s; it last answered "
-                      f"{status} ({headers.get('x-csm-wake', 'not the waker')})")
+                      f"{status} ({headers.get('x-csm-wake', 'not the gate')})")
 
 
 def wake_refused(run, url: str, page: str, **connection) -> str:
-    """The waker answers with `page` (rateLimited, failed, stopped) and starts nothing."""
+    """The gate answers a logged-in visit with `page` (failed, stopped) and starts nothing."""
     status, headers, body = get(run, url, **connection)
     if headers.get("x-csm-wake") != page:
         raise CheckFailed(f"{url} answered {status} ({headers.get('x-csm-wake')}), not the {page} page")

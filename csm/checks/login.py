@@ -2,9 +2,9 @@
 keep a person out of their workspace, a class behind one address gets in, and
 wrong passwords stay slow per address.
 
-nginx limits password submissions per address as a coarse flood guard; code-server
-(patched in the image) counts wrong passwords per client address (X-Real-IP, set by
-nginx) and never counts right ones. Each check takes `http.Target`s whose
+nginx limits password submissions per address as a coarse flood guard; the gate counts
+wrong passwords per client address (X-Real-IP, set by nginx; IPv6 per /64), charged
+before the password is checked, and never counts right ones. Each check takes `http.Target`s whose
 `source_address` differ (127.0.0.x on one host, extra addresses on a VM's client),
 and returns what it saw, or raises CheckFailed.
 
@@ -20,10 +20,9 @@ import threading
 import time
 
 from csm.checks import CheckFailed
-from csm.checks.http import Target, _http, _login, _login_answer
+from csm.checks.http import GATE, Target, _http, _login, _login_answer
 
-# code-server's own limiter, which the image keeps per address: 2 wrong passwords a
-# minute, plus 12 more an hour.
+# The gate's allowance per address: 2 wrong passwords a minute, plus 12 more an hour.
 GUESSES_PER_MINUTE = 2
 GUESSES_PER_HOUR = 12
 
@@ -34,19 +33,26 @@ def allowed_guesses(minutes: float) -> int:
     return GUESSES_PER_HOUR + GUESSES_PER_MINUTE * (int(minutes) + 1) + 1
 
 
-def _attempt(t: Target, password: str) -> str:
+def _attempt(t: Target, password: str, path: str | None = None, origin: str | None = "own") -> str:
     """One login: 'session', 'checked' (wrong password, really compared), 'limited'
-    (refused unchecked by code-server) or 'proxy-429'."""
-    r, cookie = _login(t, password)
-    if r.status_code in (302, 303) and cookie is not None:
+    (refused unchecked by the gate), 'busy' (the gate's bound on checks in flight),
+    'refused' (another site's form), 'proxy-429' (nginx's flood guard) or 'nothing'
+    (no login there: the login page in place of the path asked for)."""
+    r, cookie = _login(t, password, path, origin)
+    kind = r.headers.get("X-CSM-Login")
+    if r.status_code == 303 and cookie is not None and kind == "ok":
         return "session"
-    if r.status_code == 429:
+    if r.status_code == 429 and kind is None:
         return "proxy-429"
     answer = _login_answer(r)
-    if "rate limited" in answer.lower():
-        return "limited"
-    if "incorrect password" in answer.lower():
-        return "checked"
+    expected = {"wrong": (401, "checked"), "limited": (429, "limited"), "busy": (503, "busy"),
+                "refused": (403, "refused"), "empty": (401, "nothing")}
+    if kind in expected and r.status_code == expected[kind][0]:
+        if kind in ("limited", "busy") and not r.headers.get("Retry-After"):
+            raise CheckFailed(f"a {kind} login to {t.origin} has no Retry-After: {answer}")
+        return expected[kind][1]
+    if kind is None and r.status_code == 401 and 'name="password"' in r.text:
+        return "nothing"
     raise CheckFailed(f"a login to {t.origin} got an answer that is neither a session, a wrong password "
                       f"nor a limit: {answer}")
 
@@ -57,9 +63,9 @@ def _wrong() -> str:
 
 def login_page_loads_not_limited(t: Target, loads: int = 60) -> str:
     """Loading the login page (GET) is never limited: `loads` quick loads from one address."""
-    statuses = collections.Counter(_http(t, "GET", "/login").status_code for _ in range(loads))
+    statuses = collections.Counter(_http(t, "GET", GATE["login"]).status_code for _ in range(loads))
     if set(statuses) != {200}:
-        raise CheckFailed(f"{loads} loads of {t.origin}/login from {t.source_address}: {dict(statuses)}; "
+        raise CheckFailed(f"{loads} loads of {t.origin}{GATE['login']} from {t.source_address}: {dict(statuses)}; "
                           "loading the page must never be limited")
     return f"{loads} loads of the login page from {t.source_address} all got 200"
 
@@ -146,3 +152,75 @@ def owner_never_locked_out(owner: Target, attackers: list[Target], minutes: floa
         raise CheckFailed("a wrong password opened the workspace")
     return (f"{len(attackers)} addresses guessing for {minutes:g} minutes ({', '.join(f'{s}: {dict(t)}' for s, t in tallies.items())}); "
             f"the owner got in all {len(owner_logins)} times")
+
+
+def concurrent_guesses_charged_first(t: Target, owner: Target | None = None, guesses: int = 60,
+                                     path: str | None = None) -> str:
+    """`guesses` wrong passwords sent at once from one address (t.source_address: one
+    nobody else uses) get at most the per-address allowance checked: each is charged
+    before its check, so racing gains nothing. Then `owner`, from another address,
+    still gets in."""
+    results: list[str] = []
+    barrier = threading.Barrier(guesses)
+
+    def guess() -> None:
+        barrier.wait()
+        results.append(_attempt(t, _wrong(), path))
+
+    threads = [threading.Thread(target=guess) for _ in range(guesses)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    seen = collections.Counter(results)
+    allowed = GUESSES_PER_HOUR + GUESSES_PER_MINUTE
+    if seen["session"] or seen["checked"] > allowed or seen["checked"] == 0:
+        raise CheckFailed(f"{guesses} wrong passwords at once from {t.source_address}: {dict(seen)}; at most "
+                          f"{allowed} may be checked, the rest refused unchecked")
+    if owner is not None and (answer := _attempt(owner, owner.password)) != "session":
+        raise CheckFailed(f"after the burst the owner, from {owner.source_address}, got {answer!r}, not in")
+    return (f"{guesses} wrong passwords at once from {t.source_address}: {dict(seen)} (at most {allowed} checked)"
+            + ("; the owner got in from another address" if owner else ""))
+
+
+# Spellings of the login path a router might take for it; only the gate's exact path
+# logs in. ("/_csm//login", "/_csm/./login" and "/%5Fcsm/login" are not among them:
+# nginx normalizes them into the login path itself, flood guard included.)
+LOGIN_VARIANTS = ["/login", "/LOGIN", "/Login", "/login/", "/_csm/LOGIN", "/_CSM/login", "/_csm/login/",
+                  "/_csm/login%2F", "/_csm/login;x", "/_csm/login.", "/_csm/auth", "/_csm/wake"]
+
+
+def login_path_variants_check_nothing(t: Target, rounds: int = 3) -> str:
+    """No other spelling of the login path checks a password or opens a session, with
+    the right password or a wrong one: each gets the login page (401) or a 404."""
+    seen: collections.Counter = collections.Counter()
+    for _ in range(rounds):
+        for path in LOGIN_VARIANTS:
+            for password in (t.password, _wrong()):
+                r, cookie = _login(t, password, path)
+                kind = r.headers.get("X-CSM-Login")
+                if cookie is not None or kind in ("ok", "wrong"):
+                    raise CheckFailed(f"POST {path} checked a password (HTTP {r.status_code}, {kind}); only "
+                                      f"{GATE['login']} may")
+                seen[f"{path} {r.status_code}"] += 1
+    return f"{len(LOGIN_VARIANTS)} other spellings of the login path, {rounds} rounds: none checked a password"
+
+
+def cross_site_login_refused(t: Target, evil: str = "https://evil.example") -> str:
+    """A login form posted from another site (its Origin, or Sec-Fetch-Site cross-site)
+    is refused before anything is counted, even with the right password."""
+    for origin in (evil, f"{t.scheme}://{t.sibling('csm-other').netloc}"):
+        if (answer := _attempt(t, t.password, origin=origin)) != "refused":
+            raise CheckFailed(f"a login from {origin} with the right password got {answer!r}, not refused")
+    r = _http(t, "POST", GATE["login"], data={"password": t.password},
+              headers={"Sec-Fetch-Site": "cross-site"})
+    if r.status_code != 403:
+        raise CheckFailed(f"a cross-site login (Sec-Fetch-Site) got HTTP {r.status_code}, not 403")
+    refused = collections.Counter(_attempt(t, _wrong(), origin=evil) for _ in range(GUESSES_PER_HOUR + 3))
+    if set(refused) != {"refused"}:
+        raise CheckFailed(f"wrong passwords posted from {evil}: {dict(refused)}; all must be refused unchecked")
+    if (answer := _attempt(t, _wrong())) != "checked":
+        raise CheckFailed(f"after {sum(refused.values())} refused cross-site guesses the address's own wrong "
+                          f"password got {answer!r}: the refused ones were counted")
+    return (f"logins posted from {evil}, a sibling host or cross-site are refused (403), right password or not, "
+            f"and never counted")

@@ -18,7 +18,6 @@ import shlex
 from csm.checks import CheckFailed
 from csm.checks.host import PODMAN, Runner, _exec, _name
 
-CONTAINER_PORT = 8080  # the image's code-server port (image contract)
 # curl's exit codes when nothing answered: cannot resolve, refused, timed out, no route.
 UNREACHED = {"6": "cannot resolve", "7": "refused", "28": "timed out", "56": "reset", "52": "no answer"}
 
@@ -61,18 +60,27 @@ def _unreached(run: Runner, user: dict, urls: list[str]) -> dict[str, str]:
     return {url: UNREACHED[code] for url, code in seen.items()}
 
 
-def neighbour_unreachable(run: Runner, user: dict, neighbour: dict) -> str:
-    """From user's container, the neighbour's code-server does not answer at the
-    neighbour's address, container name or host name, though the host reaches it."""
+def serve_in(run: Runner, user: dict, port: int, seconds: int = 120) -> None:
+    """A throwaway web server in the user's container on port (all addresses), as a
+    learner's app would run; it exits by itself after `seconds`."""
+    run(f"{PODMAN} exec -d {shlex.quote(_name(user))} timeout {seconds} python3 -m http.server {port}")
+    listening = f":{port:04X} 00000000:0000 0A"
+    run(f"for i in $(seq 50); do {_exec(user, 'cat', '/proc/net/tcp')} | grep -q '{listening}' && exit 0; "
+        "sleep 0.1; done; exit 1")
+
+
+def neighbour_unreachable(run: Runner, user: dict, neighbour: dict, port: int = 8731) -> str:
+    """From user's container, an app in the neighbour's container (started here on
+    `port`) does not answer at the neighbour's address, container name or host name,
+    though the host reaches it."""
+    serve_in(run, neighbour, port)
     there = address(run, neighbour)
-    direct = f"http://{there}:{CONTAINER_PORT}/healthz"
+    direct = f"http://{there}:{port}/"
     if _curl_from_host(run, direct) != "0":
-        raise CheckFailed(f"{_name(neighbour)}'s code-server does not answer the host at {direct}; "
-                          "start it before checking that others cannot reach it")
-    urls = [direct] + [f"http://{name}:{CONTAINER_PORT}/healthz"
-                       for name in (_name(neighbour), neighbour["name"])]
+        raise CheckFailed(f"the app in {_name(neighbour)} does not answer the host at {direct}")
+    urls = [direct] + [f"http://{name}:{port}/" for name in (_name(neighbour), neighbour["name"])]
     why = _unreached(run, user, urls)
-    return (f"from {_name(user)}, {neighbour['name']}'s code-server is unreachable: "
+    return (f"from {_name(user)}, an app in {neighbour['name']}'s container is unreachable: "
             + "; ".join(f"{url} {reason}" for url, reason in why.items()))
 
 

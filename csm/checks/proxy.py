@@ -15,7 +15,7 @@ import time
 import websocket
 
 from csm.checks import CheckFailed
-from csm.checks.http import Target, _http, _ws, health_path
+from csm.checks.http import GATE, Target, _http, _ws, health_path
 
 
 def _landing_page(probe: Target, landing_html: str | None, verify: bool = True) -> str:
@@ -63,11 +63,11 @@ def large_upload_passes_proxy(t: Target, app_port: int, size: int = 100 * 2**20)
 
 def login_attempts_rate_limited(t: Target, attempts: int = 60) -> str:
     """The proxy answers 429 to a burst of logins from one address (t.source_address:
-    use one no one else logs in from). Sends empty passwords: code-server's own limiter
-    counts only wrong ones."""
+    use one no one else logs in from). Sends empty passwords: the gate checks and counts
+    only passwords given."""
     statuses = []
     for _ in range(attempts):
-        r = _http(t, "POST", "/login", data={"password": ""})
+        r = _http(t, "POST", GATE["login"], data={"password": ""}, headers={"Origin": t.origin})
         statuses.append(r.status_code)
         if statuses[-1] == 429:
             break
@@ -89,7 +89,7 @@ def idle_websocket_stays_open(t: Target, idle_seconds: float = 75) -> str:
     timeout still answers. Uses code-server's /healthz WebSocket, which answers each
     message and sends nothing unasked (the workbench's sends keep-alives)."""
     try:
-        ws = _ws(t, health_path())
+        ws = _ws(t, health_path(), cookie=t.session())
     except websocket.WebSocketException as e:
         raise CheckFailed(f"the /healthz WebSocket did not upgrade: {e}") from e
 

@@ -5,7 +5,7 @@ WebSocket speaking VS Code's protocol (and refusing what it must).
     ada = http.Target("http://ada.code.localhost:8080", password)
     print(websocket_speaks_vscode_protocol(ada))
 
-Login budget: only `wrong_password_gives_no_session` spends one of code-server's
+Login budget: only `wrong_password_gives_no_session` spends one of the gate's
 wrong passwords (csm.checks.http says how logins are counted).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uuid
 import websocket
 
 from csm.checks import CheckFailed
-from csm.checks.http import (Target, _has_session, _http, _login, _login_answer, _session_cookie, _ws,
+from csm.checks.http import (GATE, Target, _has_session, _http, _login, _login_answer, _session_cookie, _ws,
                              _ws_refusal, health_path)
 
 FOREIGN_ORIGIN = "https://attacker.invalid"
@@ -66,7 +66,8 @@ def _vscode_handshake(ws: websocket.WebSocket) -> dict:
 
 
 def healthz_answers(t: Target) -> str:
-    r = _http(t, "GET", health_path())
+    """code-server's health path answers, behind the gate: only with a session."""
+    r = _http(t, "GET", health_path(), cookie=t.session())
     try:
         status = r.json().get("status")
     except ValueError:
@@ -77,10 +78,20 @@ def healthz_answers(t: Target) -> str:
 
 
 def login_page_served(t: Target) -> str:
-    r = _http(t, "GET", "/login")
+    """The gate's login page, with a labelled password field and the user's name; and
+    in place of any page asked for without a session (HTTP 401), code-server's health
+    path included."""
+    r = _http(t, "GET", GATE["login"])
     if r.status_code != 200 or not re.search(r'<input[^>]*name="password"', r.text):
-        raise CheckFailed(f"/login answered HTTP {r.status_code} without a password field: {r.text[:200]!r}")
-    return "/login serves a form with a password field"
+        raise CheckFailed(f"{GATE['login']} answered HTTP {r.status_code} without a password field: {r.text[:200]!r}")
+    if '<label for="password">' not in r.text or t.name not in r.text:
+        raise CheckFailed(f"the login page has no label for its password field or does not name {t.name}")
+    for path in ("/", health_path(), "/static/x.js"):
+        wall = _http(t, "GET", path)
+        if wall.status_code != 401 or 'name="password"' not in wall.text:
+            raise CheckFailed(f"GET {path} without a session answered HTTP {wall.status_code}, not the login page "
+                              f"with 401: {wall.text[:200]!r}")
+    return f"{GATE['login']} serves a labelled password form naming {t.name}; without a session every path gets it (401)"
 
 
 def wrong_password_gives_no_session(t: Target) -> str:
@@ -89,8 +100,8 @@ def wrong_password_gives_no_session(t: Target) -> str:
     if cookie is not None or r.status_code in (301, 302, 303):
         raise CheckFailed(f"a wrong password was let in: HTTP {r.status_code}, cookie {cookie is not None}")
     answer = _login_answer(r)
-    if "Incorrect password" not in answer:
-        raise CheckFailed(f"a wrong password was not refused as incorrect: {answer}")
+    if r.status_code != 401 or r.headers.get("X-CSM-Login") != "wrong" or 'name="password"' not in r.text:
+        raise CheckFailed(f"a wrong password was not answered 401 with the form again: {answer}")
     return f"a wrong password gets {answer} and no cookie"
 
 
@@ -100,12 +111,15 @@ def right_password_gives_session(t: Target) -> str:
     if cookie["domain"]:
         raise CheckFailed(f"the session cookie is sent to every host under {cookie['domain']!r}: "
                           f"other users' subdomains would receive it")
+    if not cookie["httponly"] or cookie["path"] != "/" or (t.scheme == "https") != bool(cookie["secure"]):
+        raise CheckFailed(f"the session cookie is not HttpOnly, Path=/ and Secure exactly over https: {cookie.output()}")
     t._cookie = cookie.value
     if not _has_session(t, cookie.value):
         raise CheckFailed("the session cookie from the login does not open the workbench")
     if _has_session(t, None):
         raise CheckFailed("the workbench opens without any cookie")
-    return "the right password gets a host-only session cookie that opens the workbench; no cookie, no workbench"
+    return ("the right password gets a host-only HttpOnly session cookie that opens the workbench; "
+            "no cookie, no workbench")
 
 
 def websocket_speaks_vscode_protocol(t: Target) -> str:

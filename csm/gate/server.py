@@ -119,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
         wall = query == "wall"   # shown by nginx in place of a page that needs a session
         next_path = self.gate.safe_next(self.headers.get("X-Original-URI") if wall
                                         else dict(urllib.parse.parse_qsl(query)).get("next"))
-        if self.command != "POST":
+        if self.command != "POST" or wall:   # a form posted anywhere but the login path checks nothing
             if not wall and self._logged_in():
                 self._send(303, headers={"Location": next_path})
             else:
@@ -129,6 +129,9 @@ class Handler(BaseHTTPRequestHandler):
         if form is None:
             return
         next_path = self.gate.safe_next(form.get("next"))
+        if not form.get("password"):   # nothing to check, nothing to count
+            self._login_page(401, next_path, "Type your password, then press Log in.", {"X-CSM-Login": "empty"})
+            return
         try:
             cookie = self.gate.log_in(self.user, form.get("password", ""), self.client, self.https,
                                       self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"))

@@ -20,8 +20,8 @@ def files_explorer(page: Page):
 
 
 def password_box(page: Page):
-    """The password field of code-server's login page (it has a placeholder, no label)."""
-    return page.get_by_placeholder(re.compile("password", re.I))
+    """The password field of the gate's login page, by its label."""
+    return page.get_by_label("Password", exact=True)
 
 
 def run_command(page: Page, command: str, title: str) -> None:

@@ -1,7 +1,7 @@
 """Coming back to a workspace that was stopped for being idle, in Debian's Chromium:
-the address shows "Starting <name>'s workspace…" and turns into the login page by
-itself; a VS Code tab left open while the container was stopped works again after
-at most one reload. Screenshots go to artifacts/browser/<test>/ (see conftest.py)."""
+the address shows the login page and starts nothing; after the login it shows
+"Starting <name>'s workspace…" and turns into the workbench by itself; a VS Code tab
+left open while the container was stopped works again after at most one reload. Screenshots go to artifacts/browser/<test>/ (see conftest.py)."""
 from __future__ import annotations
 
 import re
@@ -14,7 +14,7 @@ from csm.checks import idle as checks
 from csm.checks.image import subprocess_runner as run
 from csm.idle.control import Podman
 from csm.idle.service import stop_idle
-from csm.testing.workbench import LOAD
+from csm.testing.workbench import LOAD, password_box
 
 pytestmark = pytest.mark.live
 NAME = "idlw"
@@ -45,31 +45,43 @@ def stop_as_idle(stack, tab_open: bool = False):
         assert state == "false"
 
 
-def test_a_visit_shows_the_starting_page_which_becomes_the_login_page(stack, page, screenshot):
+def session_cookie(page) -> str:
+    """The browser's session cookie, as curl sends it."""
+    (cookie,) = [c for c in page.context.cookies() if c["name"].endswith("csm-session")]
+    return f"{cookie['name']}={cookie['value']}"
+
+
+def test_a_strangers_visit_starts_nothing_and_the_owners_login_wakes_the_workbench(stack, page, screenshot):
     stop_as_idle(stack)
     response = page.goto(stack.url(NAME))
-    assert response.status == 503 and response.headers.get("retry-after")
+    assert response.status == 401, "a visit without a session must get the login page"
+    expect(page).to_have_title(re.compile(r"^Log in to "))
+    screenshot("01-login-while-stopped")
+    time.sleep(3)
+    assert checks._running(run, stack.plan["users"][NAME]) == "false", "a visit without a session started it"
+    password = password_box(page)
+    password.fill(stack.password(NAME))
+    password.press("Enter")
     expect(page.locator("h1")).to_have_text(f"Starting {NAME}\u2019s workspace\u2026")
-    screenshot("01-starting")
-    # No reload by the test: the page turns into the login page by itself.
-    expect(page.locator('input[name="password"]')).to_be_visible(timeout=60_000)
-    expect(page).to_have_url(re.compile(r"/login"))
-    screenshot("02-login")
+    screenshot("02-starting-after-login")
+    # No reload by the test: the page turns into the workbench by itself.
+    expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
+    screenshot("03-workbench")
 
 
 def test_an_open_workbench_works_again_after_at_most_one_reload(stack, page, screenshot):
     (stack.workspace(NAME) / "notes.txt").write_text("still here\n")
     page.goto(stack.url(NAME))
-    password = page.locator('input[name="password"]')
+    password = password_box(page)
     expect(password).to_be_visible(timeout=60_000)
     password.fill(stack.password(NAME))
     password.press("Enter")
     expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
     stop_as_idle(stack, tab_open=True)
-    # The tab tries to reconnect; that request wakes the container.
+    # The tab tries to reconnect with its session; that request wakes the container.
     url = stack.url(NAME)
     try:
-        checks.woken(run, url, timeout=120, connect_ip="127.0.0.1")
+        checks.woken(run, url, timeout=120, connect_ip="127.0.0.1", cookie=session_cookie(page))
     except AssertionError:
         print((stack.state_dir / "logs" / "idle.log").read_text())
         raise

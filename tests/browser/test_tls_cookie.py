@@ -5,6 +5,7 @@ Chromium is told to accept the stack's local CA's certificate."""
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -26,13 +27,15 @@ def test_the_workbench_works_with_a_secure_httponly_cookie(tia, browser):
     try:
         page = context.new_page()
         page.goto(tia.url("tia"))
-        expect(page).to_have_url(re.compile(r"^https://.*/login"))
+        expect(page).to_have_title(re.compile(r"^Log in to "))
         password = page.locator('input[name="password"]')
         password.fill(tia.password("tia"))
         password.press("Enter")
         expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
-        (cookie,) = [c for c in context.cookies() if c["name"] == "code-server-session"]
-        assert cookie["secure"] and cookie["httpOnly"], cookie
-        assert "code-server-session" not in page.evaluate("document.cookie")
+        # __Host-: Secure, Path=/, no Domain; so never sent to another user's host.
+        (cookie,) = [c for c in context.cookies() if c["name"] == "__Host-csm-session"]
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["path"] == "/", cookie
+        assert cookie["domain"] == urlsplit(tia.url("tia")).hostname, cookie
+        assert "csm-session" not in page.evaluate("document.cookie")
     finally:
         context.close()

@@ -31,7 +31,7 @@ def log_in(page: Page, stack, screenshot=None) -> None:
     if response is None or response.status >= 500:
         pytest.fail(f"{stack.url(user(stack))} answered {response and response.status}; "
                     f"{container_report(stack)}")
-    expect(page).to_have_url(re.compile(r"/login"))
+    expect(page).to_have_title(re.compile(r"^Log in to "))
     password = password_box(page)
     expect(password).to_be_visible()
     if screenshot:

@@ -44,8 +44,9 @@ def test_processes_run_as_mapped_uid(live_stack, name):
 
 
 @pytest.mark.parametrize("name", ["ada", "bo"])
-def test_ports_bound_to_loopback(live_stack, name):
-    host.ports_bound_to_loopback(run, live_stack.plan["users"][name])
+def test_no_tcp_port_only_the_socket(live_stack, name):
+    host.no_tcp_port(run, live_stack.plan["users"][name])
+    host.socket_only_for_root_and_nginx(run, live_stack.plan["users"][name])
 
 
 def test_opencode_answers(live_stack):
