@@ -37,6 +37,17 @@ let
       ] ++ modules;
     }).config;
   failedAssertions = config: map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
+  # The login gate's unit, and the csm it runs.
+  gateOf =
+    config:
+    let
+      cfg = config.services.code-server-multi;
+    in
+    {
+      execStart = config.systemd.services.${lib.removeSuffix ".service" cfg.plan.gate.unit}.serviceConfig.ExecStart;
+      # (not outPath: an attribute set with one is written to JSON as that string)
+      package = { drvPath = cfg.package.drvPath; out = cfg.package.outPath; };
+    };
   containers =
     config:
     builtins.mapAttrs (_: c: {
@@ -83,6 +94,7 @@ let
       server = {
         assertions = failedAssertions nodes.server;
         containers = containers nodes.server;
+        gate = gateOf nodes.server;
         systemPackages = map (p: p.drvPath) nodes.server.environment.systemPackages;
       };
     };
@@ -136,6 +148,7 @@ in
     forced {
       assertions = failedAssertions config;
       containers = containers config;
+      gate = gateOf config;
       systemPackages = map (p: p.drvPath) config.environment.systemPackages;
     };
 }
