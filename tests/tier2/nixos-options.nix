@@ -45,6 +45,7 @@ in
     systemd.tmpfiles.rules = opt (types.listOf types.str) [ ];
     networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
     networking.primaryIPAddress = opt types.str "192.168.1.2";
+    networking.primaryIPv6Address = opt types.str "2001:db8:1::2";
     networking.nameservers = opt (types.listOf types.str) [ ];
     # The VM tests' machines (nixos/modules/virtualisation/qemu-vm.nix).
     virtualisation.memorySize = opt types.ints.positive 1024;

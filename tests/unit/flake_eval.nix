@@ -64,12 +64,12 @@ let
     acme-wildcard = root + "/nixos-tests/acme-settings.nix";
   };
   # The client (a team member's machine) is only ever read for its address.
-  client.networking.primaryIPAddress = "192.0.2.20";
+  client.networking = { primaryIPAddress = "192.0.2.20"; primaryIPv6Address = "2001:db8:1::1"; };
   planNodes = name: {
     inherit client;
     server = {
       services.code-server-multi.plan = plan settingsOf.${name};
-      networking.primaryIPAddress = "192.0.2.10";
+      networking = { primaryIPAddress = "192.0.2.10"; primaryIPv6Address = "2001:db8:1::2"; };
     };
   };
   evaluatedNodes =
