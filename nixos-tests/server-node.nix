@@ -1,12 +1,14 @@
 # The code-server-multi host both VM tests boot: the flake's module with the given
-# settings, the test users' password files where the settings say, and room for two
-# containers.
+# settings (which also brings the login gate, its account csm-gate and nginx's
+# membership in csm-proxy), the test users' password files where the settings say,
+# and room for the containers.
 { self, settings }:
 { lib, pkgs, ... }:
 let
   passwords = import ./passwords.nix;
   # What an admin's `argon2` writes: the password without a newline, the encoded
-  # hash with one (the module's env-file composer drops it).
+  # hash with one (the gate drops it). The gate gets each file as a systemd
+  # credential (systemd reads it as root), so the files stay root's own, 0400.
   hashOf = name: pkgs.runCommand "code-server-multi-test-${name}.hash"
     { nativeBuildInputs = [ pkgs.libargon2 ]; } ''
       printf %s ${lib.escapeShellArg passwords.${name}} | argon2 code-server-multi-test -id -e > $out

@@ -75,6 +75,12 @@ in
       OUTSIDE_PORT = outsidePort;
       # Five more addresses of the client on the test network (192.168.1.0/24).
       LOCKOUT_ADDRESSES = map (n: "192.168.1.${toString n}") [ 201 202 203 204 205 ];
+      # The test network's IPv6 (the driver gives each node 2001:db8:1::<n>/64), and
+      # five more addresses of the client in that one /64: they share one allowance
+      # of wrong passwords (plan.gate.ipv6Prefix).
+      SERVER_IP6 = nodes.server.networking.primaryIPv6Address;
+      CLIENT_IP6 = nodes.client.networking.primaryIPv6Address;
+      LOCKOUT_ADDRESSES_6 = map (n: "2001:db8:1::${toString n}") [ 201 202 203 204 205 ];
       CA_FILE = caFile;
       PASSWORD_FILES = passwordFiles;
       # What csm.checks.image checks against (the csm package ships only csm/).

@@ -12,6 +12,7 @@ let
     anything = t "anything";
     ints.unsigned = t "unsigned integer";
     ints.positive = t "positive integer";
+    ints.between = lo: hi: t "integer between ${toString lo} and ${toString hi} (both inclusive)";
     nullOr = x: t "null or ${x.description}";
     listOf = x: t "list of ${x.description}";
     attrsOf = x: (t "attribute set of ${x.description}") // (if x ? submodule then { inherit (x) submodule; } else { });

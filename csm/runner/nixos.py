@@ -1,9 +1,11 @@
 """The NixOS host: what the module runs, seen and driven through systemd.
 
 On NixOS the module's units own the containers (`virtualisation.oci-containers`
-names each one `podman-<container>.service`, restarted by systemd) and nginx
-(`nginx.service`); `csm ... --plan /etc/code-server-multi/plan.json` goes through
-them instead of the portable runner's own nginx and `podman start`.
+names each one `podman-<container>.service`, restarted by systemd), nginx
+(`nginx.service`) and the login gate (the plan's gate.unit, running as its own
+account with each user's password file as a systemd credential); `csm ... --plan
+/etc/code-server-multi/plan.json` goes through them instead of the portable runner's
+own nginx, gate and `podman start`.
 """
 from __future__ import annotations
 
@@ -43,6 +45,41 @@ def main_pid(name: str) -> int | None:
     return int(out) if out.isdigit() and int(out) > 0 else None
 
 
+RUNNING = ("active", "activating", "reloading")
+
+
+def gate_unit(plan: dict) -> str:
+    """The login gate's unit (gate.nix)."""
+    return plan["gate"]["unit"]
+
+
+def gate_line(plan: dict) -> str:
+    """One line of `csm status` for the gate, like nginx's."""
+    name = gate_unit(plan)
+    state, pid = active_state(name), main_pid(name)
+    if state == "active":
+        return f"gate ({name}): running (pid {pid})" if pid else f"gate ({name}): running"
+    hint = "" if state == "inactive" else f"; see `journalctl -u {name}`"
+    return f"gate ({name}): not running ({state}){hint}"
+
+
+def restart_gate(plan: dict) -> str:
+    """After a password file changed: the gate reads them only at its start (systemd
+    copies each into its credentials then; nothing refreshes them while it runs).
+    Returns what happened: "restarted" (it was running, or retrying its start, e.g. for
+    a password file that did not exist yet), "started" (it had failed), or "stopped"
+    (an admin stopped it: left so; the new password applies when it starts)."""
+    name = gate_unit(plan)
+    state = active_state(name)
+    if state in RUNNING:
+        systemctl("try-restart", name)
+        return "restarted"
+    if state == "failed":
+        systemctl("restart", name)
+        return "started"
+    return "stopped"
+
+
 def restarts(name: str) -> int | None:
     """How often systemd restarted the unit (each time with a new container, so
     podman's own RestartCount is always 0 on NixOS)."""
@@ -59,7 +96,7 @@ class Units:
 
     def stop(self, user: dict) -> bool:
         """Stop the user's unit; True if it was running (and is to be started again)."""
-        if active_state(unit(user)) not in ("active", "activating", "reloading"):
+        if active_state(unit(user)) not in RUNNING:
             return False
         self.progress(f"stopping {unit(user)} to restore {user['name']}")
         systemctl("stop", unit(user))
@@ -72,7 +109,7 @@ class Units:
         systemctl("start", unit(user))
 
     def restart_if_running(self, user: dict) -> bool:
-        was = active_state(unit(user)) in ("active", "activating", "reloading")
+        was = active_state(unit(user)) in RUNNING
         if was:
             systemctl("try-restart", unit(user))
         return was

@@ -2,6 +2,9 @@
 # only when code-server answers its health check, each on its own isolated podman
 # network (created by a oneshot unit before the container's). A container whose
 # code-server dies is restarted by systemd: oci-containers' units have Restart=always.
+# code-server listens only on a Unix socket in a host directory mounted into the
+# container (the plan's volumes); the plan publishes no port (ports = [ ]), so the
+# container has no address on the host that anyone could connect to or take over.
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.code-server-multi;
@@ -25,10 +28,10 @@ lib.mkIf cfg.enable {
     podman.sdnotify = "healthy";
   }) plan.users;
 
-  # Before each start, as root: the user's directories, the VS Code settings seed
-  # (byte for byte, only where missing) and the secret env file composed from the
-  # secret files, by the same code the portable runner uses; a bad secret file
-  # stops the start with a message naming it.
+  # Before each start, as root: the user's directories (the socket directory among
+  # them, which podman needs to exist before it mounts it) and the VS Code settings
+  # seed (byte for byte, only where missing), by the same code the portable runner
+  # uses. The password never reaches the container: the gate checks it.
   systemd.services = lib.mapAttrs' (name: u: lib.nameValuePair "podman-${u.container.name}" {
     preStart = lib.mkBefore (lib.optionalString (cfg.package != null)
       "${lib.getExe' cfg.package "csm"} prepare --plan ${lib.escapeShellArg cfg.planFile} ${lib.escapeShellArg name}\n");

@@ -31,14 +31,17 @@ let
         description = ''
           File holding the argon2 hash of the user's password (e.g. written by
           `csm passwd ${name}`, or a sops-nix secret). The login gate reads it as a
-          systemd credential; never copied into the Nix store, never given to the container.
+          systemd credential when it starts, so it may stay root's own (0600); never
+          copied into the Nix store, never given to the container. `csm passwd --plan`
+          restarts the gate; after changing the file any other way, restart
+          code-server-multi-gate.service (sops-nix: `restartUnits`).
         '';
       };
       passwordFile = mkOption {
         type = secretPath;
         default = defaults.user.passwordFile;
         example = "/run/secrets/code-server/${name}-plain";
-        description = "File holding the plain password; prefer hashedPasswordFile. Exactly one of the two is required.";
+        description = "File holding the plain password, read by the login gate like hashedPasswordFile (and hashed in memory, never compared as text); prefer hashedPasswordFile. Exactly one of the two is required.";
       };
       memoryLimit = mkOption {
         type = types.str;
@@ -125,7 +128,7 @@ in
       type = types.nullOr types.package;
       default = null;
       defaultText = literalExpression "the flake's packages.\${system}.csm";
-      description = "The csm admin CLI: installed on the host, run by each container's unit before it starts (`csm prepare`) and by the backup service.";
+      description = "The csm admin CLI: installed on the host, it runs the login gate (`csm gate serve`), the idle checker, each container's preparation (`csm prepare`) and the backup service.";
     };
     gate = {
       sessionIdleTimeout = mkOption {
@@ -148,7 +151,7 @@ in
       stateDir = mkOption {
         type = types.str;
         default = defaults.gate.stateDir;
-        description = "Where the login gate keeps its sessions (only their hashes; a copy of it logs nobody in).";
+        description = "Where the login gate keeps its sessions (only their hashes; a copy of it logs nobody in). Owned by the gate's account (csm-gate), the only place besides its socket directory it may write.";
       };
     };
     runtimeDir = mkOption {

@@ -1,5 +1,8 @@
 # The plan's proxy onto services.nginx: one virtual host per user, and a default
-# host that answers everything else with the landing page and 404.
+# host that answers everything else with the landing page and 404. Every user's host
+# asks the gate first (auth_request to the upstream csm_gate on its Unix socket,
+# plan.nginx.httpConfig) and proxies to code-server's socket (plan.users.<n>.socket);
+# nginx's user joins plan.gate.proxyGroup for both (gate.nix).
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.code-server-multi;
@@ -19,8 +22,19 @@ lib.mkIf cfg.enable {
   services.nginx = {
     enable = true;
     appendHttpConfig = lines plan.nginx.httpConfig;
+    # Sized by the plan from the longest host name: nixpkgs writes it into the http
+    # block only when set (default null: nginx's 32/64, too small for long names).
     serverNamesHashBucketSize = plan.nginx.serverNamesHashBucketSize;
+    # nixpkgs writes no events settings of its own, only this option's lines.
     eventsConfig = "worker_connections ${toString plan.nginx.workerConnections};";
+    # nixpkgs sets no worker_processes (nginx's default is one worker) and its unit no
+    # LimitNOFILE (systemd's soft limit is 1024, below worker_connections; raising it
+    # up to the hard limit, 524288 by default, needs no privilege): both go in the main
+    # context, with room past worker_connections for logs, listeners and buffered bodies.
+    appendConfig = ''
+      worker_processes auto;
+      worker_rlimit_nofile ${toString (2 * plan.nginx.workerConnections)};
+    '';
     virtualHosts = lib.mapAttrs' (_: u: lib.nameValuePair u.nginx.serverName (certificate // {
       forceSSL = tls;
       extraConfig = lines (u.nginx.config ++ lib.optionals tls plan.nginx.tlsConfig);

@@ -4,7 +4,8 @@
 #   nix-instantiate --eval --strict --json --read-write-mode tests/tier2/eval-module.nix \
 #     --arg nixpkgsLib ../shared/nixpkgs-lib --arg ociContainers ../shared/nixos-modules/oci-containers.nix \
 #     --arg settingsFile ./examples/team.nix
-{ nixpkgsLib, ociContainers, settingsFile }:
+#   (optionally --arg hostModule ./host.nix: more of the host's configuration, e.g. its nginx user)
+{ nixpkgsLib, ociContainers, settingsFile, hostModule ? { } }:
 let
   lib = import (nixpkgsLib + "/lib");
   stub = import ./nixos-options.nix { inherit lib ociContainers; };
@@ -22,6 +23,7 @@ let
     modules = [
       stub
       ../../modules/code-server-multi
+      hostModule
       {
         _module.args.pkgs = pkgs;
         services.code-server-multi = import settingsFile // {
@@ -41,10 +43,11 @@ in
     c.virtualisation.oci-containers.containers;
   podman = c.virtualisation.podman.enable;
   inherit (c) warnings;
-  services = lib.mapAttrs (_: s: { inherit (s) preStart script preStop postStop requires after serviceConfig wantedBy path restartTriggers environment; }) c.systemd.services;
+  services = lib.mapAttrs (_: s: { inherit (s) description preStart script preStop postStop requires after before serviceConfig unitConfig wantedBy path restartTriggers environment; }) c.systemd.services;
   timers = c.systemd.timers;
   tmpfiles = c.systemd.tmpfiles.rules;
-  nginx = { inherit (c.services.nginx) enable appendHttpConfig virtualHosts; };
+  nginx = { inherit (c.services.nginx) enable user appendHttpConfig appendConfig eventsConfig serverNamesHashBucketSize virtualHosts; };
+  users = { inherit (c.users) users groups; };
   acme = c.security.acme.certs;
   firewall = c.networking.firewall.allowedTCPPorts;
   etc = c.environment.etc;

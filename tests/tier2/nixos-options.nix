@@ -28,6 +28,7 @@ in
         wantedBy = opt (types.listOf types.str) [ ];
         wants = opt (types.listOf types.str) [ ];
         after = opt (types.listOf types.str) [ ];
+        before = opt (types.listOf types.str) [ ];
         restartTriggers = opt (types.listOf types.unspecified) [ ];
         preStart = opt types.lines "";
         script = opt types.lines "";
@@ -44,6 +45,7 @@ in
     systemd.tmpfiles.rules = opt (types.listOf types.str) [ ];
     networking.firewall.allowedTCPPorts = opt (types.listOf types.port) [ ];
     networking.primaryIPAddress = opt types.str "192.168.1.2";
+    networking.primaryIPv6Address = opt types.str "2001:db8:1::2";
     networking.nameservers = opt (types.listOf types.str) [ ];
     # The VM tests' machines (nixos/modules/virtualisation/qemu-vm.nix).
     virtualisation.memorySize = opt types.ints.positive 1024;
@@ -66,10 +68,32 @@ in
         dnsPropagationCheck = opt types.bool true;
       };
     })) { };
+    # nixos/modules/config/users-groups.nix: what the gate's accounts and nginx's
+    # membership in the proxy group use.
+    users.users = opt (types.attrsOf (types.submodule {
+      options = {
+        isSystemUser = opt types.bool false;
+        isNormalUser = opt types.bool false;
+        uid = opt (types.nullOr types.int) null;
+        group = opt types.str "";
+        extraGroups = opt (types.listOf types.str) [ ];
+        description = opt (types.passwdEntry types.str) "";
+      };
+    })) { };
+    users.groups = opt (types.attrsOf (types.submodule {
+      options = {
+        gid = opt (types.nullOr types.int) null;
+        members = opt (types.listOf (types.passwdEntry types.str)) [ ];
+      };
+    })) { };
     services.nginx = {
       enable = opt types.bool false;
+      user = opt types.str "nginx";
       group = opt types.str "nginx";
       appendHttpConfig = opt types.lines "";
+      appendConfig = opt types.lines "";
+      eventsConfig = opt types.lines "";
+      serverNamesHashBucketSize = opt (types.nullOr types.ints.positive) null;
       virtualHosts = opt (types.attrsOf (types.submodule {
         options = {
           default = opt types.bool false;

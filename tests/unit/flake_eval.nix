@@ -37,6 +37,17 @@ let
       ] ++ modules;
     }).config;
   failedAssertions = config: map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
+  # The login gate's unit, and the csm it runs.
+  gateOf =
+    config:
+    let
+      cfg = config.services.code-server-multi;
+    in
+    {
+      execStart = config.systemd.services.${lib.removeSuffix ".service" cfg.plan.gate.unit}.serviceConfig.ExecStart;
+      # (not outPath: an attribute set with one is written to JSON as that string)
+      package = { drvPath = cfg.package.drvPath; out = cfg.package.outPath; };
+    };
   containers =
     config:
     builtins.mapAttrs (_: c: {
@@ -53,12 +64,12 @@ let
     acme-wildcard = root + "/nixos-tests/acme-settings.nix";
   };
   # The client (a team member's machine) is only ever read for its address.
-  client.networking.primaryIPAddress = "192.0.2.20";
+  client.networking = { primaryIPAddress = "192.0.2.20"; primaryIPv6Address = "2001:db8:1::1"; };
   planNodes = name: {
     inherit client;
     server = {
       services.code-server-multi.plan = plan settingsOf.${name};
-      networking.primaryIPAddress = "192.0.2.10";
+      networking = { primaryIPAddress = "192.0.2.10"; primaryIPv6Address = "2001:db8:1::2"; };
     };
   };
   evaluatedNodes =
@@ -83,6 +94,7 @@ let
       server = {
         assertions = failedAssertions nodes.server;
         containers = containers nodes.server;
+        gate = gateOf nodes.server;
         systemPackages = map (p: p.drvPath) nodes.server.environment.systemPackages;
       };
     };
@@ -136,6 +148,7 @@ in
     forced {
       assertions = failedAssertions config;
       containers = containers config;
+      gate = gateOf config;
       systemPackages = map (p: p.drvPath) config.environment.systemPackages;
     };
 }

@@ -108,6 +108,9 @@ def test_a_host_importing_the_module_runs_the_flakes_image():
             assert container["imageStream"] == outputs["packages"]["image"]
             assert container["image"] == outputs["moduleDefaults"]["image"]
         assert outputs["packages"]["csm"] in config["systemPackages"]
+        # the login gate runs the flake's csm
+        assert config["gate"]["package"]["drvPath"] == outputs["packages"]["csm"]
+        assert config["gate"]["execStart"].startswith(f"{config['gate']['package']['out']}/bin/csm gate serve ")
 
 
 def test_every_tarball_of_the_manifest_is_fetched_by_its_integrity(image):

@@ -21,11 +21,13 @@ from tier2 import MARKS, NIXPKGS_LIB, OCI_CONTAINERS, ROOT
 pytestmark = MARKS
 
 
-def evaluate(settings_file: Path) -> dict:
+def evaluate(settings_file: Path, host_module: Path | None = None) -> dict:
+    """The module with these settings; host_module: more of the host's configuration."""
     proc = subprocess.run(
         ["nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode", str(ROOT / "tests/tier2/eval-module.nix"),
          "--arg", "nixpkgsLib", str(NIXPKGS_LIB), "--arg", "ociContainers", str(OCI_CONTAINERS),
-         "--arg", "settingsFile", str(settings_file)],
+         "--arg", "settingsFile", str(settings_file),
+         *(["--arg", "hostModule", str(host_module)] if host_module else [])],
         capture_output=True, text=True)
     if proc.returncode:
         raise planlib.PlanError(planlib._error_text(proc.stderr))
@@ -46,6 +48,11 @@ def test_containers_are_the_plans(team):
         for key in ("image", "cmd", "user", "environment", "environmentFiles", "ports", "volumes", "extraOptions"):
             assert c[key] == u["container"][key], key
         assert c["podman"]["sdnotify"] == "healthy" and c["pull"] == "never" and c["hasImageStream"]
+        # code-server's only listener is its socket, in a host directory only root and
+        # nginx's group traverse: no port on the host, no password in the container
+        assert c["ports"] == [] and f"{Path(u['socket']).parent}:/run/code-server-multi" in c["volumes"]
+        assert not {"PASSWORD", "HASHED_PASSWORD"} & set(c["environment"])
+        assert u["password"]["file"] not in json.dumps(c)
 
 
 def podman_run(script: str) -> list[str]:
@@ -74,9 +81,15 @@ def test_each_unit_oci_containers_generates_runs_the_plans_container(team):
         assert options[-len(c["extraOptions"]) - 2:] == ["--pull", "never", *c["extraOptions"]]
         assert {f"--name={c['name']}", "--sdnotify=healthy", "--rm"} <= set(options)
         expected = {("-u", c["user"])} | {("--env-file", f) for f in c["environmentFiles"]} \
-            | {("-p", p) for p in c["ports"]} | {("-v", v) for v in c["volumes"]} \
+            | {("-v", v) for v in c["volumes"]} \
             | {("-e", f"{k}={v}") for k, v in c["environment"].items()}
         assert expected <= pairs(options)
+        # no TCP port of any kind: nothing published, not the host's network, and
+        # code-server told to listen on its socket with its own login off
+        published = [w for w in options if w in ("-p", "-P", "--publish-all") or w.startswith(("--publish", "-p="))]
+        assert published == [] and not any(w in ("--network=host", "--net=host") for w in options), published
+        assert pairs(c["cmd"]) >= {("--socket", "/run/code-server-multi/code-server.sock"), ("--auth", "none")}
+        assert "--bind-addr" not in c["cmd"] and not any("PASSWORD" in w for w in words)
         # the limits and the uid map, from the plan's numbers rather than its flags
         limits, ids = u["limits"], u["ids"]
         assert {f"--memory={limits['memoryBytes']}", f"--memory-swap={limits['memoryBytes']}",
@@ -128,18 +141,19 @@ def own_paths(tmp_path):
     settings = tmp_path / "settings.nix"
     settings.write_text(f'''{{
       domain = "code.test"; workspaceBase = "{tmp_path}/ws"; runtimeDir = "{tmp_path}/run";
+      gate.stateDir = "{tmp_path}/gate";
       users.ada.hashedPasswordFile = "{hash_file}";
       vscodeSettings = {{ "terminal.integrated.cwd" = "%h/project %%"; "x" = "a\\nb"; }};
     }}''')
     return settings, hash_file
 
 
-def test_prestart_writes_the_seed_byte_for_byte_and_the_secret_env(own_paths, tmp_path):
+def test_prestart_writes_the_seed_byte_for_byte_and_the_socket_directory(own_paths, tmp_path):
     settings, hash_file = own_paths
     hash_file.write_text("$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA\n")
     module = evaluate(settings)
     user = module["plan"]["users"]["ada"]
-    for d in user["directories"]:  # what tmpfiles' `d` rules do first
+    for d in module["plan"]["directories"]:  # what tmpfiles' `d` rules do first
         files.ensure_directory(d)
     proc = _run_prestart(module, "ada", tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -148,20 +162,24 @@ def test_prestart_writes_the_seed_byte_for_byte_and_the_secret_env(own_paths, tm
     assert '%h/project %%' in seed["content"] and "\\n" in seed["content"]
     st = Path(seed["path"]).stat()
     assert (st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode))) == (seed["uid"], seed["gid"], "0o" + seed["mode"][1:])
-    env = Path(user["secrets"]["envFile"])
-    assert env.read_text() == "HASHED_PASSWORD=$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA\n"
-    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    # podman mounts the socket directory: it must exist before the container starts
+    socket_dir = Path(user["socket"]).parent
+    assert socket_dir.is_dir() and stat.S_IMODE(socket_dir.stat().st_mode) == 0o711
+    assert stat.S_IMODE(socket_dir.parent.stat().st_mode) == 0o710
     assert "argon2id" not in proc.stdout + proc.stderr
 
 
-def test_prestart_refuses_a_bad_secret_file_and_names_it(own_paths, tmp_path):
+def test_prestart_never_reads_the_password_file(own_paths, tmp_path):
+    """The password is the gate's alone: a container starts without it (and a broken
+    hash file is the gate's to report, not the container's)."""
     settings, hash_file = own_paths
-    hash_file.write_bytes(b"$argon2id$v=19$abc\r\n")
     module = evaluate(settings)
+    for d in module["plan"]["directories"]:
+        files.ensure_directory(d)
+    assert not hash_file.exists()
     proc = _run_prestart(module, "ada", tmp_path)
-    assert proc.returncode == 2
-    assert f"{hash_file} holds a carriage return" in proc.stderr and "csm passwd ada" in proc.stderr
-    assert not Path(module["plan"]["users"]["ada"]["secrets"]["envFile"]).exists()
+    assert proc.returncode == 0, proc.stderr
+    assert str(hash_file) not in module["services"]["podman-code-server-ada"]["preStart"]
 
 
 def test_each_container_starts_on_its_own_isolated_network(team):
@@ -180,13 +198,13 @@ def test_each_container_starts_on_its_own_isolated_network(team):
         assert f"--network={net['name']}" in module["containers"][u["container"]["name"]]["extraOptions"]
 
 
-def test_tls_marks_the_session_cookie_and_the_login_limit_counts_posts_only(team):
+def test_password_posts_meet_the_login_limit_on_the_gates_one_login_path(team):
     module, plan = team
-    for u in plan["users"].values():
-        assert "proxy_cookie_flags code-server-session secure httponly;" in \
-            module["nginx"]["virtualHosts"][u["hostname"]]["extraConfig"]
     assert "map $request_method $csm_login_key { POST $binary_remote_addr; default ''; }" in \
         module["nginx"]["appendHttpConfig"]
+    for u in plan["users"].values():
+        login = module["nginx"]["virtualHosts"][u["hostname"]]["locations"][f"= {plan['gate']['paths']['login']}"]
+        assert "limit_req zone=csm_login" in login["extraConfig"] and login["proxyPass"] == "http://csm_gate"
 
 
 def test_one_virtual_host_per_user_and_a_default_landing_host(team):
@@ -208,13 +226,75 @@ def test_one_virtual_host_per_user_and_a_default_landing_host(team):
     assert module["firewall"] == [80, 443]
 
 
+def test_every_user_host_asks_the_gate_and_proxies_to_code_servers_socket(team):
+    """nginx reaches code-server and the gate on Unix sockets only; every location that
+    reaches code-server first asks the gate."""
+    module, plan = team
+    gate = plan["gate"]
+    assert f"upstream csm_gate {{ server unix:{gate['socket']}; keepalive 16; }}" in module["nginx"]["appendHttpConfig"]
+    for u in plan["users"].values():
+        locations = module["nginx"]["virtualHosts"][u["hostname"]]["locations"]
+        to_code_server = {w: loc for w, loc in locations.items() if loc["proxyPass"] == f"http://unix:{u['socket']}:"}
+        assert sorted(to_code_server) == ["/", "@csm_websocket"]
+        for loc in to_code_server.values():
+            assert f"auth_request {gate['paths']['auth']};" in loc["extraConfig"]
+        assert "internal;" in locations[f"= {gate['paths']['auth']}"]["extraConfig"]
+        for loc in locations.values():   # no loopback or other TCP upstream anywhere
+            assert loc["proxyPass"] in (None, "http://csm_gate", f"http://unix:{u['socket']}:"), loc["proxyPass"]
+
+
+def test_nginx_gets_the_plans_bucket_size_connections_and_workers(team):
+    module, plan = team
+    nginx = module["nginx"]
+    assert nginx["serverNamesHashBucketSize"] == plan["nginx"]["serverNamesHashBucketSize"]
+    assert nginx["eventsConfig"] == f"worker_connections {plan['nginx']['workerConnections']};"
+    assert nginx["appendConfig"].splitlines() == [
+        "worker_processes auto;", f"worker_rlimit_nofile {2 * plan['nginx']['workerConnections']};"]
+
+
+def test_the_longest_name_the_plan_accepts_sizes_nginxs_bucket(tmp_path):
+    """A 63-character user under a long domain: nginx's default bucket (64) cannot hold
+    the name; the plan's size must reach services.nginx."""
+    name = "a" + "b" * 61 + "c"
+    domain = "d" * 40 + ".example.org"
+    settings = tmp_path / "long.nix"
+    settings.write_text(f'{{ domain = "{domain}"; users.{name}.hashedPasswordFile = "/s/{name}"; }}')
+    module = evaluate(settings)
+    size = module["nginx"]["serverNamesHashBucketSize"]
+    host = f"{name}.{domain}"
+    assert size == module["plan"]["nginx"]["serverNamesHashBucketSize"] and size > 64
+    # what ngx_hash_init needs for that name (a pointer, the name, 2 bytes; aligned to 8; the end pointer)
+    assert size >= 16 + 8 * ((len(host) + 2 + 7) // 8)
+    assert host in module["nginx"]["virtualHosts"]
+
+
 def test_tmpfiles_create_the_plans_directories_and_nothing_with_interpreted_content(team):
     module, plan = team
-    for u in plan["users"].values():
-        for d in u["directories"]:
-            assert f"d {d['path']} {d['mode']} {d['uid']} {d['gid']} -" in module["tmpfiles"]
+    for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
+        assert f"d {d['path']} {d['mode']} {d['uid']} {d['gid']} -" in module["tmpfiles"]
     # the seed is csm prepare's: tmpfiles' `f` would expand % specifiers and \ escapes
     assert [r for r in module["tmpfiles"] if not r.startswith("d ")] == []
+
+
+def test_tmpfiles_give_the_sockets_directories_to_the_gate_and_nginxs_group_only(team):
+    """Who may reach which socket is decided by these directories: the gate's only by
+    nginx's group, the control socket only by the gate, each code-server's only by
+    root and nginx's group (then the user's own directory, which only its uid owns)."""
+    module, plan = team
+    g, run = plan["gate"], plan["runtimeDir"]
+    rules = set(module["tmpfiles"])
+    assert {f"d {run} 0711 0 0 -", f"d {run}/users 0711 0 0 -",
+            f"d {g['directory']} 0750 {g['user']} {g['proxyGroup']} -",
+            f"d {g['control']['directory']} 0750 0 {g['user']} -",
+            f"d {g['stateDir']} 0700 {g['user']} {g['user']} -"} <= rules
+    assert Path(g["socket"]).parent == Path(g["directory"])
+    assert Path(g["control"]["socket"]).parent == Path(g["control"]["directory"])
+    for u in plan["users"].values():
+        socket_dir = Path(u["socket"]).parent
+        ids = u["ids"]
+        assert f"d {socket_dir.parent} 0710 0 {g['proxyGroup']} -" in rules
+        assert f"d {socket_dir} 0711 {ids['hostUid']} {ids['hostGid']} -" in rules
+        assert socket_dir.parent.parent == Path(run) / "users"
 
 
 def test_wildcard_certificate_by_dns01(team):
@@ -316,11 +396,12 @@ def test_idle_service_runs_csm_idle_on_the_published_plan_through_systemd(team):
         "/nix/store/csm/bin/csm idle serve --plan /etc/code-server-multi/plan.json --systemd"
     assert service["wantedBy"] == ["multi-user.target"] and service["path"]
     assert service["restartTriggers"] == [module["etc"]["code-server-multi/plan.json"]["source"]]
-    assert "limit_req_zone $binary_remote_addr zone=csm_wake:" in module["nginx"]["appendHttpConfig"]
+    assert "User" not in service["serviceConfig"]   # the root side: it starts and stops units
+    # A stopped workspace is woken by the gate (after login), never by nginx directly.
     for u in plan["users"].values():
         locations = module["nginx"]["virtualHosts"][u["hostname"]]["locations"]
-        for where in ("@csm_wake", f"= {plan['idle']['readyPath']}"):
-            assert locations[where]["proxyPass"] == f"http://127.0.0.1:{plan['idle']['waker']['port']}", where
+        assert locations["@csm_wake"]["proxyPass"] == "http://csm_gate"
+        assert f"rewrite ^ {plan['gate']['paths']['wake']} break;" in locations["@csm_wake"]["extraConfig"]
 
 
 def test_no_idle_service_when_everyone_is_always_on(tmp_path):
@@ -328,4 +409,85 @@ def test_no_idle_service_when_everyone_is_always_on(tmp_path):
     always_on.write_text(f'import {ROOT / "examples/team.nix"} // {{ idleStopAfter = null; }}')
     module = evaluate(always_on)
     assert "code-server-multi-idle" not in module["services"]
-    assert "csm_wake" not in module["nginx"]["appendHttpConfig"]
+    assert module["plan"]["gate"]["unit"].removesuffix(".service") in module["services"]   # the gate stays
+
+
+# ---- the login gate ---------------------------------------------------------------------------
+
+def gate_unit(module: dict) -> dict:
+    return module["services"][module["plan"]["gate"]["unit"].removesuffix(".service")]
+
+
+def test_the_gate_runs_csm_gate_as_its_own_system_account_never_root(team):
+    module, plan = team
+    g, unit = plan["gate"], gate_unit(module)
+    config = unit["serviceConfig"]
+    assert config["ExecStart"] == f"/nix/store/csm/bin/csm gate serve --plan {module['planFile']} --credentials %d"
+    assert config["User"] == g["user"] == "csm-gate" and config["Group"] == g["user"]
+    assert config["User"] not in ("root", "0", module["nginx"]["user"]) and not config.get("DynamicUser")
+    account = module["users"]["users"][g["user"]]
+    assert account["isSystemUser"] and not account["isNormalUser"] and account["group"] == g["user"]
+    assert account["uid"] != 0 and g["user"] in module["users"]["groups"]
+    # it may not gain privileges or capabilities back, nor leave its sockets
+    assert config["NoNewPrivileges"] is True and config["CapabilityBoundingSet"] == "" \
+        and config.get("AmbientCapabilities", "") == ""
+    assert config["RestrictAddressFamilies"] == ["AF_UNIX"] and config["PrivateNetwork"] is True
+    assert unit["wantedBy"] == ["multi-user.target"]
+    assert unit["restartTriggers"] == [module["etc"]["code-server-multi/plan.json"]["source"]]
+
+
+def test_the_gate_is_hardened_and_writes_only_its_socket_and_state_directories(team):
+    module, plan = team
+    g, config = plan["gate"], gate_unit(module)["serviceConfig"]
+    expected = {
+        "ProtectSystem": "strict", "ProtectHome": True, "PrivateTmp": True, "PrivateDevices": True,
+        "ProtectKernelTunables": True, "ProtectKernelModules": True, "ProtectKernelLogs": True,
+        "ProtectControlGroups": True, "ProtectClock": True, "ProtectHostname": True,
+        "ProtectProc": "invisible", "RestrictNamespaces": True, "RestrictRealtime": True,
+        "RestrictSUIDSGID": True, "LockPersonality": True, "SystemCallArchitectures": "native",
+        "UMask": "0077",
+    }
+    assert {k: config.get(k) for k in expected} == expected
+    assert config["SystemCallFilter"][0] == "@system-service" and "~@privileged" in config["SystemCallFilter"]
+    assert sorted(config["ReadWritePaths"]) == sorted([g["directory"], g["stateDir"]])
+    assert Path(g["socket"]).parent == Path(g["directory"])
+    # Restarts by itself, whatever the reason, without ever giving up
+    assert config["Restart"] == "always" and gate_unit(module)["unitConfig"]["StartLimitIntervalSec"] == 0
+
+
+def test_the_gate_gets_every_users_password_file_as_a_credential_named_after_the_user(team):
+    module, plan = team
+    credentials = gate_unit(module)["serviceConfig"]["LoadCredential"]
+    assert sorted(credentials) == sorted(f"{n}:{u['password']['file']}" for n, u in plan["users"].items())
+    assert {c.split(":", 1)[0] for c in credentials} == set(plan["users"])   # none missing, none extra
+
+
+def test_a_percent_in_a_password_files_name_reaches_systemd_escaped(tmp_path):
+    settings = tmp_path / "percent.nix"
+    settings.write_text('{ domain = "code.test"; users.ada.hashedPasswordFile = "/run/secrets/100%ada"; }')
+    assert gate_unit(evaluate(settings))["serviceConfig"]["LoadCredential"] == ["ada:/run/secrets/100%%ada"]
+
+
+def test_the_gate_starts_after_its_directories_and_before_nginx_without_needing_it(team):
+    module, _ = team
+    unit = gate_unit(module)
+    assert "systemd-tmpfiles-setup.service" in unit["after"] and unit["before"] == ["nginx.service"]
+    assert "nginx.service" not in unit["requires"] + unit["after"]
+
+
+def test_nginx_joins_the_proxy_group_and_restarts_to_get_it(team):
+    module, plan = team
+    proxy = plan["gate"]["proxyGroup"]
+    assert proxy in module["users"]["groups"]
+    assert module["users"]["users"][module["nginx"]["user"]]["extraGroups"] == [proxy]
+    assert module["services"]["nginx"]["restartTriggers"] == [f"supplementary group {proxy}"]
+    # the gate's own account is not in it: it reaches no user's code-server
+    assert proxy not in module["users"]["users"][plan["gate"]["user"]]["extraGroups"]
+
+
+def test_a_host_with_its_own_nginx_user_gets_that_user_into_the_proxy_group(tmp_path):
+    host = tmp_path / "host.nix"
+    host.write_text('{ services.nginx.user = "www"; }')
+    module = evaluate(ROOT / "examples/demo.nix", host)
+    assert module["users"]["users"]["www"]["extraGroups"] == [module["plan"]["gate"]["proxyGroup"]]
+    assert "nginx" not in module["users"]["users"]

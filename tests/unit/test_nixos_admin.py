@@ -2,7 +2,7 @@
 plan as the module publishes it: plan.nix evaluated by nix-instantiate from a settings
 file, as default.nix imports it (tier 2 checks the module's plan is that very plan).
 systemd is played by csm.testing.systemctl (a recording stand-in on PATH); csm, the
-files, the hashes and the archives are real."""
+files, the hashes, the sessions and the archives are real."""
 from __future__ import annotations
 
 import json
@@ -16,10 +16,13 @@ import pytest
 from argon2 import PasswordHasher
 
 from csm import plan as planlib
+from csm.gate.core import session_store
+from csm.runner import nixos
 from csm.testing.systemctl import SystemctlStandIn
 
 # Names no other test uses: container names are global on the host.
 UNA_UNIT = "podman-code-server-una.service"
+GATE_UNIT = "code-server-multi-gate.service"
 
 
 class NixosHost:
@@ -31,6 +34,7 @@ class NixosHost:
         settings = tmp_path / "settings.nix"
         settings.write_text(f'''{{
           domain = "code.test"; workspaceBase = "{tmp_path}/ws"; runtimeDir = "{tmp_path}/run";
+          gate.stateDir = "{tmp_path}/gate";
           users.una.hashedPasswordFile = "{self.hash_file}";
           users.ned.passwordFile = "{tmp_path}/secrets/ned.plain";
         }}''')
@@ -54,8 +58,14 @@ def host(tmp_path):
 
 # ---- csm passwd ------------------------------------------------------------------------
 
-def test_passwd_with_the_plan_writes_the_users_hash_file_and_restarts_her_unit(host):
+def test_passwd_with_the_plan_writes_the_hash_ends_her_sessions_and_restarts_the_gate(host):
+    """The gate reads the password files as systemd credentials at its start: the new
+    hash takes a restart of the gate, never of her container (which has no password)."""
+    host.systemd.set(GATE_UNIT, "active")
     host.systemd.set(UNA_UNIT, "active")
+    Path(host.plan["gate"]["stateDir"]).mkdir(mode=0o700)
+    store = session_store(host.plan)
+    store.create("una", "$argon2id$old")
     proc = host.with_plan("passwd", "una", stdin="correct horse\n")
     assert proc.returncode == 0, proc.stderr
     hashed = host.hash_file.read_text()
@@ -63,15 +73,48 @@ def test_passwd_with_the_plan_writes_the_users_hash_file_and_restarts_her_unit(h
     assert stat.S_IMODE(host.hash_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(host.hash_file.parent.stat().st_mode) == 0o700
     assert hashed.strip() not in proc.stdout + proc.stderr and "correct horse" not in proc.stdout + proc.stderr
-    assert "session cookie" in proc.stdout  # it says the file is a credential
-    assert f"try-restart {UNA_UNIT}" in host.systemd.calls() and f"{UNA_UNIT} was restarted" in proc.stdout
+    assert f"try-restart {GATE_UNIT}" in host.systemd.calls() and f"{GATE_UNIT} was restarted" in proc.stdout
+    assert not any(UNA_UNIT in c for c in host.systemd.calls() if not c.startswith("is-active"))
+    assert list(store.sessions("una")) == [] and "ended una's 1 session(s)" in proc.stdout
 
 
-def test_passwd_leaves_a_stopped_unit_stopped(host):
-    proc = host.with_plan("passwd", "una", stdin="correct horse\n")
-    assert proc.returncode == 0, proc.stderr
-    assert not any(c.startswith(("try-restart", "start", "restart")) for c in host.systemd.calls())
-    assert host.systemd.state_of(UNA_UNIT) == "inactive" and "applies when it starts" in proc.stdout
+@pytest.fixture()
+def systemd_here(host, monkeypatch):
+    """The stand-in for csm.runner.nixos called in this process."""
+    for key, value in host.systemd.env().items():
+        if key in ("PATH", "SYSTEMCTL_STATE"):
+            monkeypatch.setenv(key, value)
+    return host.systemd
+
+
+@pytest.mark.parametrize("state, action, calls", [
+    ("active", "restarted", [f"try-restart {GATE_UNIT}"]),
+    # Retrying its start (Restart=always), e.g. for a password file that did not exist yet
+    ("activating", "restarted", [f"try-restart {GATE_UNIT}"]),
+    ("failed", "started", [f"restart {GATE_UNIT}"]),
+    # An admin stopped it: left stopped
+    ("inactive", "stopped", []),
+])
+def test_a_new_password_restarts_the_gate_unless_an_admin_stopped_it(host, systemd_here, state, action, calls):
+    systemd_here.set(GATE_UNIT, state)
+    assert nixos.restart_gate(host.plan) == action
+    assert [c for c in systemd_here.calls() if not c.startswith("is-active")] == calls
+    assert nixos.gate_unit(host.plan) == GATE_UNIT
+
+
+@pytest.mark.parametrize("state, pid, line", [
+    ("active", 777, f"gate ({GATE_UNIT}): running (pid 777)"),
+    ("failed", None, f"gate ({GATE_UNIT}): not running (failed); see `journalctl -u {GATE_UNIT}`"),
+    ("inactive", None, f"gate ({GATE_UNIT}): not running (inactive)"),
+])
+def test_status_line_of_the_gate(host, systemd_here, state, pid, line):
+    systemd_here.set(GATE_UNIT, state, pid=pid)
+    assert nixos.gate_line(host.plan) == line
+
+
+def test_nothing_of_the_nixos_path_names_a_port_or_a_secret_env_file():
+    source = Path(nixos.__file__).read_text()
+    assert not re.search(r"\bports?\b|basePort|envFile|HASHED_PASSWORD|fromFiles", source)
 
 
 def test_passwd_to_an_explicit_file_needs_no_plan_and_touches_no_unit(host, tmp_path):
@@ -117,35 +160,23 @@ def test_passwd_with_the_plan_refuses_and_writes_nothing(host, args, stdin, mess
 
 # ---- csm prepare (the unit's preStart) -------------------------------------------------
 
-def test_prepare_composes_the_env_file_and_seeds_settings(host):
-    host.hash_file.parent.mkdir(mode=0o700)
-    host.hash_file.write_text("$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaA\n")
+def test_prepare_makes_the_directories_and_seeds_settings_without_any_password(host):
+    """The container's start needs no password file: the gate alone reads them."""
+    assert not host.hash_file.exists()
     proc = host.with_plan("prepare", "una")
     assert proc.returncode == 0, proc.stderr
     user = host.plan["users"]["una"]
-    env = Path(user["secrets"]["envFile"])
-    assert env.read_text() == "HASHED_PASSWORD=$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaA\n"
-    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    for d in user["directories"]:
+        assert Path(d["path"]).is_dir(), d["path"]
+    socket_dir = Path(user["socket"]).parent
+    assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o711 and socket_dir.stat().st_uid == user["ids"]["hostUid"]
+    assert stat.S_IMODE(socket_dir.parent.stat().st_mode) == 0o710
+    assert not list(Path(host.plan["runtimeDir"]).rglob("*.env"))   # nothing composed with a secret
     seed = user["seedFiles"][0]
     assert Path(seed["path"]).read_bytes() == seed["content"].encode()
     Path(seed["path"]).write_text('{"mine": true}')
     assert host.with_plan("prepare", "una").returncode == 0
     assert Path(seed["path"]).read_text() == '{"mine": true}'  # a person's own settings are kept
-
-
-@pytest.mark.parametrize("content, problem", [
-    (b"", "is empty"), (b"$argon2id$abc\r\n", "holds a carriage return"), (b"a\0b", "holds a NUL byte"),
-    (b"\xff\xfe", "is not UTF-8 text"), (b"one\ntwo\n", "holds more than one line"),
-])
-def test_prepare_refuses_a_bad_secret_file_and_keeps_the_last_good_env(host, content, problem):
-    host.hash_file.parent.mkdir(mode=0o700)
-    host.hash_file.write_text("$argon2id$good\n")
-    assert host.with_plan("prepare", "una").returncode == 0
-    host.hash_file.write_bytes(content)
-    proc = host.with_plan("prepare", "una")
-    assert proc.returncode == 2
-    assert f"{host.hash_file} {problem}" in proc.stderr and "csm passwd una" in proc.stderr
-    assert Path(host.plan["users"]["una"]["secrets"]["envFile"]).read_text() == "HASHED_PASSWORD=$argon2id$good\n"
 
 
 # ---- csm status --------------------------------------------------------------------------

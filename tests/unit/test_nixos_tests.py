@@ -72,10 +72,9 @@ def test_server_settings_make_a_valid_plan(settings_file):
     for name, user in plan["users"].items():
         assert user["hostname"] == f"{name}.{plan['domain']}"
         # server-node.nix writes each user's password file from passwords.nix, under /etc.
-        (secret,) = user["secrets"]["fromFiles"]
-        assert secret["file"].startswith("/etc/code-server-multi-test/") and passwords[name]
-    variables = {u["secrets"]["fromFiles"][0]["variable"] for u in plan["users"].values()}
-    assert variables == {"HASHED_PASSWORD", "PASSWORD"}, "both password kinds are exercised"
+        assert user["password"]["file"].startswith("/etc/code-server-multi-test/") and passwords[name]
+    kinds = {u["password"]["hashed"] for u in plan["users"].values()}
+    assert kinds == {True, False}, "both password kinds (a hash, a plain password) are exercised"
 
 
 def test_acme_settings_ask_for_a_wildcard_by_dns01():
@@ -165,7 +164,12 @@ def test_the_module_accepts_the_server_settings(settings_file):
 
     module = evaluate(TESTS / settings_file)
     assert module["assertions"] == []
-    assert sorted(module["containers"]) == sorted(f"code-server-{n}" for n in planlib.load(TESTS / settings_file)["users"])
+    plan = planlib.load(TESTS / settings_file)
+    assert sorted(module["containers"]) == sorted(f"code-server-{n}" for n in plan["users"])
+    # The gate gets exactly the files server-node.nix writes (one per user, under /etc).
+    gate = module["services"][plan["gate"]["unit"].removesuffix(".service")]
+    assert sorted(gate["serviceConfig"]["LoadCredential"]) == \
+        sorted(f"{n}:{u['password']['file']}" for n, u in plan["users"].items())
 
 
 def test_the_server_test_has_a_user_who_is_stopped_when_idle_and_two_who_stay_on():
