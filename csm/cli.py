@@ -128,6 +128,8 @@ def cmd_status(args) -> int:
     units = {}
     if args.plan:  # the NixOS host: nginx and the containers are systemd's units
         st.nginx_pid, st.http_port = nixos.main_pid(nixos.NGINX_UNIT), 80
+        gate_unit = nixos.gate_unit(stack.plan)
+        st.gate_pid = nixos.main_pid(gate_unit) if nixos.active_state(gate_unit) == "active" else None
         st.tls_port = 443 if stack.plan["tls"]["enable"] else None
         units = {u.name: nixos.active_state(nixos.unit(stack.plan["users"][u.name])) for u in st.users}
         for u in st.users:
@@ -139,6 +141,10 @@ def cmd_status(args) -> int:
     ports = f"{st.http_port}" + (f", TLS on {st.tls_port}" if st.tls_port else "")
     running = f"running (pid {st.nginx_pid})" if st.nginx_pid else "not running"
     print(f"nginx{' (' + nixos.NGINX_UNIT + ')' if args.plan else ''}: {running}, port {ports}")
+    if args.plan:
+        print(nixos.gate_line(stack.plan))
+    else:
+        print(f"gate: running (pid {st.gate_pid})" if st.gate_pid else "gate: not running; `csm up` starts it")
     rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "RESTARTS", "LAST ACTIVITY", "SINCE")]
     for u in st.users:
         state = u.state if u.exit_code is None else f"{u.state} ({u.exit_code})"
@@ -167,13 +173,14 @@ def cmd_passwd(args) -> int:
     passwd.write_hash_file(file, passwd.hash_password(passwd.read()))
     print(f"wrote the argon2id hash for {args.user} to {file} (mode 0600)")
     the_plan = plan or (stack.plan if stack else None)
-    if the_plan:
+    if the_plan and Path(the_plan["gate"]["stateDir"]).is_dir():   # else the gate never ran: no sessions
         revoked = session_store(the_plan).revoke(args.user)
         print(f"ended {args.user}'s {revoked} session(s): every browser logs in again with the new password")
     if plan:
-        unit = plan["gate"]["unit"]
-        if nixos.systemctl("try-restart", unit, check=False).returncode == 0:
-            print(f"{unit} was restarted (it reads the password files at its start): the new password works now")
+        unit = nixos.gate_unit(plan)
+        print({"restarted": f"{unit} was restarted (it reads the password files at its start): the new password works now",
+               "started": f"{unit} had failed and was started: the new password works now",
+               "stopped": f"{unit} is stopped: the new password applies when it starts"}[nixos.restart_gate(plan)])
     elif stack:
         stack.password_file(args.user).unlink(missing_ok=True)  # a generated one is no longer valid
         if stack.refresh_credentials():
@@ -316,8 +323,8 @@ def _parser() -> argparse.ArgumentParser:
             "and passwords are never deleted; `csm up` starts everything again.")
 
     c = command("status", cmd_status, "per user: container state, health, memory, OOM kills, restarts, last activity",
-                "Show nginx and, per user, the container state (running, stopped-idle: stopped for being "
-                "idle and started again by a visit, or stopped-by-admin) and since when, the health check, "
+                "Show nginx, the login gate and, per user, the container state (running, stopped-idle: stopped "
+                "for being idle and started again after its owner's login, or stopped-by-admin) and since when, the health check, "
                 "memory in use against the limit, OOM kills, restarts after a crash and the last activity.",
                 parents=(common, plan_opt))
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")

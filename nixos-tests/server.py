@@ -2,6 +2,7 @@
 # server.nix defines above this script: PLAN (the server's plan, from the module),
 # SERVER_IP, CLIENT_IP, CA_FILE, PASSWORD_FILES (on the client), OUTSIDE_PORT (the
 # client's stand-in for the internet), LOCKOUT_ADDRESSES (five more addresses of the
+# client's), SERVER_IP6, CLIENT_IP6, LOCKOUT_ADDRESSES_6 (addresses of one /64 of the
 # client's) and IMAGE_DIR (image/contract.json and versions.json, which the image
 # contract reads).
 import json
@@ -28,6 +29,7 @@ def unit_of(user):
 
 start_all()
 server.wait_for_unit("nginx.service")
+server.wait_for_unit(PLAN["gate"]["unit"])
 for user in USERS.values():
     server.wait_for_unit(f"podman-{container(user)}.service")
 client.wait_for_unit("multi-user.target")
@@ -41,27 +43,31 @@ with subtest("the image keeps its contract"):
     for name, check in image.contract(require_extension=True):
         print(f"{name}: {check(PLAN['image'], podman)}")
 
-with subtest("each container runs within its limits, as its own host uid, published on loopback only"):
+with subtest("each container runs within its limits, as its own host uid, on a socket only root and nginx reach"):
     for user in USERS.values():
         print(limits.memory_limit_matches_plan(server.succeed, user))
         print(host.processes_run_as_mapped_uid(server.succeed, user))
-        print(host.ports_bound_to_loopback(server.succeed, user))
+        print(host.no_tcp_port(server.succeed, user))
+        print(host.socket_only_for_root_and_nginx(server.succeed, user, account="nobody"))
+        probe = f"runuser -u nginx -- python3 -c {json.dumps(host.SOCKET_PROBE)} {user['socket']}"
+        assert server.succeed(probe).strip() == "connected", "nginx cannot reach the socket"
+    assert "code-server" not in server.succeed("ss -Hltnp"), "something of code-server listens on TCP"
 
-with subtest("a password reaches its container only through the root-only env file"):
+with subtest("the password reaches only the gate, which runs as its own account"):
+    gate = PLAN["gate"]
+    assert server.succeed(f"systemctl show -p User --value {gate['unit']}").strip() == gate["user"]
     for user in USERS.values():
-        env_file = user["secrets"]["envFile"]
-        assert server.succeed(f"stat -c '%a %U' {env_file}").strip() == "600 root", env_file
-        for secret in user["secrets"]["fromFiles"]:
-            server.succeed(f"grep -q '^{secret['variable']}=' {env_file}")
-            value = server.succeed(f"cat {secret['file']}").strip()
-            name = container(user)
-            for where, command in {
-                "the container's command": f"podman inspect --format '{{{{json .Config.Cmd}}}} {{{{json .Args}}}}' {name}",
-                "the host's process list": "(cat /proc/[0-9]*/cmdline 2>/dev/null || true) | tr '\\0' ' '",
-                "the systemd unit": f"systemctl cat podman-{name}.service",
-                "the container's log": f"podman logs {name} 2>&1",
-            }.items():
-                assert value not in server.succeed(command), f"{secret['variable']} of {user['name']} is in {where}"
+        value = server.succeed(f"cat {user['password']['file']}").strip()
+        name = container(user)
+        for where, command in {
+            "the container's environment": f"podman inspect --format '{{{{json .Config.Env}}}}' {name}",
+            "the container's command": f"podman inspect --format '{{{{json .Config.Cmd}}}} {{{{json .Args}}}}' {name}",
+            "the host's process list": "(cat /proc/[0-9]*/cmdline 2>/dev/null || true) | tr '\\0' ' '",
+            "the systemd units": f"systemctl cat podman-{name}.service {gate['unit']}",
+            "the container's log": f"podman logs {name} 2>&1",
+            "the gate's log": f"journalctl -u {gate['unit']}",
+        }.items():
+            assert value not in server.succeed(command), f"the password of {user['name']} is in {where}"
 
 with subtest("opencode and its VS Code extension work in each container"):
     for user in USERS.values():
@@ -83,14 +89,17 @@ with subtest("plain HTTP sends people to HTTPS, and HTTPS asks browsers to stay"
         address = user["hostname"]
         answer = client.succeed(f"curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{address}/")
         assert answer == f"301 https://{address}/", f"http://{address}/ answered {answer!r}"
-        headers = client.succeed(f"curl -fsS -D - -o /dev/null https://{address}/healthz").lower()
+        headers = client.succeed(f"curl -sS -D - -o /dev/null https://{address}/healthz").lower()
         assert "strict-transport-security: max-age=31536000" in headers, headers
 
-with subtest("only nginx reaches a code-server: no container reaches another or the host's loopback"):
+with subtest("no container reaches another or the host's loopback"):
+    LOOPBACK_PORT = 8099
+    server.succeed(f"python3 -m http.server --bind 127.0.0.1 {LOOPBACK_PORT} >/dev/null 2>&1 &")
+    server.wait_for_open_port(LOOPBACK_PORT)
     for user, other in ((ada, bo), (bo, ada)):
         server.wait_for_unit(f"podman-network-{user['network']['name']}.service")
         print(network.neighbour_unreachable(server.succeed, user, other))
-        print(network.host_loopback_unreachable(server.succeed, user, [ada["port"], bo["port"]]))
+        print(network.host_loopback_unreachable(server.succeed, user, [LOOPBACK_PORT]))
     # The way out stays open: a server on another machine (the client) answers.
     client.succeed(f"python3 -m http.server {OUTSIDE_PORT} >/dev/null 2>&1 &")
     client.wait_for_open_port(OUTSIDE_PORT)
@@ -103,11 +112,16 @@ with subtest("guesses from three addresses never keep the owner out, and a class
         f"csm smoke https://{DOMAIN} --user ada --connect {SERVER_IP} --ca-file {CA_FILE}"
         f" --password-file {PASSWORD_FILES['ada']} --lockout {','.join(LOCKOUT_ADDRESSES)}")
     print(report)
-    assert report.count("PASS ") == 3, report
+    assert report.count("PASS ") == 6, report
 
-with subtest("no container port answers from the network: only nginx does"):
-    for user in USERS.values():
-        client.fail(f"curl -sS --max-time 5 http://{SERVER_IP}:{user['port']}/healthz")
+with subtest("addresses of one IPv6 /64 share one wrong-password allowance"):
+    for address in LOCKOUT_ADDRESSES_6:
+        client.succeed(f"ip -6 addr add {address}/64 dev eth1 nodad")
+    report = client.succeed(
+        f"csm smoke https://{DOMAIN} --user bo --connect {SERVER_IP6} --ca-file {CA_FILE}"
+        f" --password-file {PASSWORD_FILES['bo']} --shared-prefix {','.join(LOCKOUT_ADDRESSES_6)}")
+    print(report)
+    assert report.count("PASS ") == 1, report
 
 with subtest("work in the workspace survives kill -9, and systemd brings the container back"):
 
@@ -140,22 +154,24 @@ with subtest("csm restore --plan brings a user's files back through the user's u
     server.succeed(f"systemctl is-active {unit_of(bo)}")
     print(server.succeed(f"csm status --plan {PLAN_FILE}"))
 
-with subtest("an idle user's container stops, systemd leaves it stopped, and a visit starts it again"):
+with subtest("an idle user's container stops, strangers start nothing, and the owner's login starts it again"):
+    url = f"https://{cy['hostname']}/"
+    cookie = idle.log_in(client.succeed, url, PASSWORD_FILES["cy"], ca_file=CA_FILE)
     print(idle.stopped_for_being_idle(server.succeed, PLAN, cy, timeout=600))
     unit = f"podman-{container(cy)}.service"
     server.sleep(15)  # Restart=always must not bring it back
     assert server.succeed(f"systemctl is-active {unit} || true").strip() == "inactive", f"{unit} came back"
+    print(idle.stranger_starts_nothing(client.succeed, server.succeed, url, cy, 60, ca_file=CA_FILE))
     kept = f"{PLAN['workspaceBase']}/cy/workspace/kept.txt"
     server.succeed(f"echo kept > {kept} && chmod 644 {kept}")
-    url = f"https://{cy['hostname']}/"
-    print(idle.visit_shows_starting_page(client.succeed, url, "cy", ca_file=CA_FILE))
-    print(idle.told_ready(client.succeed, url, PLAN, ca_file=CA_FILE))
-    print(f"cy answers again {idle.woken(client.succeed, url, ca_file=CA_FILE):.1f} s after the visit")
+    print(idle.visit_shows_starting_page(client.succeed, url, "cy", ca_file=CA_FILE, cookie=cookie))
+    print(idle.told_ready(client.succeed, url, PLAN, ca_file=CA_FILE, cookie=cookie))
+    print(f"cy answers again {idle.woken(client.succeed, url, ca_file=CA_FILE, cookie=cookie):.1f} s after the visit")
     server.wait_for_unit(unit)
     assert server.succeed(f"podman exec {container(cy)} cat /home/coder/project/kept.txt").strip() == "kept"
 
 with subtest("a container the admin stopped is not started by a visit"):
     server.succeed(f"systemctl stop {unit}")
-    print(idle.wake_refused(client.succeed, url, "stopped", ca_file=CA_FILE))
+    print(idle.wake_refused(client.succeed, url, "stopped", ca_file=CA_FILE, cookie=cookie))
     server.sleep(5)
     assert server.succeed(f"systemctl is-active {unit} || true").strip() == "inactive", f"{unit} was started"

@@ -10,6 +10,7 @@ let
     package = t "package";
     raw = t "raw value";
     anything = t "anything";
+    unspecified = t "unspecified value";
     ints.unsigned = t "unsigned integer";
     ints.positive = t "positive integer";
     ints.between = lo: hi: t "integer between ${toString lo} and ${toString hi} (both inclusive)";
@@ -27,12 +28,14 @@ let
     mkEnableOption = what: { _option = true; type = types.bool; default = false; example = true; description = "Whether to enable ${what}."; };
     literalExpression = text: { _literal = text; };
     mkIf = _: _: { };
+    mkRemovedOptionModule = _: _: { };
   };
   module = import ../modules/code-server-multi { inherit lib; config = { }; };
   show = v: if builtins.isAttrs v && v ? _literal then v._literal else builtins.toJSON v;
   flatten = prefix: decls: builtins.concatLists (map (name:
     let d = decls.${name}; path = prefix + "." + name; in
-    if d ? _option then
+    if d ? _option && (d.visible or true) == false then [ ]
+    else if d ? _option then
       [ ({ name = path; type = d.type.description; description = d.description; internal = d.internal or false; }
          // (if d ? defaultText then { default = show d.defaultText; } else if d ? default then { default = show d.default; } else { })
          // (if d ? example then { example = show d.example; } else { })) ]

@@ -224,3 +224,20 @@ def cross_site_login_refused(t: Target, evil: str = "https://evil.example") -> s
                           f"password got {answer!r}: the refused ones were counted")
     return (f"logins posted from {evil}, a sibling host or cross-site are refused (403), right password or not, "
             f"and never counted")
+
+
+def one_prefix_shares_an_allowance(guessers: list[Target], owner: Target, guesses: int = 30) -> str:
+    """Wrong passwords from several addresses of one IPv6 /64 (the guessers'
+    source_address) share one allowance: in turn, `guesses` of them get at most the
+    allowance checked in all. The owner, from another network, still gets in."""
+    seen: collections.Counter = collections.Counter()
+    for i in range(guesses):
+        seen[_attempt(guessers[i % len(guessers)], _wrong())] += 1
+    allowed = allowed_guesses(1)
+    if seen["session"] or seen["checked"] > allowed or not seen["limited"]:
+        raise CheckFailed(f"{guesses} wrong passwords from {len(guessers)} addresses of one network: {dict(seen)}; "
+                          f"at most {allowed} may be checked in all")
+    if (answer := _attempt(owner, owner.password)) != "session":
+        raise CheckFailed(f"the owner, from {owner.source_address}, got {answer!r}, not in")
+    return (f"{guesses} wrong passwords from {len(guessers)} addresses of one /64: {dict(seen)}; "
+            f"the owner got in from {owner.source_address}")

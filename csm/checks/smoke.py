@@ -52,7 +52,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lockout", metavar="A,B,C,D,E",
                    help="instead, check the login limits from five local addresses of this machine: a class "
                         "of 20 logs in from A, B, C and D guess wrong passwords for 3 minutes while the "
-                        "owner logs in from E every 20 s (spends A's to D's wrong-password allowance for an hour)")
+                        "owner logs in from E every 20 s; before that, 60 wrong passwords at once from B, other "
+                        "spellings of the login path from D and cross-site logins from C (spends A's to D's "
+                        "wrong-password allowance for an hour)")
+    p.add_argument("--shared-prefix", metavar="A,B,C",
+                   help="instead, check that addresses of one IPv6 network (A, B, C...: local addresses of "
+                        "this machine in one /64) share one wrong-password allowance; the owner logs in from "
+                        "this machine's own address (spends that network's allowance for an hour)")
     return p
 
 
@@ -89,9 +95,14 @@ def lockout_checks(addresses: list[str]) -> list[tuple[str, object]]:
     if len(addresses) != 5 or len(set(addresses)) != 5:
         raise ValueError(f"--lockout needs five different local addresses, got {addresses}")
     classroom, *attackers, owner = addresses
+    racer, cross, speller = attackers
     return [
         ("login_page_loads_not_limited", lambda t: login.login_page_loads_not_limited(t.from_source(classroom))),
         ("classroom_logs_in", lambda t: login.classroom_logs_in(t.from_source(classroom))),
+        ("concurrent_guesses_charged_first", lambda t: login.concurrent_guesses_charged_first(
+            t.from_source(racer), owner=t.from_source(owner))),
+        ("login_path_variants_check_nothing", lambda t: login.login_path_variants_check_nothing(t.from_source(speller))),
+        ("cross_site_login_refused", lambda t: login.cross_site_login_refused(t.from_source(cross))),
         ("owner_never_locked_out", lambda t: login.owner_never_locked_out(
             t.from_source(owner), [t.from_source(a) for a in attackers])),
     ]
@@ -136,12 +147,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"csm smoke: {e}", file=sys.stderr)
         return USAGE_ERROR
     print(f"checking {target.url} as {args.user}", file=sys.stderr)
+    if args.lockout and args.shared_prefix:
+        print("csm smoke: give --lockout or --shared-prefix, not both", file=sys.stderr)
+        return USAGE_ERROR
     if args.lockout:
         try:
             checks = lockout_checks([a.strip() for a in args.lockout.split(",")])
         except ValueError as e:
             print(f"csm smoke: {e}", file=sys.stderr)
             return USAGE_ERROR
+    elif args.shared_prefix:
+        guessers = [a.strip() for a in args.shared_prefix.split(",")]
+        checks = [("one_prefix_shares_an_allowance", lambda t: login.one_prefix_shares_an_allowance(
+            [t.from_source(a) for a in guessers], owner=t))]
     else:
         checks = deployment_checks(other_user=args.other_user, full=args.full)
     failed = 0
@@ -152,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed += 1
             detail = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
             print(f"FAIL {name}: {detail}", flush=True)
-    if not args.other_user and not args.lockout:
+    if not args.other_user and not args.lockout and not args.shared_prefix:
         print("SKIP session_does_not_open_other_user: give --other-user NAME to check it", flush=True)
     print(f"{len(checks) - failed} of {len(checks)} checks passed", file=sys.stderr)
     return 1 if failed else 0

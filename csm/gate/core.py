@@ -8,6 +8,7 @@ never compared as text. A changed file ends that user's sessions.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import os
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import argon2.low_level
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -38,29 +40,32 @@ class Refused(Exception):
 
 
 class Credentials:
-    """Each user's password file, reread when it changes (stat per use)."""
+    """Each user's password file, reread when it changes (stat per use), as an argon2
+    hash: a plain password is hashed with a salt fixed per user, so the same file gives
+    the same hash across restarts (sessions keep their credential), and what the session
+    store keeps of it costs an argon2 computation per guess, as a hash file does."""
 
     def __init__(self, directory: Path, users: dict):
         self.directory, self.users = Path(directory), users
-        self._cache: dict[str, tuple[tuple, str, str]] = {}   # name -> (stat key, text, hash)
+        self._cache: dict[str, tuple[tuple, str]] = {}   # name -> (stat key, hash)
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> tuple[str, str]:
-        """(the file's text, an argon2 hash to verify against)."""
+    def get(self, name: str) -> str:
+        """The argon2 hash to verify against (and to tie sessions to)."""
         path = self.directory / name
         st = os.stat(path)
         key = (st.st_mtime_ns, st.st_size, st.st_ino)
         with self._lock:
             cached = self._cache.get(name)
             if cached and cached[0] == key:
-                return cached[1], cached[2]
+                return cached[1]
         text = path.read_text().strip()
         if not text:
             raise ValueError(f"the password file for {name} ({path}) is empty")
-        hashed = text if self.users[name]["password"]["hashed"] else PasswordHasher().hash(text)
+        hashed = text if self.users[name]["password"]["hashed"] else _fixed_salt_hash(name, text)
         with self._lock:
-            self._cache[name] = (key, text, hashed)
-        return text, hashed
+            self._cache[name] = (key, hashed)
+        return hashed
 
 
 def session_store(plan: dict, clock=time.time) -> SessionStore:
@@ -91,8 +96,7 @@ class Gate:
 
     def session_valid(self, cookie: str, user: str) -> bool:
         try:
-            credential = self.credentials.get(user)[0]
-            return self.sessions.check(cookie, user, credential)
+            return self.sessions.check(cookie, user, self.credentials.get(user))
         except (OSError, ValueError):
             return False   # no password file: nobody is logged in
         except StoreError as e:   # refuse everyone rather than ignore a revocation
@@ -125,13 +129,14 @@ class Gate:
         wait = self.allowance.charge(key)   # before the check: racing guesses gain nothing
         if wait > 0:
             seconds = int(wait) + 1
+            log.info("login for %s from %s refused: wrong-password allowance spent", user, key.split()[0])
             raise Refused(429, "limited", f"Too many wrong passwords from your network. Try again in "
                           f"{_duration(seconds)}.", seconds)
         if not self.verifying.try_enter():
             self.allowance.refund(key)
             raise Refused(503, "busy", "The server is busy checking other logins. Try again in a moment.", 1)
         try:
-            text, hashed = self.credentials.get(user)
+            hashed = self.credentials.get(user)
             right = _verify(hashed, password)
         except (OSError, ValueError):
             self.allowance.refund(key)
@@ -140,10 +145,12 @@ class Gate:
         finally:
             self.verifying.leave()
         if not right:
+            log.info("wrong password for %s from %s", user, key.split()[0])
             return None
         self.allowance.refund(key)   # right passwords are never counted
+        log.info("%s logged in from %s", user, key.split()[0])
         try:
-            return self.sessions.create(user, text)
+            return self.sessions.create(user, hashed)
         except StoreError as e:
             log.error("%s", e)
             raise Refused(503, "busy", "The server cannot keep logins right now. Tell the person who gave you "
@@ -186,6 +193,13 @@ class Gate:
                 any(ord(c) < 32 for c in path):
             return "/"
         return path
+
+
+def _fixed_salt_hash(name: str, password: str) -> str:
+    salt = hashlib.sha256(f"code-server-multi password of {name}".encode()).digest()[:16]
+    raw = argon2.low_level.hash_secret(password.encode(), salt, time_cost=3, memory_cost=65536, parallelism=4,
+                                       hash_len=32, type=argon2.low_level.Type.ID)
+    return raw.decode()
 
 
 def _verify(hashed: str, password: str) -> bool:

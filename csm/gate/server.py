@@ -107,12 +107,24 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found\n", content_type="text/plain")
 
     def do_GET(self) -> None:
-        self._route()
+        self.body = self._read_body()
+        if self.body is not None:
+            self._route()
 
-    do_HEAD = do_GET
+    do_HEAD = do_POST = do_GET
 
-    def do_POST(self) -> None:
-        self._route()
+    def _read_body(self) -> bytes | None:
+        """Whatever the path, the whole body is read before answering: nginx keeps the
+        connection for its next request, which must not start in this one's body."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._send(413, b"a login form is small\n", {"Connection": "close"}, content_type="text/plain")
+            return None
+        return self.rfile.read(length) if length else b""
 
     # ---- login and logout ---------------------------------------------------------------
     def _login(self, query: str) -> None:
@@ -126,8 +138,6 @@ class Handler(BaseHTTPRequestHandler):
                 self._login_page(401 if wall else 200, next_path)
             return
         form = self._form()
-        if form is None:
-            return
         next_path = self.gate.safe_next(form.get("next"))
         if not form.get("password"):   # nothing to check, nothing to count
             self._login_page(401, next_path, "Type your password, then press Log in.", {"X-CSM-Login": "empty"})
@@ -161,16 +171,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(303, headers={"Location": self.gate.paths["login"],
                                  "Set-Cookie": self.gate.cookie_header("", self.https, expire=True)})
 
-    def _form(self) -> dict | None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
-            self._send(413, b"a login form is small\n", content_type="text/plain")
-            return None
-        body = self.rfile.read(length).decode("utf-8", "replace")
-        return dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
+    def _form(self) -> dict:
+        return dict(urllib.parse.parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
 
     # ---- wake -----------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -196,8 +198,8 @@ class Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = str(state["retryAfter"])
         self._page(503, page, headers)
 
-    def log_message(self, fmt, *args) -> None:   # no addresses or paths with secrets in them
-        log.debug("%s %s", self.user, fmt % args)
+    def log_message(self, fmt, *args) -> None:   # logins are logged by core; requests are nginx's to log
+        pass
 
 
 class Server(socketserver.ThreadingUnixStreamServer):

@@ -101,7 +101,6 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
         "# Rendered by csm from the plan; `csm up` rewrites it.",
         # Workers in the plan's proxy group: only they (and root) reach the sockets.
         f"user {plan['gate']['proxyGroup']} {plan['gate']['proxyGroup']};",
-        "worker_processes auto;",
         *ngx["mainConfig"],
         f"pid {quoted(state / 'nginx.pid')};",
         f"error_log {quoted(state / 'logs' / 'error.log')};",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..idle import restarts, signals
-from . import idle, nginx, podman
+from . import gate, idle, nginx, podman
 from .host import Host
 
 PROC = Path("/proc")
@@ -37,17 +37,20 @@ class StackStatus:
     nginx_pid: int | None
     http_port: int
     tls_port: int | None
+    gate_pid: int | None = None      # the login gate (nobody logs in without it)
     users: list[UserStatus] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
-        return self.nginx_pid is not None and \
+        return self.nginx_pid is not None and self.gate_pid is not None and \
             all(u.health == "healthy" or u.activity.startswith("stopped-idle") for u in self.users)
 
 
 def read(stack) -> StackStatus:
     """The status of a csm.runner.stack.Stack, as it is now."""
-    result = StackStatus(nginx.running_pid(stack.state_dir), stack.http_port, stack.tls_port)
+    running_gate = gate.SERVICE.running(stack.state_dir)
+    result = StackStatus(nginx.running_pid(stack.state_dir), stack.http_port, stack.tls_port,
+                         running_gate[0] if running_gate else None)
     names = [u["container"]["name"] for u in stack.plan["users"].values()]
     memory = memory_usage(stack.host, names)
     for name, user in stack.plan["users"].items():

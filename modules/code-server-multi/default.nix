@@ -6,6 +6,7 @@ let
   inherit (lib) mkOption mkEnableOption types literalExpression;
   cfg = config.services.code-server-multi;
   defaults = import ./defaults.nix;
+  noPorts = "code-server listens on a Unix socket behind the login gate now, so no user has a port; remove it.";
 
   # Secrets are paths given as strings: a Nix path would be copied into the store.
   secretPath = types.nullOr (types.strMatching "/.*");
@@ -14,6 +15,8 @@ let
 
   userOptions = { name, ... }: {
     options = {
+      # Gone: a configuration that still sets it gets the assertion below, not a silent no-op.
+      port = mkOption { type = types.unspecified; default = null; visible = false; };
       uidBase = mkOption {
         type = types.nullOr types.ints.unsigned;
         default = defaults.user.uidBase;
@@ -96,7 +99,8 @@ let
 
 in
 {
-  imports = [ ./containers.nix ./nginx.nix ./acme.nix ./backup.nix ./directories.nix ./admin.nix ./idle.nix ./gate.nix ];
+  imports = [ ./containers.nix ./nginx.nix ./acme.nix ./backup.nix ./directories.nix ./admin.nix ./idle.nix ./gate.nix
+    (lib.mkRemovedOptionModule [ "services" "code-server-multi" "basePort" ] noPorts) ];
 
   options.services.code-server-multi = {
     enable = mkEnableOption "a browser VS Code with opencode for each user, each in a Podman container behind nginx";
@@ -334,8 +338,13 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    assertions = lib.mapAttrsToList (name: u: {
+      assertion = u.port == null;
+      message = "services.code-server-multi.users.${name}.port: ${noPorts}";
+    }) cfg.users;
     services.code-server-multi.plan = import ./plan.nix {
-      inherit (cfg) domain workspaceBase image runtimeDir namePrefix users opencode acme tls backup landingPage vscodeSettings idleStopAfter gate;
+      inherit (cfg) domain workspaceBase image runtimeDir namePrefix opencode acme tls backup landingPage vscodeSettings idleStopAfter gate;
+      users = lib.mapAttrs (_: u: removeAttrs u [ "port" ]) cfg.users;
     };
   };
 }

@@ -27,14 +27,9 @@ lib.mkIf cfg.enable {
     serverNamesHashBucketSize = plan.nginx.serverNamesHashBucketSize;
     # nixpkgs writes no events settings of its own, only this option's lines.
     eventsConfig = "worker_connections ${toString plan.nginx.workerConnections};";
-    # nixpkgs sets no worker_processes (nginx's default is one worker) and its unit no
-    # LimitNOFILE (systemd's soft limit is 1024, below worker_connections; raising it
-    # up to the hard limit, 524288 by default, needs no privilege): both go in the main
-    # context, with room past worker_connections for logs, listeners and buffered bodies.
-    appendConfig = ''
-      worker_processes auto;
-      worker_rlimit_nofile ${toString (2 * plan.nginx.workerConnections)};
-    '';
+    # nginx's main context from the plan (workers and their open-file limit): nixpkgs
+    # sets no worker_processes and its unit no LimitNOFILE.
+    appendConfig = lines plan.nginx.mainConfig;
     virtualHosts = lib.mapAttrs' (_: u: lib.nameValuePair u.nginx.serverName (certificate // {
       forceSSL = tls;
       extraConfig = lines (u.nginx.config ++ lib.optionals tls plan.nginx.tlsConfig);

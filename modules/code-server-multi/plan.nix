@@ -126,10 +126,8 @@ let
   # ---- settings with defaults -------------------------------------------------
   knownTop = attrNames (removeAttrs defaults [ "user" ]) ++ [ "domain" "users" ];
   # Settings that existed once: say why they went instead of "not a setting".
-  removedSettings = {
-    basePort = "code-server now listens on a Unix socket behind the login gate, so no user has a port; remove basePort";
-    port = "code-server now listens on a Unix socket behind the login gate, so no user has a port; remove it";
-  };
+  noPorts = "code-server now listens on a Unix socket behind the login gate, so no user has a port; remove it";
+  removedSettings = { top = { basePort = noPorts; }; user = { port = noPorts; }; };
   s = removeAttrs defaults [ "user" ] // settings;
   vscodeSettings = if isAttrs s.vscodeSettings then s.vscodeSettings else { };
   withDefaults = section: defaults.${section} // (if isAttrs (s.${section} or null) then s.${section} else { });
@@ -143,8 +141,9 @@ let
   users = mapAttrs (_: u: defaults.user // u) usersIn;
   names = attrNames users;
 
-  unknownKeys = where: known: as:
-    map (k: if removedSettings ? ${k} then "${where}${k} is no longer a setting: ${removedSettings.${k}}"
+  unknownKeys = where: known: as: unknownOrRemoved where known { } as;
+  unknownOrRemoved = where: known: removed: as:
+    map (k: if removed ? ${k} then "${where}${k} is no longer a setting: ${removed.${k}}"
             else "${where}${k} is not a setting (known: ${showList known}); check its spelling")
       (filter (k: !elem k known) (attrNames as));
 
@@ -166,7 +165,7 @@ let
       sizeProblem = field: v: optional (parseSize v == null)
         "${at}.${field} = ${toJSON v} is not a size; write it like \"3g\", \"2.5g\" or \"512m\"";
     in
-      unknownKeys "${at}." (attrNames defaults.user) usersIn.${name}
+      unknownOrRemoved "${at}." (attrNames defaults.user) removedSettings.user usersIn.${name}
       ++ optional (!isDnsLabel name)
         "${at}: the name ${toJSON name} is not a DNS label; use 1 to 63 lowercase letters, digits and dashes, not starting or ending with a dash"
       ++ optional (elem name reservedNames)
@@ -178,6 +177,9 @@ let
       ++ optional (length passwordFiles > 1)
         "${at}: both hashedPasswordFile and passwordFile are set; keep only one"
       ++ filter (p: p != null) (map (f: pathProblem "${at}.${f}" u.${f}) passwordFiles)
+      # Each is one systemd LoadCredential= line of the gate's unit.
+      ++ map (f: "${at}.${f} = ${toJSON u.${f}} holds a line break or another control character; give the file a plain path")
+           (filter (f: isString u.${f} && match "[^[:cntrl:]]*" u.${f} == null) passwordFiles)
       ++ sizeProblem "memoryLimit" u.memoryLimit
       ++ sizeProblem "memorySoftLimit" u.memorySoftLimit
       ++ optional (hard != null && hard < minMemory)
@@ -256,7 +258,7 @@ let
     ++ writtenOutSecrets "opencode.extraConfig" false opencode.extraConfig;
 
   errors =
-    unknownKeys "" knownTop settings
+    unknownOrRemoved "" knownTop removedSettings.top settings
     ++ optional (!(settings ? domain)) "domain is not set; give the domain whose subdomains the users get, e.g. \"code.example.org\""
     ++ optional (settings ? domain && !isHostname s.domain)
       "domain = ${toJSON s.domain} is not a hostname; use lowercase DNS labels separated by dots, e.g. \"code.example.org\""
@@ -423,6 +425,8 @@ let
     "proxy_set_header X-Forwarded-Proto $scheme;"
     "proxy_set_header X-Original-URI $request_uri;"
   ];
+  # The gate decides from the headers alone; an upload meant for code-server stays out.
+  noBody = [ "proxy_pass_request_body off;" "proxy_set_header Content-Length \"\";" ];
   toGate = name: extra: { proxyPass = "http://csm_gate"; config = extra ++ gateHeaders name; };
   # Every request to code-server first passes the gate (auth_request): no session,
   # the login page in its place (401); the socket refusing (a stopped container),
@@ -577,11 +581,7 @@ let
           };
           # The gate's own pages and questions; it answers 404 to any path it does not know.
           "^~ ${gatePaths.prefix}" = toGate name [ ];
-          "= ${gatePaths.auth}" = toGate name [
-            "internal;"
-            "proxy_pass_request_body off;"
-            "proxy_set_header Content-Length \"\";"
-          ];
+          "= ${gatePaths.auth}" = toGate name ([ "internal;" ] ++ noBody);
           # Password submissions (POST) meet nginx's per-address flood guard before
           # the gate's own per-address limit on wrong passwords.
           "= ${gatePaths.login}" = toGate name [
@@ -590,9 +590,9 @@ let
             "error_page 429 @csm_rate_limited;"
           ];
           # No session: the login page in place of what was asked for (HTTP 401).
-          "@csm_login" = toGate name [ "rewrite ^ ${gatePaths.login}?wall break;" ];
+          "@csm_login" = toGate name ([ "rewrite ^ ${gatePaths.login}?wall break;" ] ++ noBody);
           # A logged-in request met a stopped container: the gate starts it.
-          "@csm_wake" = toGate name [ "rewrite ^ ${gatePaths.wake} break;" ];
+          "@csm_wake" = toGate name ([ "rewrite ^ ${gatePaths.wake} break;" ] ++ noBody);
           # What a person sees when limited: what happened and what to do.
           "@csm_rate_limited" = {
             proxyPass = null;
@@ -631,7 +631,9 @@ let
       # Two per proxied request (client and upstream), for a class behind one address.
       workerConnections = workerConnections;
       # nginx's main context: a worker may hold both ends of each of its connections.
-      mainConfig = [ "worker_rlimit_nofile ${toString (2 * workerConnections)};" ];
+      # nginx's main context: a worker per core (nginx's own default is one), and
+      # room for both ends of each of its connections plus logs and listeners.
+      mainConfig = [ "worker_processes auto;" "worker_rlimit_nofile ${toString (2 * workerConnections)};" ];
       tlsConfig = [
         "add_header Strict-Transport-Security \"max-age=31536000\" always;"
       ];

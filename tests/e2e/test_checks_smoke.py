@@ -37,7 +37,7 @@ def test_smoke_fails_for_a_user_the_deployment_does_not_have(live_stack, tmp_pat
     done = smoke(domain_url(live_stack), "--user", "nobody", "--password-file", str(password_file), stdin="")
     assert done.returncode == 1
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("FAIL healthz_answers: /healthz answered HTTP 404")
+    assert lines[0].startswith("FAIL healthz_answers: login to ") and "gave no session: HTTP 404" in lines[0]
     assert lines[-1].startswith("SKIP session_does_not_open_other_user")
     # The unknown-address checks still pass: they do not need the user to exist.
     assert any(line.startswith("PASS unknown_host_gets_landing_page") for line in lines)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -22,8 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from csm import plan as planlib
-from csm.runner.preflight import port_free
 from csm.testing.stacks import TEST_PREFIX
 
 pytestmark = pytest.mark.live
@@ -46,6 +43,7 @@ def demo_settings(base: Path, **overrides: str) -> Path:
       demo // {{
         workspaceBase = "{base}/vscode";
         runtimeDir = "{base}/run";
+        gate = {{ stateDir = "{base}/gate"; }};
         users.demo = demo.users.demo // {{ hashedPasswordFile = "{base}/secrets/demo.hash"; }};
         {extra}
       }}
@@ -54,13 +52,9 @@ def demo_settings(base: Path, **overrides: str) -> Path:
 
 
 def own_demo_settings(base: Path) -> Path:
-    """The suite's demo: its own container names, and a basePort whose demo port is
-    free (the same user name on the default basePort would take the person's port)."""
-    for _ in range(30):
-        settings = demo_settings(base, namePrefix=f'"{TEST_PREFIX}"', basePort=str(random.randrange(30000, 64000)))
-        if port_free("127.0.0.1", planlib.load(settings)["users"]["demo"]["port"]):
-            return settings
-    raise RuntimeError("found no basePort whose demo port is free")
+    """The suite's demo: its own container names (and, like every demo here, its own
+    directories and sessions)."""
+    return demo_settings(base, namePrefix=f'"{TEST_PREFIX}"')
 
 
 def address_and_password(stdout: str) -> tuple[str, str]:

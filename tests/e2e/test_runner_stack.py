@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pwd
 import re
 import shutil
 import stat
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from csm.runner import podman
+from csm.runner import files, podman
 from csm.runner.host import Host
 from csm.runner.preflight import port_free
 from csm.runner.stack import Stack
@@ -127,20 +128,25 @@ def test_directories_have_the_plans_owners_and_modes(cli):
     plan = cli.plan
     for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
         st = Path(d["path"]).stat()
-        assert (st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode))) == (d["uid"], d["gid"], oct(int(d["mode"], 8))), d
+        owner = (files.account_id(d["uid"], "user"), files.account_id(d["gid"], "group"), oct(int(d["mode"], 8)))
+        assert (st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode))) == owner, d
 
 
-def test_secrets_stay_in_root_only_files_and_off_every_command_line(cli):
+def test_the_password_reaches_only_the_gate_and_no_command_line(cli):
+    """The container gets neither the password nor its hash; the gate's copy is its
+    account's alone (0400 in a 0700 directory)."""
     cli.given()
     plan = cli.plan
-    runtime = Path(plan["runtimeDir"])
-    assert stat.S_IMODE(runtime.stat().st_mode) == 0o700
+    gate_user = pwd.getpwnam(plan["gate"]["user"])
+    credentials = cli.state / "credentials"
+    assert (credentials.stat().st_uid, stat.S_IMODE(credentials.stat().st_mode)) == (gate_user.pw_uid, 0o700)
     for user in USERS:
-        env_file = Path(plan["users"][user]["secrets"]["envFile"])
         hashed = Path(cli.settings["users"][user]["hashedPasswordFile"]).read_text().strip()
-        assert env_file.read_text() == f"HASHED_PASSWORD={hashed}\n"
-        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600 and env_file.stat().st_uid == 0
+        copy = credentials / user
+        assert copy.read_text().strip() == hashed
+        assert (copy.stat().st_uid, stat.S_IMODE(copy.stat().st_mode)) == (gate_user.pw_uid, 0o400)
         info = cli.container(user)
+        assert not any(hashed in e or "PASSWORD" in e for e in info["Config"]["Env"]), "the container got the password"
         create_command = " ".join(info["Config"]["CreateCommand"])
         assert hashed not in create_command and cli.passwords[user] not in create_command
         config = plan["users"][user]["container"]["environment"]["OPENCODE_CONFIG_CONTENT"]
@@ -233,13 +239,15 @@ def test_status_counts_an_oom_kill(cli):
 
 
 def test_passwd_takes_effect_at_once_for_that_user_only(cli, web_client):
+    """No container is touched: the gate has the new password at once."""
     cli.given()
     before = ids(cli)
+    sam_cookie = web_client.login(cli.url("sam"), cli.passwords["sam"])
     proc = cli.csm("passwd", "rita", stdin="a new password for rita\n")
     assert proc.returncode == 0, proc.stderr
-    assert "was recreated" in proc.stdout
-    after = ids(cli)
-    assert after["sam"] == before["sam"] and after["rita"] != before["rita"]
+    assert "the gate has the new password" in proc.stdout
+    assert ids(cli) == before
+    assert "workbench" in web_client.workbench(cli.url("sam"), sam_cookie), "sam's session ended too"
     cli.passwords["rita"] = "a new password for rita"
     cookie = web_client.login(cli.url("rita"), cli.passwords["rita"])
     assert "workbench" in web_client.workbench(cli.url("rita"), cookie)
@@ -315,7 +323,8 @@ def test_logs_show_code_server(cli):
 def test_down_stops_everything_and_keeps_workspaces(cli):
     cli.given()
     cli.exec("rita", "echo kept over down > ~/project/down.txt")
-    env_file = Path(cli.plan["users"]["rita"]["secrets"]["envFile"])
+    env_file = Path(cli.plan["runtimeDir"]) / "rita.config.env"
+    assert env_file.exists()
     proc = cli.csm("down")
     assert proc.returncode == 0, proc.stderr
     assert cli.container("rita") is None

@@ -33,10 +33,11 @@ def test_http_redirects_to_https(tls_stack, client):
 
 def test_login_workbench_and_hsts_over_https(tls_stack, client):
     url = tls_stack.url("tess")
-    r = client.request("POST", url, "/login", data={"password": tls_stack.password("tess")})
-    assert r.status_code == 302
+    r = client.request("POST", url, "/_csm/login", data={"password": tls_stack.password("tess")},
+                       headers={"Origin": url})
+    assert r.status_code == 303
     assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
-    cookie = r.cookies["code-server-session"]
+    cookie = r.cookies["__Host-csm-session"]
     assert "workbench" in client.workbench(url, cookie)
     page = client.request("GET", url, "/", cookie=cookie)  # code-server's redirect to the folder
     assert page.headers["Strict-Transport-Security"] == "max-age=31536000"

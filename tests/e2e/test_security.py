@@ -1,5 +1,5 @@
 """What docs/security.md claims about a running container, checked live on the shared
-stack (ada, bo): it sees only its own two directories and its own processes, holds no
+stack (ada, bo): it sees only its own two directories (and its socket's) and its own processes, holds no
 capability and cannot gain one; a forged Forwarded header does not get a foreign page
 past the origin check (that no neighbour is reachable is test_isolation.py's). Nothing is changed; the one login uses the right
 password, from a loopback address of its own (nginx limits logins per address)."""
@@ -45,13 +45,14 @@ def bind_mounts(name: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("user", ["ada", "bo"])
-def test_a_container_mounts_only_its_own_two_directories(live_stack, user):
+def test_a_container_mounts_only_its_own_directories_and_socket(live_stack, user):
     mounts = bind_mounts(container(live_stack, user))
     from_podman = {p for p, root in mounts.items() if root.startswith(PODMAN_STORAGE)}
     assert from_podman <= PODMAN_FILES, from_podman
     ours = {p: root for p, root in mounts.items() if p not in from_podman}
     planned = dict(v.split(":")[1::-1] for v in live_stack.plan["users"][user]["container"]["volumes"])
-    assert set(ours) == set(planned) == {"/home/coder", "/home/coder/project"}, ours
+    socket_dir = live_stack.plan["users"][user]["container"]["socket"].rsplit("/", 1)[0]
+    assert set(ours) == set(planned) == {"/home/coder", "/home/coder/project", socket_dir}, ours
     for point, root in ours.items():
         # root is relative to the file system holding it: the planned host path ends with it
         assert planned[point].endswith(root), f"{point} shows {root}, the plan says {planned[point]}"
@@ -78,16 +79,14 @@ done"""
             assert f"{field}:=0000000000000000" in row, f"{field} is not empty: {row}"
 
 
-def forged_websocket_status(target: http.Target, port: int, cookie: str, source: str | None = None) -> int:
-    """The status of a WebSocket handshake to 127.0.0.1:port from Origin http://evil.example,
+def forged_websocket_status(target: http.Target, sock: socket.socket, cookie: str) -> int:
+    """The status of a WebSocket handshake on sock from Origin http://evil.example,
     carrying the Host of `target` and Forwarded/X-Forwarded-Host headers naming evil.example
     (101 if it upgraded)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30,
-                                    source_address=(source, 0) if source else None)
     try:
         ws = websocket.create_connection(
             f"ws://{target.netloc}{workbench._vscode_path()}", socket=sock, timeout=30,
-            origin=f"http://{EVIL}", cookie=f"{http.SESSION_COOKIE}={cookie}",
+            origin=f"http://{EVIL}", cookie=f"{http.cookie_name(target)}={cookie}",
             header=[f"Forwarded: host={EVIL};proto=http", f"X-Forwarded-Host: {EVIL}"])
         ws.close()
         return 101
@@ -101,7 +100,11 @@ def test_a_forged_forwarded_header_does_not_pass_the_origin_check(live_stack):
     ada = http.Target(live_stack.url("ada"), live_stack.password("ada"), source_address=SOURCE)
     cookie = ada.session()
     # Through nginx, which sets X-Forwarded-Host itself and drops Forwarded: refused.
-    assert forged_websocket_status(ada, ada.port, cookie, source=SOURCE) == 403
-    # Straight to code-server (only nginx can, on loopback) the same headers pass:
+    through_nginx = socket.create_connection(("127.0.0.1", ada.port), timeout=30, source_address=(SOURCE, 0))
+    assert forged_websocket_status(ada, through_nginx, cookie) == 403
+    # Straight to code-server's socket (only root and nginx can) the same headers pass:
     # the refusal above is nginx's doing, not code-server's.
-    assert forged_websocket_status(ada, live_stack.plan["users"]["ada"]["port"], cookie) == 101
+    direct = socket.socket(socket.AF_UNIX)
+    direct.settimeout(30)
+    direct.connect(live_stack.plan["users"]["ada"]["socket"])
+    assert forged_websocket_status(ada, direct, cookie) == 101

@@ -39,6 +39,12 @@ class NixosHost:
           users.ned.passwordFile = "{tmp_path}/secrets/ned.plain";
         }}''')
         self.plan = planlib.load(settings)
+        # The module declares the gate's accounts; this stand-in host (any fresh Debian)
+        # has only its own, so the sockets' guard directories get Debian's nogroup.
+        self.plan["gate"]["proxyGroup"] = "nogroup"
+        for user in self.plan["users"].values():
+            for d in user["directories"]:
+                d["gid"] = "nogroup" if d["gid"] == "csm-proxy" else d["gid"]
         self.plan_file = tmp_path / "plan.json"
         self.plan_file.write_text(json.dumps(self.plan))
         self.systemd = SystemctlStandIn(tmp_path)

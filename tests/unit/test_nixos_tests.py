@@ -149,7 +149,7 @@ def test_script_calls_only_checks_that_exist_with_arguments_they_take(vm_test):
 def test_csm_smoke_takes_the_options_the_server_test_gives_it(checks):
     script = checks["server"]["testScript"]
     invocations = [part[:part.index(")")] for part in script.split('"csm smoke')[1:]]
-    assert len(invocations) == 2, "the server test runs csm smoke for the deployment and for the login limits"
+    assert len(invocations) == 3, "the server test runs csm smoke for the deployment, the login limits and one /64"
     options = {o for action in smoke.parser()._actions for o in action.option_strings}
     for invocation in invocations:
         used = set(re.findall(r"(--[a-z][a-z-]*)", invocation))
