@@ -200,6 +200,17 @@ let
     }
   ) versions.extensions;
 
+  # The project's own extension ("Log out" in the workbench), packed by the same
+  # script the portable recipe runs.
+  session = {
+    id = "code-server-multi.session";
+    version = (builtins.fromJSON (builtins.readFile ./session-extension/package.json)).version;
+    src = runCommand "code-server-multi.session.vsix" { nativeBuildInputs = [ python3 ]; } ''
+      python3 ${./session-extension/pack.py} $out
+    '';
+  };
+  installedExtensions = vsixes ++ [ session ];
+
   inherit (contract) home user uid gid extensionsDir;
   owner = "${toString uid}:${toString gid}";
 
@@ -224,7 +235,7 @@ let
             echo "${e.id}@${e.version} did not install (is code-server ${codeServer.version} new enough for it?)" >&2
             exit 1
           }
-        '') vsixes}
+        '') installedExtensions}
         sed -i "s|$out|${extensionsDir}|g" "$out/extensions.json"
       '';
 
@@ -245,7 +256,7 @@ let
     "code-server-multi.code-server" = codeServer.version;
     "code-server-multi.opencode" = opencode.version;
     "code-server-multi.node" = nodejs.version;
-    "code-server-multi.extensions" = lib.concatMapStringsSep "," (e: "${e.id}@${e.version}") vsixes;
+    "code-server-multi.extensions" = lib.concatMapStringsSep "," (e: "${e.id}@${e.version}") installedExtensions;
   };
   port = "${toString contract.port}/tcp";
 in

@@ -248,6 +248,18 @@ def extension(image: str, podman: Podman, *, required: bool = True) -> str:
             f"see docs/image.md to add it)")
 
 
+def session_extension(image: str, podman: Podman) -> str:
+    """The project's own extension ("Log out" in the workbench) is listed by code-server,
+    in both images: it is built from the checkout, never downloaded."""
+    from csm.image.extensions import SESSION_ID
+
+    out = _saw("code-server --list-extensions", lambda: podman.run(
+        image, "code-server", "--list-extensions", "--extensions-dir", facts()["extensionsDir"]))
+    if SESSION_ID not in [line.strip().lower() for line in out.splitlines()]:
+        raise AssertionError(f"{SESSION_ID} is not installed; --list-extensions printed {out.strip()!r}")
+    return f"{SESSION_ID} installed in {facts()['extensionsDir']}"
+
+
 def tools(image: str, podman: Podman) -> str:
     """python3, node, npm, git, rg (and curl, less, the CA bundle) run for the default user."""
     names = ("python3", "node", "npm", "git", "rg", "curl", "less")
@@ -382,6 +394,7 @@ def contract(require_extension: bool) -> list[tuple[str, Check]]:
         ("code-server --version", code_server_version),
         ("opencode --version", opencode_version),
         ("extension sst-dev.opencode", functools.partial(extension, required=require_extension)),
+        ("extension code-server-multi.session", session_extension),
         ("python3 node npm git rg", tools),
         ("default user", default_user),
         ("no sudo, no setuid", no_privilege_escalation),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..progress import Steps
 from . import assemble, stages
-from .extensions import resolve
+from .extensions import resolve, session_vsix
 from .inputs import (BuildError, cache_dir, cache_key, image_reference, load_contract, load_manifest,
                      load_versions, stage_keys)
 from .shell import Log, remove_tree
@@ -40,7 +40,7 @@ class Build:
         self.log = Log(self.cache / "logs" / f"build-{time.strftime('%Y%m%d-%H%M%S')}.log")
         self.downloads = Downloads(self.cache / "downloads", self.log.note)
         self.contract, self.versions, self.manifest, self.extensions = current_inputs(self.downloads)
-        self.vsix = [path for _ext, path in self.extensions.found]
+        self.vsix = [path for _ext, path in self.extensions.found] + [session_vsix(self.cache / "session")]
         self.key = cache_key(self.manifest, self.contract, self.vsix)
         self.keys = stage_keys(self.manifest, stages.RUNTIME_PACKAGES, stages.BUILD_PACKAGES)
         self.repository, self.tag = image_reference(self.contract)

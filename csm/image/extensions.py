@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -77,3 +79,17 @@ def resolve(versions: dict, downloads: Downloads, directory: Path = EXTENSIONS_S
                     f"{ext.id} {ext.version} left out: {origin} is not reachable. To add it, download "
                     f"{ext.url} into {directory}/ (it must match {ext.hash}) and build again.")))
     return resolved
+
+
+# The project's own extension ("Log out" in the workbench), packed from the checkout
+# by the same script the Nix image runs (image/session-extension/pack.py).
+SESSION_SRC = EXTENSIONS_SRC.parent / "session-extension"
+SESSION_ID = "code-server-multi.session"
+
+
+def session_vsix(directory: Path) -> Path:
+    """The packed VSIX in `directory` (byte for byte the same for the same sources)."""
+    out = directory / f"{SESSION_ID}.vsix"
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, str(SESSION_SRC / "pack.py"), str(out)], check=True)
+    return out

@@ -516,7 +516,8 @@ let
         inherit (s) image;
         ports = [ ];
         volumes = [ "${userDir}/config:${home}" "${userDir}/workspace:${project}" "${socketDir}:${socketDirInContainer}" ] ++ u.extraVolumes;
-        environment = { OPENCODE_CONFIG_CONTENT = toJSON opencodeConfig; };
+        # CSM_LOGOUT_PATH: where the image's "Log out" item sends the browser (the gate's page).
+        environment = { OPENCODE_CONFIG_CONTENT = toJSON opencodeConfig; CSM_LOGOUT_PATH = gatePaths.logout; };
         environmentFiles = u.environmentFiles;
         user = "${toString containerUid}:${toString containerGid}";
         cmd = [

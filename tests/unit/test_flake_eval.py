@@ -192,7 +192,13 @@ def test_image_config_follows_the_contract_and_versions(image):
     assert labels["code-server-multi.code-server"] == versions["code-server"]
     assert labels["code-server-multi.opencode"] == versions["opencode"]
     assert labels["code-server-multi.node"].split(".")[0] == versions["node"].split(".")[0]
-    assert labels["code-server-multi.extensions"] == ",".join(f"{e['id']}@{e['version']}" for e in versions["extensions"])
+    session = json.loads((ROOT / "image" / "session-extension" / "package.json").read_text())
+    assert labels["code-server-multi.extensions"] == ",".join(
+        [f"{e['id']}@{e['version']}" for e in versions["extensions"]]
+        + [f"{session['publisher']}.{session['name']}@{session['version']}"])
+    packed = named(drvs, "code-server-multi.session.vsix")   # packed by the same script as the portable recipe
+    script = re.fullmatch(r"python3 (/nix/store/\S+-pack\.py) \$out\n", packed.env["buildCommand"]).group(1)
+    assert Path(script).read_bytes() == (ROOT / "image" / "session-extension" / "pack.py").read_bytes()
     commands = image_drv.env["fakeRootCommands"]
     extensions = named(drvs, "code-server-multi-extensions")
     assert f"cp -r {extensions.out}/. .{contract['extensionsDir']}/" in commands
