@@ -77,25 +77,19 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.write(json.dumps(answer).encode() + b"\n")
 
 
-class Server(socketserver.ThreadingUnixStreamServer):
+class BoundedUnixServer(socketserver.ThreadingUnixStreamServer):
+    """A thread per connection, at most `connections` at once: one more is closed
+    unanswered, never queued without bound. The gate and the root side both serve so."""
     daemon_threads = True
     request_queue_size = 128   # a burst waits in the backlog instead of failing to connect
 
-    def __init__(self, socket_path: str, users: set[str], answerer: Answerer, group: str | None):
-        self.users, self.answerer = users, answerer
-        self._slots = threading.BoundedSemaphore(CONNECTIONS)
-        Path(socket_path).unlink(missing_ok=True)
-        super().__init__(socket_path, _Handler)
-        # The directory (root:<gate group> 0750) decides who gets here; the socket
-        # itself is the group's to write.
-        if group is not None:
-            import grp
-            os.chown(socket_path, 0, grp.getgrnam(group).gr_gid)
-        os.chmod(socket_path, 0o660)
+    def __init__(self, socket_path: str, handler, connections: int):
+        self._slots = threading.BoundedSemaphore(connections)
+        super().__init__(socket_path, handler)
 
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)   # never a thread per request without bound
+            self.shutdown_request(request)
             return
         super().process_request(request, client_address)
 
@@ -104,3 +98,20 @@ class Server(socketserver.ThreadingUnixStreamServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def get_request(self):
+        request, _ = super().get_request()
+        return request, ("local", 0)   # a Unix socket has no client address
+
+
+class Server(BoundedUnixServer):
+    def __init__(self, socket_path: str, users: set[str], answerer: Answerer, group: str | None):
+        self.users, self.answerer = users, answerer
+        Path(socket_path).unlink(missing_ok=True)
+        super().__init__(socket_path, _Handler, CONNECTIONS)
+        # The directory (root:<gate group> 0750) decides who gets here; the socket
+        # itself is the group's to write.
+        if group is not None:
+            import grp
+            os.chown(socket_path, 0, grp.getgrnam(group).gr_gid)
+        os.chmod(socket_path, 0o660)

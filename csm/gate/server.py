@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import html
 import logging
-import socketserver
-import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
+from .control import BoundedUnixServer
 from .core import Gate, Refused
 
 log = logging.getLogger("csm.gate")
@@ -202,28 +201,6 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-class Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-    request_queue_size = 128   # a burst waits in the backlog instead of failing to connect
-
+class Server(BoundedUnixServer):
     def __init__(self, socket_path: str, gate: Gate):
-        handler = type("GateHandler", (Handler,), {"gate": gate})
-        self._slots = threading.BoundedSemaphore(CONNECTIONS)
-        super().__init__(socket_path, handler)
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def get_request(self):
-        request, _ = super().get_request()
-        return request, ("nginx", 0)   # a Unix socket has no client address; X-Real-IP does
-
+        super().__init__(socket_path, type("GateHandler", (Handler,), {"gate": gate}), CONNECTIONS)
