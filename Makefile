@@ -44,6 +44,7 @@ bench: deps image
 	$(PY) -m csm.bench
 	$(PY) -m csm.bench_idle
 	$(PY) -m csm.bench_memory
+	$(PY) -m csm.bench_gate
 
 docs:
 	scripts/options-doc.py > docs/options.md

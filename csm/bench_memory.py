@@ -4,7 +4,7 @@ in one run.
     python -m csm.bench_memory [--idle SECONDS] [--json FILE]      (part of `make bench`)
 
 One stack, one user per variant, each with the same small project in its workspace
-(a git repository with a node_modules folder). Each user logs in with Chromium, opens
+(a git repository with a node_modules folder). Each user logs in at the gate with Chromium, opens
 one terminal and leaves the tab open; after `--idle` seconds each container is read:
 per process RSS/PSS from /proc, and the memory cgroup (what `podman stats` shows).
 A variant differs from the baseline by one lever only: VS Code settings written into
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from csm import plan as planlib
-from csm.bench import LOGIN_PACE_S, podman, say
+from csm.bench import podman, say, write_json
 from csm.testing import browser as chromium
 from csm.testing import memory
 from csm.testing.stacks import IMAGE, ThrowawayStack, require_image
@@ -49,7 +49,7 @@ SAMPLES, SAMPLE_GAP_S = 3, 10
 
 
 def user_name(variant: str) -> str:
-    return "mem" + re.sub(r"[^a-z0-9]", "", variant)[:10]
+    return "bnm" + re.sub(r"[^a-z0-9]", "", variant)[:10]
 
 
 def prepare_project(stack: ThrowawayStack, user: str, node_modules: Path) -> None:
@@ -141,7 +141,6 @@ def run(variants: list[str], idle_s: float) -> dict:
             try:
                 for variant, user in users.items():
                     say(f"{variant}: workbench and a terminal in Chromium")
-                    time.sleep(LOGIN_PACE_S)
                     open_workbench_and_terminal(browser, stack.url(user), stack.password(user))
                     opened[variant] = time.monotonic()
                 say(f"each left idle for {idle_s:.0f} s, tabs open")
@@ -175,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         for v, prof in r["profiles"].items():
             print(f"{v:<10} cgroup {prof['cgroup_mib']:6.0f} MiB  ratio to baseline {prof['cgroup_mib'] / base['cgroup_mib']:.2f}"
                   f"  samples {', '.join(f'{x:.0f}' for x in prof['cgroup_mib_samples'])}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
+    write_json(args.json, r)
     return 0
 
 

@@ -1,10 +1,15 @@
-"""The benchmark's arithmetic and its baseline (its figures come from `make bench`,
-never from a test)."""
+"""The benchmark's arithmetic, its baseline and its clients (its figures come from
+`make bench`, never from a test)."""
+import asyncio
+import html
+import socket
+import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from csm import bench
+from csm import bench, bench_gate
 from csm import plan as planlib
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,6 +20,13 @@ def test_percentiles_of_a_known_sample():
     assert bench.percentile(xs, 50) in (0.05, 0.051)
     assert bench.percentile(xs, 99) == 0.099
     assert bench.percentile([0.2], 99) == 0.2
+
+
+def test_a_figure_meets_its_goal_when_at_or_below_it():
+    assert bench.verdict(1.10, 1.10) == {"value": 1.10, "goal": 1.10, "met": True}
+    assert not bench.verdict(1.11, 1.10)["met"]
+    assert bench.goal_text(bench.verdict(0.4, 1), " s") == "goal <= 1 s: met"
+    assert bench.goal_text(bench.verdict(2, 1)) == "goal <= 1: MISSED"
 
 
 def image_tree(root: Path, link: str) -> Path:
@@ -38,14 +50,15 @@ def image_tree(root: Path, link: str) -> Path:
 def test_the_bare_baseline_runs_the_plans_command_with_host_places(tmp_path, link):
     entry = image_tree(tmp_path, link)
     cmd = planlib.load(ROOT / "examples" / "demo.nix")["users"]["demo"]["container"]["cmd"]
-    argv = bench.BareCodeServer(tmp_path, cmd).argv(4321, "/tmp/h")
+    argv = bench.BareCodeServer(tmp_path, cmd).argv("/tmp/h")
     assert argv[:2] == [f"{tmp_path}/usr/local/bin/node", str(entry)]
     assert Path(argv[1]).read_text() == "// code-server\n"
     assert argv[-1] == "/tmp/h" and len(argv) == len(cmd) + 1  # the folder: the bare home
     # The plan's arguments one for one, except the values that name a place in the
     # container: those are the host's (the image's files mounted at tmp_path).
     plan_args, bare_args = cmd[1:-1], argv[2:-1]
-    host_places = {"--bind-addr": "127.0.0.1:4321", "--user-data-dir": "/tmp/h/data",
+    assert "--socket" in plan_args, "the plan's code-server listens on a socket"
+    host_places = {"--socket": "/tmp/h/code-server.sock", "--user-data-dir": "/tmp/h/data",
                    "--extensions-dir": str(tmp_path) + plan_args[plan_args.index("--extensions-dir") + 1]}
     for i, (planned, bare) in enumerate(zip(plan_args, bare_args)):
         assert bare == host_places.get(plan_args[i - 1], planned) if i else bare == planned, (i, planned, bare)
@@ -88,3 +101,123 @@ def test_cgroup_figures_leave_out_inactive_file_cache(tmp_path, version):
         (tmp_path / "memory.current").write_text(f"{500 * mib}\n")
         (tmp_path / "memory.stat").write_text(f"anon {300 * mib}\nfile {200 * mib}\ninactive_file {150 * mib}\n")
     assert memory.cgroup_figures(tmp_path) == {"cgroup_mib": 350, "cgroup_anon_mib": 300}
+
+
+# ---- the clients of code-server's socket and of the flood ---------------------------------
+
+
+@pytest.fixture
+def echo_socket(tmp_path):
+    """A Unix socket that echoes each connection's bytes, then says how many it got
+    after the client's half-close (so a forwarder must pass EOF on, and keep the
+    other direction open)."""
+    path = str(tmp_path / "echo.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                total = 0
+                while data := conn.recv(65536):
+                    total += len(data)
+                    conn.sendall(data)
+                conn.sendall(f"got {total}".encode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield path
+    server.close()
+
+
+def test_the_forwarder_passes_bytes_both_ways_and_the_half_close(echo_socket):
+    payload = bytes(range(256)) * 1024  # 256 KiB: more than one read
+    with bench.UnixForwarder(echo_socket) as fwd:
+        assert fwd.url == f"http://127.0.0.1:{fwd.port}" and fwd.port
+        for _ in range(2):  # one connection after another
+            with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as c:
+                threading.Thread(target=lambda: (c.sendall(payload), c.shutdown(socket.SHUT_WR))).start()
+                got = b""
+                while data := c.recv(65536):
+                    got += data
+            assert got == payload + f"got {len(payload)}".encode()
+
+
+def test_the_forwarder_closes_a_connection_it_cannot_pass_on(tmp_path):
+    with bench.UnixForwarder(str(tmp_path / "absent.sock")) as fwd:
+        with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as c:
+            assert c.recv(10) == b""
+
+
+def test_http_on_a_unix_socket(tmp_path):
+    from http.server import BaseHTTPRequestHandler
+    from socketserver import UnixStreamServer
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"alive")
+
+        def log_message(self, *args):
+            pass
+
+    class Server(UnixStreamServer):
+        def get_request(self):
+            request, _ = super().get_request()
+            return request, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port)
+
+    path = str(tmp_path / "cs.sock")
+    with Server(path, Hello) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        bench.wait_for_health(path, timeout=5)
+        assert bench.socket_get(path, "/nothing")[0] == 404
+        with bench.UnixForwarder(path) as fwd:  # what Chromium gets
+            assert urllib.request.urlopen(f"{fwd.url}/healthz", timeout=5).read() == b"alive"
+        server.shutdown()
+
+
+def answer(raw: bytes):
+    async def read():
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw)
+        reader.feed_eof()
+        first = await bench_gate._read_answer(reader)
+        return first, await reader.read()
+    return asyncio.run(read())
+
+
+def test_the_flood_reads_each_answer_to_its_end():
+    assert answer(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nlogin"
+                  b"HTTP/1.1 401 Unauthorized\r\n") == ((401, False), b"HTTP/1.1 401 Unauthorized\r\n")
+    assert answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nNEXT") == \
+        ((200, False), b"NEXT")
+    assert answer(b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n") == ((503, True), b"")
+
+
+WORKBENCH_PAGE = """<meta id="vscode-workbench-web-configuration" data-settings="{&quot;serverBasePath&quot;:&quot;.&quot;,
+&quot;webviewEndpoint&quot;:&quot;stable-53c2f/static/out/vs/workbench/contrib/webview/browser/pre&quot;}">
+<link rel="icon" href="./_static/src/browser/media/favicon.ico" />
+<link rel="stylesheet" href="stable-53c2f/static/out/vs/code/browser/workbench/workbench.css">
+<script type="module" src=""></script>
+<script type="module" src="stable-53c2f/static/out/nls.messages.js"></script>"""
+
+
+def test_the_static_assets_are_found_in_the_workbench_page():
+    page = html.unescape(WORKBENCH_PAGE)
+    assert sorted(bench_gate.ASSET.findall(page)) == ["stable-53c2f/static/out/nls.messages.js",
+                                                      "stable-53c2f/static/out/vs/code/browser/workbench/workbench.css"]
+    assert bench_gate.WEBVIEW.findall(page) == ["stable-53c2f/static/out/vs/workbench/contrib/webview/browser/pre"]
+
+
+def test_the_gate_bench_defaults_are_the_issues_figures():
+    args = bench_gate.parser().parse_args([])
+    assert (args.flood_rate, args.flood_seconds, args.rounds) == (1000, 60, 3)
+    assert bench_gate.parser().parse_args(["--flood-seconds", "10", "--json", "x.json"]).flood_seconds == 10
+    assert bench_gate.GOALS == {"workbench_ratio": 1.10, "asset_added_p50_ms": 1.0, "websocket_ratio": 1.3,
+                                "gate_rss_mib": 60, "flood_login_p95_s": 1.0, "flood_websocket_ratio": 1.5}
