@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import plan as planlib
+from . import sockets
 from .gate.core import session_store
 from .runner import BadInput, RunnerError, backup, files, nixos, passwd, units
 from .runner.stack import DEFAULT_HTTP_PORT, DEFAULT_STATE_DIR, DEFAULT_TLS_PORT, Stack, load_settings
@@ -218,7 +219,17 @@ def cmd_prepare(args) -> int:
     plan = _read_plan(args.plan)
     if args.user not in plan["users"]:
         raise BadInput(f"no user {args.user!r} in the plan {args.plan} (users: {', '.join(sorted(plan['users']))})")
-    files.prepare_user(plan["users"][args.user])
+    user = plan["users"][args.user]
+    if args.started:
+        deadline = time.monotonic() + 60
+        while not sockets.link(user):
+            if time.monotonic() > deadline:
+                raise RunnerError(f"{user['socketSource']} is no socket of {args.user}'s container after 60 s; "
+                                  f"nginx cannot reach {args.user}: see `journalctl -u podman-{user['container']['name']}`")
+            time.sleep(0.5)
+        print(f"{args.user}: code-server's socket linked for nginx", file=sys.stderr)
+        return 0
+    files.prepare_user(user)
     print(f"{args.user}: directories and settings seed ready", file=sys.stderr)
     return 0
 
@@ -353,8 +364,10 @@ def _parser() -> argparse.ArgumentParser:
     c = command("prepare", cmd_prepare, "make ready what a user's container needs before it starts (NixOS unit)",
                 "What the NixOS module's unit runs before each start of USER's container (preStart): the "
                 "plan's directories and the VS Code settings seed where missing (byte for byte). The portable runner's "
-                "`up` does the same with the same code.", parents=(common, plan_opt))
+                "`up` does the same with the same code. With --started (postStart): link the socket "
+                "code-server made, once it is one, where nginx reaches it.", parents=(common, plan_opt))
     c.add_argument("user", metavar="USER")
+    c.add_argument("--started", action="store_true", help="after the start: link code-server's socket for nginx")
 
     c = command("reset", cmd_reset, "give a user a fresh container (workspace and settings kept)",
                 "Remove USER's container and start a new one from the image. The workspace and the home "

@@ -81,7 +81,7 @@ class BoundedUnixServer(socketserver.ThreadingUnixStreamServer):
     """A thread per connection, at most `connections` at once: one more is closed
     unanswered, never queued without bound. The gate and the root side both serve so."""
     daemon_threads = True
-    request_queue_size = 128   # a burst waits in the backlog instead of failing to connect
+    request_queue_size = 1024   # a burst waits in the backlog instead of failing to connect
 
     def __init__(self, socket_path: str, handler, connections: int):
         self._slots = threading.BoundedSemaphore(connections)

@@ -28,7 +28,8 @@ from .sessions import SessionStore, StoreError
 
 log = logging.getLogger("csm.gate")
 
-SAME_SITE = ("same-origin", "none")   # Sec-Fetch-Site values of a page of its own (or typed in)
+SAME_SITE = ("same-origin", "none")
+BUSY_WAIT = 2.0   # seconds a login waits for a free check before "busy"   # Sec-Fetch-Site values of a page of its own (or typed in)
 
 
 @dataclass
@@ -132,8 +133,10 @@ class Gate:
             log.info("login for %s from %s refused: wrong-password allowance spent", user, key.split()[0])
             raise Refused(429, "limited", f"Too many wrong passwords from your network. Try again in "
                           f"{_duration(seconds)}.", seconds)
-        if not self.verifying.try_enter():
-            self.allowance.refund(key)
+        # One check at a time per address, waiting briefly for a slot. A "busy" answer
+        # keeps its charge: retrying it costs a guesser their allowance, not the others'.
+        address = key.split()[0]
+        if not self.verifying.try_enter(address, wait=BUSY_WAIT):
             raise Refused(503, "busy", "The server is busy checking other logins. Try again in a moment.", 1)
         try:
             hashed = self.credentials.get(user)
@@ -143,7 +146,7 @@ class Gate:
             raise Refused(503, "busy", "This workspace has no password set yet. Tell the person who "
                           "gave you your address.", 60) from None
         finally:
-            self.verifying.leave()
+            self.verifying.leave(address)
         if not right:
             log.info("wrong password for %s from %s", user, key.split()[0])
             return None
@@ -190,7 +193,7 @@ class Gate:
     def safe_next(path: str | None) -> str:
         """Where to go after the login: a path of this host only."""
         if not path or not path.startswith("/") or path.startswith("//") or "\\" in path or \
-                any(ord(c) < 32 for c in path):
+                any(ord(c) < 32 or ord(c) > 126 for c in path):   # a header carries ASCII only
             return "/"
         return path
 

@@ -22,6 +22,7 @@ a good part of a CPU); the caller answers the rest "busy, retry", never queues.
 """
 from __future__ import annotations
 
+import collections
 import ipaddress
 import itertools
 import threading
@@ -150,42 +151,50 @@ class Allowance:
 
 
 class InFlight:
-    """At most `limit` holders at once; never blocks. Either
+    """At most `limit` holders at once, and at most one per key (a client address):
+    a crowd of addresses cannot hold every slot twice over, and one address never
+    holds two. A caller may wait up to `wait` seconds for a free slot (first come,
+    roughly), never longer: the rest are answered "busy", not queued. Either
 
-        if not in_flight.try_enter(): answer busy
-        try: verify  finally: in_flight.leave()
+        if not in_flight.try_enter(key, wait=2): answer busy
+        try: verify  finally: in_flight.leave(key)
 
-    or `with in_flight.slot() as entered: ...` (entered False: answer busy)."""
+    or `with in_flight.slot(key) as entered: ...` (entered False: answer busy)."""
 
     def __init__(self, limit: int):
         if limit < 1:
             raise ValueError(f"InFlight limit must be at least 1, not {limit!r}")
         self.limit = limit
-        self._count = 0
-        self._lock = threading.Lock()
+        self._keys: collections.Counter = collections.Counter()
+        self._free = threading.Condition()
 
-    def try_enter(self) -> bool:
-        with self._lock:
-            if self._count >= self.limit:
-                return False
-            self._count += 1
+    def try_enter(self, key: str = "", wait: float = 0.0) -> bool:
+        deadline = time.monotonic() + wait
+        with self._free:
+            while self.count >= self.limit or (key and self._keys[key]):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (key and self._keys[key]):
+                    return False
+                self._free.wait(remaining)
+            self._keys[key] += 1
             return True
 
-    def leave(self) -> None:
-        with self._lock:
-            if self._count == 0:
+    def leave(self, key: str = "") -> None:
+        with self._free:
+            if self._keys[key] == 0:
                 raise RuntimeError("InFlight.leave() without a matching try_enter()")
-            self._count -= 1
+            self._keys[key] -= 1
+            self._free.notify()
 
     @property
     def count(self) -> int:
-        return self._count
+        return sum(self._keys.values())
 
     @contextmanager
-    def slot(self) -> Iterator[bool]:
-        entered = self.try_enter()
+    def slot(self, key: str = "", wait: float = 0.0) -> Iterator[bool]:
+        entered = self.try_enter(key, wait)
         try:
             yield entered
         finally:
             if entered:
-                self.leave()
+                self.leave(key)

@@ -48,18 +48,19 @@ class Handler(BaseHTTPRequestHandler):
     def client(self) -> str:
         return self.headers.get("X-Real-IP", "")
 
-    def _cookie(self) -> str | None:
+    def _cookies(self) -> list[str]:
+        """Every value of the session cookie: another site of the parent domain can set
+        one of that name over plain http; it must not hide the real one."""
         name = self.gate.cookie_name(self.https)
-        for part in self.headers.get_all("Cookie", []):
-            for item in part.split(";"):
-                key, _, value = item.strip().partition("=")
-                if key == name and value:
-                    return value
-        return None
+        return [value for part in self.headers.get_all("Cookie", []) for item in part.split(";")
+                for key, _, value in [item.strip().partition("=")] if key == name and value][:4]
+
+    def _cookie(self) -> str | None:
+        """The valid session among them, if any."""
+        return next((c for c in self._cookies() if self.gate.session_valid(c, self.user)), None)
 
     def _logged_in(self) -> bool:
-        cookie = self._cookie()
-        return cookie is not None and self.gate.session_valid(cookie, self.user)
+        return self._cookie() is not None
 
     # ---- answers ----------------------------------------------------------------------
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None,

@@ -25,6 +25,7 @@ from pathlib import Path
 from . import markers, restarts, signals
 from .control import ControlError, Podman, Systemd
 from .decision import IdleClock, should_stop
+from .. import sockets
 from ..plan import read_json
 from ..gate.control import Server as ControlServer
 from .waker import Waker
@@ -150,6 +151,8 @@ def loop(plan: dict, checker: Checker | None, restarter: restarts.Restarter | No
     try:
         while not done.wait(tick):
             try:
+                for user in plan["users"].values():   # a container restarted by itself made a new socket
+                    sockets.link(user)
                 if restarter:
                     restarter.finish(skip=not_mine)
                 if checker and time.monotonic() >= next_idle_check:

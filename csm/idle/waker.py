@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 
+from .. import sockets
 from . import markers, restarts, signals
 
 log = logging.getLogger("csm.idle")
@@ -66,7 +67,7 @@ class Waker:
             at, answer = self._health.get(name, (0.0, False))
             if time.monotonic() - at >= 0.2:
                 user = self.plan["users"][name]
-                answer = signals.healthy(user["socket"], user["container"]["healthPath"])
+                answer = sockets.link(user) and signals.healthy(user["socket"], user["container"]["healthPath"])
                 self._health[name] = (time.monotonic(), answer)
             return answer
 

@@ -126,9 +126,11 @@ def _args(state: Path, conf: Path) -> list[str]:
 
 
 def prepare(state: Path, plan: dict) -> None:
-    """Directories nginx writes to, and the landing page its workers (nobody) read."""
-    for d in ("logs", "tmp"):
-        (state / d).mkdir(mode=0o755, exist_ok=True)
+    """Directories nginx writes to, and the landing page its workers read. The logs
+    (who logged in from where, every address asked for) are root's: the master opens them."""
+    (state / "tmp").mkdir(mode=0o755, exist_ok=True)
+    (state / "logs").mkdir(mode=0o750, exist_ok=True)
+    os.chmod(state / "logs", 0o750)
     landing = state / "landing"
     landing.mkdir(mode=0o755, exist_ok=True)
     os.chmod(landing, 0o755)

@@ -85,7 +85,7 @@ class Service:
             return "unchanged"
         self.stop(state)
         log = self.log(state)
-        log.parent.mkdir(mode=0o755, exist_ok=True)
+        log.parent.mkdir(mode=0o750, exist_ok=True)   # root's: nginx.prepare says why
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [interpreter(user), "-m", self.module, "serve", "--plan", str(Path(state) / "stack.json"), *args],

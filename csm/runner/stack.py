@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import plan as planlib
+from .. import sockets
 from . import BadInput, HostNotReady, RunnerError, backup, files, gate, idle, nginx, passwd, podman, preflight
 from . import status as stack_status
 from .host import Host
@@ -270,7 +271,8 @@ class Stack:
                     code = podman.last_exit_code(self.host, info) if info else None
                     raise RunnerError(f"{name}'s container {cname} stopped (exit code {code}) instead of "
                                       f"becoming healthy; see `csm logs {name}`")
-                if podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0:
+                if podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0 and \
+                        sockets.link(self.plan["users"][name]):
                     pending.remove(name)
                     self.progress(f"{name} is healthy ({time.monotonic() - start:.0f} s)")
             if not pending:

@@ -35,6 +35,10 @@ lib.mkIf cfg.enable {
   systemd.services = lib.mapAttrs' (name: u: lib.nameValuePair "podman-${u.container.name}" {
     preStart = lib.mkBefore (lib.optionalString (cfg.package != null)
       "${lib.getExe' cfg.package "csm"} prepare --plan ${lib.escapeShellArg cfg.planFile} ${lib.escapeShellArg name}\n");
+    # Once healthy (the unit's ready), the socket code-server made is linked where nginx
+    # connects: never the user's own path, which they could point anywhere.
+    postStart = lib.optionalString (cfg.package != null)
+      "${lib.getExe' cfg.package "csm"} prepare --plan ${lib.escapeShellArg cfg.planFile} --started ${lib.escapeShellArg name}\n";
     requires = [ "${networkUnit u}.service" ];
     after = [ "${networkUnit u}.service" ];
   }) plan.users

@@ -103,6 +103,8 @@ let
     loginRate = "30r/m";
     loginBurst = 30;
     connectionsPerAddress = 256;   # a class of 30 behind one address, each with a few tabs
+    wallRate = "10r/s";          # login pages shown in place of a page, per address
+    wallBurst = 60;              # a class of 30 opening their addresses at once
   };
 
   # Each user's container on a network of its own: podman's `isolate` option drops
@@ -427,6 +429,7 @@ let
   ];
   # The gate decides from the headers alone; an upload meant for code-server stays out.
   noBody = [ "proxy_pass_request_body off;" "proxy_set_header Content-Length \"\";" ];
+  gateBodyLimit = "client_max_body_size 16k;";   # a login form: nginx never holds a big body for the gate
   toGate = name: extra: { proxyPass = "http://csm_gate"; config = extra ++ gateHeaders name; };
   # Every request to code-server first passes the gate (auth_request): no session,
   # the login page in its place (401); the socket refusing (a stopped container),
@@ -435,6 +438,8 @@ let
     "auth_request ${gatePaths.auth};"
     "error_page 401 = @csm_login;"
     "error_page 502 = @csm_wake;"
+    # No session cookie at all: the login page at once, without asking the gate twice.
+    "if ($csm_has_session = 0) { return 401; }"
   ];
   # The sum each host name needs in nginx's server name hash (ngx_hash_init: a
   # pointer, the name and 2 bytes aligned to 8, and the bucket's end pointer).
@@ -469,11 +474,15 @@ let
       hostGid = idBase + containerGid;
       userDir = "${s.workspaceBase}/${name}";
       hostname = "${name}.${s.domain}";
-      # Only root and nginx's group traverse socketGuard; inside it, the directory the
-      # container's code-server creates its socket in (mounted at socketDirInContainer).
+      # Only root and nginx's group traverse socketGuard. Inside it: the directory the
+      # container's code-server creates its socket in (mounted at socketDirInContainer,
+      # the user's own: they could put anything there, a link to another's socket too),
+      # and the hard link root makes of that socket once it has checked it is one
+      # (csm/sockets.py). nginx and root connect only to the link.
       socketGuard = "${s.runtimeDir}/users/${name}";
       socketDir = "${socketGuard}/code-server";
-      socket = "${socketDir}/code-server.sock";
+      socketSource = "${socketDir}/code-server.sock";
+      socket = "${socketGuard}/code-server.sock";
       codeServer = "http://unix:${socket}:";
       memory = parseSize u.memoryLimit;
       memorySoft = parseSize u.memorySoftLimit;
@@ -481,7 +490,7 @@ let
       network = "${s.namePrefix}-${name}";
       owned = path: { inherit path; uid = hostUid; gid = hostGid; mode = "0700"; };
     in {
-      inherit name hostname socket;
+      inherit name hostname socket socketSource;
       ids = { base = idBase; size = idRangeSize; inherit hostUid hostGid containerUid; };
       directories = [
         # Traversable, not listable: the container's mapped root must reach the mounts.
@@ -581,19 +590,26 @@ let
             ];
           };
           # The gate's own pages and questions; it answers 404 to any path it does not know.
-          "^~ ${gatePaths.prefix}" = toGate name [ ];
+          "^~ ${gatePaths.prefix}" = toGate name [ gateBodyLimit ];
           "= ${gatePaths.auth}" = toGate name ([ "internal;" ] ++ noBody);
           # Password submissions (POST) meet nginx's per-address flood guard before
           # the gate's own per-address limit on wrong passwords.
           "= ${gatePaths.login}" = toGate name [
+            gateBodyLimit
             "limit_req zone=csm_login burst=${toString nginxLimits.loginBurst} nodelay;"
             "limit_req_status 429;"
             "error_page 429 @csm_rate_limited;"
           ];
           # No session: the login page in place of what was asked for (HTTP 401).
-          "@csm_login" = toGate name ([ "rewrite ^ ${gatePaths.login}?wall break;" ] ++ noBody);
+          # A flood of requests without a session meets nginx's per-address limit here,
+          # before the gate: a person loads one login page, a script hundreds.
+          "@csm_login" = toGate name ([
+            "rewrite ^ ${gatePaths.login}?wall? break;"   # the trailing ? drops the page's own query
+            "limit_req zone=csm_wall burst=${toString nginxLimits.wallBurst} nodelay;"
+            "limit_req_status 429;"
+          ] ++ noBody);
           # A logged-in request met a stopped container: the gate starts it.
-          "@csm_wake" = toGate name ([ "rewrite ^ ${gatePaths.wake} break;" ] ++ noBody);
+          "@csm_wake" = toGate name ([ "rewrite ^ ${gatePaths.wake}? break;" ] ++ noBody);
           # What a person sees when limited: what happened and what to do.
           "@csm_rate_limited" = {
             proxyPass = null;
@@ -626,7 +642,10 @@ let
         "limit_req_zone $csm_login_key zone=csm_login:10m rate=${nginxLimits.loginRate};"
         "map $http_upgrade $csm_connection_upgrade { default upgrade; '' close; }"
         "limit_conn_zone $binary_remote_addr zone=csm_conn:10m;"
-        "upstream csm_gate { server unix:${gate.socket}; keepalive 16; }"
+        "limit_req_zone $binary_remote_addr zone=csm_wall:10m rate=${nginxLimits.wallRate};"
+        # Whether a request carries a session cookie at all (the gate decides if it is valid).
+        "map $http_cookie $csm_has_session { default 0; \"~(^|;\\s*)(${gate.cookie.http}|${gate.cookie.https})=[^;]\" 1; }"
+        "upstream csm_gate { server unix:${gate.socket}; keepalive 64; }"
       ];
       serverNamesHashBucketSize = bucketSize;
       # Two per proxied request (client and upstream), for a class behind one address.

@@ -10,6 +10,8 @@
   bo's; logout ends it; it survives `csm down` and `up`.
 - The gate runs as its own account, owns only its own directories, and cannot start
   or stop a container except through the root side's two verbs.
+- A link a user plants in their own socket directory never leads nginx to another
+  user's code-server.
 
 On a stack of its own (users gil, hal), with 127.0.0.x addresses no other test uses."""
 from __future__ import annotations
@@ -17,10 +19,12 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from csm import sockets
 from csm.checks import host, http, image, login
 from csm.gate import control
 from csm.runner import passwd
@@ -146,3 +150,32 @@ def test_the_gate_runs_as_its_own_account_and_only_asks_the_root_side(pair):
     for verb in ("stop", "restart", "exec"):
         with pytest.raises(control.ControlError):
             control.ask(gate["control"]["socket"], verb, "gil")
+
+
+def test_a_link_planted_in_ones_socket_directory_never_reaches_another_users_code_server(pair):
+    """gil, in their own container, puts a symbolic link to hal's socket where their
+    code-server's socket was. nginx connects to root's link (csm/sockets.py), so gil's
+    session still reaches gil's code-server only: not an app of hal's, not hal's
+    workbench, even after root's refresh (the idle service's round, a wake)."""
+    gil, hal = pair.plan["users"]["gil"], pair.plan["users"]["hal"]
+    secret = f"hal-{os.urandom(6).hex()}"
+    subprocess.run(["podman", "exec", pair.container("hal"), "sh", "-c",
+                    f"mkdir -p /tmp/app && echo {secret} > /tmp/app/secret.txt"], check=True)
+    subprocess.run(["podman", "exec", "-w", "/tmp/app", "-d", pair.container("hal"),   # hal's app
+                    "timeout", "120", "python3", "-m", "http.server", "8124"], check=True)
+    inside = gil["container"]["socket"]
+    planted = subprocess.run(["podman", "exec", pair.container("gil"), "sh", "-c",
+                              f"mv {inside} {inside}.real && ln -s {hal['socketSource']} {inside} && ls -l {inside}"],
+                             capture_output=True, text=True)
+    assert planted.returncode == 0, planted.stderr
+    try:
+        assert not sockets.link(gil), "root linked a symbolic link"
+        t = target(pair, "gil", "127.0.0.89")
+        for _ in range(3):
+            r = http._http(t, "GET", "/proxy/8124/secret.txt", cookie=t.session())
+            assert secret not in r.text, "gil's session reached an app in hal's container"
+            assert http._has_session(t, t.session()), "gil lost their own workbench"
+            time.sleep(1)
+    finally:
+        subprocess.run(["podman", "exec", pair.container("gil"), "sh", "-c", f"rm -f {inside} && mv {inside}.real {inside}"],
+                       check=True)

@@ -43,7 +43,7 @@ in
     c.virtualisation.oci-containers.containers;
   podman = c.virtualisation.podman.enable;
   inherit (c) warnings;
-  services = lib.mapAttrs (_: s: { inherit (s) description preStart script preStop postStop requires after before serviceConfig unitConfig wantedBy path restartTriggers environment; }) c.systemd.services;
+  services = lib.mapAttrs (_: s: { inherit (s) description preStart postStart script preStop postStop requires after before serviceConfig unitConfig wantedBy path restartTriggers environment; }) c.systemd.services;
   timers = c.systemd.timers;
   tmpfiles = c.systemd.tmpfiles.rules;
   nginx = { inherit (c.services.nginx) enable user appendHttpConfig appendConfig eventsConfig serverNamesHashBucketSize virtualHosts; };

@@ -31,6 +31,7 @@ in
         before = opt (types.listOf types.str) [ ];
         restartTriggers = opt (types.listOf types.unspecified) [ ];
         preStart = opt types.lines "";
+        postStart = opt types.lines "";
         script = opt types.lines "";
         preStop = opt types.lines "";
         postStop = opt types.lines "";

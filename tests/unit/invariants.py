@@ -49,8 +49,11 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         # group reach (the guard directory), created by the container's user inside it.
         assert c["ports"] == [], c["ports"]
         assert not any(o.startswith(("--publish", "-p", "--network=host")) for o in c["extraOptions"])
-        guard, inner = {d["path"]: d for d in u["directories"]}, u["socket"].rsplit("/", 1)[0]
-        outer = inner.rsplit("/", 1)[0]
+        # nginx and root connect to root's link in the guard directory, never to the
+        # user's own directory (csm/sockets.py).
+        guard, inner = {d["path"]: d for d in u["directories"]}, u["socketSource"].rsplit("/", 1)[0]
+        outer = u["socket"].rsplit("/", 1)[0]
+        assert inner.rsplit("/", 1)[0] == outer and u["socket"] != u["socketSource"]
         assert (guard[outer]["uid"], guard[outer]["gid"], guard[outer]["mode"]) == (0, gate["proxyGroup"], "0710")
         assert guard[inner]["uid"] == u["ids"]["hostUid"] and guard[inner]["mode"] == "0711"
         assert f"{inner}:{c['socket'].rsplit('/', 1)[0]}" in c["volumes"]
@@ -152,7 +155,7 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
     assert "proxy_pass" not in "".join(plan["nginx"]["httpConfig"])
     # The gate listens where nginx's upstream says; its socket and the control socket
     # sit in directories of their own accounts.
-    assert f"upstream csm_gate {{ server unix:{gate['socket']}; keepalive 16; }}" in plan["nginx"]["httpConfig"]
+    assert f"upstream csm_gate {{ server unix:{gate['socket']}; keepalive 64; }}" in plan["nginx"]["httpConfig"]
     dirs = {d["path"]: d for d in plan["directories"]}
     assert (dirs[gate["directory"]]["uid"], dirs[gate["directory"]]["gid"]) == (gate["user"], gate["proxyGroup"])
     assert (dirs[gate["control"]["directory"]]["uid"], dirs[gate["control"]["directory"]]["gid"]) == (0, gate["user"])

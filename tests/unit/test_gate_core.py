@@ -71,17 +71,32 @@ def test_a_form_from_another_site_is_refused_before_anything_is_counted(gate, or
     assert log_in(gate, "ada", "wrong", client="192.0.2.9") is None   # still checked: nothing was counted
 
 
-def test_a_busy_gate_says_so_and_counts_nothing(gate):
-    assert gate.verifying.try_enter() and gate.verifying.try_enter()   # both checks in flight
+def test_a_busy_gate_says_so_and_a_busy_answer_counts(gate):
+    """Both checks in flight for other addresses: a login waits a moment, then hears
+    "busy"; that answer keeps its charge, so retrying "busy" costs a guesser their own
+    allowance, never anyone else's."""
+    assert gate.verifying.try_enter("192.0.2.7") and gate.verifying.try_enter("192.0.2.8")
     try:
-        for _ in range(20):
+        for _ in range(2):
             with pytest.raises(Refused) as busy:
                 log_in(gate, "ada", "wrong")
             assert busy.value.status == 503 and busy.value.retry_after
     finally:
-        gate.verifying.leave()
-        gate.verifying.leave()
-    assert log_in(gate, "ada", "wrong") is None   # the allowance is whole
+        gate.verifying.leave("192.0.2.7")
+        gate.verifying.leave("192.0.2.8")
+    assert log_in(gate, "ada", "ada's password") is not None   # a slot again
+    assert gate.allowance.charge("192.0.2.1 ada") == 0.0   # and the charges were the address's own
+
+
+def test_one_address_gets_one_check_at_a_time(gate):
+    assert gate.verifying.try_enter("192.0.2.1")   # a check of this address in flight
+    try:
+        with pytest.raises(Refused) as busy:
+            log_in(gate, "ada", "ada's password")   # the same address: busy at once
+        assert busy.value.status == 503
+        assert log_in(gate, "ada", "ada's password", client="192.0.2.2")   # another address: checked
+    finally:
+        gate.verifying.leave("192.0.2.1")
 
 
 def test_a_new_password_file_ends_the_sessions_and_nothing_stored_opens_one(gate, tmp_path):
@@ -96,6 +111,6 @@ def test_a_new_password_file_ends_the_sessions_and_nothing_stored_opens_one(gate
 
 @pytest.mark.parametrize("path, expected", [
     ("/?folder=/home/coder/project", "/?folder=/home/coder/project"), (None, "/"), ("", "/"),
-    ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"), ("/\r\nSet-Cookie:x", "/")])
+    ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"), ("/\r\nSet-Cookie:x", "/"), ("/\u2603", "/"), ("/%E2%98%83", "/%E2%98%83")])
 def test_after_the_login_a_person_goes_only_to_a_path_of_this_host(path, expected):
     assert Gate.safe_next(path) == expected

@@ -6,6 +6,7 @@ on a Unix socket plays code-server's health check; the live wake is in
 tests/e2e/test_idle.py and tests/browser/test_idle_wake.py."""
 from __future__ import annotations
 
+import os
 import socketserver
 import threading
 import time
@@ -67,8 +68,12 @@ def gate_for(tmp_path):
         plan["gate"].update(readyHoldSeconds=hold, heldAtOnce=held)
         plan["gate"]["control"]["socket"] = str(tmp_path / "control.sock")
         user = plan["users"]["ada"]
-        user["socket"] = str(tmp_path / "code-server.sock")
-        health = Health(user["socket"], user["container"]["healthPath"], healthy_after)
+        # code-server's socket as the container makes it (owned here by this test's
+        # uid), and root's link to it, which the waker makes before it asks.
+        user["socketSource"] = str(tmp_path / "code-server.sock")
+        user["socket"] = str(tmp_path / "link.sock")
+        user["ids"]["hostUid"] = os.getuid()
+        health = Health(user["socketSource"], user["container"]["healthPath"], healthy_after)
         waker = Waker(plan, NoPodman(), podman="false")
         waker.starting.add("ada")   # as when the waker has begun to start ada's container
         root = control.Server(plan["gate"]["control"]["socket"], {"ada"}, waker.answer, group=None)

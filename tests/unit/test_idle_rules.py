@@ -44,7 +44,7 @@ def test_every_location_to_code_server_hands_a_refusal_to_the_gates_wake():
                 assert loc["config"][0] == f"auth_request {paths['auth']};", where
         wake = locations["@csm_wake"]
         assert wake["proxyPass"] == "http://csm_gate"
-        assert f"rewrite ^ {paths['wake']} break;" in wake["config"]
+        assert f"rewrite ^ {paths['wake']}? break;" in wake["config"]
         assert f"proxy_set_header X-CSM-User {name};" in wake["config"]
         assert paths["ready"] in user["pages"]["starting"]
         assert "Starting" in user["pages"]["starting"] and name in user["pages"]["starting"]

@@ -174,7 +174,7 @@ def test_prepare_makes_the_directories_and_seeds_settings_without_any_password(h
     user = host.plan["users"]["una"]
     for d in user["directories"]:
         assert Path(d["path"]).is_dir(), d["path"]
-    socket_dir = Path(user["socket"]).parent
+    socket_dir = Path(user["socketSource"]).parent
     assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o711 and socket_dir.stat().st_uid == user["ids"]["hostUid"]
     assert stat.S_IMODE(socket_dir.parent.stat().st_mode) == 0o710
     assert not list(Path(host.plan["runtimeDir"]).rglob("*.env"))   # nothing composed with a secret
