@@ -236,7 +236,8 @@ def ensure_certificate(state: Path, domain: str, port: int) -> Tls:
     if not (key.exists() and crt.exists()):
         csr = tls_dir / f"{domain}.csr"
         run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-            "-subj", f"/CN=*.{domain}")
+            # A CN holds 64 characters at most; browsers read the names from subjectAltName.
+            "-subj", f"/CN={f'*.{domain}' if len(domain) <= 62 else 'code-server-multi'}")
         extensions = tls_dir / f"{domain}.ext"
         extensions.write_text(f"subjectAltName=DNS:*.{domain},DNS:{domain}\n"
                               "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")

@@ -266,6 +266,8 @@ let
       "domain = ${toJSON s.domain} is not a hostname; use lowercase DNS labels separated by dots, e.g. \"code.example.org\""
     ++ optional (directoryProblem "workspaceBase" s.workspaceBase != null) (directoryProblem "workspaceBase" s.workspaceBase)
     ++ optional (directoryProblem "runtimeDir" s.runtimeDir != null) (directoryProblem "runtimeDir" s.runtimeDir)
+    ++ optional (isString s.runtimeDir && stringLength s.runtimeDir > maxRuntimeDir)
+      "runtimeDir = ${toJSON s.runtimeDir} is ${toString (stringLength s.runtimeDir)} characters long; the sockets below it must fit in 107 bytes, so use at most ${toString maxRuntimeDir}, e.g. \"/run/code-server-multi\""
     ++ optional (isNormalPath s.workspaceBase && isNormalPath s.runtimeDir
                  && (isBelow s.workspaceBase s.runtimeDir || isBelow s.runtimeDir s.workspaceBase))
       "runtimeDir (${toJSON s.runtimeDir}) and workspaceBase (${toJSON s.workspaceBase}) overlap; the composed secrets must not lie among the workspaces: keep them apart"
@@ -353,6 +355,11 @@ let
     health = "${prefix}health";
   };
   gateDir = "${s.runtimeDir}/gate";
+  # Each user's socket as nginx reaches it, named by a hash of the name: a socket's path
+  # must fit in 107 bytes (sun_path), and a user name alone may take 63.
+  socketLinks = "${s.runtimeDir}/sockets";
+  socketOf = name: "${socketLinks}/${substring 0 16 (hashString "sha256" name)}.sock";
+  maxRuntimeDir = 107 - stringLength (socketOf "x") + stringLength s.runtimeDir;
   controlDir = "${s.runtimeDir}/control";
   gate = {
     unit = "code-server-multi-gate.service";   # NixOS
@@ -477,12 +484,12 @@ let
       # Only root and nginx's group traverse socketGuard. Inside it: the directory the
       # container's code-server creates its socket in (mounted at socketDirInContainer,
       # the user's own: they could put anything there, a link to another's socket too),
-      # and the hard link root makes of that socket once it has checked it is one
-      # (csm/sockets.py). nginx and root connect only to the link.
+      # Root's hard link to that socket, made once root has checked it is one
+      # (csm/sockets.py), lies in socketLinks; nginx and root connect only to the link.
       socketGuard = "${s.runtimeDir}/users/${name}";
       socketDir = "${socketGuard}/code-server";
       socketSource = "${socketDir}/code-server.sock";
-      socket = "${socketGuard}/code-server.sock";
+      socket = socketOf name;
       codeServer = "http://unix:${socket}:";
       memory = parseSize u.memoryLimit;
       memorySoft = parseSize u.memorySoftLimit;
@@ -631,6 +638,7 @@ let
       # the env files in it are root's own (0600).
       { path = s.runtimeDir; uid = 0; gid = 0; mode = "0711"; }
       { path = "${s.runtimeDir}/users"; uid = 0; gid = 0; mode = "0711"; }
+      { path = socketLinks; uid = 0; gid = gate.proxyGroup; mode = "0710"; }
       { path = gate.directory; uid = gate.user; gid = gate.proxyGroup; mode = "0750"; }
       { path = gate.control.directory; uid = 0; gid = gate.user; mode = "0750"; }
       { path = gate.stateDir; uid = gate.user; gid = gate.user; mode = "0700"; }

@@ -52,8 +52,10 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
         # nginx and root connect to root's link in the guard directory, never to the
         # user's own directory (csm/sockets.py).
         guard, inner = {d["path"]: d for d in u["directories"]}, u["socketSource"].rsplit("/", 1)[0]
-        outer = u["socket"].rsplit("/", 1)[0]
-        assert inner.rsplit("/", 1)[0] == outer and u["socket"] != u["socketSource"]
+        outer = inner.rsplit("/", 1)[0]
+        links = {d["path"]: d for d in plan["directories"]}[u["socket"].rsplit("/", 1)[0]]
+        assert (links["uid"], links["gid"], links["mode"]) == (0, gate["proxyGroup"], "0710")
+        assert len(u["socket"].encode()) <= 107, "a socket's path must fit in sun_path"
         assert (guard[outer]["uid"], guard[outer]["gid"], guard[outer]["mode"]) == (0, gate["proxyGroup"], "0710")
         assert guard[inner]["uid"] == u["ids"]["hostUid"] and guard[inner]["mode"] == "0711"
         assert f"{inner}:{c['socket'].rsplit('/', 1)[0]}" in c["volumes"]

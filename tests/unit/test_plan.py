@@ -93,6 +93,8 @@ BAD_SETTINGS = {
                                     ['gate.stateDir = "/etc/gate" lies in a system directory']),
     "password file with a line break": ({"domain": "code.test", "users": {"ada": {"hashedPasswordFile": "/s/a\nb"}}},
                                         ["users.ada.hashedPasswordFile = \"/s/a\\nb\" holds a line break or another control"]),
+    "runtimeDir too long for a socket": ({**good(), "runtimeDir": "/run/" + "r" * 80},
+                                         ["characters long; the sockets below it must fit in 107 bytes, so use at most 77"]),
     "gate unknown key": ({**good(), "gate": {"port": 1}}, ["gate.port is not a setting (known: "]),
     "uppercase name": ({"domain": "code.test", "users": {"Ada": {"passwordFile": "/s"}}},
                        ['users.Ada: the name "Ada" is not a DNS label']),
