@@ -1,6 +1,7 @@
 """The benchmark's arithmetic, its baseline and its clients (its figures come from
 `make bench`, never from a test)."""
 import asyncio
+import concurrent.futures
 import html
 import socket
 import threading
@@ -189,7 +190,9 @@ def answer(raw: bytes):
         reader.feed_eof()
         first = await bench_gate._read_answer(reader)
         return first, await reader.read()
-    return asyncio.run(read())
+    # A loop of its own, in a thread: the browser tests' loop may be running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
 
 
 def test_the_flood_reads_each_answer_to_its_end():
