@@ -146,7 +146,8 @@ def cmd_status(args) -> int:
         print(nixos.gate_line(stack.plan))
     else:
         print(f"gate: running (pid {st.gate_pid})" if st.gate_pid else "gate: not running; `csm up` starts it")
-    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "OOM KILLS", "RESTARTS", "LAST ACTIVITY", "SINCE")]
+    rows = [("USER", "CONTAINER", "STATE", "HEALTH", "MEMORY / LIMIT", "DISK / QUOTA", "OOM KILLS", "RESTARTS",
+             "LAST ACTIVITY", "SINCE")]
     for u in st.users:
         state = u.state if u.exit_code is None else f"{u.state} ({u.exit_code})"
         if u.activity.startswith("stopped"):   # running / stopped-idle / stopped-by-admin: <podman's state>
@@ -155,6 +156,8 @@ def cmd_status(args) -> int:
             state += f", unit {units[u.name]}"
         rows.append((u.name, u.container, state, u.health,
                      f"{_size(u.memory_bytes)} / {_size(u.memory_limit_bytes)}",
+                     "-" if u.disk_used_bytes is None else
+                     f"{_size(u.disk_used_bytes)} / {_size(u.disk_quota_bytes)} ({u.disk_percent}%)",
                      "-" if u.oom_kills is None else str(u.oom_kills),
                      "-" if u.restarts is None else str(u.restarts), _when(u.last_activity),
                      _when(u.since) if u.since else "-"))
@@ -229,8 +232,8 @@ def cmd_prepare(args) -> int:
             time.sleep(0.5)
         print(f"{args.user}: code-server's socket linked for nginx", file=sys.stderr)
         return 0
-    files.prepare_user(user)
-    print(f"{args.user}: directories and settings seed ready", file=sys.stderr)
+    files.prepare_user(user, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"{args.user}: disk, directories and settings seed ready", file=sys.stderr)
     return 0
 
 

@@ -3,12 +3,14 @@ owners and modes, and a manifest naming the stack it came from.
 
 Each user's container is paused while their directory is archived, so the archive
 is a consistent snapshot. Restore checks the whole archive before it touches
-anything, then swaps each user's directory for the archived one.
+anything, then swaps what each user's directory holds for the archived one (inside
+the directory: it may be the mount point of the user's disk).
 """
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import errno
 import gzip
 import io
 import json
@@ -21,7 +23,7 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from . import BadInput, RunnerError, files, podman
+from . import BadInput, RunnerError, disks, files, podman
 
 FORMAT = "code-server-multi-backup"
 VERSION = 1
@@ -265,6 +267,9 @@ def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, se
         shift = user["ids"]["base"] - old_base
         was_running = service.stop(user)
         try:
+            disks.ensure(user, progress=stack.progress)
+            for d in user["directories"]:
+                files.ensure_directory(d)
             _swap_in(stack, archive, u, base, shift, old_base, size)
             for d in user["directories"]:
                 files.ensure_directory(d)
@@ -287,8 +292,10 @@ def _filter(user: str, root: Path) -> dict:
 
 
 def _swap_in(stack, archive, u: str, base: Path, shift: int, old_base: int, size: int) -> None:
-    """Extract u's directory next to the live one, then swap the two by renaming."""
-    staging = base / f".restore-{u}-{os.getpid()}"
+    """Extract u's directory into a folder inside the live one (so on the user's own
+    disk), then swap what the two hold (workspace, config) by renaming."""
+    target = base / u
+    staging, previous = target / f".restore-{os.getpid()}", target / f".before-restore-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700)
     try:
@@ -302,11 +309,20 @@ def _swap_in(stack, archive, u: str, base: Path, shift: int, old_base: int, size
             stack.progress(f"restoring {u} ({len(mine)} entries)")
             # Checked by read(); checked again against what is on disk as it is written
             # (a link extracted earlier is followed there), owners and modes kept.
-            tar.extractall(staging, members=mine, numeric_owner=True, **_filter(u, staging / u))
-        target, previous = base / u, base / f".before-restore-{u}-{os.getpid()}"
-        if target.exists():
-            os.rename(target, previous)
-        os.rename(staging / u, target)
-        shutil.rmtree(previous, ignore_errors=True)
+            try:
+                tar.extractall(staging, members=mine, numeric_owner=True, **_filter(u, staging / u))
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                raise BadInput(f"{u}'s disk has no room for the archive beside what it holds now; nothing "
+                               f"was replaced. Raise users.{u}.diskQuota for the restore (`csm status` shows "
+                               "the use), or ask them to delete files first") from None
+        previous.mkdir(mode=0o700)
+        for child in os.listdir(target):
+            if child not in (staging.name, previous.name):
+                os.rename(target / child, previous / child)
+        for child in os.listdir(staging / u):
+            os.rename(staging / u / child, target / child)
+        shutil.rmtree(previous)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -10,8 +10,9 @@ import hashlib
 import os
 import pwd
 from pathlib import Path
+from typing import Callable
 
-from . import BadInput, HostNotReady
+from . import BadInput, HostNotReady, disks
 
 
 def _open_directory(path: str | os.PathLike, create: bool = False) -> int:
@@ -139,10 +140,13 @@ def password_text(user: dict) -> str:
     return read_secret(user["password"]["file"], what, fix)
 
 
-def prepare_user(user: dict) -> None:
-    """What a user's container needs on the host before it starts: the plan's
-    directories and the seed files where missing. The NixOS unit runs it as
-    `csm prepare` (preStart); the runner does the same steps in its `up`."""
+def prepare_user(user: dict, progress: Callable[[str], None]) -> None:
+    """What a user's container needs on the host before it starts: their disk, the
+    plan's directories and the seed files where missing. The NixOS unit runs it as
+    `csm prepare` (preStart), where the container is not running and a quota too small
+    for what the user stores leaves the disk as it is (the user can still work); the
+    runner does the same steps in its `up`, where such a quota is refused."""
+    disks.ensure(user, progress=progress, strict=False)
     for d in user["directories"]:
         ensure_directory(d)
     for f in user["seedFiles"]:

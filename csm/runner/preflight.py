@@ -1,5 +1,5 @@
 """What `csm up` checks before it changes anything: the programs and the image are
-there, every secret file is readable, and no container, network or port the stack
+there, every secret file is readable, every quota holds what its user stores, and no container, network or port the stack
 needs belongs to something else.
 
     preflight.check(stack)   # raises BadInput or HostNotReady saying what to do
@@ -10,7 +10,7 @@ import os
 import shutil
 import socket
 
-from . import BadInput, HostNotReady, files, nginx, podman
+from . import BadInput, HostNotReady, disks, files, nginx, podman
 
 
 def port_free(address: str, port: int) -> bool:
@@ -37,6 +37,14 @@ def check(stack) -> None:
             files.password_text(user)
         for f in files.extra_env_files(user):
             files.check_readable(f, f"users.{name}.environmentFiles")
+        why = disks.refusal(user)
+        if why:
+            raise BadInput(why)
+    if any(u["disk"]["quotaBytes"] for u in stack.plan["users"].values()):
+        for program in ("mkfs.ext4", "resize2fs", "e2fsck", "losetup", "mount"):
+            if not shutil.which(program):
+                raise HostNotReady(f"{program} is not installed; the users' disks (diskQuota) need it: "
+                                   "run scripts/install-deps (Debian: apt-get install e2fsprogs mount)")
     image = stack.plan["image"]
     if not podman.image_exists(stack.host, image):
         raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")

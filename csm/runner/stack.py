@@ -25,7 +25,7 @@ from typing import Callable
 
 from .. import plan as planlib
 from .. import sockets
-from . import BadInput, HostNotReady, RunnerError, backup, files, gate, idle, nginx, passwd, podman, preflight
+from . import BadInput, HostNotReady, RunnerError, backup, disks, files, gate, idle, nginx, passwd, podman, preflight
 from . import status as stack_status
 from .host import Host
 
@@ -165,6 +165,10 @@ class Stack:
     def _apply(self, undo: list) -> dict[str, str]:
         plan = self.plan
         gate.ensure_accounts(plan)
+        for d in plan["directories"]:
+            files.ensure_directory(d)
+        for user in plan["users"].values():
+            disks.ensure(user, stop=lambda u=user: self._stop(u, undo), progress=self.progress)
         for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
             files.ensure_directory(d)
         for f in (f for u in plan["users"].values() for f in u["seedFiles"]):
@@ -199,6 +203,15 @@ class Stack:
                 self.progress(f"created a password for {name}: its hash is in {p['file']}, "
                               f"the password in {kept}")
 
+    def _stop(self, user: dict, undo: list) -> None:
+        """Stop the user's container (for work on their disk); `up` starts it again,
+        and so does its undo if `up` fails."""
+        cname = user["container"]["name"]
+        if podman.is_running(podman.inspect(self.host, cname)):
+            self.progress(f"stopping {cname} to work on {user['name']}'s disk")
+            podman.podman(self.host, "stop", "--time=10", cname)
+            undo.append(lambda: podman.podman(self.host, "start", cname, check=False, cwd=self.state_dir))
+
     def _remove_departed_users(self) -> None:
         rec = self.recorded(self.state_dir) or {"plan": {"users": {}}}
         for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
@@ -212,6 +225,8 @@ class Stack:
             if user in rec["plan"]["users"]:
                 for p in self._env_paths(rec["plan"]["users"][user]):
                     p.unlink(missing_ok=True)
+                if user not in self.plan["users"] and "disk" in rec["plan"]["users"][user]:
+                    disks.unmount(rec["plan"]["users"][user]["disk"])   # the disk file is kept
         planned = {u["network"]["name"] for u in self.plan["users"].values()}
         for network in podman.networks(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
             if network not in planned:
@@ -320,7 +335,7 @@ class Stack:
     # ---- down, reset, restart -------------------------------------------------------
     def down(self) -> None:
         """Stop and remove this stack's containers, stop its nginx, delete the env
-        files. Workspaces, settings and passwords stay."""
+        files, unmount the users' disks. Workspaces, settings and passwords stay."""
         with self.lock():
             if idle.stop_service(self.state_dir):   # first: nothing wakes while containers go
                 self.progress("idle service stopped")
@@ -339,6 +354,9 @@ class Stack:
             for user in users:
                 for p in self._env_paths(user):
                     p.unlink(missing_ok=True)
+                if "disk" in user and disks.unmount(user["disk"]):
+                    self.progress(f"{user['name']}'s disk unmounted (its file is kept)")
+            disks.release_base(self.plan["workspaceBase"])
 
     def reset(self, name: str) -> None:
         """A fresh container for one user; the workspace and settings (the home) stay."""

@@ -1,6 +1,6 @@
 """What `csm status` reports: nginx, and per user the container's state, health,
 memory in use (podman's count), OOM kills (the kernel's count for the container's
-memory cgroup) and code-server's last activity."""
+memory cgroup), code-server's last activity and the use of their disk."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..idle import restarts, signals
-from . import gate, idle, nginx, podman
+from . import disks, gate, idle, nginx, podman
 from .host import Host
 
 PROC = Path("/proc")
@@ -30,6 +30,10 @@ class UserStatus:
     restarts: int | None = None      # times it was restarted after code-server died
     activity: str = "-"              # running, stopped-idle, stopped-by-admin (runner/idle.py)
     since: float | None = None       # epoch seconds it has been so
+    disk_used_bytes: int | None = None    # on the user's disk; None: no disk (no quota)
+    disk_size_bytes: int | None = None    # what the disk offers (the quota less ext4's bookkeeping)
+    disk_quota_bytes: int | None = None
+    disk_percent: int | None = None
 
 
 @dataclass
@@ -68,6 +72,11 @@ def read(stack) -> StackStatus:
             oom_kills=oom_kills(info) if info else None,
             last_activity=signals.heartbeat(user["socket"], user["container"]["healthPath"]) if running else None,
             exit_code=exit_code, restarts=_restarts(stack.plan, name, info)))
+        use = disks.usage(user)
+        if use:
+            u = result.users[-1]
+            u.disk_used_bytes, u.disk_size_bytes, u.disk_quota_bytes, u.disk_percent = \
+                use.used_bytes, use.size_bytes, use.quota_bytes, use.percent
         idle.annotate(stack.plan, result.users[-1], info)
     return result
 

@@ -28,7 +28,8 @@ lib.mkIf cfg.enable {
     podman.sdnotify = "healthy";
   }) plan.users;
 
-  # Before each start, as root: the user's directories (the socket directory among
+  # Before each start, as root: the user's disk (mounted at their directory), the
+  # user's directories (the socket directory among
   # them, which podman needs to exist before it mounts it) and the VS Code settings
   # seed (byte for byte, only where missing), by the same code the portable runner
   # uses. The password never reaches the container: the gate checks it.
@@ -39,6 +40,10 @@ lib.mkIf cfg.enable {
     # connects: never the user's own path, which they could point anywhere.
     postStart = lib.optionalString (cfg.package != null)
       "${lib.getExe' cfg.package "csm"} prepare --plan ${lib.escapeShellArg cfg.planFile} --started ${lib.escapeShellArg name}\n";
+    # `csm prepare` creates, mounts and resizes the user's disk (csm/runner/disks.py).
+    path = [ pkgs.util-linux pkgs.e2fsprogs ];
+    # A changed diskQuota is applied at a start: a switch that changes it restarts the unit.
+    restartTriggers = [ (builtins.toJSON u.disk) ];
     requires = [ "${networkUnit u}.service" ];
     after = [ "${networkUnit u}.service" ];
   }) plan.users

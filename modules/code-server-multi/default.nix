@@ -12,6 +12,7 @@ let
   secretPath = types.nullOr (types.strMatching "/.*");
   # "30m", "1h", "2d", or seconds; null: never (plan.nix validates the value).
   idleDuration = types.nullOr (types.either types.str types.ints.positive);
+  diskSize = types.nullOr (types.either types.str types.ints.positive);
 
   userOptions = { name, ... }: {
     options = {
@@ -94,6 +95,15 @@ let
           container always on (e.g. for someone whose jobs wait on the network).
         '';
       };
+      diskQuota = mkOption {
+        type = diskSize;
+        default = defaults.user.diskQuota;
+        example = "40G";
+        description = ''
+          This user's diskQuota: "default" takes the top-level one; null lets this user
+          write until the host's disk is full.
+        '';
+      };
     };
   };
 
@@ -169,6 +179,19 @@ in
       default = defaults.namePrefix;
       example = "code";
       description = "Containers are named <namePrefix>-<user> (systemd units podman-<namePrefix>-<user>.service); change it only to run a second deployment on the same host.";
+    };
+
+    diskQuota = mkOption {
+      type = diskSize;
+      default = defaults.diskQuota;
+      example = "40G";
+      description = ''
+        How much each user may store (workspace and home together), e.g. "20G" or "500g";
+        at least "1G". Their files live on a disk of this size of their own: an ext4 file
+        system in a sparse file under workspaceBase/.disks, mounted at their directory, so
+        a full disk stops only them. Raising it takes effect at the container's next start
+        (a switch restarts it); lowering it below what is in use is refused. null: no limit.
+      '';
     };
 
     idleStopAfter = mkOption {
@@ -343,7 +366,7 @@ in
       message = "services.code-server-multi.users.${name}.port: ${noPorts}";
     }) cfg.users;
     services.code-server-multi.plan = import ./plan.nix {
-      inherit (cfg) domain workspaceBase image runtimeDir namePrefix opencode acme tls backup landingPage vscodeSettings idleStopAfter gate;
+      inherit (cfg) domain workspaceBase image runtimeDir namePrefix opencode acme tls backup landingPage vscodeSettings idleStopAfter diskQuota gate;
       users = lib.mapAttrs (_: u: removeAttrs u [ "port" ]) cfg.users;
     };
   };

@@ -11,6 +11,10 @@
   # Stop a user's container after this long with no open VS Code connection and no
   # work running ("30m", "1h", or seconds); null keeps containers always on.
   idleStopAfter = "1h";
+  # Each user's files (workspace and home) live on a disk of this size of their own
+  # (a file under workspaceBase/.disks, formatted ext4 and mounted at their
+  # directory), so nobody fills the host's disk for everyone. null: no limit.
+  diskQuota = "20G";
 
   user = {
     uidBase = null;
@@ -23,6 +27,7 @@
     environmentFiles = [ ];
     extraVolumes = [ ];
     idleStopAfter = "default";  # "default": the top-level idleStopAfter; null: always on
+    diskQuota = "default";      # "default": the top-level diskQuota; null: no limit
   };
 
   opencode = {

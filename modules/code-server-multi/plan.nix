@@ -92,6 +92,7 @@ let
   containerGid = contract.gid;
   inherit (contract) home project extensionsDir;
   minMemory = 536870912;    # 512 MiB: code-server does not start in less
+  minDisk = 1073741824;     # 1 GiB: a home (VS Code's state, opencode) and room to work
 
   nginxLimits = {
     clientMaxBodySize = "128m";  # VS Code uploads of 100 MB, with room for encoding
@@ -304,7 +305,7 @@ let
     ++ unknownKeys "landingPage." (attrNames defaults.landingPage) landingPage
     ++ optional (!isAttrs s.vscodeSettings) "vscodeSettings must be an attribute set of VS Code settings, e.g. { \"editor.fontSize\" = 16; }";
 
-  realErrors = filter (e: e != null) (errors ++ idleErrors ++ gateErrors);
+  realErrors = filter (e: e != null) (errors ++ idleErrors ++ diskErrors ++ gateErrors);
 
 
   # ---- idle stop and wake after login ----------------------------------------
@@ -324,6 +325,17 @@ let
   durationProblem = field: v: optional (v != null && (parseDuration v == null || parseDuration v < minIdleSeconds))
     "${field} = ${toJSON v} is not a duration of at least ${toString minIdleSeconds} seconds; write it like \"30m\", \"1h\" or 3600 (seconds), or null to keep the container always on";
   idleUsers = filter (n: idleSecondsOf n != null) names;
+
+  # ---- disk quota ----------------------------------------------------------------
+  # Each user's directory is the mount point of a disk image of their own (ext4 in a
+  # sparse file, csm/runner/disks.py): what they write counts against it only.
+  diskSettingOf = name: let v = users.${name}.diskQuota; in if v == "default" then s.diskQuota else v;
+  diskProblem = field: v: optional (v != null && (parseSize v == null || parseSize v < minDisk))
+    "${field} = ${toJSON v} is not a size of at least 1G; write it like \"20G\" or \"500g\", or null for no limit";
+  diskErrors =
+    diskProblem "diskQuota" s.diskQuota
+    ++ concatLists (map (n: if users.${n}.diskQuota == "default" then [ ]
+         else diskProblem "users.${n}.diskQuota" users.${n}.diskQuota) names);
 
   idleErrors =
     durationProblem "idleStopAfter" s.idleStopAfter
@@ -520,6 +532,13 @@ let
                  else { file = u.passwordFile; hashed = false; };
       pages = gatePages name;
       idle = { stopAfterSeconds = idleSecondsOf name; };
+      # quotaBytes null: no quota, the directory is a plain one on the host's disk
+      # (unless the image exists from an earlier quota: it stays in use).
+      disk = {
+        quotaBytes = let q = diskSettingOf name; in if q == null then null else parseSize q;
+        image = "${s.workspaceBase}/.disks/${name}.ext4";
+        mountPoint = userDir;
+      };
       limits = { memoryBytes = memory; memorySoftBytes = memorySoft; inherit cpus; pids = u.pidsLimit; };
       # Created before the container (`podman network create` + createOptions),
       # removed with it.

@@ -17,6 +17,8 @@ let
     # The script itself, so the test reads what runs before `podman run` (oci-containers
     # calls it as <path>/bin/<name>); --read-write-mode writes it to the store.
     writeShellApplication = { name, text, ... }: builtins.toFile name text;
+    util-linux = fakePackage "util-linux";
+    e2fsprogs = fakePackage "e2fsprogs";
   };
 
   eval = lib.evalModules {

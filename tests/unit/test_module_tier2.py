@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from csm import plan as planlib
-from csm.runner import files
+from csm.runner import disks, files
 
 from tier2 import MARKS, NIXPKGS_LIB, OCI_CONTAINERS, ROOT
 
@@ -144,7 +144,7 @@ def own_paths(tmp_path):
     settings = tmp_path / "settings.nix"
     settings.write_text(f'''{{
       domain = "code.test"; workspaceBase = "{tmp_path}/ws"; runtimeDir = "{tmp_path}/run";
-      gate.stateDir = "{tmp_path}/gate";
+      gate.stateDir = "{tmp_path}/gate"; diskQuota = null;  # the disk: test_prestart_mounts_the_users_disk
       users.ada.hashedPasswordFile = "{hash_file}";
       vscodeSettings = {{ "terminal.integrated.cwd" = "%h/project %%"; "x" = "a\\nb"; }};
     }}''')
@@ -183,6 +183,36 @@ def test_prestart_never_reads_the_password_file(own_paths, tmp_path):
     proc = _run_prestart(module, "ada", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert str(hash_file) not in module["services"]["podman-code-server-ada"]["preStart"]
+
+
+def test_prestart_mounts_the_users_disk_of_the_quotas_size(tmp_path):
+    """The NixOS path's disk: the unit's preStart (csm prepare, as on the host) creates
+    and mounts it with the programs the unit's path gives it; a changed quota restarts
+    the unit, whose next preStart resizes it (the same code as `csm up`)."""
+    settings = tmp_path / "settings.nix"
+    settings.write_text(f"""{{
+      domain = "code.test"; workspaceBase = "{tmp_path}/ws"; runtimeDir = "{tmp_path}/run";
+      gate.stateDir = "{tmp_path}/gate"; diskQuota = "1G";
+      users.ada.hashedPasswordFile = "{tmp_path}/ada.hash";
+    }}""")
+    module = evaluate(settings)
+    user = module["plan"]["users"]["ada"]
+    unit = module["services"]["podman-code-server-ada"]
+    assert {"/nix/store/util-linux", "/nix/store/e2fsprogs"} <= set(unit["path"])
+    assert [json.loads(t) for t in unit["restartTriggers"]] == [user["disk"]]
+    for d in module["plan"]["directories"]:
+        files.ensure_directory(d)
+    try:
+        proc = _run_prestart(module, "ada", tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        use = disks.usage(user)
+        assert use and use.quota_bytes == 2**30 and 0.9 * 2**30 < use.size_bytes <= 2**30
+        assert disks.mounted_device(user["disk"]["mountPoint"]) is not None
+        assert Path(user["seedFiles"][0]["path"]).is_file()   # written onto the disk
+    finally:
+        disks.unmount(user["disk"])
+        disks.release_base(module["plan"]["workspaceBase"])
+    assert not Path(user["seedFiles"][0]["path"]).exists()    # it was on the disk, not beneath it
 
 
 def test_each_container_starts_on_its_own_isolated_network(team):

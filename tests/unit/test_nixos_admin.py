@@ -34,7 +34,7 @@ class NixosHost:
         settings = tmp_path / "settings.nix"
         settings.write_text(f'''{{
           domain = "code.test"; workspaceBase = "{tmp_path}/ws"; runtimeDir = "{tmp_path}/run";
-          gate.stateDir = "{tmp_path}/gate";
+          gate.stateDir = "{tmp_path}/gate"; diskQuota = null;  # disks: test_module_tier2, e2e/test_disk_quota
           users.una.hashedPasswordFile = "{self.hash_file}";
           users.ned.passwordFile = "{tmp_path}/secrets/ned.plain";
         }}''')

@@ -21,7 +21,7 @@ from csm.runner.stack import Stack
 
 def make_stack(tmp_path: Path, domain: str = "code.localhost", keep: int = 7, **user_settings) -> Stack:
     settings = {"domain": domain, "workspaceBase": str(tmp_path / "ws"), "runtimeDir": str(tmp_path / "run"),
-                "backup": {"keep": keep},
+                "backup": {"keep": keep}, "diskQuota": None,  # the disks: tests/e2e/test_disk_quota.py
                 "users": {u: {"hashedPasswordFile": f"/nonexistent/{u}", **user_settings.get(u, {})}
                           for u in ("ada", "bo")}}
     stack = Stack(planlib.from_settings(settings), tmp_path / "state", progress=lambda m: None)
@@ -114,7 +114,7 @@ def test_restore_on_a_fresh_host_before_any_up(tmp_path):
     before = {u: snapshot(old, u) for u in ("ada", "bo")}
     archive = old.backup(tmp_path / "backups")
     settings = {"domain": "code.localhost", "workspaceBase": str(tmp_path / "new" / "deep" / "ws"),
-                "runtimeDir": str(tmp_path / "new" / "run"),
+                "runtimeDir": str(tmp_path / "new" / "run"), "diskQuota": None,
                 "users": {u: {"hashedPasswordFile": f"/nonexistent/{u}"} for u in ("ada", "bo")}}
     fresh = Stack(planlib.from_settings(settings), tmp_path / "new" / "state", progress=lambda m: None)
     assert not Path(fresh.plan["workspaceBase"]).exists()

@@ -1,0 +1,328 @@
+"""Each user's disk: their directory (workspace and home) is the mount point of an
+ext4 file system in a sparse file of their quota's size (plan: users.<name>.disk), so
+whoever fills it stops only themselves. The one implementation of both paths: the
+runner's `up`, `down` and `restore` and the NixOS unit's `csm prepare` call it.
+
+Why this and not project quotas: ext4 needs `tune2fs -O project,quota` on an
+unmounted file system and XFS a `pquota` mount option of the file system that holds
+/var/lib; a file of its own needs neither, on any host with loop devices.
+
+Resizing happens with the file system unmounted (online growth needs
+CAP_SYS_RESOURCE, which not every host grants root), so the user's container is
+stopped for it; `stop` is how the caller does that.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import BadInput, RunnerError
+
+# -m 0: nothing reserved for root, the quota is the user's. Lazy init and no discard:
+# the sparse file stays as small as what is written in it.
+MKFS = ["mkfs.ext4", "-q", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]
+# discard: what the user deletes is given back to the host's disk.
+MOUNT_OPTIONS = "loop,nosuid,nodev,noatime,discard,noinit_itable"
+# ext4's own bookkeeping (inode tables, journal): about 7 % of a 1G disk, 2.5 % of 20G.
+OVERHEAD = 0.07
+BLOCK = 4096
+
+
+@dataclass
+class Usage:
+    used_bytes: int
+    size_bytes: int                # what the user can fill (the quota less ext4's bookkeeping)
+    quota_bytes: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.used_bytes / self.size_bytes) if self.size_bytes else 0
+
+
+def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True)
+    except FileNotFoundError:
+        raise RunnerError(f"{argv[0]} is not installed; it is needed for the users' disks "
+                          "(Debian: apt-get install e2fsprogs mount; scripts/install-deps installs them)") from None
+    if proc.returncode not in ok:
+        raise RunnerError(f"{' '.join(argv)} failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc
+
+
+def _unescape(field: str) -> str:
+    """A path as /proc/self/mountinfo writes it (space, tab, newline and \\ octal-escaped)."""
+    return field.encode().decode("unicode_escape").encode("latin-1").decode()
+
+
+@dataclass
+class Mount:
+    point: str
+    root: str          # the directory of its file system that is mounted there (a bind: not "/")
+    device: str
+    shared: bool       # mounts and unmounts below it reach every copy of it
+
+
+def mounts() -> list[Mount]:
+    """This mount namespace's mounts, in mount order."""
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        f = fields.split()
+        out.append(Mount(_unescape(f[4]), _unescape(f[3]), rest.split()[1],
+                         any(o.startswith("shared:") for o in f[6:])))
+    return out
+
+
+def _mount_at(path: str | os.PathLike) -> Mount | None:
+    """The mount in effect at exactly path (the last one mounted there), or None."""
+    path = os.path.abspath(path)
+    return next((m for m in reversed(mounts()) if m.point == path), None)
+
+
+def _covering(path: str) -> Mount:
+    """The mount that holds path."""
+    return max((m for m in mounts() if path == m.point or path.startswith(m.point.rstrip("/") + "/")),
+               key=lambda m: len(m.point))
+
+
+def mounted_device(path: str | os.PathLike) -> str | None:
+    """The device mounted at path (this mount namespace), or None."""
+    m = _mount_at(path)
+    return m.device if m else None
+
+
+def backing_file(device: str) -> str | None:
+    """The file behind a loop device, or None for any other device."""
+    try:
+        return Path(f"/sys/block/{Path(device).name}/loop/backing_file").read_text().strip()
+    except OSError:
+        return None
+
+
+def _attached(image: Path) -> bool:
+    return bool(_run("losetup", "--associated", str(image)).stdout.strip())
+
+
+def is_mounted(disk: dict) -> bool:
+    device = mounted_device(disk["mountPoint"])
+    if device is None:
+        return False
+    if backing_file(device) != disk["image"]:
+        raise RunnerError(f"{disk['mountPoint']} has {device} mounted on it, not the user's disk "
+                          f"{disk['image']}; unmount it (`umount {disk['mountPoint']}`) and try again")
+    return True
+
+
+def usage(user: dict) -> Usage | None:
+    """The user's disk use, or None when they have no disk mounted."""
+    disk = user["disk"]
+    if not is_mounted(disk):
+        return None
+    st = os.statvfs(disk["mountPoint"])
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    # ext4 keeps a little (up to 16 MiB) for its own use: size is what the user can fill.
+    return Usage(used, used + st.f_bavail * st.f_frsize, disk["quotaBytes"] or os.stat(disk["image"]).st_size)
+
+
+def _target_size(disk: dict) -> int:
+    return disk["quotaBytes"] // BLOCK * BLOCK
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for root, dirs, names in os.walk(path):
+        for n in dirs + names:
+            total += os.lstat(os.path.join(root, n)).st_blocks * 512
+    return total
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.1f}{unit}" if unit in "GT" else f"{n:.0f}{unit}"
+        n /= 1024
+    return ""
+
+
+def refusal(user: dict) -> str | None:
+    """Why the user's quota cannot be applied as the plan says (checked before anything
+    changes), or None: what they store does not fit in it."""
+    disk, name = user["disk"], user["name"]
+    if not disk["quotaBytes"]:
+        return None
+    room = int(_target_size(disk) * (1 - OVERHEAD))
+    if Path(disk["image"]).exists():
+        use = usage(user)
+        if use is None or _target_size(disk) >= os.stat(disk["image"]).st_size or use.used_bytes < room:
+            return None
+        used = use.used_bytes
+    else:
+        mount_point = Path(disk["mountPoint"])
+        used = _tree_bytes(mount_point) if mount_point.is_dir() else 0
+        if used < room:
+            return None
+    return (f"users.{name}.diskQuota = {_size(disk['quotaBytes'])} is less than the {_size(used)} {name} "
+            f"stores; nothing was changed. Keep the quota above that (e.g. {_size(used / (1 - OVERHEAD) * 1.25)}), "
+            f"or ask {name} to delete files first")
+
+
+def ensure(user: dict, stop: Callable[[], None] = lambda: None, progress: Callable[[str], None] = print,
+           strict: bool = True) -> None:
+    """Make the user's disk what the plan says: created (moving in what their directory
+    already holds), mounted at their directory, resized to the quota. A quota too small
+    for what they store raises BadInput, or with strict=False (a unit that must start
+    anyway) leaves the disk as it is and says so. `stop` stops the user's container
+    before its file system is replaced or resized under it."""
+    disk = user["disk"]
+    image = Path(disk["image"])
+    if not disk["quotaBytes"] and not image.exists():
+        return   # no quota, and never had one
+    if not image.exists():
+        if not _fits(user, strict, progress, "it keeps no quota"):
+            return
+        stop()
+        _create(user, progress)
+    if not is_mounted(disk):
+        _mount(disk, progress)
+    size = os.stat(image).st_size
+    if not disk["quotaBytes"] or _target_size(disk) == size \
+            or not _fits(user, strict, progress, f"its disk stays at {_size(size)}"):
+        return
+    stop()
+    progress(f"resizing {user['name']}'s disk from {_size(size)} to {_size(_target_size(disk))}")
+    unmount(disk)
+    try:
+        why = _resize(image, _target_size(disk))
+    finally:
+        _mount(disk, progress)
+    if why:
+        why = f"users.{user['name']}.diskQuota = {_size(disk['quotaBytes'])}: {why}; nothing was changed"
+        if strict:
+            raise BadInput(why)
+        progress(f"{why} (its disk stays at {_size(size)})")
+
+
+def _fits(user: dict, strict: bool, progress: Callable[[str], None], otherwise: str) -> bool:
+    why = refusal(user)
+    if why and strict:
+        raise BadInput(why)
+    if why:
+        progress(f"{why} ({otherwise})")
+    return not why
+
+
+def _create(user: dict, progress: Callable[[str], None]) -> None:
+    """A new disk, filled with what the user's directory holds, put in place in one rename."""
+    disk = user["disk"]
+    image, mount_point = Path(disk["image"]), Path(disk["mountPoint"])
+    image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(image.parent, 0o700)
+    new, filling = image.with_name(image.name + ".new"), image.with_name(image.name + ".filling")
+    new.unlink(missing_ok=True)
+    with open(new, "wb") as f:
+        f.truncate(_target_size(disk))
+    _run(*MKFS, str(new))
+    filling.mkdir(mode=0o700, exist_ok=True)
+    _share_parent(mount_point.parent)
+    _run("mount", "-o", MOUNT_OPTIONS, str(new), str(filling))
+    try:
+        if mount_point.is_dir() and any(mount_point.iterdir()):
+            progress(f"moving {mount_point} onto {user['name']}'s new disk of {_size(_target_size(disk))}")
+            _run("cp", "-a", f"{mount_point}/.", f"{filling}/")
+    finally:
+        _run("umount", str(filling))
+        filling.rmdir()
+    os.replace(new, image)
+    if mount_point.is_dir() and any(mount_point.iterdir()):
+        moved = image.with_name(f"{user['name']}.moved-{os.getpid()}")
+        os.rename(mount_point, moved)
+        shutil.rmtree(moved)
+    progress(f"{user['name']}'s files now live on a disk of their own ({image})")
+
+
+def _share_parent(base: Path) -> None:
+    """Make the workspaceBase a shared mount unless the mount holding it is one
+    (systemd hosts share /). A process that starts in a mount namespace of its own
+    (podman's conmon does, on hosts without systemd) copies every mount there is; an
+    unmount reaches those copies only through a shared parent, and a copy left
+    behind keeps the disk busy, unsafe to resize."""
+    if _covering(str(base)).shared:
+        return
+    if _mount_at(base) is None:
+        _run("mount", "--rbind", str(base), str(base))   # r: disks mounted before stay in view
+    _run("mount", "--make-shared", str(base))
+
+
+def release_base(base: str | os.PathLike) -> bool:
+    """Undo _share_parent's bind of workspaceBase onto itself once no disk is mounted
+    below it (`csm down`), so the directory can go. Another mount there is the admin's
+    and stays. True if unmounted."""
+    base = os.path.abspath(base)
+    here = _mount_at(base)
+    if here is None or any(m.point.startswith(base + "/") for m in mounts()):
+        return False
+    below = _covering(os.path.dirname(base))
+    if here.device != below.device or here.root != os.path.normpath(
+            os.path.join(below.root, os.path.relpath(base, below.point))):
+        return False
+    return _run("umount", base, ok=(0, 32)).returncode == 0
+
+
+def _mount(disk: dict, progress: Callable[[str], None]) -> None:
+    """Mount the disk at the user's directory, below a shared workspaceBase."""
+    mount_point, image = Path(disk["mountPoint"]), Path(disk["image"])
+    _share_parent(mount_point.parent)
+    mount_point.mkdir(mode=0o711, parents=True, exist_ok=True)
+    if any(mount_point.iterdir()):
+        # Written while the disk was not mounted: kept, never hidden under the mount.
+        stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+        aside = image.with_name(f"{mount_point.name}.found-{stamp}")
+        progress(f"{mount_point} held files outside its disk; they were moved to {aside}")
+        os.rename(mount_point, aside)
+        mount_point.mkdir(mode=0o711)
+    _run("mount", "-o", MOUNT_OPTIONS, str(image), str(mount_point))
+    # mkfs and e2fsck make it; in the user's directory it would be one more thing to
+    # back up and explain (e2fsck makes it again when it needs one).
+    lost = mount_point / "lost+found"
+    if lost.is_dir() and not any(lost.iterdir()):
+        lost.rmdir()
+
+
+def unmount(disk: dict) -> bool:
+    """Unmount the user's disk if it is mounted (their container must be stopped).
+    True if it was."""
+    if not is_mounted(disk):
+        return False
+    proc = subprocess.run(["umount", disk["mountPoint"]], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RunnerError(f"cannot unmount {disk['mountPoint']}: {proc.stderr.strip()}; "
+                          f"a process still uses it (`fuser -vm {disk['mountPoint']}` names it)")
+    if _attached(Path(disk["image"])):
+        raise RunnerError(f"{disk['image']} is still in use after its unmount (another mount namespace "
+                          "holds it: a container started before csm shared its mounts); stop the stack's "
+                          "containers and try again")
+    return True
+
+
+def _resize(image: Path, size: int) -> str | None:
+    """Resize the (unmounted) disk, or say why it cannot shrink that far."""
+    _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))   # resize2fs wants a checked file system
+    if size > os.stat(image).st_size:
+        os.truncate(image, size)
+        _run("resize2fs", str(image))
+        return None
+    # Where the files lie decides how far ext4 can shrink, not only how much they are.
+    estimate = _run("resize2fs", "-P", str(image)).stdout.rsplit(":", 1)[-1]
+    minimum = int(estimate) * BLOCK
+    if size < minimum:
+        return (f"the disk can shrink to no less than {_size(minimum)} (what is stored, and ext4's own "
+                f"room for it); keep the quota at {_size(minimum)} or more")
+    _run("resize2fs", str(image), f"{size // 1024}K")
+    os.truncate(image, size)
+    return None
