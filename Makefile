@@ -45,6 +45,7 @@ bench: deps image
 	$(PY) -m csm.bench_idle
 	$(PY) -m csm.bench_memory
 	$(PY) -m csm.bench_gate
+	$(PY) -m csm.bench_disk
 
 docs:
 	scripts/options-doc.py > docs/options.md

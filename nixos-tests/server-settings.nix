@@ -10,6 +10,7 @@
       hashedPasswordFile = "/etc/code-server-multi-test/ada.hash";
       memoryLimit = "1g";
       memorySoftLimit = "768m";
+      diskQuota = "1G";   # filled in the runbook
     };
     bo = {
       passwordFile = "/etc/code-server-multi-test/bo.password";
@@ -25,4 +26,5 @@
     };
   };
   idleStopAfter = null;
+  diskQuota = "2G";       # sparse files: the VM's 8 GiB disk holds all three
 }

@@ -144,6 +144,17 @@ with subtest("a fork bomb stops at the pids limit"):
 with subtest("busy processes get no more CPU than the quota"):
     print(limits.cpu_quota_holds(server.succeed, bo))
 
+with subtest("a user who fills their disk stops only themselves, and csm status shows it"):
+    out = server.fail(f"podman exec {container(ada)} sh -c 'head -c 2G /dev/zero > ~/project/big' 2>&1")
+    assert "No space left on device" in out, out
+    image_bytes = int(server.succeed(f"du -B1 {ada['disk']['image']} | cut -f1"))
+    assert image_bytes <= ada["disk"]["quotaBytes"], f"ada's disk file holds {image_bytes} bytes"
+    status = {u["name"]: u for u in json.loads(server.succeed(f"csm status --plan {PLAN_FILE} --json || true"))["users"]}
+    assert status["ada"]["disk_percent"] == 100, status["ada"]
+    server.succeed(f"podman exec {container(bo)} sh -c 'head -c 50M /dev/zero > ~/project/fine'")
+    server.succeed(f"podman healthcheck run {container(ada)}")
+    server.succeed(f"podman exec {container(ada)} sh -c 'rm ~/project/big && head -c 10M /dev/zero > ~/project/again'")
+
 with subtest("csm restore --plan brings a user's files back through the user's unit"):
     notes = f"{PLAN['workspaceBase']}/bo/workspace/restore-check.txt"
     server.succeed(f"echo backed-up > {notes}")

@@ -54,6 +54,7 @@ PICTURES = {
     "08-connection-lost": "the workbench after its container stopped: the reconnect dialog",
     "09-cannot-reconnect": "the same page once a new container runs (a reset): reload the window",
     "10-starting": "a visit after the space was stopped for being idle: the page that starts it",
+    "11-disk-full": "the status bar's warning of a disk 93 % full, clicked: what to do",
 }
 
 
@@ -112,8 +113,7 @@ class Shooter:
         password.fill(self.stack.password(USER))
         password.press("Enter")
         expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
-        # Blinking editor cursors would make every picture a coin toss: hide them.
-        page.add_style_tag(content=".monaco-editor .cursors-layer > .cursor { visibility: hidden !important; }")
+        self.hide_cursors(page)
 
     def workbench(self, page: Page) -> None:
         # The Welcome tab arrives a moment after the Explorer.
@@ -176,6 +176,28 @@ class Shooter:
         self.picture(page, "05-download")
         page.keyboard.press("Escape")
 
+    def disk_full(self, page: Page) -> None:
+        self.stack.fill_disk(USER, 0.93)
+        self.reload(page)
+        item = page.locator(".statusbar-item", has_text=re.compile(r"Disk \d+% full"))
+        expect(item).to_be_visible(timeout=LOAD)
+        item.click()
+        expect(page.locator(".notifications-toasts", has_text="Your files use")).to_be_visible()
+        settle(page, quiet=1)
+        self.picture(page, "11-disk-full")
+        in_container(self.stack, "rm ~/filler")
+        self.reload(page)   # the warning goes at the next check; a new window checks at once
+
+    def reload(self, page: Page) -> None:
+        page.reload()
+        expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
+        self.hide_cursors(page)
+
+    @staticmethod
+    def hide_cursors(page: Page) -> None:
+        # Blinking editor cursors would make every picture a coin toss: hide them.
+        page.add_style_tag(content=".monaco-editor .cursors-layer > .cursor { visibility: hidden !important; }")
+
     def wrong_address(self) -> None:
         page = self.new_page()
         address = urlsplit(self.url)
@@ -188,8 +210,8 @@ class Shooter:
 
     def too_many_requests(self) -> None:
         """Sends wrong passwords until nginx says no (loading the page is never limited;
-        POSTs to the gate's login path are, per address, beyond a burst). Last of the steps that log
-        in: this address cannot log in for a while."""
+        POSTs to the gate's login path are, per address, beyond a burst). The last step:
+        this address cannot log in for a while."""
         page = self.new_page()
         password = page.locator('input[name="password"]')
         for _ in range(60):
@@ -246,6 +268,7 @@ def shoot(directory: Path, keys: Path) -> None:
         "opencode": opencode_settings("stand-in", "Stand-in AI", f"http://{gateway}:{port}/v1",
                                       "STAND_IN_AI_KEY", "Stand-in model"),
         "users": {USER: {"environmentFiles": [str(key_file)]}},
+        "diskQuota": "1G",   # small, so that the disk warning's picture fills it quickly
     }
     say(f"bringing up a throwaway stack with user {USER}")
     stack = ThrowawayStack([USER], settings, prefix="csm-docs-")
@@ -263,12 +286,13 @@ def shoot(directory: Path, keys: Path) -> None:
                 shooter.explorer_file(page)
                 shooter.opencode(page)
                 shooter.download(page)
+                shooter.disk_full(page)
                 shooter.wrong_address()
-                shooter.too_many_requests()
                 shooter.connection_lost(page)
                 shooter.cannot_reconnect(page)
                 page.context.close()   # an open tab would wake the space as soon as it stops
                 shooter.starting()
+                shooter.too_many_requests()   # last: this address cannot log in for a while
             finally:
                 browser.close()
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from csm import plan as planlib
 from csm.checks.image import default_image
-from csm.runner import passwd
+from csm.runner import disks, passwd
 from csm.runner.stack import Stack
 
 IMAGE = default_image()  # image/contract.json
@@ -127,6 +127,13 @@ class ThrowawayStack:
 
     def home(self, user: str) -> Path:
         return self.user_dir(user) / "config"
+
+    def fill_disk(self, user: str, fraction: float, name: str = "filler") -> None:
+        """Write ~/<name> inside the user's container until their disk is `fraction` full."""
+        use = disks.usage(self.plan["users"][user])
+        missing = int(fraction * use.size_bytes) - use.used_bytes
+        subprocess.run(["podman", "exec", self.container(user), "sh", "-c", f"head -c {missing} /dev/zero > ~/{name}"],
+                       check=True, capture_output=True)
 
     def close(self) -> None:
         if self.base.exists():

@@ -64,6 +64,8 @@ def test_a_full_disk_stops_only_its_owner(pair):
     assert os.stat(image).st_blocks * 512 <= GIB                          # the disk's file holds at most the quota
     assert free_before - host_free(pair) <= 1.05 * GIB                    # (other programs write too)
     assert status(pair)["quin"]["disk_percent"] == 100
+    loop = os.path.basename(disks.mounted_device(pair.user_dir("quin")))
+    assert open(f"/sys/block/{loop}/loop/dio").read().strip() == "1"   # direct I/O: no page cached twice
 
     # The neighbour logs in and writes; nginx and the gate serve; quin's code-server still answers.
     logs_in(pair, "rhea")
@@ -131,3 +133,18 @@ def test_down_unmounts_every_disk_and_up_brings_them_back(pair):
     assert not os.path.exists(os.path.join(pair.workspace("quin"), "keep"))
     pair.stack.up()
     assert hashlib.sha256(open(os.path.join(pair.workspace("quin"), "keep"), "rb").read()).hexdigest() == digest
+
+
+def test_a_restore_that_does_not_fit_beside_the_files_changes_nothing(pair, tmp_path):
+    inside(pair, "quin", "rm -f ~/project/keep")   # a small archive
+    inside(pair, "rhea", "head -c 600M /dev/zero > ~/project/big && printf mine > ~/project/note")
+    archive = pair.stack.backup(tmp_path / "backups")
+    inside(pair, "rhea", "printf changed > ~/project/note")
+    # 600M archived beside 600M stored do not fit in rhea's 1G: refused, her files as they were.
+    with pytest.raises(BadInput, match="rhea's disk has no room for the archive beside what it holds now"):
+        pair.stack.restore(archive, ["rhea"])
+    assert inside(pair, "rhea", "cat ~/project/note").stdout == "changed"
+    assert sorted(os.listdir(pair.user_dir("rhea"))) == ["config", "workspace"]
+    inside(pair, "rhea", "rm ~/project/big")
+    assert pair.stack.restore(archive, ["rhea"]) == ["rhea"]
+    assert inside(pair, "rhea", "cat ~/project/note").stdout == "mine"
