@@ -106,7 +106,7 @@ def cmd_install_units(args) -> int:
 
 
 def cmd_down(args) -> int:
-    Stack.from_state(_state_dir(args)).down()
+    Stack.from_state(_state_dir(args)).down(unmount=args.unmount)
     print("stopped; workspaces are kept (`csm up` starts them again)")
     return 0
 
@@ -228,7 +228,7 @@ def cmd_prepare(args) -> int:
         while not sockets.link(user):
             if time.monotonic() > deadline:
                 raise RunnerError(f"{user['socketSource']} is no socket of {args.user}'s container after 60 s; "
-                                  f"nginx cannot reach {args.user}: see `journalctl -u podman-{user['container']['name']}`")
+                                  f"nginx cannot reach {args.user}: see `journalctl -u {user['container']['unit']}`")
             time.sleep(0.5)
         print(f"{args.user}: code-server's socket linked for nginx", file=sys.stderr)
         return 0
@@ -332,9 +332,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--unit", default=units.DEFAULT_UNIT, metavar="NAME.service",
                    help=f"the unit's file name (default {units.DEFAULT_UNIT})")
 
-    command("down", cmd_down, "stop the stack (workspaces are kept)",
-            "Stop and remove this stack's containers and stop its nginx. Workspaces, homes, settings "
-            "and passwords are never deleted; `csm up` starts everything again.")
+    c = command("down", cmd_down, "stop the stack (workspaces are kept)",
+                "Stop and remove this stack's containers and stop its nginx. Workspaces, homes, settings "
+                "and passwords are never deleted; `csm up` starts everything again. The users' disks stay "
+                "mounted, so their files stay where they were, unless --unmount.")
+    c.add_argument("--unmount", action="store_true",
+                   help="also unmount the users' disks (their files stay in workspaceBase/.disks/<name>.ext4), "
+                        "e.g. before moving or deleting workspaceBase")
 
     c = command("status", cmd_status, "per user: container state, health, memory, OOM kills, restarts, last activity",
                 "Show nginx, the login gate and, per user, the container state (running, stopped-idle: stopped "

@@ -32,7 +32,7 @@ with subtest("the key is readable by the acme user and nginx only"):
     server.succeed(f"test \"$(stat -c '%a %G' {CERT_DIR}/key.pem)\" = '640 nginx'")
 
 for user in USERS:
-    server.wait_for_unit(f"podman-{user['container']['name']}.service")
+    server.wait_for_unit(user["container"]["unit"])
 client.wait_for_unit("multi-user.target")
 client.wait_until_succeeds(f"curl -fsS https://acme.test:15000/roots/0 > {ROOT}")
 

@@ -24,14 +24,14 @@ def container(user):
 
 
 def unit_of(user):
-    return f"podman-{container(user)}.service"
+    return user["container"]["unit"]
 
 
 start_all()
 server.wait_for_unit("nginx.service")
 server.wait_for_unit(PLAN["gate"]["unit"])
 for user in USERS.values():
-    server.wait_for_unit(f"podman-{container(user)}.service")
+    server.wait_for_unit(unit_of(user))
 client.wait_for_unit("multi-user.target")
 PLAN_FILE = "/etc/code-server-multi/plan.json"
 
@@ -63,7 +63,7 @@ with subtest("the password reaches only the gate, which runs as its own account"
             "the container's environment": f"podman inspect --format '{{{{json .Config.Env}}}}' {name}",
             "the container's command": f"podman inspect --format '{{{{json .Config.Cmd}}}} {{{{json .Args}}}}' {name}",
             "the host's process list": "(cat /proc/[0-9]*/cmdline 2>/dev/null || true) | tr '\\0' ' '",
-            "the systemd units": f"systemctl cat podman-{name}.service {gate['unit']}",
+            "the systemd units": f"systemctl cat {unit_of(user)} {gate['unit']}",
             "the container's log": f"podman logs {name} 2>&1",
             "the gate's log": f"journalctl -u {gate['unit']}",
         }.items():
@@ -97,7 +97,7 @@ with subtest("no container reaches another or the host's loopback"):
     server.succeed(f"python3 -m http.server --bind 127.0.0.1 {LOOPBACK_PORT} >/dev/null 2>&1 &")
     server.wait_for_open_port(LOOPBACK_PORT)
     for user, other in ((ada, bo), (bo, ada)):
-        server.wait_for_unit(f"podman-network-{user['network']['name']}.service")
+        server.wait_for_unit(user["network"]["unit"])
         print(network.neighbour_unreachable(server.succeed, user, other))
         print(network.host_loopback_unreachable(server.succeed, user, [LOOPBACK_PORT]))
     # The way out stays open: a server on another machine (the client) answers.
@@ -128,7 +128,7 @@ with subtest("work in the workspace survives kill -9, and systemd brings the con
     def back_under_systemd():
         server.wait_until_succeeds(
             f"podman inspect --format '{{{{.State.Running}}}}' {container(ada)} | grep -qx true", timeout=300)
-        server.wait_for_unit(f"podman-{container(ada)}.service")
+        server.wait_for_unit(unit_of(ada))
 
     print(host.workspace_survives_kill(server.succeed, ada, restart=back_under_systemd, timeout=300))
     status = json.loads(server.succeed(f"csm status --plan {PLAN_FILE} --json || true"))
@@ -169,7 +169,7 @@ with subtest("an idle user's container stops, strangers start nothing, and the o
     url = f"https://{cy['hostname']}/"
     cookie = idle.log_in(client.succeed, url, PASSWORD_FILES["cy"], ca_file=CA_FILE)
     print(idle.stopped_for_being_idle(server.succeed, PLAN, cy, timeout=600))
-    unit = f"podman-{container(cy)}.service"
+    unit = unit_of(cy)
     server.sleep(15)  # Restart=always must not bring it back
     assert server.succeed(f"systemctl is-active {unit} || true").strip() == "inactive", f"{unit} came back"
     print(idle.stranger_starts_nothing(client.succeed, server.succeed, url, cy, 60, ca_file=CA_FILE))

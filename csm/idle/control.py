@@ -33,11 +33,11 @@ class Podman:
 
 
 class Systemd:
-    """NixOS: the container is the unit podman-<container>.service. A stop through
+    """NixOS: the container is its unit (the plan's container.unit). A stop through
     systemctl is a stop systemd wanted, so Restart=always does not undo it."""
 
     def unit(self, user: dict) -> str:
-        return f"podman-{user['container']['name']}.service"
+        return user["container"]["unit"]
 
     def start(self, user: dict) -> None:
         # --no-block: the unit becomes active only when healthy; the waker watches that itself.

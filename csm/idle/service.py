@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve", help="run the idle checker and the waker")
     s.add_argument("--plan", required=True, metavar="PLAN.json")
     s.add_argument("--systemd", action="store_true",
-                   help="start and stop users' units podman-<container>.service (NixOS) instead of podman")
+                   help="start and stop users' units (the plan's container.unit, NixOS) instead of podman")
     s.add_argument("--state-dir", help="the runner's state directory (podman starts containers from it)")
     s.add_argument("--podman", default="podman")
     args = p.parse_args(argv)

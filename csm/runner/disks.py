@@ -172,6 +172,25 @@ def refusal(user: dict) -> str | None:
             f"or ask {name} to delete files first")
 
 
+def overcommit(plan: dict) -> str | None:
+    """A warning when the users' disks may together grow past the free space of the
+    host's disk that holds them (their files are sparse: room is taken as they write)."""
+    base = plan["workspaceBase"]
+    promised = allocated = 0
+    for user in plan["users"].values():
+        disk, image = user["disk"], Path(user["disk"]["image"])
+        size = _target_size(disk) if disk["quotaBytes"] else image.stat().st_size if image.exists() else 0
+        promised += size
+        allocated += image.stat().st_blocks * 512 if image.exists() and size else 0
+    st = os.statvfs(base if os.path.isdir(base) else os.path.dirname(base))
+    free = st.f_bavail * st.f_frsize
+    if promised - allocated <= free:
+        return None
+    return (f"the users' disks may grow to {_size(promised)} together, and the disk that holds {base} has "
+            f"{_size(free)} free beyond the {_size(allocated)} they hold now: if they all fill up, the host's disk "
+            "is full first. Lower diskQuota, or make room on the host")
+
+
 def ensure(user: dict, stop: Callable[[], None] = lambda: None, progress: Callable[[str], None] = print,
            strict: bool = True) -> None:
     """Make the user's disk what the plan says: created (moving in what their directory

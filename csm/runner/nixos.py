@@ -1,7 +1,7 @@
 """The NixOS host: what the module runs, seen and driven through systemd.
 
 On NixOS the module's units own the containers (`virtualisation.oci-containers`
-names each one `podman-<container>.service`, restarted by systemd), nginx
+names each one by the plan's container.unit, restarted by systemd), nginx
 (`nginx.service`) and the login gate (the plan's gate.unit, running as its own
 account with each user's password file as a systemd credential); `csm ... --plan
 /etc/code-server-multi/plan.json` goes through them instead of the portable runner's
@@ -21,7 +21,7 @@ NGINX_UNIT = "nginx.service"
 
 def unit(user: dict) -> str:
     """The systemd unit virtualisation.oci-containers makes for a user's container."""
-    return f"podman-{user['container']['name']}.service"
+    return user["container"]["unit"]
 
 
 def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -169,6 +169,8 @@ class Stack:
             files.ensure_directory(d)
         for user in plan["users"].values():
             disks.ensure(user, stop=lambda u=user: self._stop(u, undo), progress=self.progress)
+        if disks.overcommit(plan):
+            self.progress(f"warning: {disks.overcommit(plan)}")
         for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
             files.ensure_directory(d)
         for f in (f for u in plan["users"].values() for f in u["seedFiles"]):
@@ -333,9 +335,10 @@ class Stack:
         return "started"
 
     # ---- down, reset, restart -------------------------------------------------------
-    def down(self) -> None:
+    def down(self, unmount: bool = False) -> None:
         """Stop and remove this stack's containers, stop its nginx, delete the env
-        files, unmount the users' disks. Workspaces, settings and passwords stay."""
+        files; with unmount, unmount the users' disks too (their files stay in the
+        disk files). Workspaces, settings and passwords stay."""
         with self.lock():
             if idle.stop_service(self.state_dir):   # first: nothing wakes while containers go
                 self.progress("idle service stopped")
@@ -354,9 +357,10 @@ class Stack:
             for user in users:
                 for p in self._env_paths(user):
                     p.unlink(missing_ok=True)
-                if "disk" in user and disks.unmount(user["disk"]):
-                    self.progress(f"{user['name']}'s disk unmounted (its file is kept)")
-            disks.release_base(self.plan["workspaceBase"])
+                if unmount and "disk" in user and disks.unmount(user["disk"]):
+                    self.progress(f"{user['name']}'s disk unmounted (its files are in {user['disk']['image']})")
+            if unmount:
+                disks.release_base(self.plan["workspaceBase"])
 
     def reset(self, name: str) -> None:
         """A fresh container for one user; the workspace and settings (the home) stay."""

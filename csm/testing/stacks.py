@@ -138,6 +138,6 @@ class ThrowawayStack:
     def close(self) -> None:
         if self.base.exists():
             try:
-                self.stack.down()
+                self.stack.down(unmount=True)
             finally:
                 shutil.rmtree(self.base, ignore_errors=True)

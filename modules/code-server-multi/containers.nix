@@ -10,7 +10,7 @@ let
   cfg = config.services.code-server-multi;
   inherit (cfg) plan;
 
-  networkUnit = u: "podman-network-${u.network.name}";
+  unitName = lib.removeSuffix ".service";
 in
 lib.mkIf cfg.enable {
   assertions = [{
@@ -33,7 +33,7 @@ lib.mkIf cfg.enable {
   # them, which podman needs to exist before it mounts it) and the VS Code settings
   # seed (byte for byte, only where missing), by the same code the portable runner
   # uses. The password never reaches the container: the gate checks it.
-  systemd.services = lib.mapAttrs' (name: u: lib.nameValuePair "podman-${u.container.name}" {
+  systemd.services = lib.mapAttrs' (name: u: lib.nameValuePair (unitName u.container.unit) {
     preStart = lib.mkBefore (lib.optionalString (cfg.package != null)
       "${lib.getExe' cfg.package "csm"} prepare --plan ${lib.escapeShellArg cfg.planFile} ${lib.escapeShellArg name}\n");
     # Once healthy (the unit's ready), the socket code-server made is linked where nginx
@@ -44,10 +44,10 @@ lib.mkIf cfg.enable {
     path = [ pkgs.util-linux pkgs.e2fsprogs ];
     # A changed diskQuota is applied at a start: a switch that changes it restarts the unit.
     restartTriggers = [ (builtins.toJSON u.disk) ];
-    requires = [ "${networkUnit u}.service" ];
-    after = [ "${networkUnit u}.service" ];
+    requires = [ u.network.unit ];
+    after = [ u.network.unit ];
   }) plan.users
-  // lib.mapAttrs' (_: u: lib.nameValuePair (networkUnit u) {
+  // lib.mapAttrs' (_: u: lib.nameValuePair (unitName u.network.unit) {
     description = "podman network of ${u.name}'s code-server";
     path = [ config.virtualisation.podman.package ];
     serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };

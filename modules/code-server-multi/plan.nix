@@ -544,10 +544,13 @@ let
       # removed with it.
       network = {
         name = network;
+        unit = "podman-network-${network}.service";   # NixOS: the oneshot that creates it
         createOptions = map (o: "--opt=${o}") networkOptions ++ [ "--disable-dns" ];
       };
       container = {
         name = "${s.namePrefix}-${name}";
+        # NixOS: the unit virtualisation.oci-containers makes for it (podman backend).
+        unit = "podman-${s.namePrefix}-${name}.service";
         inherit (s) image;
         ports = [ ];
         volumes = [ "${userDir}/config:${home}" "${userDir}/workspace:${project}" "${socketDir}:${socketDirInContainer}" ] ++ u.extraVolumes;

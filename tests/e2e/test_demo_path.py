@@ -106,7 +106,7 @@ class PersonsDemo:
 
     def close(self) -> None:
         if self.own:
-            subprocess.run([str(CSM), "down", "--state-dir", str(self.state)], capture_output=True)
+            subprocess.run([str(CSM), "down", "--unmount", "--state-dir", str(self.state)], capture_output=True)
             shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -150,6 +150,6 @@ def test_make_demo_gives_a_working_address_and_password(stack_kit, web_client, p
         assert subprocess.run(["podman", "container", "exists", container]).returncode == 1
         assert (base / "vscode" / "demo" / "workspace").is_dir()
     finally:
-        subprocess.run([str(CSM), "down", "--state-dir", str(state)], capture_output=True)
+        subprocess.run([str(CSM), "down", "--unmount", "--state-dir", str(state)], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
     persons_demo.assert_untouched()

@@ -126,9 +126,12 @@ def test_a_quota_set_later_moves_the_files_onto_the_disk(pair):
     logs_in(pair, "rhea")
 
 
-def test_down_unmounts_every_disk_and_up_brings_them_back(pair):
+def test_down_unmount_unmounts_every_disk_and_up_brings_them_back(pair):
     digest = hashlib.sha256(open(os.path.join(pair.workspace("quin"), "keep"), "rb").read()).hexdigest()
     pair.stack.down()
+    assert os.path.exists(os.path.join(pair.workspace("quin"), "keep"))   # a plain down keeps them in view
+    pair.stack.up()
+    pair.stack.down(unmount=True)
     assert not any(disks.is_mounted(u["disk"]) for u in pair.plan["users"].values())
     assert not os.path.exists(os.path.join(pair.workspace("quin"), "keep"))
     pair.stack.up()

@@ -37,7 +37,7 @@ def setup(stack_kit):
     (base / "units").mkdir()
     yield {"base": base, "nix": nix, "state": base / "state", "port": http_port, "units": base / "units",
            "password": password}
-    subprocess.run([CSM, "down", "--state-dir", base / "state"], capture_output=True)
+    subprocess.run([CSM, "down", "--unmount", "--state-dir", base / "state"], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -95,7 +95,7 @@ def test_backup_delete_everything_restore_before_up_then_up(kim, tmp_path):
 
     # A fresh host: the stack is gone, with its state, workspaces and runtime files;
     # only the archive and the password hash (brought along, as docs/admin.md says) remain.
-    kim.stack.down()
+    kim.stack.down(unmount=True)
     assert podman.inspect_network(kim.stack.host, network) is None, "down left the user's network behind"
     shutil.rmtree(kim.plan["workspaceBase"])
     shutil.rmtree(kim.state_dir)

@@ -98,7 +98,7 @@ def cli(stack_kit):
     try:
         yield s
     finally:
-        s.csm("down")
+        s.csm("down", "--unmount")
         shutil.rmtree(s.base, ignore_errors=True)
 
 

@@ -34,6 +34,11 @@ def evaluate(settings_file: Path, host_module: Path | None = None) -> dict:
     return json.loads(proc.stdout)
 
 
+def service(thing: dict) -> str:
+    """The key in systemd.services of a plan's container or network: its unit's name."""
+    return thing["unit"].removesuffix(".service")
+
+
 @pytest.fixture(scope="module")
 def team():
     return evaluate(ROOT / "examples/team.nix"), planlib.load(ROOT / "examples/team.nix")
@@ -72,7 +77,7 @@ def test_each_unit_oci_containers_generates_runs_the_plans_container(team):
     assert module["warnings"] == []
     for u in plan["users"].values():
         c = u["container"]
-        unit = module["services"][f"podman-{c['name']}"]
+        unit = module["services"][service(c)]   # oci-containers' own unit, by the plan's name
         words = podman_run(unit["script"])
         assert words[:3] == ["exec", "podman", "run"]
         # the plan's flags last, then the image and code-server's arguments
@@ -115,11 +120,11 @@ def test_the_published_plan_is_plan_nix_of_the_settings(team):
 def test_each_unit_prepares_its_start_with_csm(team):
     module, plan = team
     for name, u in plan["users"].items():
-        script = module["services"][f"podman-{u['container']['name']}"]["preStart"]
+        script = module["services"][service(u["container"])]["preStart"]
         assert script.startswith(f"/nix/store/csm/bin/csm prepare --plan {module['planFile']} {name}\n"), script
         assert "cat " not in script and "printf" not in script  # no second implementation in shell
         # once healthy, root links the socket code-server made where nginx connects (csm/sockets.py)
-        after = module["services"][f"podman-{u['container']['name']}"]["postStart"]
+        after = module["services"][service(u["container"])]["postStart"]
         assert after == f"/nix/store/csm/bin/csm prepare --plan {module['planFile']} --started {name}\n", after
     assert module["etc"][module["planFile"].removeprefix("/etc/")]["source"]
 
@@ -129,7 +134,7 @@ def _run_prestart(module: dict, name: str, tmp_path: Path) -> subprocess.Complet
     checkout in place of the package's store path and the module's plan at planFile."""
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(module["plan"]))
-    unit = module["services"][f"podman-{module['plan']['users'][name]['container']['name']}"]
+    unit = module["services"][service(module["plan"]["users"][name]["container"])]
     script = unit["preStart"].replace("/nix/store/csm/bin/csm", str(ROOT / ".venv/bin/csm")) \
         .replace(module["planFile"], str(plan_file))
     return subprocess.run(["bash", "-euc", script], capture_output=True, text=True)
@@ -182,7 +187,7 @@ def test_prestart_never_reads_the_password_file(own_paths, tmp_path):
     assert not hash_file.exists()
     proc = _run_prestart(module, "ada", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert str(hash_file) not in module["services"]["podman-code-server-ada"]["preStart"]
+    assert str(hash_file) not in module["services"][service(module["plan"]["users"]["ada"]["container"])]["preStart"]
 
 
 def test_prestart_mounts_the_users_disk_of_the_quotas_size(tmp_path):
@@ -197,7 +202,7 @@ def test_prestart_mounts_the_users_disk_of_the_quotas_size(tmp_path):
     }}""")
     module = evaluate(settings)
     user = module["plan"]["users"]["ada"]
-    unit = module["services"]["podman-code-server-ada"]
+    unit = module["services"][service(user["container"])]
     assert {"/nix/store/util-linux", "/nix/store/e2fsprogs"} <= set(unit["path"])
     assert [json.loads(t) for t in unit["restartTriggers"]] == [user["disk"]]
     for d in module["plan"]["directories"]:
@@ -219,10 +224,9 @@ def test_each_container_starts_on_its_own_isolated_network(team):
     module, plan = team
     for u in plan["users"].values():
         net = u["network"]
-        unit = f"podman-network-{net['name']}"
-        container = module["services"][f"podman-{u['container']['name']}"]
-        assert f"{unit}.service" in container["requires"] and f"{unit}.service" in container["after"]
-        network = module["services"][unit]
+        container = module["services"][service(u["container"])]
+        assert net["unit"] in container["requires"] and net["unit"] in container["after"]
+        network = module["services"][service(net)]
         assert network["serviceConfig"] == {"Type": "oneshot", "RemainAfterExit": True}
         create = network["script"].split("podman network create ", 1)[1].split()
         assert [shlex.split(w)[0] for w in create] == net["createOptions"] + [net["name"]]
