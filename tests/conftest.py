@@ -91,6 +91,21 @@ def gixy_issues(conf: Path) -> list:
     return issues
 
 
+def test_mounts() -> list[str]:
+    """Mounts below the tests' own directories (throwaway stacks, pytest's tmp_path)."""
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if " /var/tmp/csm-" in line or "/pytest-of-" in line]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_disk_left_mounted():
+    """What the tests mount (users' disks, workspaceBase shared), the tests unmount."""
+    before = set(test_mounts())
+    yield
+    left = [m for m in test_mounts() if m not in before]
+    assert not left, f"the tests left these mounted: {left}"
+
+
 @pytest.fixture(scope="session")
 def live_stack_factory():
     started: list[ThrowawayStack] = []

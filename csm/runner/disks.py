@@ -192,27 +192,28 @@ def overcommit(plan: dict) -> str | None:
 
 
 def ensure(user: dict, stop: Callable[[], None] = lambda: None, progress: Callable[[str], None] = print,
-           strict: bool = True) -> None:
+           strict: bool = True) -> bool:
     """Make the user's disk what the plan says: created (moving in what their directory
     already holds), mounted at their directory, resized to the quota. A quota too small
     for what they store raises BadInput, or with strict=False (a unit that must start
     anyway) leaves the disk as it is and says so. `stop` stops the user's container
-    before its file system is replaced or resized under it."""
+    before its file system is replaced or resized under it. True if this mounted it."""
     disk = user["disk"]
     image = Path(disk["image"])
     if not disk["quotaBytes"] and not image.exists():
-        return   # no quota, and never had one
+        return False   # no quota, and never had one
     if not image.exists():
         if not _fits(user, strict, progress, "it keeps no quota"):
-            return
+            return False
         stop()
         _create(user, progress)
-    if not is_mounted(disk):
+    mounted = not is_mounted(disk)
+    if mounted:
         _mount(disk, progress)
     size = os.stat(image).st_size
     if not disk["quotaBytes"] or _target_size(disk) == size \
             or not _fits(user, strict, progress, f"its disk stays at {_size(size)}"):
-        return
+        return mounted
     stop()
     progress(f"resizing {user['name']}'s disk from {_size(size)} to {_size(_target_size(disk))}")
     unmount(disk)
@@ -225,6 +226,7 @@ def ensure(user: dict, stop: Callable[[], None] = lambda: None, progress: Callab
         if strict:
             raise BadInput(why)
         progress(f"{why} (its disk stays at {_size(size)})")
+    return mounted
 
 
 def _fits(user: dict, strict: bool, progress: Callable[[str], None], otherwise: str) -> bool:
@@ -330,6 +332,21 @@ def unmount(disk: dict) -> bool:
                           "holds it: a container started before csm shared its mounts); stop the stack's "
                           "containers and try again")
     return True
+
+
+def unmount_all(base: str | os.PathLike) -> list[str]:
+    """Unmount every user's disk below workspaceBase, those of users no longer in the
+    settings too (their containers must be stopped), then release workspaceBase.
+    Returns the disk files unmounted."""
+    base = os.path.abspath(base)
+    done = []
+    for m in mounts():
+        image = backing_file(m.device)
+        if os.path.dirname(m.point) == base and image and os.path.dirname(image) == os.path.join(base, ".disks"):
+            unmount({"mountPoint": m.point, "image": image})
+            done.append(image)
+    release_base(base)
+    return done
 
 
 def _resize(image: Path, size: int) -> str | None:

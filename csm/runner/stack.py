@@ -167,8 +167,10 @@ class Stack:
         gate.ensure_accounts(plan)
         for d in plan["directories"]:
             files.ensure_directory(d)
+        undo.append(lambda: disks.release_base(plan["workspaceBase"]))   # runs after the unmounts below
         for user in plan["users"].values():
-            disks.ensure(user, stop=lambda u=user: self._stop(u, undo), progress=self.progress)
+            if disks.ensure(user, stop=lambda u=user: self._stop(u, undo), progress=self.progress):
+                undo.append(lambda d=user["disk"]: disks.unmount(d))   # the disk file and its files stay
         if disks.overcommit(plan):
             self.progress(f"warning: {disks.overcommit(plan)}")
         for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
@@ -227,8 +229,6 @@ class Stack:
             if user in rec["plan"]["users"]:
                 for p in self._env_paths(rec["plan"]["users"][user]):
                     p.unlink(missing_ok=True)
-                if user not in self.plan["users"] and "disk" in rec["plan"]["users"][user]:
-                    disks.unmount(rec["plan"]["users"][user]["disk"])   # the disk file is kept
         planned = {u["network"]["name"] for u in self.plan["users"].values()}
         for network in podman.networks(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
             if network not in planned:
@@ -357,10 +357,9 @@ class Stack:
             for user in users:
                 for p in self._env_paths(user):
                     p.unlink(missing_ok=True)
-                if unmount and "disk" in user and disks.unmount(user["disk"]):
-                    self.progress(f"{user['name']}'s disk unmounted (its files are in {user['disk']['image']})")
             if unmount:
-                disks.release_base(self.plan["workspaceBase"])
+                for image in disks.unmount_all(self.plan["workspaceBase"]):
+                    self.progress(f"a disk unmounted (its files are in {image})")
 
     def reset(self, name: str) -> None:
         """A fresh container for one user; the workspace and settings (the home) stay."""

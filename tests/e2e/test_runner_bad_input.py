@@ -6,6 +6,7 @@ a user removed from the settings in test_runner_stack.py.)"""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -135,7 +136,11 @@ def test_a_container_that_exits_is_undone(attempt):
     assert podman.inspect(HOST, "csm-test-eli") is None
     assert nginx.running_pid(a.state) is None
     assert not (a.state / "stack.json").exists()
-    assert (Path(a.settings["workspaceBase"]) / "eli" / "workspace").is_dir()  # kept, not deleted
+    # The disk this `up` made and mounted is unmounted again, and kept with eli's files.
+    disk = Path(a.settings["workspaceBase"]) / ".disks" / "eli.ext4"
+    inside = subprocess.run(["debugfs", "-R", "stat /workspace", str(disk)], capture_output=True, text=True)
+    assert "Type: directory" in inside.stdout, inside.stdout + inside.stderr
+    assert not os.path.ismount(Path(a.settings["workspaceBase"]) / "eli")
 
 
 def test_a_container_that_never_gets_healthy_is_undone(attempt):

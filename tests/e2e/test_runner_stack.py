@@ -209,7 +209,10 @@ def test_status_reports_health_memory_oom_and_activity(cli, web_client):
         assert u["last_activity"] is not None
     table = cli.csm("status")
     assert table.returncode == 0
-    assert re.search(r"^rita\s+csm-test-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+\d+\s+\d+\s+\d{4}-", table.stdout, re.M), table.stdout
+    assert re.search(r"^rita\s+csm-test-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+"
+                     r"\d+ MiB / 20\.0 GiB \(\d+%\)\s+\d+\s+\d+\s+\d{4}-", table.stdout, re.M), table.stdout
+    for u in status["users"]:   # each on a disk of the default quota
+        assert u["disk_quota_bytes"] == 20 * 2**30 and 0 < u["disk_used_bytes"] < u["disk_size_bytes"], u
 
 
 def status_of(cli: CliStack) -> dict[str, dict]:

@@ -5,6 +5,7 @@ past the origin check (that no neighbour is reachable is test_isolation.py's). N
 password, from a loopback address of its own (nginx limits logins per address)."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
@@ -32,31 +33,39 @@ def container(stack, user: str) -> str:
     return stack.plan["users"][user]["container"]["name"]
 
 
-def bind_mounts(name: str) -> dict[str, str]:
-    """Mount point -> the directory or file it shows (its root in the source file
-    system), for every mount that is not a whole file system or a kernel tree."""
+def bind_mounts(name: str) -> dict[str, tuple[str, str]]:
+    """Mount point -> (the directory or file it shows, its root in the source file
+    system; the device it lies on, major:minor), for every mount that is not a whole
+    file system or a kernel tree."""
     found = {}
     for line in in_container(name, "cat /proc/self/mountinfo").splitlines():
         fields = line.split()
-        root, point = fields[3], fields[4]
+        device, root, point = fields[2], fields[3], fields[4]
         if root != "/" and not point.startswith(KERNEL_TREES):
-            found[point] = root
+            found[point] = (root, device)
     return found
+
+
+def device_of(path: str) -> str:
+    st = os.stat(path)
+    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
 
 
 @pytest.mark.parametrize("user", ["ada", "bo"])
 def test_a_container_mounts_only_its_own_directories_and_socket(live_stack, user):
     mounts = bind_mounts(container(live_stack, user))
-    from_podman = {p for p, root in mounts.items() if root.startswith(PODMAN_STORAGE)}
+    from_podman = {p for p, (root, _) in mounts.items() if root.startswith(PODMAN_STORAGE)}
     assert from_podman <= PODMAN_FILES, from_podman
-    ours = {p: root for p, root in mounts.items() if p not in from_podman}
+    ours = {p: shown for p, shown in mounts.items() if p not in from_podman}
     planned = dict(v.split(":")[1::-1] for v in live_stack.plan["users"][user]["container"]["volumes"])
     socket_dir = live_stack.plan["users"][user]["container"]["socket"].rsplit("/", 1)[0]
     assert set(ours) == set(planned) == {"/home/coder", "/home/coder/project", socket_dir}, ours
-    for point, root in ours.items():
-        # root is relative to the file system holding it: the planned host path ends with it
+    for point, (root, device) in ours.items():
+        # root is relative to the file system holding it (the user's own disk for the
+        # home and workspace): the planned host path ends with it, on that device
         assert planned[point].endswith(root), f"{point} shows {root}, the plan says {planned[point]}"
-        assert f"/{user}/" in root + "/"
+        assert device == device_of(planned[point]), f"{point} lies on {device}, {planned[point]} on another"
+    assert device_of(planned["/home/coder"]) != device_of(live_stack.plan["workspaceBase"])   # the user's disk
 
 
 @pytest.mark.parametrize("user", ["ada", "bo"])
