@@ -38,6 +38,7 @@ else replaces). tls=True also serves HTTPS on .tls_port with a local CA
 of the session are stopped there; their directories (under /var/tmp, because the
 containers' mapped users cannot traverse /tmp/pytest-of-root) are deleted.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,16 @@ import pytest
 from csm.checks import http, workbench
 from csm.plan import nix_environment
 from csm.testing import stacks
-from csm.testing.stacks import (IMAGE, ImageMissing, ThrowawayStack, free_port, fresh_base_dir, merge,
-                                stack_settings, write_password)
+from csm.testing.stacks import (
+    IMAGE,
+    ImageMissing,
+    ThrowawayStack,
+    free_port,
+    fresh_base_dir,
+    merge,
+    stack_settings,
+    write_password,
+)
 
 DOMAIN = stacks.DOMAIN
 
@@ -91,18 +100,15 @@ def gixy_issues(conf: Path) -> list:
     return issues
 
 
-def test_mounts() -> list[str]:
-    """Mounts below the tests' own directories (throwaway stacks, pytest's tmp_path)."""
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if " /var/tmp/csm-" in line or "/pytest-of-" in line]
-
-
 @pytest.fixture(scope="session", autouse=True)
-def no_disk_left_mounted():
-    """What the tests mount (users' disks, workspaceBase shared), the tests unmount."""
-    before = set(test_mounts())
+def no_disk_left_mounted(tmp_path_factory):
+    """What this session's tests mount (users' disks, workspaceBase made shared) below
+    their own directories (throwaway stacks, pytest's tmp_path), they unmount."""
     yield
-    left = [m for m in test_mounts() if m not in before]
+    own = [str(d) for d in [tmp_path_factory.getbasetemp(), *stacks.MADE]]
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    left = [p for p in points if any(p == d or p.startswith(d + "/") for d in own)]
     assert not left, f"the tests left these mounted: {left}"
 
 
@@ -133,6 +139,7 @@ def live_stack(live_stack_factory) -> ThrowawayStack:
 
 # ---- a browser-less client --------------------------------------------------------
 
+
 class WebClient:
     """The runner tests' client, on csm.checks.http's transport: connects to 127.0.0.x
     whatever the name, sends the real Host and Origin."""
@@ -141,8 +148,13 @@ class WebClient:
         self.ca_file, self.source = ca_file, source
 
     def target(self, url: str, password: str | None = None) -> http.Target:
-        return http.Target(url, password, connect_ip="127.0.0.1", source_address=self.source,
-                           ca_file=str(self.ca_file) if self.ca_file else None)
+        return http.Target(
+            url,
+            password,
+            connect_ip="127.0.0.1",
+            source_address=self.source,
+            ca_file=str(self.ca_file) if self.ca_file else None,
+        )
 
     def request(self, method: str, url: str, path: str = "/", cookie: str | None = None, **kwargs):
         return http._http(self.target(url), method, path, cookie=cookie, **kwargs)
@@ -181,7 +193,13 @@ def web_client() -> WebClient:
 
 @pytest.fixture(scope="session")
 def stack_kit():
-    return types.SimpleNamespace(free_port=free_port, fresh_base_dir=fresh_base_dir, stack_settings=stack_settings,
-                                 write_password=write_password, require_image=require_image, WebClient=WebClient,
-                                 gixy_issues=gixy_issues,
-                                 merge=merge)
+    return types.SimpleNamespace(
+        free_port=free_port,
+        fresh_base_dir=fresh_base_dir,
+        stack_settings=stack_settings,
+        write_password=write_password,
+        require_image=require_image,
+        WebClient=WebClient,
+        gixy_issues=gixy_issues,
+        merge=merge,
+    )

@@ -5,6 +5,7 @@ ports, generated passwords, and a handle that stops what it started.
     ...  stack.url("ada"), stack.password("ada") ...
     stack.close()
 """
+
 from __future__ import annotations
 
 import secrets
@@ -49,25 +50,33 @@ def require_image(image: str = IMAGE) -> None:
         raise ImageMissing(f"the image {image} is missing; build it with `make image`")
 
 
+# Every directory fresh_base_dir made in this process (the tests check nothing is left
+# mounted below them).
+MADE: list[Path] = []
+
+
 def fresh_base_dir(prefix: str = "csm-test-") -> Path:
     """A fresh directory in /var/tmp that the containers' mapped root can traverse
     (/tmp/pytest-of-root is 0700)."""
     base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     base.chmod(0o711)
+    MADE.append(base)
     return base
 
 
-def stack_settings(base: Path, users: list[str], extra: dict | None = None,
-                   name_prefix: str = TEST_PREFIX) -> dict:
+def stack_settings(base: Path, users: list[str], extra: dict | None = None, name_prefix: str = TEST_PREFIX) -> dict:
     """Settings for a stack below `base`: its workspaces, sockets and sessions there."""
-    return merge({
-        "domain": DOMAIN,
-        "namePrefix": name_prefix,
-        "workspaceBase": str(base / "workspaces"),
-        "runtimeDir": str(base / "run"),
-        "gate": {"stateDir": str(base / "gate")},
-        "users": {u: {"hashedPasswordFile": str(base / "secrets" / f"{u}.hash")} for u in users},
-    }, extra or {})
+    return merge(
+        {
+            "domain": DOMAIN,
+            "namePrefix": name_prefix,
+            "workspaceBase": str(base / "workspaces"),
+            "runtimeDir": str(base / "run"),
+            "gate": {"stateDir": str(base / "gate")},
+            "users": {u: {"hashedPasswordFile": str(base / "secrets" / f"{u}.hash")} for u in users},
+        },
+        extra or {},
+    )
 
 
 def write_password(settings: dict, user: str) -> str:
@@ -82,8 +91,14 @@ class ThrowawayStack:
     passwords; close() stops it and deletes its directory. `prefix` names both its
     directory and its containers ("csm-test-" -> csm-test-<user>)."""
 
-    def __init__(self, users: list[str], extra_settings: dict | None = None, tls: bool = False,
-                 prefix: str = "csm-test-", **stack_options):
+    def __init__(
+        self,
+        users: list[str],
+        extra_settings: dict | None = None,
+        tls: bool = False,
+        prefix: str = "csm-test-",
+        **stack_options,
+    ):
         self.users = list(users)
         self.base = fresh_base_dir(prefix)
         self.state_dir = self.base / "state"
@@ -102,8 +117,9 @@ class ThrowawayStack:
 
     def add_user(self, user: str) -> dict[str, str]:
         """Add a user to the settings and bring the stack up to date."""
-        self.settings = merge(self.settings, {"users": {user: {
-            "hashedPasswordFile": str(self.base / "secrets" / f"{user}.hash")}}})
+        self.settings = merge(
+            self.settings, {"users": {user: {"hashedPasswordFile": str(self.base / "secrets" / f"{user}.hash")}}}
+        )
         self._passwords[user] = write_password(self.settings, user)
         self.users.append(user)
         self.plan = planlib.from_settings(self.settings)
@@ -132,8 +148,11 @@ class ThrowawayStack:
         """Write ~/<name> inside the user's container until their disk is `fraction` full."""
         use = disks.usage(self.plan["users"][user])
         missing = int(fraction * use.size_bytes) - use.used_bytes
-        subprocess.run(["podman", "exec", self.container(user), "sh", "-c", f"head -c {missing} /dev/zero > ~/{name}"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["podman", "exec", self.container(user), "sh", "-c", f"head -c {missing} /dev/zero > ~/{name}"],
+            check=True,
+            capture_output=True,
+        )
 
     def close(self) -> None:
         if self.base.exists():
