@@ -1,5 +1,5 @@
 # The csm Python package (checks, portable runner, admin CLI) for Nix.
-{ lib, buildPythonApplication, setuptools, requests, websocket-client, argon2-cffi }:
+{ lib, buildPythonApplication, setuptools, requests, websocket-client, argon2-cffi, ruff }:
 let
   # What csm's checks and idle service read from image/ (the health path, the image's
   # user and port): the same files, copied beside the package.
@@ -20,6 +20,14 @@ buildPythonApplication {
   makeWrapperArgs = [ "--set-default" "CSM_IMAGE_DIR" "${imageDir}" ];
   passthru = { inherit imageDir; };  # for Python that imports csm without the wrapper (VM tests)
   pythonImportsCheck = [ "csm" "csm.checks" ];
+  # The gates of `make test-fast` (tests/unit/test_quality.py), on the package's source.
+  nativeCheckInputs = [ ruff ];
+  checkPhase = ''
+    runHook preCheck
+    ruff check csm
+    ruff format --check csm
+    runHook postCheck
+  '';
   meta = {
     description = "Checks, portable runner and admin CLI of code-server-multi";
     mainProgram = "csm";

@@ -12,6 +12,7 @@ means that socket, which root (the bench) may open. The helpers here for reachin
 (an HTTP connection over AF_UNIX, a TCP forwarder for Chromium) are shared by the
 other bench modules.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,6 +71,7 @@ def goal_text(v: dict, unit: str = "") -> str:
 
 
 # ---- code-server directly, on its Unix socket ---------------------------------------
+
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     """HTTP/1.1 (keep-alive) to a Unix socket; Host is "localhost"."""
@@ -137,7 +139,7 @@ class UnixForwarder:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "UnixForwarder":
+    def __enter__(self) -> UnixForwarder:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("the forwarder did not start")
@@ -179,6 +181,7 @@ class UnixForwarder:
 
 # ---- the workbench in Chromium ---------------------------------------------------------
 
+
 def log_in_until_rendered(page, url: str, password: str | None) -> None:
     """Open the address; with a password, log in on the gate's page that answers it
     (by its labelled field); wait until the editor area is drawn. Without one (code-server
@@ -210,6 +213,7 @@ def load_workbench(url: str, password: str, settle: float = 5) -> None:
 
 # ---- cold start ------------------------------------------------------------------------
 
+
 def in_image(root: Path, path: str) -> Path:
     """Where `path` of the image mounted at `root` leads, its symbolic links followed
     inside the image (code-server is a link to its entry script, wherever the recipe
@@ -231,18 +235,27 @@ class BareCodeServer:
 
     def argv(self, home: str) -> list[str]:
         """The plan's command with the host's own socket and directories."""
-        places = {"--socket": f"{home}/code-server.sock", "--user-data-dir": f"{home}/data",
-                  "--extensions-dir": f"{self.root}/{self.cmd[self.cmd.index('--extensions-dir') + 1].lstrip('/')}"}
+        places = {
+            "--socket": f"{home}/code-server.sock",
+            "--user-data-dir": f"{home}/data",
+            "--extensions-dir": f"{self.root}/{self.cmd[self.cmd.index('--extensions-dir') + 1].lstrip('/')}",
+        }
         args = self.cmd[1:-1]  # without "code-server" and the folder
         args = [places.get(args[i - 1], a) if i else a for i, a in enumerate(args)]
-        return [str(self.root / IMAGE_BIN / "node"), str(in_image(self.root, f"{IMAGE_BIN}/{self.cmd[0]}")), *args, home]
+        return [
+            str(self.root / IMAGE_BIN / "node"),
+            str(in_image(self.root, f"{IMAGE_BIN}/{self.cmd[0]}")),
+            *args,
+            home,
+        ]
 
     def start_and_wait(self) -> float:
         with tempfile.TemporaryDirectory(prefix="csm-bench-bare-") as home:
             argv = self.argv(home)
             start = time.monotonic()
-            proc = subprocess.Popen(argv, env={"PATH": "/usr/bin:/bin", "HOME": home},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                argv, env={"PATH": "/usr/bin:/bin", "HOME": home}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             try:
                 wait_for_health(f"{home}/code-server.sock")
                 return time.monotonic() - start
@@ -264,19 +277,28 @@ def cold_start(stack: ThrowawayStack, user: str, bare: BareCodeServer, rounds: i
         wait_for_health(sock)
         container.append(time.monotonic() - start)
         direct.append(bare.start_and_wait())
-    return {"container_s": median(container), "bare_process_s": median(direct),
-            "ratio": median(container) / median(direct), "rounds": rounds}
+    return {
+        "container_s": median(container),
+        "bare_process_s": median(direct),
+        "ratio": median(container) / median(direct),
+        "rounds": rounds,
+    }
 
 
 # ---- the run ---------------------------------------------------------------------------------
+
 
 def image_size(image: str) -> int:
     return int(json.loads(podman("image", "inspect", image))[0]["Size"])
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "kernel": platform.release(), "load_1min": os.getloadavg()[0],
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1)}
+    return {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "load_1min": os.getloadavg()[0],
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
+    }
 
 
 def new_user(stack: ThrowawayStack, user: str) -> dict:
@@ -300,14 +322,19 @@ def idle_memory(stack: ThrowawayStack, users: list[str]) -> dict:
     time.sleep(10)
     names = [stack.container(u) for u in users]
     mem = stack_status.memory_usage(Host.detect(), names)
-    return {"one_idle_user_mib": mem[names[0]] / 1024**2, "five_users_mib": sum(mem.values()) / 1024**2,
-            "per_user_mib": {k: v / 1024**2 for k, v in mem.items()}}
+    return {
+        "one_idle_user_mib": mem[names[0]] / 1024**2,
+        "five_users_mib": sum(mem.values()) / 1024**2,
+        "per_user_mib": {k: v / 1024**2 for k, v in mem.items()},
+    }
 
 
 def run(rounds: int) -> dict:
     require_image()
-    results: dict = {"machine": {**machine(), "podman_run_args": list(Host.detect().run_args)},
-                     "image_bytes": image_size(IMAGE)}
+    results: dict = {
+        "machine": {**machine(), "podman_run_args": list(Host.detect().run_args)},
+        "image_bytes": image_size(IMAGE),
+    }
     say("bringing up a stack with 4 users")
     stack = ThrowawayStack(USERS[:4], prefix="csm-bench-", progress=lambda s: say(s))
     mount = None
@@ -326,16 +353,18 @@ def run(rounds: int) -> dict:
 
 def report(r: dict) -> str:
     c, n, m = r["cold_start"], r["new_user"], r["memory"]
-    return "\n".join([
-        f"machine: {r['machine']['cpus']} CPUs, {r['machine']['memory_gib']} GiB, kernel {r['machine']['kernel']}",
-        f"image size                        {r['image_bytes'] / 1e6:8.0f} MB",
-        f"cold start until code-server answers  container {c['container_s']:6.2f} s | "
-        f"bare process {c['bare_process_s']:6.2f} s | ratio {c['ratio']:.2f}",
-        f"memory, one idle user             {m['one_idle_user_mib']:8.0f} MiB",
-        f"memory, five idle users           {m['five_users_mib']:8.0f} MiB",
-        f"new user, first start             {n['first_start_s']:6.1f} s | again {n['second_start_s']:6.1f} s | "
-        f"ratio {n['ratio']:.1f}",
-    ])
+    return "\n".join(
+        [
+            f"machine: {r['machine']['cpus']} CPUs, {r['machine']['memory_gib']} GiB, kernel {r['machine']['kernel']}",
+            f"image size                        {r['image_bytes'] / 1e6:8.0f} MB",
+            f"cold start until code-server answers  container {c['container_s']:6.2f} s | "
+            f"bare process {c['bare_process_s']:6.2f} s | ratio {c['ratio']:.2f}",
+            f"memory, one idle user             {m['one_idle_user_mib']:8.0f} MiB",
+            f"memory, five idle users           {m['five_users_mib']:8.0f} MiB",
+            f"new user, first start             {n['first_start_s']:6.1f} s | again {n['second_start_s']:6.1f} s | "
+            f"ratio {n['ratio']:.1f}",
+        ]
+    )
 
 
 def write_json(path: Path | str | None, results: dict) -> None:

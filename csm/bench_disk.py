@@ -11,6 +11,7 @@ at least 0.9, higher is better).
 
 Everything started here is stopped here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,14 @@ from csm.bench import say, write_json
 from csm.testing.stacks import ThrowawayStack, require_image
 
 USERS = {"bdquota": "4G", "bdplain": None}
-SMALL_FILES = "/usr/local/lib/code-server"   # in the image: code-server's own tree
+SMALL_FILES = "/usr/local/lib/code-server"  # in the image: code-server's own tree
 GOAL = 0.9
 
 
 def inside(stack: ThrowawayStack, user: str, script: str) -> str:
-    return subprocess.run(["podman", "exec", stack.container(user), "sh", "-c", script],
-                          check=True, capture_output=True, text=True).stderr
+    return subprocess.run(
+        ["podman", "exec", stack.container(user), "sh", "-c", script], check=True, capture_output=True, text=True
+    ).stderr
 
 
 def sequential_mb_s(stack: ThrowawayStack, user: str) -> float:
@@ -54,14 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     require_image()
     say("bringing up a stack with one user on a disk of their own and one without")
-    stack = ThrowawayStack(list(USERS), {"idleStopAfter": None,
-                                         "users": {u: {"diskQuota": q} for u, q in USERS.items()}},
-                           prefix="csm-bench-")
+    stack = ThrowawayStack(
+        list(USERS),
+        {"idleStopAfter": None, "users": {u: {"diskQuota": q} for u, q in USERS.items()}},
+        prefix="csm-bench-",
+    )
     figures: dict[str, dict[str, list[float]]] = {u: {"sequential_mb_s": [], "small_files_s": []} for u in USERS}
     try:
         files = inside(stack, "bdplain", f"find {SMALL_FILES} -type f | wc -l 1>&2").strip()
         for r in range(args.rounds):
-            for user in (USERS if r % 2 == 0 else reversed(USERS)):   # neither always goes first
+            for user in USERS if r % 2 == 0 else reversed(USERS):  # neither always goes first
                 figures[user]["sequential_mb_s"].append(sequential_mb_s(stack, user))
                 figures[user]["small_files_s"].append(small_files_s(stack, user))
     finally:
@@ -72,14 +76,20 @@ def main(argv: list[str] | None = None) -> int:
         "small_files": med["bdplain"]["small_files_s"] / med["bdquota"]["small_files_s"],
     }
     print(f"write throughput inside a container, median of {args.rounds} rounds, taking turns:")
-    print(f"  512 MiB sequential, fdatasync: own disk {med['bdquota']['sequential_mb_s']:.0f} MB/s, "
-          f"no disk {med['bdplain']['sequential_mb_s']:.0f} MB/s: ratio {ratios['sequential_write']:.2f}")
-    print(f"  copy of {files} small files, sync: own disk {med['bdquota']['small_files_s']:.2f} s, "
-          f"no disk {med['bdplain']['small_files_s']:.2f} s: ratio (speed) {ratios['small_files']:.2f}")
+    print(
+        f"  512 MiB sequential, fdatasync: own disk {med['bdquota']['sequential_mb_s']:.0f} MB/s, "
+        f"no disk {med['bdplain']['sequential_mb_s']:.0f} MB/s: ratio {ratios['sequential_write']:.2f}"
+    )
+    print(
+        f"  copy of {files} small files, sync: own disk {med['bdquota']['small_files_s']:.2f} s, "
+        f"no disk {med['bdplain']['small_files_s']:.2f} s: ratio (speed) {ratios['small_files']:.2f}"
+    )
     met = all(r >= GOAL for r in ratios.values())
     print(f"goal: ratios of at least {GOAL}: {'met' if met else 'missed'}")
-    write_json(args.json, {"rounds": args.rounds, "figures": figures, "medians": med, "ratios": ratios,
-                           "goal": GOAL, "met": met})
+    write_json(
+        args.json,
+        {"rounds": args.rounds, "figures": figures, "medians": med, "ratios": ratios, "goal": GOAL, "met": met},
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ same run (part of `make bench`):
 "Direct" is code-server's Unix socket (--auth none), which root may open. Every figure
 is printed with its goal. Everything started here is stopped here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,31 @@ from pathlib import Path
 
 import websocket
 
-from csm.bench import (UnixForwarder, UnixHTTPConnection, goal_text, log_in_until_rendered, median, percentile, say,
-                       socket_get, verdict, write_json)
+from csm.bench import (
+    UnixForwarder,
+    UnixHTTPConnection,
+    goal_text,
+    log_in_until_rendered,
+    median,
+    percentile,
+    say,
+    socket_get,
+    verdict,
+    write_json,
+)
 from csm.checks import http as checks_http
 from csm.testing import browser as chromium
 from csm.testing.stacks import ThrowawayStack, require_image
 
 USERS = ["bng1", "bng2", "bng3", "bng4", "bng5"]
-GOALS = {"workbench_ratio": 1.10, "asset_added_p50_ms": 1.0, "websocket_ratio": 1.3, "gate_rss_mib": 60,
-         "flood_login_p95_s": 1.0, "flood_websocket_ratio": 1.5}
+GOALS = {
+    "workbench_ratio": 1.10,
+    "asset_added_p50_ms": 1.0,
+    "websocket_ratio": 1.3,
+    "gate_rss_mib": 60,
+    "flood_login_p95_s": 1.0,
+    "flood_websocket_ratio": 1.5,
+}
 ASSET = re.compile(r'(?:src|href)="\.?/?(stable-[0-9a-f]+/static/[^"]+)"')
 WEBVIEW = re.compile(r'"webviewEndpoint":"\.?/?(stable-[0-9a-f]+/static/[^"]+)"')
 
@@ -55,6 +72,7 @@ def session(stack: ThrowawayStack, user: str, source: str) -> str:
 
 # ---- login to a rendered workbench ------------------------------------------------------
 
+
 def workbench_times(stack: ThrowawayStack, user: str, rounds: int) -> dict:
     """Seconds from opening the address to a rendered workbench: through nginx with the
     gate's login (a fresh browser context each time), and code-server's socket directly
@@ -66,8 +84,10 @@ def workbench_times(stack: ThrowawayStack, user: str, rounds: int) -> dict:
         browser = chromium.launch(p)
         try:
             for i in range(rounds):
-                for key, (url, password) in {"via_gate": (stack.url(user), stack.password(user)),
-                                             "direct": (fwd.url, None)}.items():
+                for key, (url, password) in {
+                    "via_gate": (stack.url(user), stack.password(user)),
+                    "direct": (fwd.url, None),
+                }.items():
                     context = browser.new_context(viewport=chromium.VIEWPORT)
                     start = time.monotonic()
                     log_in_until_rendered(context.new_page(), url, password)
@@ -77,11 +97,16 @@ def workbench_times(stack: ThrowawayStack, user: str, rounds: int) -> dict:
         finally:
             browser.close()
     via, direct = median(times["via_gate"]), median(times["direct"])
-    return {"via_gate_s": via, "direct_s": direct, "ratio": verdict(via / direct, GOALS["workbench_ratio"]),
-            "rounds": times}
+    return {
+        "via_gate_s": via,
+        "direct_s": direct,
+        "ratio": verdict(via / direct, GOALS["workbench_ratio"]),
+        "rounds": times,
+    }
 
 
 # ---- a static asset, per request ------------------------------------------------------------
+
 
 def workbench_assets(sock: str) -> dict[str, tuple[str, int]]:
     """Two static files under /stable-<commit>/static/ that the workbench page leads to,
@@ -122,8 +147,10 @@ def asset_latency(stack: ThrowawayStack, user: str, cookie: str, asset: tuple[st
     in interleaved batches on keep-alive connections."""
     sock = stack.plan["users"][user]["socket"]
     path, size = asset
-    front_headers = {"Host": f"{stack.plan['users'][user]['hostname']}:{stack.http_port}",
-                     "Cookie": f"{checks_http.GATE['cookie']['http']}={cookie}"}
+    front_headers = {
+        "Host": f"{stack.plan['users'][user]['hostname']}:{stack.http_port}",
+        "Cookie": f"{checks_http.GATE['cookie']['http']}={cookie}",
+    }
     front, direct = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10), UnixHTTPConnection(sock)
     via, straight = [], []
     try:
@@ -134,28 +161,38 @@ def asset_latency(stack: ThrowawayStack, user: str, cookie: str, asset: tuple[st
         front.close()
         direct.close()
     added = ms(via, 50) - ms(straight, 50)
-    return {"asset": path, "bytes": size, "requests": len(via),
-            "via_gate_ms": {"p50": ms(via, 50), "p99": ms(via, 99)},
-            "direct_ms": {"p50": ms(straight, 50), "p99": ms(straight, 99)},
-            "added_ms": {"p50": verdict(added, GOALS["asset_added_p50_ms"]), "p99": ms(via, 99) - ms(straight, 99)}}
+    return {
+        "asset": path,
+        "bytes": size,
+        "requests": len(via),
+        "via_gate_ms": {"p50": ms(via, 50), "p99": ms(via, 99)},
+        "direct_ms": {"p50": ms(straight, 50), "p99": ms(straight, 99)},
+        "added_ms": {"p50": verdict(added, GOALS["asset_added_p50_ms"]), "p99": ms(via, 99) - ms(straight, 99)},
+    }
 
 
 # ---- WebSocket round trip ----------------------------------------------------------------------
 
+
 def front_websocket(stack: ThrowawayStack, user: str, cookie: str) -> websocket.WebSocket:
     """code-server's /healthz WebSocket (it answers every message) through nginx, with a session."""
     host = f"{stack.plan['users'][user]['hostname']}:{stack.http_port}"
-    return websocket.create_connection(f"ws://{host}{checks_http.health_path()}", timeout=10, origin=f"http://{host}",
-                                       cookie=f"{checks_http.GATE['cookie']['http']}={cookie}",
-                                       socket=socket.create_connection(("127.0.0.1", stack.http_port)))
+    return websocket.create_connection(
+        f"ws://{host}{checks_http.health_path()}",
+        timeout=10,
+        origin=f"http://{host}",
+        cookie=f"{checks_http.GATE['cookie']['http']}={cookie}",
+        socket=socket.create_connection(("127.0.0.1", stack.http_port)),
+    )
 
 
 def socket_websocket(stack: ThrowawayStack, user: str) -> websocket.WebSocket:
     """The same WebSocket on code-server's own socket."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(stack.plan["users"][user]["socket"])
-    return websocket.create_connection(f"ws://localhost{checks_http.health_path()}", timeout=10,
-                                       origin="http://localhost", socket=sock)
+    return websocket.create_connection(
+        f"ws://localhost{checks_http.health_path()}", timeout=10, origin="http://localhost", socket=sock
+    )
 
 
 def round_trips(ws: websocket.WebSocket, count: int, pause: float = 0.0) -> list[float]:
@@ -180,12 +217,16 @@ def websocket_latency(stack: ThrowawayStack, user: str, cookie: str, count: int)
     finally:
         front.close()
         straight.close()
-    return {"via_gate_ms": {"p50": ms(via, 50), "p99": ms(via, 99)},
-            "direct_ms": {"p50": ms(direct, 50), "p99": ms(direct, 99)},
-            "ratio_p50": verdict(ms(via, 50) / ms(direct, 50), GOALS["websocket_ratio"]), "round_trips": len(via)}
+    return {
+        "via_gate_ms": {"p50": ms(via, 50), "p99": ms(via, 99)},
+        "direct_ms": {"p50": ms(direct, 50), "p99": ms(direct, 99)},
+        "ratio_p50": verdict(ms(via, 50) / ms(direct, 50), GOALS["websocket_ratio"]),
+        "round_trips": len(via),
+    }
 
 
 # ---- the gate's memory -------------------------------------------------------------------------
+
 
 def gate_memory_mib(state_dir: Path) -> dict:
     """The gate's VmRSS and VmHWM (its peak), from /proc; its pid is in <state>/gate.pid."""
@@ -204,12 +245,18 @@ def gate_with_sessions(stack: ThrowawayStack, users: list[str], sessions: int) -
         session(stack, users[i % len(users)], f"127.0.0.{10 + i % 10}")
         times.append(time.monotonic() - start)
     after = gate_memory_mib(stack.state_dir)
-    return {"users": len(users), "sessions": sessions, "rss_before_mib": before["VmRSS"],
-            "rss_mib": verdict(after["VmRSS"], GOALS["gate_rss_mib"]), "peak_rss_mib": after["VmHWM"],
-            "login_s": {"p50": percentile(times, 50), "p95": percentile(times, 95)}}
+    return {
+        "users": len(users),
+        "sessions": sessions,
+        "rss_before_mib": before["VmRSS"],
+        "rss_mib": verdict(after["VmRSS"], GOALS["gate_rss_mib"]),
+        "peak_rss_mib": after["VmHWM"],
+        "login_s": {"p50": percentile(times, 50), "p95": percentile(times, 95)},
+    }
 
 
 # ---- a flood ----------------------------------------------------------------------------------------
+
 
 async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
     """One HTTP/1.1 answer read to its end: (status, whether the server closes)."""
@@ -250,16 +297,23 @@ async def _flood_connection(port: int, host: str, source: str, interval: float, 
         writer.close()
 
 
-def _flood_process(pipe, port: int, host: str, sources: list[str], rate: float, seconds: float,
-                   per_source: int) -> None:
+def _flood_process(
+    pipe, port: int, host: str, sources: list[str], rate: float, seconds: float, per_source: int
+) -> None:
     async def flood() -> dict:
         tally: collections.Counter = collections.Counter()
         loop = asyncio.get_running_loop()
         start = loop.time()
         deadline, connections = start + seconds, len(sources) * per_source
-        await asyncio.gather(*(_flood_connection(port, host, s, connections / rate, deadline, tally)
-                               for s in sources for _ in range(per_source)))
+        await asyncio.gather(
+            *(
+                _flood_connection(port, host, s, connections / rate, deadline, tally)
+                for s in sources
+                for _ in range(per_source)
+            )
+        )
         return {"answers": dict(tally), "seconds": loop.time() - start}
+
     pipe.send(asyncio.run(flood()))
 
 
@@ -301,8 +355,10 @@ def flood(stack: ThrowawayStack, owner: str, other: str, rate: float, seconds: f
         say(f"flood: {rate:.0f} requests/s without a session from 10 addresses for {seconds:.0f} s")
         here, there = fork.Pipe()
         host = f"{stack.plan['users'][owner]['hostname']}:{stack.http_port}"
-        proc = fork.Process(target=_flood_process, args=(there, stack.http_port, host,
-                                                         [f"127.0.0.{101 + i}" for i in range(10)], rate, seconds, 4))
+        proc = fork.Process(
+            target=_flood_process,
+            args=(there, stack.http_port, host, [f"127.0.0.{101 + i}" for i in range(10)], rate, seconds, 4),
+        )
         proc.start()
         logins_during, rtt_during = logins_and_round_trips(stack, owner, ws, seconds)
         tally = here.recv()
@@ -310,18 +366,30 @@ def flood(stack: ThrowawayStack, owner: str, other: str, rate: float, seconds: f
     finally:
         ws.close()
     answered = sum(n for k, n in tally["answers"].items() if k != "error")
-    return {"target_rate": rate, "reached_rate": answered / tally["seconds"], "seconds": tally["seconds"],
-            "answers": tally["answers"],
-            "owner_login_s": {"before_p95": percentile(logins_before, 95), "logins": len(logins_during),
-                              "p50": percentile(logins_during, 50), "times": logins_during,
-                              "p95": verdict(percentile(logins_during, 95), GOALS["flood_login_p95_s"])},
-            "websocket_ms": {"before_p50": ms(rtt_before, 50), "during_p50": ms(rtt_during, 50),
-                             "before_p99": ms(rtt_before, 99), "during_p99": ms(rtt_during, 99),
-                             "ratio_p50": verdict(ms(rtt_during, 50) / ms(rtt_before, 50),
-                                                  GOALS["flood_websocket_ratio"])}}
+    return {
+        "target_rate": rate,
+        "reached_rate": answered / tally["seconds"],
+        "seconds": tally["seconds"],
+        "answers": tally["answers"],
+        "owner_login_s": {
+            "before_p95": percentile(logins_before, 95),
+            "logins": len(logins_during),
+            "p50": percentile(logins_during, 50),
+            "times": logins_during,
+            "p95": verdict(percentile(logins_during, 95), GOALS["flood_login_p95_s"]),
+        },
+        "websocket_ms": {
+            "before_p50": ms(rtt_before, 50),
+            "during_p50": ms(rtt_during, 50),
+            "before_p99": ms(rtt_before, 99),
+            "during_p99": ms(rtt_during, 99),
+            "ratio_p50": verdict(ms(rtt_during, 50) / ms(rtt_before, 50), GOALS["flood_websocket_ratio"]),
+        },
+    }
 
 
 # ---- the run --------------------------------------------------------------------------------------
+
 
 def run(rounds: int, requests: int, flood_rate: float, flood_seconds: float) -> dict:
     require_image()
@@ -348,37 +416,43 @@ def run(rounds: int, requests: int, flood_rate: float, flood_seconds: float) -> 
 
 
 def asset_lines(a: dict) -> list[str]:
-    return [f"static asset {a['asset']} ({a['bytes'] / 1024:.0f} KiB)",
-            f"  per request   via gate p50 {a['via_gate_ms']['p50']:.3f} ms p99 {a['via_gate_ms']['p99']:.3f} ms | "
-            f"direct p50 {a['direct_ms']['p50']:.3f} ms p99 {a['direct_ms']['p99']:.3f} ms",
-            f"  added         p50 {a['added_ms']['p50']['value']:.3f} ms ({goal_text(a['added_ms']['p50'], ' ms')}) "
-            f"| p99 {a['added_ms']['p99']:.3f} ms"]
+    return [
+        f"static asset {a['asset']} ({a['bytes'] / 1024:.0f} KiB)",
+        f"  per request   via gate p50 {a['via_gate_ms']['p50']:.3f} ms p99 {a['via_gate_ms']['p99']:.3f} ms | "
+        f"direct p50 {a['direct_ms']['p50']:.3f} ms p99 {a['direct_ms']['p99']:.3f} ms",
+        f"  added         p50 {a['added_ms']['p50']['value']:.3f} ms ({goal_text(a['added_ms']['p50'], ' ms')}) "
+        f"| p99 {a['added_ms']['p99']:.3f} ms",
+    ]
 
 
 def report(r: dict) -> str:
     w, ws, m, f = r["workbench"], r["websocket"], r["gate_memory"], r["flood"]
     login, rtt = f["owner_login_s"], f["websocket_ms"]
-    return "\n".join([
-        f"login -> rendered workbench   via gate {w['via_gate_s']:.2f} s | direct {w['direct_s']:.2f} s | "
-        f"ratio {w['ratio']['value']:.2f} ({goal_text(w['ratio'])})",
-        *asset_lines(r["asset"]), *asset_lines(r["page_asset"]),
-        f"WebSocket round trip          via gate p50 {ws['via_gate_ms']['p50']:.3f} ms | direct p50 "
-        f"{ws['direct_ms']['p50']:.3f} ms | ratio {ws['ratio_p50']['value']:.2f} ({goal_text(ws['ratio_p50'])})",
-        f"gate RSS, {m['users']} users, {m['sessions']} sessions: {m['rss_mib']['value']:.1f} MiB "
-        f"({goal_text(m['rss_mib'], ' MiB')}) | before the logins {m['rss_before_mib']:.1f} | "
-        f"peak {m['peak_rss_mib']:.1f} | after the flood {m['after_flood_rss_mib']:.1f} MiB",
-        f"flood: {f['reached_rate']:.0f} of {f['target_rate']:.0f} requests/s for {f['seconds']:.0f} s, "
-        f"answers {f['answers']}",
-        f"  owner's login p95 {login['p95']['value']:.2f} s ({goal_text(login['p95'], ' s')}) | "
-        f"before the flood {login['before_p95']:.2f} s",
-        f"  other user's WebSocket p50 {rtt['during_p50']:.3f} ms | before {rtt['before_p50']:.3f} ms | "
-        f"ratio {rtt['ratio_p50']['value']:.2f} ({goal_text(rtt['ratio_p50'])})",
-    ])
+    return "\n".join(
+        [
+            f"login -> rendered workbench   via gate {w['via_gate_s']:.2f} s | direct {w['direct_s']:.2f} s | "
+            f"ratio {w['ratio']['value']:.2f} ({goal_text(w['ratio'])})",
+            *asset_lines(r["asset"]),
+            *asset_lines(r["page_asset"]),
+            f"WebSocket round trip          via gate p50 {ws['via_gate_ms']['p50']:.3f} ms | direct p50 "
+            f"{ws['direct_ms']['p50']:.3f} ms | ratio {ws['ratio_p50']['value']:.2f} ({goal_text(ws['ratio_p50'])})",
+            f"gate RSS, {m['users']} users, {m['sessions']} sessions: {m['rss_mib']['value']:.1f} MiB "
+            f"({goal_text(m['rss_mib'], ' MiB')}) | before the logins {m['rss_before_mib']:.1f} | "
+            f"peak {m['peak_rss_mib']:.1f} | after the flood {m['after_flood_rss_mib']:.1f} MiB",
+            f"flood: {f['reached_rate']:.0f} of {f['target_rate']:.0f} requests/s for {f['seconds']:.0f} s, "
+            f"answers {f['answers']}",
+            f"  owner's login p95 {login['p95']['value']:.2f} s ({goal_text(login['p95'], ' s')}) | "
+            f"before the flood {login['before_p95']:.2f} s",
+            f"  other user's WebSocket p50 {rtt['during_p50']:.3f} ms | before {rtt['before_p50']:.3f} ms | "
+            f"ratio {rtt['ratio_p50']['value']:.2f} ({goal_text(rtt['ratio_p50'])})",
+        ]
+    )
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m csm.bench_gate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m csm.bench_gate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rounds", type=int, default=3, help="workbench loads each way (default 3)")
     p.add_argument("--requests", type=int, default=2000, help="asset requests and WebSocket round trips each way")
     p.add_argument("--flood-rate", type=float, default=1000, help="requests a second without a session (default 1000)")

@@ -12,6 +12,7 @@
 
 Everything started here is stopped here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,12 @@ def answer_seconds(stack: ThrowawayStack, user: str, cookie: str) -> float:
     """One logged-in request through nginx and the gate to a running container's address
     (code-server answers it with its redirect to the folder)."""
     start = time.monotonic()
-    r = requests.get(f"http://127.0.0.1:{stack.http_port}/", allow_redirects=False, timeout=10,
-                     headers={"Host": f"{stack.plan['users'][user]['hostname']}:{stack.http_port}", "Cookie": cookie})
+    r = requests.get(
+        f"http://127.0.0.1:{stack.http_port}/",
+        allow_redirects=False,
+        timeout=10,
+        headers={"Host": f"{stack.plan['users'][user]['hostname']}:{stack.http_port}", "Cookie": cookie},
+    )
     assert r.status_code == 302 and "x-csm-wake" not in r.headers, r.status_code
     return time.monotonic() - start
 
@@ -93,8 +98,11 @@ def wakes(stack: ThrowawayStack, control: Podman, user: str, rounds: int) -> dic
         checks.told_ready(subprocess_runner, url, stack.plan, connect_ip="127.0.0.1", cookie=cookie)
         woken.append(time.monotonic() - start)
         say(f"wake {i + 1}: {woken[-1]:.2f} s")
-    return {"stopped_to_answering": statistics.median(woken), "running_answer": statistics.median(running),
-            "rounds": woken}
+    return {
+        "stopped_to_answering": statistics.median(woken),
+        "running_answer": statistics.median(running),
+        "rounds": woken,
+    }
 
 
 def run(rounds: int) -> dict:
@@ -113,26 +121,32 @@ def run(rounds: int) -> dict:
         say(f"memory: {all_running:.0f} MiB all running, {four_stopped:.0f} MiB with four stopped")
         wake = wakes(stack, control, USERS[0], rounds)
         say(f"logged-in wake in Chromium ({USERS[1]})")
-        return {"memory_mib": {"five_running": all_running, "four_stopped": four_stopped}, "wake_s": wake,
-                "workbench_wake_s": workbench_after_wake(stack, control, USERS[1], rounds)}
+        return {
+            "memory_mib": {"five_running": all_running, "four_stopped": four_stopped},
+            "wake_s": wake,
+            "workbench_wake_s": workbench_after_wake(stack, control, USERS[1], rounds),
+        }
     finally:
         stack.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m csm.bench_idle", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m csm.bench_idle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rounds", type=int, default=3, help="wakes to time, each way (default 3)")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     r = run(args.rounds)
     m, w, b = r["memory_mib"], r["wake_s"], r["workbench_wake_s"]
-    print(f"memory, five users running             {m['five_running']:8.0f} MiB\n"
-          f"memory, five users, four stopped idle  {m['four_stopped']:8.0f} MiB\n"
-          f"wake: logged-in visit -> code-server answers {w['stopped_to_answering']:6.2f} s (median)\n"
-          f"      the same request, running        {w['running_answer']:8.3f} s\n"
-          f"logged-in wake in Chromium: login -> rendered workbench {b['woken_s']:6.2f} s | "
-          f"container running {b['running_s']:6.2f} s | ratio {b['ratio']['value']:.2f} ({goal_text(b['ratio'])})")
+    print(
+        f"memory, five users running             {m['five_running']:8.0f} MiB\n"
+        f"memory, five users, four stopped idle  {m['four_stopped']:8.0f} MiB\n"
+        f"wake: logged-in visit -> code-server answers {w['stopped_to_answering']:6.2f} s (median)\n"
+        f"      the same request, running        {w['running_answer']:8.3f} s\n"
+        f"logged-in wake in Chromium: login -> rendered workbench {b['woken_s']:6.2f} s | "
+        f"container running {b['running_s']:6.2f} s | ratio {b['ratio']['value']:.2f} ({goal_text(b['ratio'])})"
+    )
     write_json(args.json, r)
     return 0
 

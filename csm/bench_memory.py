@@ -12,6 +12,7 @@ the user's settings before the first login, or environment given to the containe
 
 Everything started here is stopped here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,28 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # programs) only: VS Code removes NODE_OPTIONS from the extension host, pty host
     # and file watcher, which take the server's own command-line flags instead.
     "heapcap": ({}, {"NODE_OPTIONS": "--max-old-space-size=1024"}),
-    "watcher": ({"files.watcherExclude": {"**/node_modules/**": True, "**/.git/objects/**": True,
-                                          "**/.venv/**": True, "**/__pycache__/**": True}}, {}),
+    "watcher": (
+        {
+            "files.watcherExclude": {
+                "**/node_modules/**": True,
+                "**/.git/objects/**": True,
+                "**/.venv/**": True,
+                "**/__pycache__/**": True,
+            }
+        },
+        {},
+    ),
     "tscap": ({"typescript.tsserver.maxTsServerMemory": 1024}, {}),
-    "quiet": ({"extensions.autoUpdate": False, "extensions.autoCheckUpdates": False,
-               "telemetry.telemetryLevel": "off", "workbench.enableExperiments": False,
-               "typescript.disableAutomaticTypeAcquisition": True}, {}),
+    "quiet": (
+        {
+            "extensions.autoUpdate": False,
+            "extensions.autoCheckUpdates": False,
+            "telemetry.telemetryLevel": "off",
+            "workbench.enableExperiments": False,
+            "typescript.disableAutomaticTypeAcquisition": True,
+        },
+        {},
+    ),
 }
 SAMPLES, SAMPLE_GAP_S = 3, 10
 
@@ -58,8 +75,11 @@ def prepare_project(stack: ThrowawayStack, user: str, node_modules: Path) -> Non
     (ws / "README.md").write_text("# a project\n")
     (ws / "index.js").write_text("console.log('hello')\n")
     shutil.copytree(node_modules, ws / "node_modules", symlinks=True)
-    for argv in (["init", "-q"], ["add", "README.md", "index.js"], ["-c", "user.name=b", "-c", "user.email=b@b",
-                                                                   "commit", "-qm", "start"]):
+    for argv in (
+        ["init", "-q"],
+        ["add", "README.md", "index.js"],
+        ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "start"],
+    ):
         subprocess.run(["git", "-c", "safe.directory=*", "-C", str(ws), *argv], check=True)
     ids = stack.plan["users"][user]["ids"]
     subprocess.run(["chown", "-R", f"{ids['hostUid']}:{ids['hostGid']}", str(ws)], check=True)
@@ -104,7 +124,9 @@ def activated_extensions(stack: ThrowawayStack, user: str) -> list[str]:
     logs = stack.home(user) / ".local/share/code-server/logs"
     found = []
     for log in sorted(logs.glob("*/exthost*/remoteexthost.log")):
-        found += re.findall(r"ExtensionService#_doActivateExtension (\S+?),? .*?activationEvent: '([^']*)'", log.read_text())
+        found += re.findall(
+            r"ExtensionService#_doActivateExtension (\S+?),? .*?activationEvent: '([^']*)'", log.read_text()
+        )
     return [f"{ext} ({event})" for ext, event in found]
 
 
@@ -157,8 +179,9 @@ def run(variants: list[str], idle_s: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m csm.bench_memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m csm.bench_memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--idle", type=float, default=60, help="seconds to leave the tabs idle (default 60)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--json", metavar="FILE")
@@ -172,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     base = r["profiles"].get("baseline")
     if base:
         for v, prof in r["profiles"].items():
-            print(f"{v:<10} cgroup {prof['cgroup_mib']:6.0f} MiB  ratio to baseline {prof['cgroup_mib'] / base['cgroup_mib']:.2f}"
-                  f"  samples {', '.join(f'{x:.0f}' for x in prof['cgroup_mib_samples'])}")
+            print(
+                f"{v:<10} cgroup {prof['cgroup_mib']:6.0f} MiB  "
+                f"ratio to baseline {prof['cgroup_mib'] / base['cgroup_mib']:.2f}"
+                f"  samples {', '.join(f'{x:.0f}' for x in prof['cgroup_mib_samples'])}"
+            )
     write_json(args.json, r)
     return 0
 

@@ -3,6 +3,7 @@
 The runner and the tests consume exactly what the NixOS module would: the JSON
 of `import plan.nix settings`, evaluated by Nix itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,12 +44,24 @@ _FROM_JSON = "{ planNix, settings }: import (/. + planNix) (builtins.fromJSON (b
 def _evaluate(expr: str, settings: Path) -> dict:
     nix = shutil.which("nix-instantiate")
     if nix is None:
-        raise PlanError("nix-instantiate is not installed; run scripts/install-deps "
-                        "(Debian: apt-get install nix-bin)")
+        raise PlanError("nix-instantiate is not installed; run scripts/install-deps (Debian: apt-get install nix-bin)")
     proc = subprocess.run(
-        [nix, "--eval", "--strict", "--json", "--expr", expr,
-         "--argstr", "planNix", str(PLAN_NIX), "--argstr", "settings", str(settings)],
-        capture_output=True, text=True,
+        [
+            nix,
+            "--eval",
+            "--strict",
+            "--json",
+            "--expr",
+            expr,
+            "--argstr",
+            "planNix",
+            str(PLAN_NIX),
+            "--argstr",
+            "settings",
+            str(settings),
+        ],
+        capture_output=True,
+        text=True,
         env=nix_environment(),
     )
     if proc.returncode != 0:
@@ -63,8 +76,11 @@ def _error_text(stderr: str) -> str:
     if m:
         problems = [ln.strip() for ln in m.group(1).splitlines() if ln.strip()]
         return "invalid settings:\n" + "\n".join(f"  {p}" for p in problems)
-    lines = [ln for ln in text.splitlines()
-             if ln.strip() and "--show-trace" not in ln and not ln.startswith(("       … ", "warning: "))]
+    lines = [
+        ln
+        for ln in text.splitlines()
+        if ln.strip() and "--show-trace" not in ln and not ln.startswith(("       … ", "warning: "))
+    ]
     return "\n".join(lines[:6]).removeprefix("error: ").strip() or "nix-instantiate failed"
 
 
@@ -94,6 +110,8 @@ def read_json(path: str | os.PathLike) -> dict:
     data = json.loads(Path(path).read_text())
     plan = data["plan"] if isinstance(data, dict) and "plan" in data and "users" not in data else data
     if not isinstance(plan, dict) or "users" not in plan or "gate" not in plan:
-        raise ValueError(f"{path} holds no plan of this version of code-server-multi (no users or gate); "
-                         "write it again with `csm up` or a NixOS switch")
+        raise ValueError(
+            f"{path} holds no plan of this version of code-server-multi (no users or gate); "
+            "write it again with `csm up` or a NixOS switch"
+        )
     return plan

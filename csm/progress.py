@@ -7,6 +7,7 @@
 `say` prints one line; `Steps` numbers the steps of a long command and, while one runs,
 repeats the last line of its log every `heartbeat` seconds so a quiet step is not
 mistaken for a hung one."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,11 @@ def last_line(path: Path | None, width: int = 110) -> str:
         with path.open("rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
             # skip blank lines, npm's config chatter and compiler warnings' ^~~~ markers
-            lines = [l for l in f.read().decode(errors="replace").splitlines()
-                     if sum(ch.isalpha() for ch in l) >= 3 and "Unknown env config" not in l]
+            lines = [
+                line
+                for line in f.read().decode(errors="replace").splitlines()
+                if sum(ch.isalpha() for ch in line) >= 3 and "Unknown env config" not in line
+            ]
         return lines[-1].strip()[:width] if lines else ""
     except OSError:
         return ""

@@ -9,6 +9,7 @@ container uid owns (lstat, so never through a link), and checks again once made.
 
     sockets.link(plan["users"]["ada"])   # after each start; cheap when nothing changed
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,10 +29,15 @@ def link(user: dict) -> bool:
     try:
         found = os.lstat(source)
     except FileNotFoundError:
-        return False   # code-server has not made it yet
+        return False  # code-server has not made it yet
     if not _own_socket(found, owner):
-        log.warning("%s is not a socket of %s's container (mode %o, owner %d): not linked",
-                    source, user["name"], found.st_mode, found.st_uid)
+        log.warning(
+            "%s is not a socket of %s's container (mode %o, owner %d): not linked",
+            source,
+            user["name"],
+            found.st_mode,
+            found.st_uid,
+        )
         return False
     try:
         if os.lstat(target).st_ino == found.st_ino:
@@ -40,8 +46,8 @@ def link(user: dict) -> bool:
         pass
     fresh = target.with_name(f".{target.name}.new")
     fresh.unlink(missing_ok=True)
-    os.link(source, fresh, follow_symlinks=False)   # a link swapped in meanwhile is linked as a link...
-    if not _own_socket(os.lstat(fresh), owner):      # ...and refused here
+    os.link(source, fresh, follow_symlinks=False)  # a link swapped in meanwhile is linked as a link...
+    if not _own_socket(os.lstat(fresh), owner):  # ...and refused here
         fresh.unlink()
         log.warning("%s changed while it was linked: not linked", source)
         return False

@@ -12,6 +12,7 @@ when every step worked, so a failed run leaves the guide's pictures as they were
 opencode talks to a stand-in for an AI provider (csm.testing.fake_openai) running
 on this host: no real AI is called and the answer in the picture is always the same.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,8 +30,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 from csm.idle.control import Podman
 from csm.idle.service import stop_idle
 from csm.runner import RunnerError
+from csm.testing import browser as chromium
+from csm.testing import workbench
 from csm.testing.fake_openai import FakeOpenAI, host_address, opencode_settings
-from csm.testing import browser as chromium, workbench
 from csm.testing.stacks import ImageMissing, ThrowawayStack, free_port, require_image
 from csm.testing.workbench import LOAD
 
@@ -38,8 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img" / "onboarding"
 USER = "ada"
 QUESTION = "How do I make a program that says hello?"
-REPLY = ('Make a file called hello.py that holds one line: print("Hello!")\n\n'
-         "Then run it by typing python3 hello.py in a terminal.")
+REPLY = (
+    'Make a file called hello.py that holds one line: print("Hello!")\n\n'
+    "Then run it by typing python3 hello.py in a terminal."
+)
 TOO_BIG = 300 * 1024  # bytes: a picture above this is worth shrinking
 
 # What each picture shows; docs/onboarding.md uses them in this order.
@@ -63,8 +67,9 @@ def say(text: str) -> None:
 
 
 def in_container(stack: ThrowawayStack, script: str) -> None:
-    subprocess.run(["podman", "exec", stack.container(USER), "sh", "-c", script],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        ["podman", "exec", stack.container(USER), "sh", "-c", script], check=True, capture_output=True, text=True
+    )
 
 
 def run_command(page: Page, command: str, title: str) -> None:
@@ -103,7 +108,7 @@ class Shooter:
 
     def log_in(self, page: Page) -> None:
         response = page.goto(self.url)
-        if response is None or response.status != 401:   # the gate's login page in place of the workspace
+        if response is None or response.status != 401:  # the gate's login page in place of the workspace
             raise RuntimeError(f"{self.url} answered {response and response.status}, not the login page")
         expect(page).to_have_title(re.compile(r"^Log in to "))
         password = page.locator('input[name="password"]')
@@ -126,8 +131,11 @@ class Shooter:
 
     def explorer_file(self, page: Page) -> None:
         # Made inside the container, as ada's own user, like work she did earlier.
-        in_container(self.stack, "cd ~/project && printf 'print(\"Hello!\")\\n' > hello.py && mkdir -p website"
-                     " && printf '<h1>My first page</h1>\\n' > website/index.html")
+        in_container(
+            self.stack,
+            "cd ~/project && printf 'print(\"Hello!\")\\n' > hello.py && mkdir -p website"
+            " && printf '<h1>My first page</h1>\\n' > website/index.html",
+        )
         item = page.locator(".explorer-folders-view .monaco-list-row", has_text="hello.py")
         expect(item).to_be_visible(timeout=30_000)
         expect(page.locator(".explorer-folders-view .monaco-list-row", has_text="website")).to_be_visible()
@@ -186,7 +194,7 @@ class Shooter:
         settle(page, quiet=1)
         self.picture(page, "11-disk-full")
         in_container(self.stack, "rm ~/filler")
-        self.reload(page)   # the warning goes at the next check; a new window checks at once
+        self.reload(page)  # the warning goes at the next check; a new window checks at once
 
     def reload(self, page: Page) -> None:
         page.reload()
@@ -265,10 +273,11 @@ def shoot(directory: Path, keys: Path) -> None:
     key_file.write_text("STAND_IN_AI_KEY=not-a-real-key\n")
     key_file.chmod(0o400)
     settings = {
-        "opencode": opencode_settings("stand-in", "Stand-in AI", f"http://{gateway}:{port}/v1",
-                                      "STAND_IN_AI_KEY", "Stand-in model"),
+        "opencode": opencode_settings(
+            "stand-in", "Stand-in AI", f"http://{gateway}:{port}/v1", "STAND_IN_AI_KEY", "Stand-in model"
+        ),
         "users": {USER: {"environmentFiles": [str(key_file)]}},
-        "diskQuota": "1G",   # small, so that the disk warning's picture fills it quickly
+        "diskQuota": "1G",  # small, so that the disk warning's picture fills it quickly
     }
     say(f"bringing up a throwaway stack with user {USER}")
     stack = ThrowawayStack([USER], settings, prefix="csm-docs-")
@@ -290,9 +299,9 @@ def shoot(directory: Path, keys: Path) -> None:
                 shooter.wrong_address()
                 shooter.connection_lost(page)
                 shooter.cannot_reconnect(page)
-                page.context.close()   # an open tab would wake the space as soon as it stops
+                page.context.close()  # an open tab would wake the space as soon as it stops
                 shooter.starting()
-                shooter.too_many_requests()   # last: this address cannot log in for a while
+                shooter.too_many_requests()  # last: this address cannot log in for a while
             finally:
                 browser.close()
     finally:
@@ -313,8 +322,10 @@ def main() -> int:
     except ImageMissing as e:
         print(f"docs-screenshots: {e}", file=sys.stderr)
         return 3
-    with tempfile.TemporaryDirectory(prefix="csm-docs-shots-") as taken, \
-            tempfile.TemporaryDirectory(prefix="csm-docs-keys-", dir="/var/tmp") as keys:
+    with (
+        tempfile.TemporaryDirectory(prefix="csm-docs-shots-") as taken,
+        tempfile.TemporaryDirectory(prefix="csm-docs-keys-", dir="/var/tmp") as keys,
+    ):
         directory = Path(taken)
         try:
             shoot(directory, Path(keys))

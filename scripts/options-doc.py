@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Render docs/options.md from the module's declarations (scripts/options-json.nix).
 
-    scripts/options-doc.py > docs/options.md     # tests/unit/test_options_doc.py keeps it in step
+scripts/options-doc.py > docs/options.md     # tests/unit/test_options_doc.py keeps it in step
 """
+
 import json
 import subprocess
 import sys
@@ -22,9 +23,14 @@ settings in a plain Nix file, without `services.code-server-multi.` and `enable`
 
 
 def render() -> str:
-    options = json.loads(subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "scripts/options-json.nix")],
-        check=True, capture_output=True, text=True).stdout)
+    options = json.loads(
+        subprocess.run(
+            ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "scripts/options-json.nix")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     parts = [HEADER]
     for o in options:
         parts.append(f"\n## `{o['name']}`\n\n{o['description'].strip()}\n\n- Type: {o['type']}\n")

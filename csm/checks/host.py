@@ -14,6 +14,7 @@ Needs podman, sh, bash, timeout and stat on the host, and python3 and curl in th
 image. The destructive one (kill -9) leaves the container healthy again, or fails
 saying so.
 """
+
 from __future__ import annotations
 
 import json
@@ -132,10 +133,12 @@ def no_tcp_port(run: Runner, user: dict) -> str:
     return f"{_name(user)} publishes no port and code-server listens on no TCP port: only its socket"
 
 
-SOCKET_PROBE = ("import socket, sys\n"
-                "s = socket.socket(socket.AF_UNIX)\n"
-                "try:\n    s.connect(sys.argv[1]); print('connected')\n"
-                "except OSError as e:\n    print(e.strerror)\n")
+SOCKET_PROBE = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX)\n"
+    "try:\n    s.connect(sys.argv[1]); print('connected')\n"
+    "except OSError as e:\n    print(e.strerror)\n"
+)
 
 
 def socket_only_for_root_and_nginx(run: Runner, user: dict, account: str = "nobody") -> str:
@@ -143,11 +146,15 @@ def socket_only_for_root_and_nginx(run: Runner, user: dict, account: str = "nobo
     (`account`) with "Permission denied" at the directory only root and nginx's group
     traverse."""
     path = user["socket"]
-    health = run(f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 5 --unix-socket {shlex.quote(path)} "
-                 f"http://localhost{user['container']['healthPath']}").strip()
+    health = run(
+        f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 5 --unix-socket {shlex.quote(path)} "
+        f"http://localhost{user['container']['healthPath']}"
+    ).strip()
     if health != "200":
         raise CheckFailed(f"root could not reach {user['name']}'s code-server on {path} (HTTP {health})")
-    answer = run(f"runuser -u {shlex.quote(account)} -- python3 -c {shlex.quote(SOCKET_PROBE)} {shlex.quote(path)}").strip()
+    answer = run(
+        f"runuser -u {shlex.quote(account)} -- python3 -c {shlex.quote(SOCKET_PROBE)} {shlex.quote(path)}"
+    ).strip()
     if answer != "Permission denied":
         raise CheckFailed(f"the host account {account} connecting to {path}: {answer!r}, not Permission denied")
     return f"{path} answers root; the host account {account} gets Permission denied"
@@ -156,8 +163,9 @@ def socket_only_for_root_and_nginx(run: Runner, user: dict, account: str = "nobo
 # ---------------------------------------------------------------- persistence
 
 
-def workspace_survives_kill(run: Runner, user: dict, restart: Callable[[], object] | None = None,
-                            timeout: float = 180) -> str:
+def workspace_survives_kill(
+    run: Runner, user: dict, restart: Callable[[], object] | None = None, timeout: float = 180
+) -> str:
     """A file written in the workspace survives `kill -9` of the container and a restart,
     and belongs to the user's host uid on the host.
 
@@ -179,18 +187,23 @@ def workspace_survives_kill(run: Runner, user: dict, restart: Callable[[], objec
             restart()
         wait_healthy(run, user, timeout)
         inside = run(_exec(user, "cat", f"{inside_dir}/{filename}"))
-        owner, _, on_host = run(f"stat -c %u {shlex.quote(host_dir)}/{filename}; "
-                                f"cat {shlex.quote(host_dir)}/{filename}").partition("\n")
+        owner, _, on_host = run(
+            f"stat -c %u {shlex.quote(host_dir)}/{filename}; cat {shlex.quote(host_dir)}/{filename}"
+        ).partition("\n")
     finally:
         run(f"rm -f {shlex.quote(host_dir)}/{filename}")
     if inside != token or on_host != token:
-        raise CheckFailed(f"after kill -9 and a restart the file holds {inside!r} inside and "
-                          f"{on_host!r} on the host, not {token!r}")
+        raise CheckFailed(
+            f"after kill -9 and a restart the file holds {inside!r} inside and {on_host!r} on the host, not {token!r}"
+        )
     if owner.strip() != str(user["ids"]["hostUid"]):
-        raise CheckFailed(f"{host_dir}/{filename} belongs to host uid {owner.strip()}, "
-                          f"not the user's {user['ids']['hostUid']}")
-    return (f"a file written in {inside_dir} survived kill -9 and a restart; on the host it is "
-            f"in {host_dir}, owned by uid {user['ids']['hostUid']}")
+        raise CheckFailed(
+            f"{host_dir}/{filename} belongs to host uid {owner.strip()}, not the user's {user['ids']['hostUid']}"
+        )
+    return (
+        f"a file written in {inside_dir} survived kill -9 and a restart; on the host it is "
+        f"in {host_dir}, owned by uid {user['ids']['hostUid']}"
+    )
 
 
 # ---------------------------------------------------------------- tools
@@ -225,8 +238,15 @@ def start_upload_sink(run: Runner, user: dict, port: int, timeout: float = 120) 
     For csm.checks.proxy.large_upload_passes_proxy."""
     run(shlex.join([PODMAN, "exec", "-d", _name(user), "python3", "-c", UPLOAD_SINK, str(port), str(timeout)]))
     listening = f"0100007F:{port:04X} 00000000:0000 0A"  # /proc/net/tcp: 127.0.0.1:port, LISTEN
-    run(_exec(user, "sh", "-c", f"for i in $(seq 100); do grep -q '{listening}' /proc/net/tcp && exit 0; "
-                                f"sleep 0.1; done; echo 'the upload sink did not start' >&2; exit 1"))
+    run(
+        _exec(
+            user,
+            "sh",
+            "-c",
+            f"for i in $(seq 100); do grep -q '{listening}' /proc/net/tcp && exit 0; "
+            f"sleep 0.1; done; echo 'the upload sink did not start' >&2; exit 1",
+        )
+    )
 
 
 OPENCODE_SERVE = r"""
@@ -274,20 +294,22 @@ def image_extensions_listed(run: Runner, user: dict, require_opencode: bool = Fa
     built with its VSIX)."""
     cmd = user["container"]["cmd"]
     extensions_dir = cmd[cmd.index("--extensions-dir") + 1]
-    out = run(_exec(user, "code-server", "--extensions-dir", extensions_dir,
-                    "--list-extensions", "--show-versions"))
+    out = run(_exec(user, "code-server", "--extensions-dir", extensions_dir, "--list-extensions", "--show-versions"))
     listed = sorted(line.strip() for line in out.splitlines() if "@" in line)
     # The image this container runs, which need not be what the tag names now.
     image_id = run(f"{PODMAN} inspect --format '{{{{.Image}}}}' {shlex.quote(_name(user))}").strip()
-    label = run(f"{PODMAN} image inspect --format "
-                f"'{{{{index .Config.Labels \"{IMAGE_EXTENSIONS_LABEL}\"}}}}' {image_id}").strip()
+    label = run(
+        f"{PODMAN} image inspect --format '{{{{index .Config.Labels \"{IMAGE_EXTENSIONS_LABEL}\"}}}}' {image_id}"
+    ).strip()
     carried = _ids(label.replace("<no value>", "").split(","))
     wanted = carried | ({EXTENSION_ID} if require_opencode else set())
     missing = wanted - _ids(listed)
     if missing:
-        raise CheckFailed(f"code-server does not list {sorted(missing)} (the image carries {sorted(carried)}"
-                          f"{', and sst-dev.opencode is required' if require_opencode else ''}); "
-                          f"it lists {listed or 'nothing'}")
+        raise CheckFailed(
+            f"code-server does not list {sorted(missing)} (the image carries {sorted(carried)}"
+            f"{', and sst-dev.opencode is required' if require_opencode else ''}); "
+            f"it lists {listed or 'nothing'}"
+        )
     if not wanted:
         return f"the image carries no extensions (its label is empty) and code-server lists {listed or 'none'}"
     return f"code-server lists {', '.join(listed)} from {extensions_dir}, all the image carries"

@@ -17,6 +17,7 @@ cookie). Login budget: the gate allows 2 wrong passwords a minute (plus 12 an ho
 per client address; only `workbench.wrong_password_gives_no_session` spends one, the
 right password costs nothing, and a `Target` logs in once and reuses its session.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,17 +37,24 @@ from csm.checks.image import facts
 
 # What every deployment's gate answers (plan.gate.paths and plan.gate.cookie): the
 # checks run against any address, with no plan at hand.
-GATE = {"login": "/_csm/login", "logout": "/_csm/logout", "ready": "/_csm/ready", "wake": "/_csm/wake",
-        "cookie": {"http": "csm-session", "https": "__Host-csm-session"}}
+GATE = {
+    "login": "/_csm/login",
+    "logout": "/_csm/logout",
+    "ready": "/_csm/ready",
+    "wake": "/_csm/wake",
+    "cookie": {"http": "csm-session", "https": "__Host-csm-session"},
+}
 
 
-def cookie_name(t: "Target") -> str:
+def cookie_name(t: Target) -> str:
     return GATE["cookie"][t.scheme]
 
 
 def health_path() -> str:
     """code-server's unauthenticated health endpoint, from image/contract.json."""
     return facts()["healthPath"]
+
+
 UNKNOWN_HOST = "csm-check.invalid"  # RFC 2606: .invalid is never anyone's
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -89,23 +97,30 @@ class Target:
     @property
     def domain(self) -> str:
         if "." not in self.hostname:
-            raise ValueError(f"{self.url} has no parent domain; give a user's address like https://ada.code.example.org")
+            raise ValueError(
+                f"{self.url} has no parent domain; give a user's address like https://ada.code.example.org"
+            )
         return self.hostname.split(".", 1)[1]
 
-    def _with_host(self, hostname: str, connect_ip: str | None) -> "Target":
+    def _with_host(self, hostname: str, connect_ip: str | None) -> Target:
         port = "" if self.port == DEFAULT_PORTS[self.scheme] else f":{self.port}"
-        return Target(f"{self.scheme}://{hostname}{port}", connect_ip=connect_ip,
-                      source_address=self.source_address, ca_file=self.ca_file, timeout=self.timeout)
+        return Target(
+            f"{self.scheme}://{hostname}{port}",
+            connect_ip=connect_ip,
+            source_address=self.source_address,
+            ca_file=self.ca_file,
+            timeout=self.timeout,
+        )
 
-    def sibling(self, name: str) -> "Target":
+    def sibling(self, name: str) -> Target:
         """Another subdomain of the same domain, reached the same way (no password)."""
         return self._with_host(f"{name}.{self.domain}", self.connect_ip)
 
-    def unknown_host(self) -> "Target":
+    def unknown_host(self) -> Target:
         """The same server, asked for a host name it does not serve."""
         return self._with_host(UNKNOWN_HOST, self.address())
 
-    def from_source(self, source_address: str) -> "Target":
+    def from_source(self, source_address: str) -> Target:
         return replace(self, source_address=source_address)
 
     def address(self) -> str:
@@ -137,8 +152,16 @@ class _Adapter(requests.adapters.HTTPAdapter):
         super().init_poolmanager(*args, **kwargs, **self._pool_kwargs)
 
 
-def _http(t: Target, method: str, path: str, *, cookie: str | None = None,
-          headers: dict | None = None, verify: bool = True, **kwargs) -> requests.Response:
+def _http(
+    t: Target,
+    method: str,
+    path: str,
+    *,
+    cookie: str | None = None,
+    headers: dict | None = None,
+    verify: bool = True,
+    **kwargs,
+) -> requests.Response:
     """One request, no redirects followed, no proxies from the environment."""
     sent = {"Host": t.netloc, **(headers or {})}
     if cookie is not None:
@@ -157,14 +180,20 @@ def _http(t: Target, method: str, path: str, *, cookie: str | None = None,
         s.trust_env = False
         s.mount(f"{t.scheme}://", _Adapter(pool))
         try:
-            return s.request(method, url, headers=sent, allow_redirects=False, timeout=t.timeout,
-                             verify=(t.ca_file or True) if verify else False, **kwargs)
+            return s.request(
+                method,
+                url,
+                headers=sent,
+                allow_redirects=False,
+                timeout=t.timeout,
+                verify=(t.ca_file or True) if verify else False,
+                **kwargs,
+            )
         except requests.RequestException as e:
             raise CheckFailed(f"{method} {t.origin}{path} failed: {e}") from e
 
 
-def _ws(t: Target, path: str, *, cookie: str | None = None,
-        origin: str | None = None) -> websocket.WebSocket:
+def _ws(t: Target, path: str, *, cookie: str | None = None, origin: str | None = None) -> websocket.WebSocket:
     """A WebSocket to t: its own Origin unless told otherwise, the session cookie if given.
 
     The socket is opened here (connect_ip, source_address, TLS name), so the handshake
@@ -179,9 +208,12 @@ def _ws(t: Target, path: str, *, cookie: str | None = None,
             sock = ssl.create_default_context(cafile=t.ca_file).wrap_socket(sock, server_hostname=t.hostname)
         scheme = "wss" if t.scheme == "https" else "ws"
         return websocket.create_connection(
-            f"{scheme}://{t.netloc}{path}", socket=sock, timeout=t.timeout,
+            f"{scheme}://{t.netloc}{path}",
+            socket=sock,
+            timeout=t.timeout,
             origin=origin or t.origin,
-            cookie=f"{cookie_name(t)}={cookie}" if cookie is not None else None)
+            cookie=f"{cookie_name(t)}={cookie}" if cookie is not None else None,
+        )
     except BaseException:
         sock.close()
         raise
@@ -205,8 +237,9 @@ def _error_text(html: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def _login(t: Target, password: str, path: str | None = None,
-           origin: str | None = "own") -> tuple[requests.Response, "SimpleCookie | None"]:
+def _login(
+    t: Target, password: str, path: str | None = None, origin: str | None = "own"
+) -> tuple[requests.Response, SimpleCookie | None]:
     """POSTs the login form as the user's own page would (its Origin); returns the
     answer and its session cookie, if any. `origin`: another site's, or None for none."""
     headers = {"Origin": t.origin if origin == "own" else origin} if origin else {}
@@ -260,8 +293,9 @@ def _has_session(t: Target, cookie: str | None) -> bool:
         return False
     if r.status_code == 200 and "workbench" in r.text:
         return True
-    raise CheckFailed(f"GET {t.origin}/ gave neither the login page nor the workbench: "
-                      f"HTTP {r.status_code} {r.text[:200]!r}")
+    raise CheckFailed(
+        f"GET {t.origin}/ gave neither the login page nor the workbench: HTTP {r.status_code} {r.text[:200]!r}"
+    )
 
 
 # ---------------------------------------------------------------- readings
@@ -276,4 +310,3 @@ def last_heartbeat(t: Target) -> float | None:
     except (CheckFailed, ValueError, AttributeError):
         return None
     return beat / 1000 if beat else None
-

@@ -13,6 +13,7 @@ local address to send from) and `cookie` (the session, "name=value", from log_in
     print(idle.visit_shows_starting_page(client.succeed, url, "cy", cookie=cookie))
     print(idle.woken(client.succeed, url, cookie=cookie))
 """
+
 from __future__ import annotations
 
 import shlex
@@ -26,10 +27,11 @@ GATE_LOGIN, GATE_WAKE, GATE_READY = GATE["login"], GATE["wake"], GATE["ready"]
 
 
 def _running(run, user: dict) -> str:
-    """"true", "false", or "absent" (NixOS units remove their container on stop)."""
+    """ "true", "false", or "absent" (NixOS units remove their container on stop)."""
     name = shlex.quote(user["container"]["name"])
-    return run(f"{PODMAN} container inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null "
-               "|| echo absent").strip()
+    return run(
+        f"{PODMAN} container inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null || echo absent"
+    ).strip()
 
 
 def _marked(run, plan: dict, user: dict) -> bool:
@@ -43,7 +45,11 @@ def stopped_for_being_idle(run, plan: dict, user: dict, timeout: float = 300) ->
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if _running(run, user) != "true" and _marked(run, plan, user):
-            return f"{user['name']} was stopped for being idle ({stop_after} s idle; seen {time.monotonic() - start:.0f} s after the check began)"
+            seen = time.monotonic() - start
+            return (
+                f"{user['name']} was stopped for being idle "
+                f"({stop_after} s idle; seen {seen:.0f} s after the check began)"
+            )
         time.sleep(1)
     raise CheckFailed(f"{user['name']} (idleStopAfter {stop_after} s) still runs after {timeout:.0f} s")
 
@@ -54,14 +60,21 @@ def keeps_running(run, user: dict, seconds: float) -> str:
     while time.monotonic() - start < seconds:
         state = _running(run, user)
         if state != "true":
-            raise CheckFailed(f"{user['name']}'s container stopped ({state}) after {time.monotonic() - start:.0f} s, "
-                              "although it was busy")
+            raise CheckFailed(
+                f"{user['name']}'s container stopped ({state}) after {time.monotonic() - start:.0f} s, "
+                "although it was busy"
+            )
         time.sleep(1)
     return f"{user['name']} kept running for {seconds:.0f} s"
 
 
-def _curl(connect_ip: str | None = None, ca_file: str | None = None, source: str | None = None,
-          cookie: str | None = None, max_time: float = 10) -> list[str]:
+def _curl(
+    connect_ip: str | None = None,
+    ca_file: str | None = None,
+    source: str | None = None,
+    cookie: str | None = None,
+    max_time: float = 10,
+) -> list[str]:
     argv = ["curl", "-sS", "--max-time", str(max_time), "-i"]
     if cookie:
         argv += ["--cookie", cookie]
@@ -96,8 +109,13 @@ def log_in(run, url: str, password_file: str, **connection) -> str:
     """Log in at the gate with the password in password_file (on the machine `run`
     runs on: never on a command line); the session cookie as "name=value"."""
     origin = url.rstrip("/")
-    argv = _curl(**connection) + ["-H", f"Origin: {origin}", "--data-urlencode", f"password@{password_file}",
-                                  origin + GATE_LOGIN]
+    argv = _curl(**connection) + [
+        "-H",
+        f"Origin: {origin}",
+        "--data-urlencode",
+        f"password@{password_file}",
+        origin + GATE_LOGIN,
+    ]
     status, headers, body = _answer(run, shlex.join(argv), url)
     cookie = headers.get("set-cookie", "").split(";")[0]
     if status != 303 or "=" not in cookie:
@@ -105,8 +123,9 @@ def log_in(run, url: str, password_file: str, **connection) -> str:
     return cookie
 
 
-def stranger_starts_nothing(run, server_run, url: str, user: dict, seconds: float = 60, every: float = 4,
-                            **connection) -> str:
+def stranger_starts_nothing(
+    run, server_run, url: str, user: dict, seconds: float = 60, every: float = 4, **connection
+) -> str:
     """Visits without a session to a stopped workspace, for `seconds`, get the login
     page (401) and start nothing: the container stays stopped all along."""
     start, visits = time.monotonic(), 0
@@ -115,8 +134,10 @@ def stranger_starts_nothing(run, server_run, url: str, user: dict, seconds: floa
             status, headers, body = get(run, url.rstrip("/") + path, **connection)
             visits += 1
             if status != 401:
-                raise CheckFailed(f"a visit to {path} without a session answered {status} "
-                                  f"({headers.get('x-csm-wake')}), not the login page")
+                raise CheckFailed(
+                    f"a visit to {path} without a session answered {status} "
+                    f"({headers.get('x-csm-wake')}), not the login page"
+                )
         if _running(server_run, user) == "true":
             raise CheckFailed(f"{user['name']}'s container started after {visits} visits without a session")
         time.sleep(every)
@@ -128,8 +149,9 @@ def visit_shows_starting_page(run, url: str, name: str, **connection) -> str:
     the starting page: 503 with Retry-After."""
     status, headers, body = get(run, url, **connection)
     if status != 503 or headers.get("x-csm-wake") != "starting" or f"Starting {name}&#8217;s workspace" not in body:
-        raise CheckFailed(f"{url} answered {status} ({headers.get('x-csm-wake')}) {body[:200]!r}, "
-                          "not the starting page")
+        raise CheckFailed(
+            f"{url} answered {status} ({headers.get('x-csm-wake')}) {body[:200]!r}, not the starting page"
+        )
     if not headers.get("retry-after", "").isdigit():
         raise CheckFailed(f"the starting page has no Retry-After ({headers})")
     return f"{url} answers 503 'Starting {name}'s workspace…' with Retry-After {headers['retry-after']}"
@@ -147,8 +169,10 @@ def told_ready(run, url: str, plan: dict, timeout: float = 300, **connection) ->
         if status == 200 and said == "ready":
             break
         if said != "starting" or time.monotonic() - start > timeout:
-            raise CheckFailed(f"{path} answered {status} ({said}) {time.monotonic() - start:.0f} s after the "
-                              "first question, not 'ready' once code-server answers")
+            raise CheckFailed(
+                f"{path} answered {status} ({said}) {time.monotonic() - start:.0f} s after the "
+                "first question, not 'ready' once code-server answers"
+            )
     held = time.monotonic() - start
     status, headers, _ = get(run, url, **connection, max_time=5)
     if status not in (200, 302) or "x-csm-wake" in headers:
@@ -166,8 +190,10 @@ def woken(run, url: str, timeout: float = 300, **connection) -> float:
         if status in (200, 302) and "x-csm-wake" not in headers:
             return time.monotonic() - start
         time.sleep(0.25)
-    raise CheckFailed(f"{url} did not turn into code-server within {timeout:.0f} s; it last answered "
-                      f"{status} ({headers.get('x-csm-wake', 'not the gate')})")
+    raise CheckFailed(
+        f"{url} did not turn into code-server within {timeout:.0f} s; it last answered "
+        f"{status} ({headers.get('x-csm-wake', 'not the gate')})"
+    )
 
 
 def wake_refused(run, url: str, page: str, **connection) -> str:

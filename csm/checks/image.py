@@ -16,6 +16,7 @@ this host's `podman run` flags).
     for name, check in contract(require_extension=True):
         print(name, check(image, podman))
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,14 +39,15 @@ def image_dir() -> Path:
     return Path(os.environ.get("CSM_IMAGE_DIR") or Path(__file__).resolve().parents[2] / "image")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read(name: str, directory: str) -> dict:
     path = Path(directory) / name
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise RuntimeError(f"the image contract needs {path} ({e}): set CSM_IMAGE_DIR to the "
-                           "project's image/ directory") from e
+        raise RuntimeError(
+            f"the image contract needs {path} ({e}): set CSM_IMAGE_DIR to the project's image/ directory"
+        ) from e
 
 
 def facts() -> dict:
@@ -60,6 +62,7 @@ def versions() -> dict:
 
 def default_image() -> str:
     return f"{facts()['imageName']}:{facts()['imageTag']}"
+
 
 Runner = Callable[[str], str]
 Check = Callable[[str, "Podman"], str]
@@ -86,14 +89,13 @@ def subprocess_runner(command: str, timeout: float = 300) -> str:
 class Podman:
     """podman, driven through a runner (see the module docstring)."""
 
-    def __init__(self, run: Runner = subprocess_runner, podman: str = "podman",
-                 run_args: Sequence[str] = ()):
+    def __init__(self, run: Runner = subprocess_runner, podman: str = "podman", run_args: Sequence[str] = ()):
         self._run = run
         self.podman = podman
         self.run_args = tuple(run_args)
 
     @classmethod
-    def local(cls) -> "Podman":
+    def local(cls) -> Podman:
         from csm.runner.host import Host
 
         host = Host.detect()
@@ -123,9 +125,11 @@ def password_env_file(podman: Podman) -> str:
     """A fresh random PASSWORD in an env file (for --env-file) that only its owner can
     read, on the host that runs podman, made there so that it is on no command line;
     its path. The caller removes it (podman.host(f"rm -f {shlex.quote(path)}"))."""
-    return podman.host("umask 077; f=$(mktemp); "   # printf is the shell's own: no argv shows it
-                       "printf 'PASSWORD=%s\\n' \"$(head -c 18 /dev/urandom | base64 | tr -d '/+=')\" > \"$f\"; "
-                       "echo \"$f\"").strip()
+    return podman.host(
+        "umask 077; f=$(mktemp); "  # printf is the shell's own: no argv shows it
+        "printf 'PASSWORD=%s\\n' \"$(head -c 18 /dev/urandom | base64 | tr -d '/+=')\" > \"$f\"; "
+        'echo "$f"'
+    ).strip()
 
 
 def _saw(what: str, action: Callable[[], str]) -> str:
@@ -145,8 +149,9 @@ def _labels(image: str, podman: Podman) -> dict[str, str]:
 
 def _first_line(text: str) -> str:
     """The first line of a tool's output, past code-server's own log lines."""
-    return next((line.strip() for line in text.splitlines()
-                 if line.strip() and not re.match(r"\[\d{4}-?", line.strip())), "")
+    return next(
+        (line.strip() for line in text.splitlines() if line.strip() and not re.match(r"\[\d{4}-?", line.strip())), ""
+    )
 
 
 def _version(text: str) -> str:
@@ -206,8 +211,7 @@ def code_server_version(image: str, podman: Podman) -> str:
 
 
 def opencode_version(image: str, podman: Podman) -> str:
-    out = _saw("opencode --version",
-               lambda: podman.sh(image, 'HOME="$(mktemp -d)" opencode --version'))
+    out = _saw("opencode --version", lambda: podman.sh(image, 'HOME="$(mktemp -d)" opencode --version'))
     version = _first_line(out)
     if not re.fullmatch(r"v?\d+\.\d+\.\d+\S*", version):
         raise AssertionError(f"opencode --version printed {out.strip()!r}")
@@ -231,9 +235,12 @@ def extension(image: str, podman: Podman, *, required: bool = True) -> str:
     Required for the Nix image. For a portable image it is required only if the image
     says it was built with it (a VSIX in image/extensions/); otherwise its absence is
     reported, never papered over."""
-    out = _saw("code-server --list-extensions", lambda: podman.run(
-        image, "code-server", "--list-extensions", "--show-versions",
-        "--extensions-dir", facts()["extensionsDir"]))
+    out = _saw(
+        "code-server --list-extensions",
+        lambda: podman.run(
+            image, "code-server", "--list-extensions", "--show-versions", "--extensions-dir", facts()["extensionsDir"]
+        ),
+    )
     listed = [line.strip() for line in out.splitlines() if "@" in line]
     found = [entry for entry in listed if entry.split("@")[0].lower() == EXTENSION_ID]
     if found:
@@ -242,10 +249,10 @@ def extension(image: str, podman: Podman, *, required: bool = True) -> str:
     promised = EXTENSION_ID in [e.split("@")[0].lower() for e in baked.split(",") if e]
     if required or promised:
         why = "required" if required else f"the image says it ships {baked!r}"
-        raise AssertionError(f"{EXTENSION_ID} is not installed ({why}); "
-                             f"--list-extensions printed {listed or 'nothing'}")
-    return (f"{EXTENSION_ID} absent (optional here: this image was built without its VSIX; "
-            f"see docs/image.md to add it)")
+        raise AssertionError(
+            f"{EXTENSION_ID} is not installed ({why}); --list-extensions printed {listed or 'nothing'}"
+        )
+    return f"{EXTENSION_ID} absent (optional here: this image was built without its VSIX; see docs/image.md to add it)"
 
 
 def session_extension(image: str, podman: Podman) -> str:
@@ -253,8 +260,10 @@ def session_extension(image: str, podman: Podman) -> str:
     in both images: it is built from the checkout, never downloaded."""
     from csm.image.extensions import SESSION_ID
 
-    out = _saw("code-server --list-extensions", lambda: podman.run(
-        image, "code-server", "--list-extensions", "--extensions-dir", facts()["extensionsDir"]))
+    out = _saw(
+        "code-server --list-extensions",
+        lambda: podman.run(image, "code-server", "--list-extensions", "--extensions-dir", facts()["extensionsDir"]),
+    )
     if SESSION_ID not in [line.strip().lower() for line in out.splitlines()]:
         raise AssertionError(f"{SESSION_ID} is not installed; --list-extensions printed {out.strip()!r}")
     return f"{SESSION_ID} installed in {facts()['extensionsDir']}"
@@ -263,8 +272,7 @@ def session_extension(image: str, podman: Podman) -> str:
 def tools(image: str, podman: Podman) -> str:
     """python3, node, npm, git, rg (and curl, less, the CA bundle) run for the default user."""
     names = ("python3", "node", "npm", "git", "rg", "curl", "less")
-    script = "; ".join(
-        f'printf "%s\\t%s\\n" {n} "$({n} --version 2>&1 | head -n1 || true)"' for n in names)
+    script = "; ".join(f'printf "%s\\t%s\\n" {n} "$({n} --version 2>&1 | head -n1 || true)"' for n in names)
     script += '; printf "cacert\\t%s\\n" "$(test -s "$SSL_CERT_FILE" && echo "$SSL_CERT_FILE")"'
     out = _saw("running the tools", lambda: podman.sh(image, script))
     found = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
@@ -303,8 +311,10 @@ def default_user(image: str, podman: Podman) -> str:
 
 def no_privilege_escalation(image: str, podman: Podman) -> str:
     """No sudo, and no setuid/setgid file anywhere in the image (searched as root)."""
-    script = ("for c in sudo doas pkexec; do command -v $c; done; "
-              "find / -xdev \\( -perm -4000 -o -perm -2000 \\) -type f 2>/dev/null; true")
+    script = (
+        "for c in sudo doas pkexec; do command -v $c; done; "
+        "find / -xdev \\( -perm -4000 -o -perm -2000 \\) -type f 2>/dev/null; true"
+    )
     out = _saw("searching for setuid files", lambda: podman.sh(image, script, options=("--user", "0")))
     found = [line for line in out.splitlines() if line.strip()]
     if found:
@@ -325,8 +335,7 @@ def healthz(image: str, podman: Podman, *, within: float = 10.0) -> str:
     try:
         tries = int(within / 0.1)
         url = f"http://127.0.0.1:{facts()['port']}{facts()['healthPath']}"
-        poll = (f"n=0; until curl -fsS {url}; do n=$((n+1)); "
-                f"[ $n -ge {tries} ] && exit 1; sleep 0.1; done")
+        poll = f"n=0; until curl -fsS {url}; do n=$((n+1)); [ $n -ge {tries} ] && exit 1; sleep 0.1; done"
         try:
             body = podman("exec", name, "sh", "-c", poll)
         except Exception as e:
@@ -366,12 +375,26 @@ def socket_without_login(image: str, podman: Podman) -> str:
     name = f"csm-contract-socket-{secrets.token_hex(4)}"
     sock = "/tmp/csm-contract/code-server.sock"
     try:
-        _saw("starting code-server on a socket", lambda: podman(
-            "run", "--pull=never", *podman.run_args, "--detach", "--name", name, image, "sh", "-c",
-            f"mkdir -p /tmp/csm-contract && exec code-server --socket {sock} --socket-mode 666 --auth none "
-            f"--extensions-dir {c['extensionsDir']} {c['project']}"))
-        body = _saw("the health path on the socket", lambda: podman("exec", name, "sh", "-c", SOCKET_CHECK, "sh",
-                                                                    sock, c["healthPath"]))
+        _saw(
+            "starting code-server on a socket",
+            lambda: podman(
+                "run",
+                "--pull=never",
+                *podman.run_args,
+                "--detach",
+                "--name",
+                name,
+                image,
+                "sh",
+                "-c",
+                f"mkdir -p /tmp/csm-contract && exec code-server --socket {sock} --socket-mode 666 --auth none "
+                f"--extensions-dir {c['extensionsDir']} {c['project']}",
+            ),
+        )
+        body = _saw(
+            "the health path on the socket",
+            lambda: podman("exec", name, "sh", "-c", SOCKET_CHECK, "sh", sock, c["healthPath"]),
+        )
         mode = _saw("the socket's mode", lambda: podman("exec", name, "stat", "-c", "%a", sock)).strip()
         ports = _saw("listening TCP ports", lambda: podman("exec", name, "cat", "/proc/net/tcp", "/proc/net/tcp6"))
     finally:
@@ -403,8 +426,9 @@ def contract(require_extension: bool) -> list[tuple[str, Check]]:
     ]
 
 
-def run_contract(image: str | None = None, podman: Podman | None = None,
-                 require_extension: bool = False) -> list[tuple[str, bool, str]]:
+def run_contract(
+    image: str | None = None, podman: Podman | None = None, require_extension: bool = False
+) -> list[tuple[str, bool, str]]:
     """Runs every check; returns (name, passed, what it proved or saw)."""
     podman = podman or Podman.local()
     image = image or default_image()
@@ -420,11 +444,13 @@ def run_contract(image: str | None = None, podman: Podman | None = None,
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m csm.checks.image",
-                                     description="Run the image contract against an image.")
+    parser = argparse.ArgumentParser(
+        prog="python -m csm.checks.image", description="Run the image contract against an image."
+    )
     parser.add_argument("image", nargs="?", help="default: the name in image/contract.json")
-    parser.add_argument("--require-extension", action="store_true",
-                        help=f"fail if {EXTENSION_ID} is absent (the Nix image)")
+    parser.add_argument(
+        "--require-extension", action="store_true", help=f"fail if {EXTENSION_ID} is absent (the Nix image)"
+    )
     args = parser.parse_args(argv)
     failed = 0
     for name, ok, text in run_contract(args.image, require_extension=args.require_extension):

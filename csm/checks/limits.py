@@ -7,6 +7,7 @@ Same conventions as csm.checks.host: `run(shell_command) -> stdout` runs on the 
 
     print(memory_limit_matches_plan(server.succeed, plan["users"]["ada"]))
 """
+
 from __future__ import annotations
 
 from csm.checks import CheckFailed
@@ -27,18 +28,23 @@ def keyed(text):
 """
 
 
-
 def memory_limit_matches_plan(run: Runner, user: dict) -> str:
     """The kernel's memory limit for the container is the plan's, with no swap beyond it."""
-    seen = _python(run, user, CGROUP + """
+    seen = _python(
+        run,
+        user,
+        CGROUP
+        + """
 import json
 print(json.dumps({
     "limit": cgroup("memory.max", "memory/memory.limit_in_bytes"),
     "with_swap": cgroup("memory.swap.max", "memory/memory.memsw.limit_in_bytes") if any(
-        os.path.exists("/sys/fs/cgroup/" + n) for n in ("memory.swap.max", "memory/memory.memsw.limit_in_bytes")) else None,
+        os.path.exists("/sys/fs/cgroup/" + n)
+        for n in ("memory.swap.max", "memory/memory.memsw.limit_in_bytes")) else None,
     "v2": os.path.exists("/sys/fs/cgroup/memory.max"),
 }))
-""")
+""",
+    )
     want = user["limits"]["memoryBytes"]
     if seen["limit"] != str(want):
         raise CheckFailed(f"the memory limit in force is {seen['limit']}, the plan's is {want}")
@@ -47,7 +53,8 @@ print(json.dumps({
     if not swap_ok:
         raise CheckFailed(f"swap is allowed beyond the memory limit: {seen['with_swap']}")
     return f"memory limit in force: {want} bytes, as planned" + (
-        "" if seen["with_swap"] is None else ", no swap beyond it")
+        "" if seen["with_swap"] is None else ", no swap beyond it"
+    )
 
 
 HOG = """
@@ -74,11 +81,15 @@ def memory_hog_killed_neighbour_healthy(run: Runner, user: dict, neighbour: dict
         raise CheckFailed(f"the neighbour {_name(neighbour)} fails its health check after the hog in {_name(user)}")
     if not _healthy(run, user):
         raise CheckFailed(f"{_name(user)}'s code-server fails its health check after its hog was killed")
-    return (f"a hog in {_name(user)} was killed at the {limit}-byte limit (exit 137); "
-            f"its code-server and {_name(neighbour)} stay healthy")
+    return (
+        f"a hog in {_name(user)} was killed at the {limit}-byte limit (exit 137); "
+        f"its code-server and {_name(neighbour)} stay healthy"
+    )
 
 
-FORK_BOMB = CGROUP + """
+FORK_BOMB = (
+    CGROUP
+    + """
 import errno, json, shutil, signal, sys
 bound = int(sys.argv[1]) + 64
 sleep = shutil.which("sleep")
@@ -100,6 +111,7 @@ finally:
 print(json.dumps({"max": cgroup("pids.max", "pids/pids.max"), "started": len(children),
                   "refused": refused, "limit_hits": after - before, "current": current}))
 """
+)
 
 
 def fork_bomb_stopped_by_pids_limit(run: Runner, user: dict) -> str:
@@ -112,14 +124,20 @@ def fork_bomb_stopped_by_pids_limit(run: Runner, user: dict) -> str:
     if seen["refused"] is None:
         raise CheckFailed(f"{seen['started']} processes started and none was refused (limit {want})")
     if seen["limit_hits"] < 1:
-        raise CheckFailed(f"process {seen['started'] + 1} was refused ({seen['refused']}), but not by the pids "
-                          f"limit (its counter did not move; an rlimit below {want}?)")
+        raise CheckFailed(
+            f"process {seen['started'] + 1} was refused ({seen['refused']}), but not by the pids "
+            f"limit (its counter did not move; an rlimit below {want}?)"
+        )
     wait_healthy(run, user, timeout=60)
-    return (f"the pids limit {want} refused process {seen['started'] + 1} ({seen['refused']}, "
-            f"{seen['current']} tasks in the container); code-server stayed healthy")
+    return (
+        f"the pids limit {want} refused process {seen['started'] + 1} ({seen['refused']}, "
+        f"{seen['current']} tasks in the container); code-server stayed healthy"
+    )
 
 
-CPU_LOAD = CGROUP + """
+CPU_LOAD = (
+    CGROUP
+    + """
 import json, sys, time
 cpus, seconds = float(sys.argv[1]), float(sys.argv[2])
 if os.path.exists("/sys/fs/cgroup/cpu.max"):
@@ -144,6 +162,7 @@ wall = time.monotonic() - start
 print(json.dumps({"quota": quota, "period": period, "workers": len(workers), "used": used,
                   "wall": wall, "throttled": stat() - throttled}))
 """
+)
 
 
 def cpu_quota_holds(run: Runner, user: dict, seconds: float = 3) -> str:
@@ -158,7 +177,10 @@ def cpu_quota_holds(run: Runner, user: dict, seconds: float = 3) -> str:
         raise CheckFailed(f"the CPU quota in force is {in_force:g} CPUs, the plan's is {cpus:g}")
     share = seen["used"] / seen["wall"]
     if share > cpus * 1.1:
-        raise CheckFailed(f"{seen['workers']} busy processes used {share:.2f} CPUs together, "
-                          f"beyond the {cpus:g}-CPU quota")
-    return (f"CPU quota {cpus:g} in force; {seen['workers']} busy processes got {share:.2f} CPUs together "
-            f"(throttled {seen['throttled']} times)")
+        raise CheckFailed(
+            f"{seen['workers']} busy processes used {share:.2f} CPUs together, beyond the {cpus:g}-CPU quota"
+        )
+    return (
+        f"CPU quota {cpus:g} in force; {seen['workers']} busy processes got {share:.2f} CPUs together "
+        f"(throttled {seen['throttled']} times)"
+    )

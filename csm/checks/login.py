@@ -12,6 +12,7 @@ and returns what it saw, or raises CheckFailed.
     attackers = [owner.from_source(f"10.0.0.{n}") for n in (21, 22, 23)]
     print(owner_never_locked_out(owner, attackers, minutes=3))
 """
+
 from __future__ import annotations
 
 import collections
@@ -45,16 +46,22 @@ def _attempt(t: Target, password: str, path: str | None = None, origin: str | No
     if r.status_code == 429 and kind is None:
         return "proxy-429"
     answer = _login_answer(r)
-    expected = {"wrong": (401, "checked"), "limited": (429, "limited"), "busy": (503, "busy"),
-                "refused": (403, "refused"), "empty": (401, "nothing")}
+    expected = {
+        "wrong": (401, "checked"),
+        "limited": (429, "limited"),
+        "busy": (503, "busy"),
+        "refused": (403, "refused"),
+        "empty": (401, "nothing"),
+    }
     if kind in expected and r.status_code == expected[kind][0]:
         if kind in ("limited", "busy") and not r.headers.get("Retry-After"):
             raise CheckFailed(f"a {kind} login to {t.origin} has no Retry-After: {answer}")
         return expected[kind][1]
     if kind is None and r.status_code == 401 and 'name="password"' in r.text:
         return "nothing"
-    raise CheckFailed(f"a login to {t.origin} got an answer that is neither a session, a wrong password "
-                      f"nor a limit: {answer}")
+    raise CheckFailed(
+        f"a login to {t.origin} got an answer that is neither a session, a wrong password nor a limit: {answer}"
+    )
 
 
 def _wrong() -> str:
@@ -65,8 +72,10 @@ def login_page_loads_not_limited(t: Target, loads: int = 60) -> str:
     """Loading the login page (GET) is never limited: `loads` quick loads from one address."""
     statuses = collections.Counter(_http(t, "GET", GATE["login"]).status_code for _ in range(loads))
     if set(statuses) != {200}:
-        raise CheckFailed(f"{loads} loads of {t.origin}{GATE['login']} from {t.source_address}: {dict(statuses)}; "
-                          "loading the page must never be limited")
+        raise CheckFailed(
+            f"{loads} loads of {t.origin}{GATE['login']} from {t.source_address}: {dict(statuses)}; "
+            "loading the page must never be limited"
+        )
     return f"{loads} loads of the login page from {t.source_address} all got 200"
 
 
@@ -82,8 +91,13 @@ def classroom_logs_in(t: Target, logins: int = 20, typos: int = 8, guesses: int 
     if typos >= GUESSES_PER_HOUR + GUESSES_PER_MINUTE:
         raise ValueError(f"{typos} typos spend the whole allowance; the class could not get in")
     # Spread evenly: the k-th of each kind at k/count of the way.
-    order = [kind for _, kind in sorted([((k + 0.5) / logins, "right") for k in range(logins)]
-                                        + [((k + 0.5) / max(typos, 1), "wrong") for k in range(typos)])]
+    order = [
+        kind
+        for _, kind in sorted(
+            [((k + 0.5) / logins, "right") for k in range(logins)]
+            + [((k + 0.5) / max(typos, 1), "wrong") for k in range(typos)]
+        )
+    ]
     pause = seconds / (len(order) + guesses)
     seen = {"right": collections.Counter(), "wrong": collections.Counter()}
     for kind in order + ["wrong"] * guesses:
@@ -91,22 +105,29 @@ def classroom_logs_in(t: Target, logins: int = 20, typos: int = 8, guesses: int 
         seen[kind][_attempt(t, t.password if kind == "right" else _wrong())] += 1
         time.sleep(max(0.0, pause - (time.monotonic() - started)))
     if seen["right"]["session"] != logins:
-        raise CheckFailed(f"of {logins} right-password logins from {t.source_address} within {seconds:.0f} s "
-                          f"({typos} typos among them), only {seen['right']['session']} got in: {dict(seen['right'])}")
+        raise CheckFailed(
+            f"of {logins} right-password logins from {t.source_address} within {seconds:.0f} s "
+            f"({typos} typos among them), only {seen['right']['session']} got in: {dict(seen['right'])}"
+        )
     if seen["wrong"]["session"]:
         raise CheckFailed(f"a wrong password opened {t.origin}")
     allowed = allowed_guesses(seconds / 60)
     if seen["wrong"]["checked"] > allowed or not seen["wrong"]["limited"]:
-        raise CheckFailed(f"{seen['wrong']['checked']} of {typos + guesses} wrong passwords from {t.source_address} "
-                          f"were checked within {seconds:.0f} s ({dict(seen['wrong'])}); at most {allowed} may be, "
-                          "and the rest must be refused unchecked")
-    return (f"{logins} right-password logins from {t.source_address} within {seconds:.0f} s all got in, "
-            f"{typos} typos among them; of {typos + guesses} wrong passwords {seen['wrong']['checked']} were checked "
-            f"({dict(seen['wrong'])})")
+        raise CheckFailed(
+            f"{seen['wrong']['checked']} of {typos + guesses} wrong passwords from {t.source_address} "
+            f"were checked within {seconds:.0f} s ({dict(seen['wrong'])}); at most {allowed} may be, "
+            "and the rest must be refused unchecked"
+        )
+    return (
+        f"{logins} right-password logins from {t.source_address} within {seconds:.0f} s all got in, "
+        f"{typos} typos among them; of {typos + guesses} wrong passwords {seen['wrong']['checked']} were checked "
+        f"({dict(seen['wrong'])})"
+    )
 
 
-def owner_never_locked_out(owner: Target, attackers: list[Target], minutes: float = 3,
-                           owner_every: float = 20, attack_every: float = 2.1) -> str:
+def owner_never_locked_out(
+    owner: Target, attackers: list[Target], minutes: float = 3, owner_every: float = 20, attack_every: float = 2.1
+) -> str:
     """While each attacker address sends a wrong password every `attack_every` s
     (about what nginx lets through) for `minutes`, the owner, from an address of
     their own, logs in every `owner_every` s: every owner login succeeds, and each
@@ -141,21 +162,28 @@ def owner_never_locked_out(owner: Target, attackers: list[Target], minutes: floa
         raise CheckFailed(errors[0])
     refused = [i for i, answer in enumerate(owner_logins) if answer != "session"]
     if refused:
-        raise CheckFailed(f"during the attack from {len(attackers)} addresses the owner's right password "
-                          f"was refused {len(refused)} of {len(owner_logins)} times: {owner_logins}")
+        raise CheckFailed(
+            f"during the attack from {len(attackers)} addresses the owner's right password "
+            f"was refused {len(refused)} of {len(owner_logins)} times: {owner_logins}"
+        )
     allowed = allowed_guesses(minutes)
     greedy = {src: dict(t) for src, t in tallies.items() if t["checked"] > allowed}
     if greedy:
-        raise CheckFailed(f"attacker addresses got more than {allowed} wrong passwords checked "
-                          f"in {minutes:g} minutes: {greedy}")
+        raise CheckFailed(
+            f"attacker addresses got more than {allowed} wrong passwords checked in {minutes:g} minutes: {greedy}"
+        )
     if any(t["session"] for t in tallies.values()):
         raise CheckFailed("a wrong password opened the workspace")
-    return (f"{len(attackers)} addresses guessing for {minutes:g} minutes ({', '.join(f'{s}: {dict(t)}' for s, t in tallies.items())}); "
-            f"the owner got in all {len(owner_logins)} times")
+    return (
+        f"{len(attackers)} addresses guessing for {minutes:g} minutes "
+        f"({', '.join(f'{s}: {dict(t)}' for s, t in tallies.items())}); "
+        f"the owner got in all {len(owner_logins)} times"
+    )
 
 
-def concurrent_guesses_charged_first(t: Target, owner: Target | None = None, guesses: int = 60,
-                                     path: str | None = None) -> str:
+def concurrent_guesses_charged_first(
+    t: Target, owner: Target | None = None, guesses: int = 60, path: str | None = None
+) -> str:
     """`guesses` wrong passwords sent at once from one address (t.source_address: one
     nobody else uses) get at most the per-address allowance checked: each is charged
     before its check, so racing gains nothing. Then `owner`, from another address,
@@ -175,19 +203,34 @@ def concurrent_guesses_charged_first(t: Target, owner: Target | None = None, gue
     seen = collections.Counter(results)
     allowed = GUESSES_PER_HOUR + GUESSES_PER_MINUTE
     if seen["session"] or seen["checked"] > allowed or seen["checked"] == 0:
-        raise CheckFailed(f"{guesses} wrong passwords at once from {t.source_address}: {dict(seen)}; at most "
-                          f"{allowed} may be checked, the rest refused unchecked")
+        raise CheckFailed(
+            f"{guesses} wrong passwords at once from {t.source_address}: {dict(seen)}; at most "
+            f"{allowed} may be checked, the rest refused unchecked"
+        )
     if owner is not None and (answer := _attempt(owner, owner.password)) != "session":
         raise CheckFailed(f"after the burst the owner, from {owner.source_address}, got {answer!r}, not in")
-    return (f"{guesses} wrong passwords at once from {t.source_address}: {dict(seen)} (at most {allowed} checked)"
-            + ("; the owner got in from another address" if owner else ""))
+    return f"{guesses} wrong passwords at once from {t.source_address}: {dict(seen)} (at most {allowed} checked)" + (
+        "; the owner got in from another address" if owner else ""
+    )
 
 
 # Spellings of the login path a router might take for it; only the gate's exact path
 # logs in. ("/_csm//login", "/_csm/./login" and "/%5Fcsm/login" are not among them:
 # nginx normalizes them into the login path itself, flood guard included.)
-LOGIN_VARIANTS = ["/login", "/LOGIN", "/Login", "/login/", "/_csm/LOGIN", "/_CSM/login", "/_csm/login/",
-                  "/_csm/login%2F", "/_csm/login;x", "/_csm/login.", "/_csm/auth", "/_csm/wake"]
+LOGIN_VARIANTS = [
+    "/login",
+    "/LOGIN",
+    "/Login",
+    "/login/",
+    "/_csm/LOGIN",
+    "/_CSM/login",
+    "/_csm/login/",
+    "/_csm/login%2F",
+    "/_csm/login;x",
+    "/_csm/login.",
+    "/_csm/auth",
+    "/_csm/wake",
+]
 
 
 def login_path_variants_check_nothing(t: Target, rounds: int = 3) -> str:
@@ -200,8 +243,9 @@ def login_path_variants_check_nothing(t: Target, rounds: int = 3) -> str:
                 r, cookie = _login(t, password, path)
                 kind = r.headers.get("X-CSM-Login")
                 if cookie is not None or kind in ("ok", "wrong"):
-                    raise CheckFailed(f"POST {path} checked a password (HTTP {r.status_code}, {kind}); only "
-                                      f"{GATE['login']} may")
+                    raise CheckFailed(
+                        f"POST {path} checked a password (HTTP {r.status_code}, {kind}); only {GATE['login']} may"
+                    )
                 seen[f"{path} {r.status_code}"] += 1
     return f"{len(LOGIN_VARIANTS)} other spellings of the login path, {rounds} rounds: none checked a password"
 
@@ -212,18 +256,21 @@ def cross_site_login_refused(t: Target, evil: str = "https://evil.example") -> s
     for origin in (evil, f"{t.scheme}://{t.sibling('csm-other').netloc}"):
         if (answer := _attempt(t, t.password, origin=origin)) != "refused":
             raise CheckFailed(f"a login from {origin} with the right password got {answer!r}, not refused")
-    r = _http(t, "POST", GATE["login"], data={"password": t.password},
-              headers={"Sec-Fetch-Site": "cross-site"})
+    r = _http(t, "POST", GATE["login"], data={"password": t.password}, headers={"Sec-Fetch-Site": "cross-site"})
     if r.status_code != 403:
         raise CheckFailed(f"a cross-site login (Sec-Fetch-Site) got HTTP {r.status_code}, not 403")
     refused = collections.Counter(_attempt(t, _wrong(), origin=evil) for _ in range(GUESSES_PER_HOUR + 3))
     if set(refused) != {"refused"}:
         raise CheckFailed(f"wrong passwords posted from {evil}: {dict(refused)}; all must be refused unchecked")
     if (answer := _attempt(t, _wrong())) != "checked":
-        raise CheckFailed(f"after {sum(refused.values())} refused cross-site guesses the address's own wrong "
-                          f"password got {answer!r}: the refused ones were counted")
-    return (f"logins posted from {evil}, a sibling host or cross-site are refused (403), right password or not, "
-            f"and never counted")
+        raise CheckFailed(
+            f"after {sum(refused.values())} refused cross-site guesses the address's own wrong "
+            f"password got {answer!r}: the refused ones were counted"
+        )
+    return (
+        f"logins posted from {evil}, a sibling host or cross-site are refused (403), right password or not, "
+        f"and never counted"
+    )
 
 
 def one_prefix_shares_an_allowance(guessers: list[Target], owner: Target, guesses: int = 30) -> str:
@@ -235,9 +282,13 @@ def one_prefix_shares_an_allowance(guessers: list[Target], owner: Target, guesse
         seen[_attempt(guessers[i % len(guessers)], _wrong())] += 1
     allowed = allowed_guesses(1)
     if seen["session"] or seen["checked"] > allowed or not seen["limited"]:
-        raise CheckFailed(f"{guesses} wrong passwords from {len(guessers)} addresses of one network: {dict(seen)}; "
-                          f"at most {allowed} may be checked in all")
+        raise CheckFailed(
+            f"{guesses} wrong passwords from {len(guessers)} addresses of one network: {dict(seen)}; "
+            f"at most {allowed} may be checked in all"
+        )
     if (answer := _attempt(owner, owner.password)) != "session":
         raise CheckFailed(f"the owner, from {owner.source_address}, got {answer!r}, not in")
-    return (f"{guesses} wrong passwords from {len(guessers)} addresses of one /64: {dict(seen)}; "
-            f"the owner got in from {owner.source_address}")
+    return (
+        f"{guesses} wrong passwords from {len(guessers)} addresses of one /64: {dict(seen)}; "
+        f"the owner got in from {owner.source_address}"
+    )

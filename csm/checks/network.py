@@ -10,6 +10,7 @@ it cannot pass because something is simply down.
 
     print(neighbour_unreachable(server.succeed, plan["users"]["bo"], plan["users"]["ada"]))
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,10 @@ def _unreached(run: Runner, user: dict, urls: list[str]) -> dict[str, str]:
     seen = {url: _curl_from(run, user, url) for url in urls}
     reached = [url for url, code in seen.items() if code not in UNREACHED]
     if reached:
-        raise CheckFailed(f"from inside {_name(user)}, {', '.join(reached)} answered "
-                          f"(curl exit {', '.join(seen[u] for u in reached)}); only nginx may reach a code-server")
+        raise CheckFailed(
+            f"from inside {_name(user)}, {', '.join(reached)} answered "
+            f"(curl exit {', '.join(seen[u] for u in reached)}); only nginx may reach a code-server"
+        )
     return {url: UNREACHED[code] for url, code in seen.items()}
 
 
@@ -65,8 +68,10 @@ def serve_in(run: Runner, user: dict, port: int, seconds: int = 120) -> None:
     learner's app would run; it exits by itself after `seconds`."""
     run(f"{PODMAN} exec -d {shlex.quote(_name(user))} timeout {seconds} python3 -m http.server {port}")
     listening = f":{port:04X} 00000000:0000 0A"
-    run(f"for i in $(seq 50); do {_exec(user, 'cat', '/proc/net/tcp')} | grep -q '{listening}' && exit 0; "
-        "sleep 0.1; done; exit 1")
+    run(
+        f"for i in $(seq 50); do {_exec(user, 'cat', '/proc/net/tcp')} | grep -q '{listening}' && exit 0; "
+        "sleep 0.1; done; exit 1"
+    )
 
 
 def neighbour_unreachable(run: Runner, user: dict, neighbour: dict, port: int = 8731) -> str:
@@ -80,8 +85,9 @@ def neighbour_unreachable(run: Runner, user: dict, neighbour: dict, port: int = 
         raise CheckFailed(f"the app in {_name(neighbour)} does not answer the host at {direct}")
     urls = [direct] + [f"http://{name}:{port}/" for name in (_name(neighbour), neighbour["name"])]
     why = _unreached(run, user, urls)
-    return (f"from {_name(user)}, an app in {neighbour['name']}'s container is unreachable: "
-            + "; ".join(f"{url} {reason}" for url, reason in why.items()))
+    return f"from {_name(user)}, an app in {neighbour['name']}'s container is unreachable: " + "; ".join(
+        f"{url} {reason}" for url, reason in why.items()
+    )
 
 
 def host_loopback_unreachable(run: Runner, user: dict, ports: list[int]) -> str:
@@ -94,8 +100,9 @@ def host_loopback_unreachable(run: Runner, user: dict, ports: list[int]) -> str:
     host_side = gateway(run, user)
     urls = [f"http://{ip}:{p}/" for p in ports for ip in (host_side, "127.0.0.1")]
     why = _unreached(run, user, urls)
-    return (f"from {_name(user)}, the host's loopback ports {ports} are unreachable: "
-            + "; ".join(f"{url} {reason}" for url, reason in why.items()))
+    return f"from {_name(user)}, the host's loopback ports {ports} are unreachable: " + "; ".join(
+        f"{url} {reason}" for url, reason in why.items()
+    )
 
 
 def outside_reachable(run: Runner, user: dict, url: str) -> str:
@@ -103,15 +110,17 @@ def outside_reachable(run: Runner, user: dict, url: str) -> str:
     host's public side) answers: the way out is open."""
     code = _curl_from(run, user, url, timeout=10)
     if code != "0":
-        raise CheckFailed(f"from inside {_name(user)}, {url} did not answer (curl exit {code}); "
-                          "containers must reach package registries and AI providers")
+        raise CheckFailed(
+            f"from inside {_name(user)}, {url} did not answer (curl exit {code}); "
+            "containers must reach package registries and AI providers"
+        )
     return f"from {_name(user)}, {url} answers"
 
 
 def dns_resolves(run: Runner, user: dict, name: str) -> str:
     """From user's container, a public name resolves."""
     script = "import socket, sys; print(socket.getaddrinfo(sys.argv[1], 443)[0][4][0])"
-    out = run(_exec(user, "python3", "-c", script, name) + " 2>&1; echo \" exit=$?\"").strip()
+    out = run(_exec(user, "python3", "-c", script, name) + ' 2>&1; echo " exit=$?"').strip()
     if not out.endswith("exit=0"):
         raise CheckFailed(f"from inside {_name(user)}, {name} does not resolve: {out[-300:]}")
     return f"from {_name(user)}, {name} resolves to {out.split()[0]}"

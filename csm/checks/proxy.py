@@ -5,6 +5,7 @@ rate limit per address, and upgraded WebSockets kept open while idle.
     ada = http.Target("http://ada.code.localhost:8080", password)
     print(unknown_subdomain_gets_landing_page(ada))
 """
+
 from __future__ import annotations
 
 import collections
@@ -27,10 +28,10 @@ def _landing_page(probe: Target, landing_html: str | None, verify: bool = True) 
             raise CheckFailed(f"{probe.netloc}{path} answered HTTP {r.status_code}, not 404: {r.text[:200]!r}")
         if landing_html is not None:
             if r.text.strip() != landing_html.strip():
-                raise CheckFailed(f"{probe.netloc}{path} answered 404 with something other than the "
-                                  f"landing page: {r.text[:200]!r}")
-        elif ("<html" not in r.text.lower() or "code-server" in r.text.lower()
-              or "<center>nginx" in r.text):
+                raise CheckFailed(
+                    f"{probe.netloc}{path} answered 404 with something other than the landing page: {r.text[:200]!r}"
+                )
+        elif "<html" not in r.text.lower() or "code-server" in r.text.lower() or "<center>nginx" in r.text:
             raise CheckFailed(f"{probe.netloc}{path} answered 404 without the landing page: {r.text[:200]!r}")
     return f"{probe.netloc}: / and {health_path()} get the landing page with 404, no workspace"
 
@@ -49,15 +50,22 @@ def large_upload_passes_proxy(t: Target, app_port: int, size: int = 100 * 2**20)
     """A request body of `size` bytes passes the proxy whole: POSTed to an app in the
     user's container through code-server's port proxy (/proxy/<port>/), which answers
     with the number of bytes it received (csm.checks.host.start_upload_sink)."""
-    r = _http(t, "POST", f"/proxy/{app_port}/", cookie=t.session(), data=b"\0" * size,
-              headers={"Content-Type": "application/octet-stream"})
+    r = _http(
+        t,
+        "POST",
+        f"/proxy/{app_port}/",
+        cookie=t.session(),
+        data=b"\0" * size,
+        headers={"Content-Type": "application/octet-stream"},
+    )
     try:
         received = r.json().get("received")
     except ValueError:
         received = None
     if r.status_code != 200 or received != size:
-        raise CheckFailed(f"a {size >> 20} MiB upload got HTTP {r.status_code} "
-                          f"{r.text[:200]!r}, not the app's count of {size} bytes")
+        raise CheckFailed(
+            f"a {size >> 20} MiB upload got HTTP {r.status_code} {r.text[:200]!r}, not the app's count of {size} bytes"
+        )
     return f"a {size >> 20} MiB upload reached the app in the container whole, through nginx and code-server"
 
 
@@ -73,15 +81,21 @@ def login_attempts_rate_limited(t: Target, attempts: int = 60) -> str:
             break
     source = t.source_address or "this machine"
     if statuses[0] == 429:
-        raise CheckFailed(f"the first login attempt from {source} was already refused with 429: "
-                          f"the address was limited before this check began")
+        raise CheckFailed(
+            f"the first login attempt from {source} was already refused with 429: "
+            f"the address was limited before this check began"
+        )
     if statuses[-1] != 429:
-        raise CheckFailed(f"{attempts} quick login attempts from {source}, none refused with 429: "
-                          f"{dict(collections.Counter(statuses))}")
+        raise CheckFailed(
+            f"{attempts} quick login attempts from {source}, none refused with 429: "
+            f"{dict(collections.Counter(statuses))}"
+        )
     if "Wait one minute" not in r.text:
         raise CheckFailed(f"the 429 page does not tell the person what to do: {r.text[:200]!r}")
-    return (f"login attempt {len(statuses)} from {source} was refused with 429 and a page saying to wait "
-            f"(the first {len(statuses) - 1} were not)")
+    return (
+        f"login attempt {len(statuses)} from {source} was refused with 429 and a page saying to wait "
+        f"(the first {len(statuses) - 1} were not)"
+    )
 
 
 def idle_websocket_stays_open(t: Target, idle_seconds: float = 75) -> str:
@@ -112,8 +126,9 @@ def idle_websocket_stays_open(t: Target, idle_seconds: float = 75) -> str:
         except websocket.WebSocketTimeoutException:
             pass  # quiet all along, as it should be
         except (websocket.WebSocketException, OSError) as e:
-            raise CheckFailed(f"the WebSocket was closed after {time.monotonic() - started:.0f} s "
-                              f"of quiet: {e!r}") from e
+            raise CheckFailed(
+                f"the WebSocket was closed after {time.monotonic() - started:.0f} s of quiet: {e!r}"
+            ) from e
         else:
             raise CheckFailed(f"the /healthz WebSocket sent {unasked!r} unasked")
         ws.settimeout(t.timeout)

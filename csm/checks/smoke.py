@@ -8,6 +8,7 @@ The password comes from --password-file or standard input, never the command lin
 The run spends one of code-server's wrong-password allowances for the user (two a
 minute, twelve more an hour).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,38 +33,58 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="csm smoke",
         description="Check a running code-server-multi deployment from outside, through its proxy. "
-                    "Prints one line per check; exits 0 only if all pass.")
-    p.add_argument("url", metavar="URL",
-                   help="the deployment's address, https://code.example.org, or the user's, "
-                        "https://ada.code.example.org")
+        "Prints one line per check; exits 0 only if all pass.",
+    )
+    p.add_argument(
+        "url",
+        metavar="URL",
+        help="the deployment's address, https://code.example.org, or the user's, https://ada.code.example.org",
+    )
     p.add_argument("--user", required=True, help="the user whose workspace to log in to")
-    p.add_argument("--password-file", metavar="FILE",
-                   help="file holding the user's password (default: read it from standard input)")
-    p.add_argument("--other-user", metavar="NAME",
-                   help="another user's name: check that this user's session does not open theirs "
-                        "(their password is not needed)")
-    p.add_argument("--connect", metavar="IP",
-                   help="connect to this address instead of resolving the names "
-                        "(*.localhost goes to 127.0.0.1 by itself)")
+    p.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="file holding the user's password (default: read it from standard input)",
+    )
+    p.add_argument(
+        "--other-user",
+        metavar="NAME",
+        help="another user's name: check that this user's session does not open theirs (their password is not needed)",
+    )
+    p.add_argument(
+        "--connect",
+        metavar="IP",
+        help="connect to this address instead of resolving the names (*.localhost goes to 127.0.0.1 by itself)",
+    )
     p.add_argument("--ca-file", metavar="FILE", help="trust this CA certificate for https")
-    p.add_argument("--full", action="store_true",
-                   help="also keep a WebSocket idle for 75 s, and send a burst of logins until the "
-                        "proxy limits them (this machine's address then waits a minute)")
-    p.add_argument("--lockout", metavar="A,B,C,D,E",
-                   help="instead, check the login limits from five local addresses of this machine: a class "
-                        "of 20 logs in from A, B, C and D guess wrong passwords for 3 minutes while the "
-                        "owner logs in from E every 20 s; before that, 60 wrong passwords at once from B, other "
-                        "spellings of the login path from D and cross-site logins from C (spends A's to D's "
-                        "wrong-password allowance for an hour)")
-    p.add_argument("--shared-prefix", metavar="A,B,C",
-                   help="instead, check that addresses of one IPv6 network (A, B, C...: local addresses of "
-                        "this machine in one /64) share one wrong-password allowance; the owner logs in from "
-                        "this machine's own address (spends that network's allowance for an hour)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="also keep a WebSocket idle for 75 s, and send a burst of logins until the "
+        "proxy limits them (this machine's address then waits a minute)",
+    )
+    p.add_argument(
+        "--lockout",
+        metavar="A,B,C,D,E",
+        help="instead, check the login limits from five local addresses of this machine: a class "
+        "of 20 logs in from A, B, C and D guess wrong passwords for 3 minutes while the "
+        "owner logs in from E every 20 s; before that, 60 wrong passwords at once from B, other "
+        "spellings of the login path from D and cross-site logins from C (spends A's to D's "
+        "wrong-password allowance for an hour)",
+    )
+    p.add_argument(
+        "--shared-prefix",
+        metavar="A,B,C",
+        help="instead, check that addresses of one IPv6 network (A, B, C...: local addresses of "
+        "this machine in one /64) share one wrong-password allowance; the owner logs in from "
+        "this machine's own address (spends that network's allowance for an hour)",
+    )
     return p
 
 
-def deployment_checks(other_user: str | None = None, landing_html: str | None = None,
-                      full: bool = False) -> list[tuple[str, Callable[[http.Target], str]]]:
+def deployment_checks(
+    other_user: str | None = None, landing_html: str | None = None, full: bool = False
+) -> list[tuple[str, Callable[[http.Target], str]]]:
     """The checks `csm smoke` runs, in order, as (name, check(target)).
 
     other_user: another user's name, for the cross-user check (left out without it).
@@ -83,8 +104,10 @@ def deployment_checks(other_user: str | None = None, landing_html: str | None = 
     ]
     if other_user:
         checks.append(functools.partial(workbench.session_does_not_open_other_user, other_user=other_user))
-    checks += [functools.partial(proxy.unknown_subdomain_gets_landing_page, landing_html=landing_html),
-               functools.partial(proxy.unknown_host_gets_landing_page, landing_html=landing_html)]
+    checks += [
+        functools.partial(proxy.unknown_subdomain_gets_landing_page, landing_html=landing_html),
+        functools.partial(proxy.unknown_host_gets_landing_page, landing_html=landing_html),
+    ]
     if full:
         checks += [proxy.idle_websocket_stays_open, proxy.login_attempts_rate_limited]
     return [(getattr(c, "func", c).__name__, c) for c in checks]
@@ -99,12 +122,19 @@ def lockout_checks(addresses: list[str]) -> list[tuple[str, object]]:
     return [
         ("login_page_loads_not_limited", lambda t: login.login_page_loads_not_limited(t.from_source(classroom))),
         ("classroom_logs_in", lambda t: login.classroom_logs_in(t.from_source(classroom))),
-        ("concurrent_guesses_charged_first", lambda t: login.concurrent_guesses_charged_first(
-            t.from_source(racer), owner=t.from_source(owner))),
-        ("login_path_variants_check_nothing", lambda t: login.login_path_variants_check_nothing(t.from_source(speller))),
+        (
+            "concurrent_guesses_charged_first",
+            lambda t: login.concurrent_guesses_charged_first(t.from_source(racer), owner=t.from_source(owner)),
+        ),
+        (
+            "login_path_variants_check_nothing",
+            lambda t: login.login_path_variants_check_nothing(t.from_source(speller)),
+        ),
         ("cross_site_login_refused", lambda t: login.cross_site_login_refused(t.from_source(cross))),
-        ("owner_never_locked_out", lambda t: login.owner_never_locked_out(
-            t.from_source(owner), [t.from_source(a) for a in attackers])),
+        (
+            "owner_never_locked_out",
+            lambda t: login.owner_never_locked_out(t.from_source(owner), [t.from_source(a) for a in attackers]),
+        ),
     ]
 
 
@@ -141,8 +171,12 @@ def read_password(path: str | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        target = http.Target(user_url(args.url, args.user), read_password(args.password_file),
-                             connect_ip=args.connect, ca_file=args.ca_file)
+        target = http.Target(
+            user_url(args.url, args.user),
+            read_password(args.password_file),
+            connect_ip=args.connect,
+            ca_file=args.ca_file,
+        )
     except ValueError as e:
         print(f"csm smoke: {e}", file=sys.stderr)
         return USAGE_ERROR
@@ -158,8 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return USAGE_ERROR
     elif args.shared_prefix:
         guessers = [a.strip() for a in args.shared_prefix.split(",")]
-        checks = [("one_prefix_shares_an_allowance", lambda t: login.one_prefix_shares_an_allowance(
-            [t.from_source(a) for a in guessers], owner=t))]
+        checks = [
+            (
+                "one_prefix_shares_an_allowance",
+                lambda t: login.one_prefix_shares_an_allowance([t.from_source(a) for a in guessers], owner=t),
+            )
+        ]
     else:
         checks = deployment_checks(other_user=args.other_user, full=args.full)
     failed = 0

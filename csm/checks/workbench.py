@@ -8,6 +8,7 @@ WebSocket speaking VS Code's protocol (and refusing what it must).
 Login budget: only `wrong_password_gives_no_session` spends one of the gate's
 wrong passwords (csm.checks.http says how logins are counted).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,18 @@ import uuid
 import websocket
 
 from csm.checks import CheckFailed
-from csm.checks.http import (GATE, Target, _has_session, _http, _login, _login_answer, _session_cookie, _ws,
-                             _ws_refusal, health_path)
+from csm.checks.http import (
+    GATE,
+    Target,
+    _has_session,
+    _http,
+    _login,
+    _login_answer,
+    _session_cookie,
+    _ws,
+    _ws_refusal,
+    health_path,
+)
 
 FOREIGN_ORIGIN = "https://attacker.invalid"
 
@@ -46,8 +57,7 @@ def _vscode_handshake(ws: websocket.WebSocket) -> dict:
         try:
             opcode, data = ws.recv_data()
         except (websocket.WebSocketException, OSError) as e:
-            raise CheckFailed(f"no control message back after the auth frame ({e}); "
-                              f"saw {seen or 'nothing'}") from e
+            raise CheckFailed(f"no control message back after the auth frame ({e}); saw {seen or 'nothing'}") from e
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             raise CheckFailed(f"the server closed the WebSocket after the auth frame; saw {seen or 'nothing'}")
         buffer += data
@@ -56,7 +66,7 @@ def _vscode_handshake(ws: websocket.WebSocket) -> dict:
             end = VSCODE_HEADER.size + length
             if len(buffer) < end:
                 break
-            body, buffer = buffer[VSCODE_HEADER.size:end], buffer[end:]
+            body, buffer = buffer[VSCODE_HEADER.size : end], buffer[end:]
             seen.append(f"type {kind}, {length} bytes")
             if kind == VSCODE_CONTROL:
                 try:
@@ -89,9 +99,13 @@ def login_page_served(t: Target) -> str:
     for path in ("/", health_path(), "/static/x.js"):
         wall = _http(t, "GET", path)
         if wall.status_code != 401 or 'name="password"' not in wall.text:
-            raise CheckFailed(f"GET {path} without a session answered HTTP {wall.status_code}, not the login page "
-                              f"with 401: {wall.text[:200]!r}")
-    return f"{GATE['login']} serves a labelled password form naming {t.name}; without a session every path gets it (401)"
+            raise CheckFailed(
+                f"GET {path} without a session answered HTTP {wall.status_code}, not the login page "
+                f"with 401: {wall.text[:200]!r}"
+            )
+    return (
+        f"{GATE['login']} serves a labelled password form naming {t.name}; without a session every path gets it (401)"
+    )
 
 
 def wrong_password_gives_no_session(t: Target) -> str:
@@ -109,17 +123,22 @@ def right_password_gives_session(t: Target) -> str:
     """Logs in (right passwords cost no budget) and keeps the cookie on t."""
     cookie = _session_cookie(t, "the right password")
     if cookie["domain"]:
-        raise CheckFailed(f"the session cookie is sent to every host under {cookie['domain']!r}: "
-                          f"other users' subdomains would receive it")
+        raise CheckFailed(
+            f"the session cookie is sent to every host under {cookie['domain']!r}: "
+            f"other users' subdomains would receive it"
+        )
     if not cookie["httponly"] or cookie["path"] != "/" or (t.scheme == "https") != bool(cookie["secure"]):
-        raise CheckFailed(f"the session cookie is not HttpOnly, Path=/ and Secure exactly over https: {cookie.output()}")
+        raise CheckFailed(
+            f"the session cookie is not HttpOnly, Path=/ and Secure exactly over https: {cookie.output()}"
+        )
     t._cookie = cookie.value
     if not _has_session(t, cookie.value):
         raise CheckFailed("the session cookie from the login does not open the workbench")
     if _has_session(t, None):
         raise CheckFailed("the workbench opens without any cookie")
-    return ("the right password gets a host-only HttpOnly session cookie that opens the workbench; "
-            "no cookie, no workbench")
+    return (
+        "the right password gets a host-only HttpOnly session cookie that opens the workbench; no cookie, no workbench"
+    )
 
 
 def websocket_speaks_vscode_protocol(t: Target) -> str:
@@ -139,15 +158,19 @@ def websocket_speaks_vscode_protocol(t: Target) -> str:
 def foreign_origin_websocket_refused(t: Target) -> str:
     status = _ws_refusal(t, _vscode_path(), cookie=t.session(), origin=FOREIGN_ORIGIN)
     if status != 403:
-        raise CheckFailed(f"a WebSocket with Origin {FOREIGN_ORIGIN} and a valid session "
-                          f"got {'upgraded' if status is None else f'HTTP {status}'}, not 403")
+        raise CheckFailed(
+            f"a WebSocket with Origin {FOREIGN_ORIGIN} and a valid session "
+            f"got {'upgraded' if status is None else f'HTTP {status}'}, not 403"
+        )
     return f"a WebSocket from Origin {FOREIGN_ORIGIN} is refused with 403 despite a valid session"
 
 
 def websocket_without_session_refused(t: Target) -> str:
     status = _ws_refusal(t, _vscode_path())
     if status != 401:
-        raise CheckFailed(f"a WebSocket without a session got {'upgraded' if status is None else f'HTTP {status}'}, not 401")
+        raise CheckFailed(
+            f"a WebSocket without a session got {'upgraded' if status is None else f'HTTP {status}'}, not 401"
+        )
     return "a WebSocket without a session is refused with 401"
 
 
@@ -161,6 +184,8 @@ def session_does_not_open_other_user(t: Target, other_user: str) -> str:
         raise CheckFailed(f"{t.name}'s session cookie opens {other.netloc}'s workbench")
     status = _ws_refusal(other, _vscode_path(), cookie=cookie)
     if status != 401:
-        raise CheckFailed(f"{t.name}'s session cookie on a WebSocket to {other.netloc} got "
-                          f"{'upgraded' if status is None else f'HTTP {status}'}, not 401")
+        raise CheckFailed(
+            f"{t.name}'s session cookie on a WebSocket to {other.netloc} got "
+            f"{'upgraded' if status is None else f'HTTP {status}'}, not 401"
+        )
     return f"{t.name}'s session cookie gets the login page and a 401 WebSocket at {other.netloc}"

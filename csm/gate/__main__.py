@@ -1,4 +1,5 @@
 """`csm gate serve`: the gate on the plan's socket, until SIGTERM."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,8 @@ from pathlib import Path
 
 from ..plan import read_json
 from .core import Gate
-from .sessions import StoreError
 from .server import Server
+from .sessions import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,13 +21,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="answer nginx on the plan's gate socket")
     s.add_argument("--plan", required=True, metavar="PLAN.json")
-    s.add_argument("--credentials", required=True, metavar="DIR",
-                   help="one file per user holding the argon2 hash (or plain password) of the plan")
+    s.add_argument(
+        "--credentials",
+        required=True,
+        metavar="DIR",
+        help="one file per user holding the argon2 hash (or plain password) of the plan",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if os.geteuid() == 0:
-        print("csm gate: refusing to run as root; it faces the network. Run it as the plan's gate.user "
-              "(the NixOS unit and `csm up` do)", file=sys.stderr)
+        print(
+            "csm gate: refusing to run as root; it faces the network. Run it as the plan's gate.user "
+            "(the NixOS unit and `csm up` do)",
+            file=sys.stderr,
+        )
         return 2
     try:
         plan = read_json(args.plan)
@@ -39,10 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = Server(where, gate)
     except OSError as e:
-        print(f"csm gate: cannot listen on {where} ({e}); its directory must be the gate account's",
-              file=sys.stderr)
+        print(f"csm gate: cannot listen on {where} ({e}); its directory must be the gate account's", file=sys.stderr)
         return 3
-    os.chmod(where, 0o666)   # the directory (gate:<proxy group> 0750) decides who gets here
+    os.chmod(where, 0o666)  # the directory (gate:<proxy group> 0750) decides who gets here
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -10,6 +10,7 @@ healthy; not tried again before retryAfter s), stopped (stopped by an admin: not
 started from here), idle (stopped for being idle; `start` wakes it). The gate has no
 verb to stop anything, run anything or name anything but a user of the plan.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,9 @@ from pathlib import Path
 
 log = logging.getLogger("csm.control")
 VERBS = ("start", "state")
-MAX_LINE = 256          # a verb and a DNS label fit many times over
-TIMEOUT = 5.0           # seconds a question may take, either side
-CONNECTIONS = 32        # answered at once; more are closed unanswered
+MAX_LINE = 256  # a verb and a DNS label fit many times over
+TIMEOUT = 5.0  # seconds a question may take, either side
+CONNECTIONS = 32  # answered at once; more are closed unanswered
 
 
 class ControlError(Exception):
@@ -51,7 +52,7 @@ def ask(socket_path: str, verb: str, user: str, timeout: float = TIMEOUT) -> dic
     return answer
 
 
-Answerer = Callable[[str, str], dict]   # (verb, user) -> answer
+Answerer = Callable[[str, str], dict]  # (verb, user) -> answer
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -69,7 +70,7 @@ class _Handler(socketserver.StreamRequestHandler):
             return
         try:
             self._send(server.answerer(verb, user))
-        except Exception as e:   # noqa: BLE001 - the gate gets a reason, the log the rest
+        except Exception as e:  # noqa: BLE001 - the gate gets a reason, the log the rest
             log.exception("control: %s %s failed", verb, user)
             self._send({"error": f"{verb} {user} failed: {e}"})
 
@@ -80,8 +81,9 @@ class _Handler(socketserver.StreamRequestHandler):
 class BoundedUnixServer(socketserver.ThreadingUnixStreamServer):
     """A thread per connection, at most `connections` at once: one more is closed
     unanswered, never queued without bound. The gate and the root side both serve so."""
+
     daemon_threads = True
-    request_queue_size = 1024   # a burst waits in the backlog instead of failing to connect
+    request_queue_size = 1024  # a burst waits in the backlog instead of failing to connect
 
     def __init__(self, socket_path: str, handler, connections: int):
         self._slots = threading.BoundedSemaphore(connections)
@@ -101,7 +103,7 @@ class BoundedUnixServer(socketserver.ThreadingUnixStreamServer):
 
     def get_request(self):
         request, _ = super().get_request()
-        return request, ("local", 0)   # a Unix socket has no client address
+        return request, ("local", 0)  # a Unix socket has no client address
 
 
 class Server(BoundedUnixServer):
@@ -113,5 +115,6 @@ class Server(BoundedUnixServer):
         # itself is the group's to write.
         if group is not None:
             import grp
+
             os.chown(socket_path, 0, grp.getgrnam(group).gr_gid)
         os.chmod(socket_path, 0o660)

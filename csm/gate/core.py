@@ -6,15 +6,16 @@ gate unit's systemd credentials; the runner: copies only the gate's account can
 read): an argon2 hash, or a plain password that is hashed in memory when loaded and
 never compared as text. A changed file ends that user's sessions.
 """
+
 from __future__ import annotations
 
 import hashlib
 import html
 import logging
 import os
-import urllib.parse
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +29,15 @@ from .sessions import SessionStore, StoreError
 
 log = logging.getLogger("csm.gate")
 
-SAME_SITE = ("same-origin", "none")
-BUSY_WAIT = 2.0   # seconds a login waits for a free check before "busy"   # Sec-Fetch-Site values of a page of its own (or typed in)
+SAME_SITE = ("same-origin", "none")  # Sec-Fetch-Site values of a page of its own (or typed in)
+BUSY_WAIT = 2.0  # seconds a login waits for a free check before "busy"
 
 
 @dataclass
 class Refused(Exception):
     status: int
-    kind: str          # X-CSM-Login: limited, busy, refused
-    message: str       # for the person, in the login page
+    kind: str  # X-CSM-Login: limited, busy, refused
+    message: str  # for the person, in the login page
     retry_after: int | None = None
 
 
@@ -48,7 +49,7 @@ class Credentials:
 
     def __init__(self, directory: Path, users: dict):
         self.directory, self.users = Path(directory), users
-        self._cache: dict[str, tuple[tuple, str]] = {}   # name -> (stat key, hash)
+        self._cache: dict[str, tuple[tuple, str]] = {}  # name -> (stat key, hash)
         self._lock = threading.Lock()
 
     def get(self, name: str) -> str:
@@ -92,15 +93,16 @@ class Gate:
     def cookie_header(self, value: str, https: bool, expire: bool = False) -> str:
         age = 0 if expire else self.settings["sessionLifetimeSeconds"]
         # Host-only (no Domain): ada's cookie is never sent to bo's host.
-        return (f"{self.cookie_name(https)}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Lax"
-                + ("; Secure" if https else ""))
+        return f"{self.cookie_name(https)}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Lax" + (
+            "; Secure" if https else ""
+        )
 
     def session_valid(self, cookie: str, user: str) -> bool:
         try:
             return self.sessions.check(cookie, user, self.credentials.get(user))
         except (OSError, ValueError):
-            return False   # no password file: nobody is logged in
-        except StoreError as e:   # refuse everyone rather than ignore a revocation
+            return False  # no password file: nobody is logged in
+        except StoreError as e:  # refuse everyone rather than ignore a revocation
             log.error("%s", e)
             return False
 
@@ -117,22 +119,31 @@ class Gate:
             return parts.scheme != ("https" if https else "http") or parts.hostname != self.users[user]["hostname"]
         return fetch_site is not None and fetch_site not in SAME_SITE
 
-    def log_in(self, user: str, password: str, client: str, https: bool, origin: str | None,
-               fetch_site: str | None) -> str | None:
+    def log_in(
+        self, user: str, password: str, client: str, https: bool, origin: str | None, fetch_site: str | None
+    ) -> str | None:
         """A new session's cookie value, None for a wrong password, or Refused."""
         if self.foreign(user, https, origin, fetch_site):
-            raise Refused(403, "refused", "This login came from another web site and was refused. "
-                          "Open your workspace's address yourself and log in there.")
+            raise Refused(
+                403,
+                "refused",
+                "This login came from another web site and was refused. "
+                "Open your workspace's address yourself and log in there.",
+            )
         try:
             key = f"{client_key(client, self.settings['ipv6Prefix'])} {user}"
         except ValueError:
             key = f"unknown {user}"
-        wait = self.allowance.charge(key)   # before the check: racing guesses gain nothing
+        wait = self.allowance.charge(key)  # before the check: racing guesses gain nothing
         if wait > 0:
             seconds = int(wait) + 1
             log.info("login for %s from %s refused: wrong-password allowance spent", user, key.split()[0])
-            raise Refused(429, "limited", f"Too many wrong passwords from your network. Try again in "
-                          f"{_duration(seconds)}.", seconds)
+            raise Refused(
+                429,
+                "limited",
+                f"Too many wrong passwords from your network. Try again in {_duration(seconds)}.",
+                seconds,
+            )
         # One check at a time per address, waiting briefly for a slot. A "busy" answer
         # keeps its charge: retrying it costs a guesser their allowance, not the others'.
         address = key.split()[0]
@@ -143,28 +154,30 @@ class Gate:
             right = _verify(hashed, password)
         except (OSError, ValueError):
             self.allowance.refund(key)
-            raise Refused(503, "busy", "This workspace has no password set yet. Tell the person who "
-                          "gave you your address.", 60) from None
+            raise Refused(
+                503, "busy", "This workspace has no password set yet. Tell the person who gave you your address.", 60
+            ) from None
         finally:
             self.verifying.leave(address)
         if not right:
             log.info("wrong password for %s from %s", user, key.split()[0])
             return None
-        self.allowance.refund(key)   # right passwords are never counted
+        self.allowance.refund(key)  # right passwords are never counted
         log.info("%s logged in from %s", user, key.split()[0])
         try:
             return self.sessions.create(user, hashed)
         except StoreError as e:
             log.error("%s", e)
-            raise Refused(503, "busy", "The server cannot keep logins right now. Tell the person who gave you "
-                          "your address.", 60) from None
+            raise Refused(
+                503, "busy", "The server cannot keep logins right now. Tell the person who gave you your address.", 60
+            ) from None
 
     # ---- the root side ----------------------------------------------------------------------
     def ask(self, verb: str, user: str) -> dict:
         try:
             return control.ask(self.settings["control"]["socket"], verb, user)
         except control.ControlError:
-            return {"state": "stopped"}   # no root side (no idle users): nothing is started here
+            return {"state": "stopped"}  # no root side (no idle users): nothing is started here
 
     def wait_ready(self, user: str, client: str) -> dict:
         """The container's state, held up to readyHoldSeconds while it is starting."""
@@ -192,16 +205,28 @@ class Gate:
     @staticmethod
     def safe_next(path: str | None) -> str:
         """Where to go after the login: a path of this host only."""
-        if not path or not path.startswith("/") or path.startswith("//") or "\\" in path or \
-                any(ord(c) < 32 or ord(c) > 126 for c in path):   # a header carries ASCII only
+        if (
+            not path
+            or not path.startswith("/")
+            or path.startswith("//")
+            or "\\" in path
+            or any(ord(c) < 32 or ord(c) > 126 for c in path)
+        ):  # a header carries ASCII only
             return "/"
         return path
 
 
 def _fixed_salt_hash(name: str, password: str) -> str:
     salt = hashlib.sha256(f"code-server-multi password of {name}".encode()).digest()[:16]
-    raw = argon2.low_level.hash_secret(password.encode(), salt, time_cost=3, memory_cost=65536, parallelism=4,
-                                       hash_len=32, type=argon2.low_level.Type.ID)
+    raw = argon2.low_level.hash_secret(
+        password.encode(),
+        salt,
+        time_cost=3,
+        memory_cost=65536,
+        parallelism=4,
+        hash_len=32,
+        type=argon2.low_level.Type.ID,
+    )
     return raw.decode()
 
 

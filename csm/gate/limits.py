@@ -20,6 +20,7 @@ its own allowance, so forgetting one gains little; the bound on checks in flight
 InFlight bounds how many argon2 verifications run at once (each takes 64 MiB and
 a good part of a CPU); the caller answers the rest "busy, retry", never queues.
 """
+
 from __future__ import annotations
 
 import collections
@@ -28,9 +29,9 @@ import itertools
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 MINUTE = 60.0
 HOUR = 3600.0
@@ -66,16 +67,16 @@ class _Tries:
 
 
 class Allowance:
-    def __init__(self, per_minute: int = 2, per_hour: int = 12, max_keys: int = 10000,
-                 clock=time.monotonic):
+    def __init__(self, per_minute: int = 2, per_hour: int = 12, max_keys: int = 10000, clock=time.monotonic):
         if per_minute < 1 or per_hour < 0 or max_keys < 1:
-            raise ValueError(f"need per_minute >= 1, per_hour >= 0, max_keys >= 1; got "
-                             f"{per_minute}, {per_hour}, {max_keys}")
+            raise ValueError(
+                f"need per_minute >= 1, per_hour >= 0, max_keys >= 1; got {per_minute}, {per_hour}, {max_keys}"
+            )
         self.per_minute, self.per_hour, self.max_keys = per_minute, per_hour, max_keys
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: OrderedDict[str, _Tries] = OrderedDict()  # idlest first
-        self._light: OrderedDict[str, None] = OrderedDict()   # the light ones, idlest first
+        self._light: OrderedDict[str, None] = OrderedDict()  # the light ones, idlest first
         self._sequence = itertools.count()
 
     def charge(self, key: str) -> float:

@@ -13,6 +13,7 @@ X-CSM-User (fixed per server block), X-Real-IP and X-Forwarded-Proto are nginx's
 Every answer about a login carries X-CSM-Login (ok, wrong, limited, busy, refused) for
 scripts; people get a page that says what happened and what to do.
 """
+
 from __future__ import annotations
 
 import html
@@ -24,12 +25,12 @@ from .control import BoundedUnixServer
 from .core import Gate, Refused
 
 log = logging.getLogger("csm.gate")
-MAX_BODY = 4096          # a login form is a password and a path
-CONNECTIONS = 512        # answered at once (nginx keeps a few alive per worker)
+MAX_BODY = 4096  # a login form is a password and a path
+CONNECTIONS = 512  # answered at once (nginx keeps a few alive per worker)
 
 
 class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"   # keep-alive with nginx's upstream pool
+    protocol_version = "HTTP/1.1"  # keep-alive with nginx's upstream pool
     server_version = "csm-gate"
     sys_version = ""
     timeout = 60
@@ -52,8 +53,13 @@ class Handler(BaseHTTPRequestHandler):
         """Every value of the session cookie: another site of the parent domain can set
         one of that name over plain http; it must not hide the real one."""
         name = self.gate.cookie_name(self.https)
-        return [value for part in self.headers.get_all("Cookie", []) for item in part.split(";")
-                for key, _, value in [item.strip().partition("=")] if key == name and value][:4]
+        return [
+            value
+            for part in self.headers.get_all("Cookie", [])
+            for item in part.split(";")
+            for key, _, value in [item.strip().partition("=")]
+            if key == name and value
+        ][:4]
 
     def _cookie(self) -> str | None:
         """The valid session among them, if any."""
@@ -63,8 +69,13 @@ class Handler(BaseHTTPRequestHandler):
         return self._cookie() is not None
 
     # ---- answers ----------------------------------------------------------------------
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None,
-              content_type: str = "text/html; charset=utf-8") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict | None = None,
+        content_type: str = "text/html; charset=utf-8",
+    ) -> None:
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -80,8 +91,13 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, self.gate.page(self.user, name, **fields).encode(), headers)
 
     def _login_page(self, status: int, next_path: str, error: str = "", headers: dict | None = None) -> None:
-        self._page(status, "login", headers, NEXT=next_path,
-                   ERROR=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "")
+        self._page(
+            status,
+            "login",
+            headers,
+            NEXT=next_path,
+            ERROR=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "",
+        )
 
     # ---- routing ----------------------------------------------------------------------
     def _route(self) -> None:
@@ -128,10 +144,11 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- login and logout ---------------------------------------------------------------
     def _login(self, query: str) -> None:
-        wall = query == "wall"   # shown by nginx in place of a page that needs a session
-        next_path = self.gate.safe_next(self.headers.get("X-Original-URI") if wall
-                                        else dict(urllib.parse.parse_qsl(query)).get("next"))
-        if self.command != "POST" or wall:   # a form posted anywhere but the login path checks nothing
+        wall = query == "wall"  # shown by nginx in place of a page that needs a session
+        next_path = self.gate.safe_next(
+            self.headers.get("X-Original-URI") if wall else dict(urllib.parse.parse_qsl(query)).get("next")
+        )
+        if self.command != "POST" or wall:  # a form posted anywhere but the login path checks nothing
             if not wall and self._logged_in():
                 self._send(303, headers={"Location": next_path})
             else:
@@ -139,12 +156,18 @@ class Handler(BaseHTTPRequestHandler):
             return
         form = self._form()
         next_path = self.gate.safe_next(form.get("next"))
-        if not form.get("password"):   # nothing to check, nothing to count
+        if not form.get("password"):  # nothing to check, nothing to count
             self._login_page(401, next_path, "Type your password, then press Log in.", {"X-CSM-Login": "empty"})
             return
         try:
-            cookie = self.gate.log_in(self.user, form.get("password", ""), self.client, self.https,
-                                      self.headers.get("Origin"), self.headers.get("Sec-Fetch-Site"))
+            cookie = self.gate.log_in(
+                self.user,
+                form.get("password", ""),
+                self.client,
+                self.https,
+                self.headers.get("Origin"),
+                self.headers.get("Sec-Fetch-Site"),
+            )
         except Refused as r:
             headers = {"X-CSM-Login": r.kind}
             if r.retry_after:
@@ -152,11 +175,18 @@ class Handler(BaseHTTPRequestHandler):
             self._login_page(r.status, next_path, r.message, headers)
             return
         if cookie is None:
-            self._login_page(401, next_path, "That password is not right. Check it and try again.",
-                             {"X-CSM-Login": "wrong"})
+            self._login_page(
+                401, next_path, "That password is not right. Check it and try again.", {"X-CSM-Login": "wrong"}
+            )
             return
-        self._send(303, headers={"Location": next_path, "X-CSM-Login": "ok",
-                                 "Set-Cookie": self.gate.cookie_header(cookie, self.https)})
+        self._send(
+            303,
+            headers={
+                "Location": next_path,
+                "X-CSM-Login": "ok",
+                "Set-Cookie": self.gate.cookie_header(cookie, self.https),
+            },
+        )
 
     def _logout(self) -> None:
         if self.command != "POST":
@@ -168,15 +198,20 @@ class Handler(BaseHTTPRequestHandler):
         cookie = self._cookie()
         if cookie:
             self.gate.log_out(cookie)
-        self._send(303, headers={"Location": self.gate.paths["login"],
-                                 "Set-Cookie": self.gate.cookie_header("", self.https, expire=True)})
+        self._send(
+            303,
+            headers={
+                "Location": self.gate.paths["login"],
+                "Set-Cookie": self.gate.cookie_header("", self.https, expire=True),
+            },
+        )
 
     def _form(self) -> dict:
         return dict(urllib.parse.parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
 
     # ---- wake -----------------------------------------------------------------------------
     def _wake(self) -> None:
-        if not self._logged_in():   # strangers start nothing
+        if not self._logged_in():  # strangers start nothing
             self._login_page(401, self.gate.safe_next(self.headers.get("X-Original-URI")))
             return
         self._state_page(self.gate.ask("start", self.user))
@@ -198,7 +233,7 @@ class Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = str(state["retryAfter"])
         self._page(503, page, headers)
 
-    def log_message(self, fmt, *args) -> None:   # logins are logged by core; requests are nginx's to log
+    def log_message(self, fmt, *args) -> None:  # logins are logged by core; requests are nginx's to log
         pass
 
 

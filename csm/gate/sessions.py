@@ -13,6 +13,7 @@ sessions.json and is the only one that writes it. Root's CLI (`csm sessions
 when it changes and refuses every session of that user created at or before then,
 so a revocation takes effect at once, without a restart.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,8 +65,7 @@ def _credential(credential: str) -> str:
 
 
 class SessionStore:
-    def __init__(self, directory: str | os.PathLike, idle_seconds: float, absolute_seconds: float,
-                 clock=time.time):
+    def __init__(self, directory: str | os.PathLike, idle_seconds: float, absolute_seconds: float, clock=time.time):
         self.directory = Path(directory)
         self.idle_seconds, self.absolute_seconds = idle_seconds, absolute_seconds
         self._clock, self._lock = clock, threading.Lock()
@@ -86,7 +86,7 @@ class SessionStore:
             for key in [k for k, r in self._records.items() if not self._alive(r, now)]:
                 del self._records[key]
             mine = sorted((r.created, k) for k, r in self._records.items() if r.user == user)
-            for _, key in mine[:max(0, len(mine) - MAX_PER_USER + 1)]:
+            for _, key in mine[: max(0, len(mine) - MAX_PER_USER + 1)]:
                 del self._records[key]  # the oldest go
             self._records[_sha256(value)] = _Record(user, now, now, _credential(credential))
             self._write()
@@ -105,8 +105,7 @@ class SessionStore:
             if record is None or record.user != user:
                 return False
             self._refresh_revoked()
-            if not (self._alive(record, now)
-                    and hmac.compare_digest(record.credential, _credential(credential))):
+            if not (self._alive(record, now) and hmac.compare_digest(record.credential, _credential(credential))):
                 del self._records[key]  # expired, revoked or of an old password: never valid again
                 self._write()
                 return False
@@ -137,9 +136,14 @@ class SessionStore:
         with self._lock:
             self._refresh_revoked()
             merged = self._merged_with_disk()
-        return sorted((SessionInfo(r.user, r.created, r.last_seen, k[:8]) for k, r in merged.items()
-                       if (user is None or r.user == user) and self._alive(r, now, WRITE_EVERY)),
-                      key=lambda s: (s.created, s.id))
+        return sorted(
+            (
+                SessionInfo(r.user, r.created, r.last_seen, k[:8])
+                for k, r in merged.items()
+                if (user is None or r.user == user) and self._alive(r, now, WRITE_EVERY)
+            ),
+            key=lambda s: (s.created, s.id),
+        )
 
     def revoke(self, user: str) -> int:
         """End every session of `user` made until now, in this and every other process
@@ -147,8 +151,9 @@ class SessionStore:
         now = self._clock()
         with self._lock:
             self._refresh_revoked()
-            count = sum(1 for r in self._merged_with_disk().values()
-                        if r.user == user and self._alive(r, now, WRITE_EVERY))
+            count = sum(
+                1 for r in self._merged_with_disk().values() if r.user == user and self._alive(r, now, WRITE_EVERY)
+            )
             # Merged with what is there: each user keeps the latest revocation. (Two
             # revocations at the same instant, from two root shells, may lose one.)
             revoked = self._revoked | {user: max(now, self._revoked.get(user, float("-inf")))}
@@ -160,9 +165,11 @@ class SessionStore:
 
     def _alive(self, record: _Record, now: float, slack: float = 0.0) -> bool:
         """`slack`: for records read from disk, whose last_seen may lag by WRITE_EVERY."""
-        return (now - record.last_seen <= self.idle_seconds + slack
-                and now - record.created <= self.absolute_seconds
-                and record.created > self._revoked.get(record.user, float("-inf")))
+        return (
+            now - record.last_seen <= self.idle_seconds + slack
+            and now - record.created <= self.absolute_seconds
+            and record.created > self._revoked.get(record.user, float("-inf"))
+        )
 
     def _refresh_revoked(self) -> None:
         """Re-read revoked.json when it changed: a stat per check, a read per revocation."""
@@ -196,8 +203,9 @@ def _load_json(path: Path) -> object | None:
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise StoreError(f"cannot read {path}: {err.strerror}; the gate's account must own "
-                         f"{path.parent} and its files") from err
+        raise StoreError(
+            f"cannot read {path}: {err.strerror}; the gate's account must own {path.parent} and its files"
+        ) from err
     try:
         return json.loads(text)
     except ValueError as err:
@@ -205,8 +213,10 @@ def _load_json(path: Path) -> object | None:
 
 
 def _corrupt(path: Path, why: str) -> StoreError:
-    return StoreError(f"{path} is corrupt ({why}). Delete it to start afresh "
-                      f"(everyone then logs in again; revocations in it are moot then)")
+    return StoreError(
+        f"{path} is corrupt ({why}). Delete it to start afresh "
+        f"(everyone then logs in again; revocations in it are moot then)"
+    )
 
 
 def _read_sessions(path: Path) -> dict[str, _Record]:
@@ -214,8 +224,10 @@ def _read_sessions(path: Path) -> dict[str, _Record]:
     if data is None:
         return {}
     try:
-        records = {key: _Record(str(r["user"]), float(r["created"]), float(r["last_seen"]), str(r["credential"]))
-                   for key, r in data["sessions"].items()}
+        records = {
+            key: _Record(str(r["user"]), float(r["created"]), float(r["last_seen"]), str(r["credential"]))
+            for key, r in data["sessions"].items()
+        }
         if any(len(key) != 64 for key in records) or any(len(r) != 4 for r in data["sessions"].values()):
             raise ValueError("a record is malformed")
         return records

@@ -1,5 +1,6 @@
 """Start and stop one user's container: the only part of idle stop and wake that
 differs between the two paths."""
+
 from __future__ import annotations
 
 import subprocess
@@ -29,7 +30,7 @@ class Podman:
         _run([self.podman, "stop", "--time=10", user["container"]["name"]])
 
     def starting(self, user: dict) -> bool:
-        return False   # `podman start` has returned: not running means it stopped
+        return False  # `podman start` has returned: not running means it stopped
 
 
 class Systemd:

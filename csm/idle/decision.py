@@ -5,6 +5,7 @@ Active means: an open connection to code-server (a VS Code tab), a request to it
 between two samples (work running: a build, a training run). A user is stopped
 once the last activity is idleStopAfter ago.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,10 +13,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Sample:
-    at: float                   # epoch seconds
-    connections: int            # established connections to code-server
-    heartbeat: float | None     # code-server's lastHeartbeat, epoch seconds
-    cpu_seconds: float | None   # CPU time the container used so far
+    at: float  # epoch seconds
+    connections: int  # established connections to code-server
+    heartbeat: float | None  # code-server's lastHeartbeat, epoch seconds
+    cpu_seconds: float | None  # CPU time the container used so far
 
 
 class IdleClock:
@@ -35,8 +36,7 @@ class IdleClock:
         last = max(self._last.get(name, self.since), started_at or 0, sample.heartbeat or 0)
         previous = self._previous.get(name)
         busy = False
-        if previous and previous.cpu_seconds is not None and sample.cpu_seconds is not None \
-                and sample.at > previous.at:
+        if previous and previous.cpu_seconds is not None and sample.cpu_seconds is not None and sample.at > previous.at:
             busy = (sample.cpu_seconds - previous.cpu_seconds) / (sample.at - previous.at) > self.cpu_threshold
         if sample.connections > 0 or busy:
             last = sample.at

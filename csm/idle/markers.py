@@ -1,6 +1,7 @@
 """Who was stopped for being idle, and when: one small JSON file per user in the
 plan's idle.stateDir. The waker starts only users marked here (a container an admin
 stopped stays stopped), `csm up` leaves them stopped, `csm status` shows them."""
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ holds, and the container is left "created" with its RestartCount raised. A plain
 starts the container, and counts the restart itself, since a manual start resets
 podman's RestartCount. With a podman that restarts fully, it never acts.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ from .control import ControlError
 
 log = logging.getLogger("csm.idle")
 CHECK_SECONDS = 3
-BACKOFF_WINDOW = 600   # seconds: restarts this recent make the next one wait longer
+BACKOFF_WINDOW = 600  # seconds: restarts this recent make the next one wait longer
 BACKOFF_MAX = 300
 COUNTS_FILE = "restarts.json"
 
@@ -40,15 +41,18 @@ class Restarter:
 
     def __init__(self, plan: dict, control, podman: str = "podman"):
         self.plan, self.control, self.podman = plan, control, podman
-        self._recent: dict[str, list[float]] = {}   # name -> monotonic times of restarts tried
+        self._recent: dict[str, list[float]] = {}  # name -> monotonic times of restarts tried
 
     def finish(self, skip=lambda name: False) -> list[str]:
         """One round; `skip(name)` for users whose start is someone else's (the waker's);
         the names of the users restarted."""
         names = {u["container"]["name"]: name for name, u in self.plan["users"].items()}
         # One cheap listing each round; only containers it names are inspected.
-        proc = subprocess.run([self.podman, "ps", "--all", "--filter", "status=created", "--format", "{{.Names}}"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [self.podman, "ps", "--all", "--filter", "status=created", "--format", "{{.Names}}"],
+            capture_output=True,
+            text=True,
+        )
         done = []
         for cname in sorted(set(proc.stdout.split()) & names.keys()):
             name = names[cname]

@@ -10,6 +10,7 @@ waker answers the gate on the plan's control socket. For the runner (podman) it 
 finishes the restarts podman leaves half-done (restarts.py), so it runs even when
 no user has an idleStopAfter.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,12 @@ import threading
 import time
 from pathlib import Path
 
+from .. import sockets
+from ..gate.control import Server as ControlServer
+from ..plan import read_json
 from . import markers, restarts, signals
 from .control import ControlError, Podman, Systemd
 from .decision import IdleClock, should_stop
-from .. import sockets
-from ..plan import read_json
-from ..gate.control import Server as ControlServer
 from .waker import Waker
 
 log = logging.getLogger("csm.idle")
@@ -82,6 +83,7 @@ def stop_idle(plan: dict, control, name: str, last_activity: float) -> bool:
         return False
     return True
 
+
 def last_activity(plan: dict) -> dict[str, float]:
     try:
         return json.loads((Path(plan["idle"]["stateDir"]) / ACTIVITY_FILE).read_text())
@@ -90,13 +92,17 @@ def last_activity(plan: dict) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="csm idle", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="csm idle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the idle checker and the waker")
     s.add_argument("--plan", required=True, metavar="PLAN.json")
-    s.add_argument("--systemd", action="store_true",
-                   help="start and stop users' units (the plan's container.unit, NixOS) instead of podman")
+    s.add_argument(
+        "--systemd",
+        action="store_true",
+        help="start and stop users' units (the plan's container.unit, NixOS) instead of podman",
+    )
     s.add_argument("--state-dir", help="the runner's state directory (podman starts containers from it)")
     s.add_argument("--podman", default="podman")
     args = p.parse_args(argv)
@@ -119,12 +125,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             server = ControlServer(where, set(plan["users"]), waker.answer, group=plan["gate"]["user"])
         except (OSError, KeyError) as e:
-            print(f"csm idle: cannot serve the control socket {where} ({e}); is another `csm idle serve` "
-                  "running for this plan, or the gate's account missing?", file=sys.stderr)
+            print(
+                f"csm idle: cannot serve the control socket {where} ({e}); is another `csm idle serve` "
+                "running for this plan, or the gate's account missing?",
+                file=sys.stderr,
+            )
             return 3
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        log.info("answering the gate on %s; checking %s every %d s", where,
-                 ", ".join(plan["idle"]["users"]), plan["idle"]["checkIntervalSeconds"])
+        log.info(
+            "answering the gate on %s; checking %s every %d s",
+            where,
+            ", ".join(plan["idle"]["users"]),
+            plan["idle"]["checkIntervalSeconds"],
+        )
         checker = Checker(plan, control, waker, args.podman)
     if not args.systemd:
         log.info("finishing restarts podman leaves half-done, checking every %d s", restarts.CHECK_SECONDS)
@@ -137,28 +150,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def loop(plan: dict, checker: Checker | None, restarter: restarts.Restarter | None, waker: Waker | None,
-         done: threading.Event) -> None:
+def loop(
+    plan: dict,
+    checker: Checker | None,
+    restarter: restarts.Restarter | None,
+    waker: Waker | None,
+    done: threading.Event,
+) -> None:
     """Until SIGTERM: finish podman's half-done restarts every few seconds (the runner
     only), and run the idle check every checkIntervalSeconds (when someone has one)."""
     interval = plan.get("idle", {}).get("checkIntervalSeconds", 30)
     tick = restarts.CHECK_SECONDS if restarter else interval
     next_idle_check = time.monotonic() + interval
 
-    def not_mine(name: str) -> bool:   # stopped for being idle, or being started by the waker
+    def not_mine(name: str) -> bool:  # stopped for being idle, or being started by the waker
         return markers.read(plan, name) is not None or (waker is not None and name in waker.starting)
 
     try:
         while not done.wait(tick):
             try:
-                for user in plan["users"].values():   # a container restarted by itself made a new socket
+                for user in plan["users"].values():  # a container restarted by itself made a new socket
                     sockets.link(user)
                 if restarter:
                     restarter.finish(skip=not_mine)
                 if checker and time.monotonic() >= next_idle_check:
                     next_idle_check = time.monotonic() + interval
                     checker.check_once()
-            except Exception:   # noqa: BLE001 - one bad round must not end the service
+            except Exception:  # noqa: BLE001 - one bad round must not end the service
                 log.exception("check failed")
     except KeyboardInterrupt:
         pass

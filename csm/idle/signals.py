@@ -1,6 +1,7 @@
 """What the idle decision reads, the same on both paths: the container's state from
 podman, its open connections and CPU time from the kernel, and code-server's own
 heartbeat from its health path, asked on its Unix socket."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from .decision import Sample
 
-CONNECTED = "03"   # /proc/net/unix: SS_CONNECTED
+CONNECTED = "03"  # /proc/net/unix: SS_CONNECTED
 
 
 def inspect(podman: str, container: str) -> dict | None:
@@ -46,8 +47,9 @@ def connections(pid: int, socket_path: str) -> int:
         lines = Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]
     except OSError:
         return 0
-    return sum(1 for line in lines if len(fields := line.split()) >= 8
-               and fields[5] == CONNECTED and fields[7] == socket_path)
+    return sum(
+        1 for line in lines if len(fields := line.split()) >= 8 and fields[5] == CONNECTED and fields[7] == socket_path
+    )
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -120,5 +122,9 @@ def healthy(socket_path: str, health_path: str, timeout: float = 1) -> bool:
 def sample(info: dict, user: dict) -> Sample:
     pid = info["State"].get("Pid") or 0
     c = user["container"]
-    return Sample(at=time.time(), connections=connections(pid, c["socket"]),
-                  heartbeat=heartbeat(user["socket"], c["healthPath"]), cpu_seconds=cpu_seconds(pid))
+    return Sample(
+        at=time.time(),
+        connections=connections(pid, c["socket"]),
+        heartbeat=heartbeat(user["socket"], c["healthPath"]),
+        cpu_seconds=cpu_seconds(pid),
+    )

@@ -8,6 +8,7 @@ One start per user at a time, each in a thread of its own; podman is asked witho
 holding any lock, and each user's health is asked at most every 0.2 s however many
 questions wait.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,9 +25,9 @@ class Waker:
     def __init__(self, plan: dict, control, podman: str = "podman", clock=time.time):
         self.plan, self.control, self.podman, self.clock = plan, control, podman, clock
         self.starting: set[str] = set()
-        self._lock = threading.Lock()   # guards `starting` only
+        self._lock = threading.Lock()  # guards `starting` only
         self._asking = {name: threading.Lock() for name in plan["users"]}
-        self._health: dict[str, tuple[float, bool]] = {}   # name -> (when asked, answer)
+        self._health: dict[str, tuple[float, bool]] = {}  # name -> (when asked, answer)
 
     def answer(self, verb: str, name: str) -> dict:
         """The control socket's answerer: "state" or "start" of a user of the plan."""
@@ -63,7 +64,7 @@ class Waker:
         return {"state": "starting", "retryAfter": self.plan["gate"]["retryAfterSeconds"]}
 
     def _healthy(self, name: str) -> bool:
-        with self._asking[name]:   # one asker per user; the others take its answer
+        with self._asking[name]:  # one asker per user; the others take its answer
             at, answer = self._health.get(name, (0.0, False))
             if time.monotonic() - at >= 0.2:
                 user = self.plan["users"][name]
@@ -83,7 +84,7 @@ class Waker:
                     markers.clear(self.plan, name)
                     log.info("%s is up", name)
                     return
-                if self.clock() - checked >= 2:   # gave up already: no need to wait it out
+                if self.clock() - checked >= 2:  # gave up already: no need to wait it out
                     checked = self.clock()
                     info = signals.inspect(self.podman, user["container"]["name"])
                     if not signals.running(info) and not self.control.starting(user):
@@ -91,13 +92,17 @@ class Waker:
                         raise RuntimeError(f"the container stopped (exit code {code})")
                 time.sleep(0.25)
             raise TimeoutError(f"not healthy within {self.plan['idle']['healthTimeoutSeconds']} s")
-        except Exception as e:   # noqa: BLE001 - whatever failed, the start failed
-            log.error("starting %s failed (%s); not trying again for %d s", name, e,
-                      self.plan["idle"]["retryFailedAfterSeconds"])
+        except Exception as e:  # noqa: BLE001 - whatever failed, the start failed
+            log.error(
+                "starting %s failed (%s); not trying again for %d s",
+                name,
+                e,
+                self.plan["idle"]["retryFailedAfterSeconds"],
+            )
             markers.write(self.plan, name, failedAt=self.clock())
             try:
-                self.control.stop(user)   # no restart loop: it stays stopped
-            except Exception as stop_error:   # noqa: BLE001
+                self.control.stop(user)  # no restart loop: it stays stopped
+            except Exception as stop_error:  # noqa: BLE001
                 log.error("stopping %s after the failed start failed too: %s", name, stop_error)
         finally:
             with self._lock:

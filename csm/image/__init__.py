@@ -28,10 +28,19 @@ not yet downloaded, and the extension registry if reachable. Files: inputs (what
 in, keys), sources (verified downloads), shell (logged commands, chroot), stages,
 extensions, assemble, trim, build (the whole, cache housekeeping), cli.
 """
+
 from .build import Build
 from .cli import main
-from .inputs import (BuildError, cache_key, load_contract, load_manifest, load_versions, stage_keys,
-                     vsix_files)
+from .inputs import BuildError, cache_key, load_contract, load_manifest, load_versions, stage_keys, vsix_files
 
-__all__ = ["Build", "BuildError", "cache_key", "load_contract", "load_manifest", "load_versions", "main",
-           "stage_keys", "vsix_files"]
+__all__ = [
+    "Build",
+    "BuildError",
+    "cache_key",
+    "load_contract",
+    "load_manifest",
+    "load_versions",
+    "main",
+    "stage_keys",
+    "vsix_files",
+]

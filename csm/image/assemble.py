@@ -1,6 +1,7 @@
 """From the cached stages to an image: the root filesystem (the contract's user, home,
 project and extensions directory), the pinned extensions, the trims, and `podman import`
 with the image's configuration, followed by a smoke test."""
+
 from __future__ import annotations
 
 import json
@@ -31,13 +32,16 @@ def _copy(b: Build, source: str | Path, target: str | Path, what: str) -> None:
 def add_user(root: Path, c: dict) -> None:
     """The contract's user and group, refused if the Debian base already has those ids."""
     user, uid, gid, home = c["user"], c["uid"], c["gid"], c["home"]
-    entries = (("passwd", f"{user}:x:{uid}:{gid}:{user}:{home}:/bin/bash", 2, uid),
-               ("group", f"{user}:x:{gid}:", 2, gid), ("shadow", f"{user}:!:19000:0:99999:7:::", None, None),
-               ("gshadow", f"{user}:!::", None, None))
+    entries = (
+        ("passwd", f"{user}:x:{uid}:{gid}:{user}:{home}:/bin/bash", 2, uid),
+        ("group", f"{user}:x:{gid}:", 2, gid),
+        ("shadow", f"{user}:!:19000:0:99999:7:::", None, None),
+        ("gshadow", f"{user}:!::", None, None),
+    )
     for file, line, id_field, wanted_id in entries:
         path = root / "etc" / file
-        lines = [l for l in path.read_text().splitlines() if not l.startswith(f"{user}:")]
-        if id_field is not None and any(l.split(":")[id_field:id_field + 1] == [str(wanted_id)] for l in lines):
+        lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{user}:")]
+        if id_field is not None and any(line.split(":")[id_field : id_field + 1] == [str(wanted_id)] for line in lines):
             raise BuildError(f"the Debian base already has an entry with id {wanted_id} in /etc/{file}")
         path.write_text("\n".join([*lines, line]) + "\n")
 
@@ -56,8 +60,9 @@ def root_filesystem(b: Build, base: Path, node: Path, code_server: Path, opencod
     _copy(b, opencode / "bin" / "opencode", local / "bin" / "opencode", "copying opencode")
     (local / "bin" / "code-server").symlink_to("../lib/code-server/out/node/entry.js")
     if not (root / CODE_SERVER_DIR / RIPGREP).is_file():
-        raise BuildError(f"code-server ships no ripgrep binary at {RIPGREP}: "
-                         "add ripgrep to RUNTIME_PACKAGES in csm/image/stages.py")
+        raise BuildError(
+            f"code-server ships no ripgrep binary at {RIPGREP}: add ripgrep to RUNTIME_PACKAGES in csm/image/stages.py"
+        )
     (local / "bin" / "rg").symlink_to(os.path.relpath(root / CODE_SERVER_DIR / RIPGREP, local / "bin"))
 
     add_user(root, c)
@@ -83,9 +88,10 @@ def install_extensions(b: Build, root: Path, vsix: Sequence[Path]) -> list[str]:
         names.append(name)
     installs = " && ".join(
         f"code-server --user-data-dir /tmp/data --extensions-dir {shlex.quote(c['extensionsDir'])} "
-        f"--install-extension /tmp/vsix/{n}" for n in names)
-    in_root(root, installs, b.log, "installing the pinned VS Code extensions",
-            binds=[(staging, "/tmp/vsix", True)])
+        f"--install-extension /tmp/vsix/{n}"
+        for n in names
+    )
+    in_root(root, installs, b.log, "installing the pinned VS Code extensions", binds=[(staging, "/tmp/vsix", True)])
     listing = root / c["extensionsDir"].lstrip("/") / "extensions.json"
     try:
         installed = sorted(f"{e['identifier']['id']}@{e['version']}" for e in json.loads(listing.read_text()))
@@ -150,16 +156,28 @@ def podman_changes(contract: dict, versions: dict, key: str, installed: Sequence
 
 def import_image(b: Build, root: Path, installed: Sequence[str]) -> None:
     changes = podman_changes(b.contract, b.versions, b.key, installed)
-    argv = [b.podman, "import", *(a for change in changes for a in ("--change", change)),
-            "--message", f"code-server-multi {b.key}", "-", b.temp_tag]
+    argv = [
+        b.podman,
+        "import",
+        *(a for change in changes for a in ("--change", change)),
+        "--message",
+        f"code-server-multi {b.key}",
+        "-",
+        b.temp_tag,
+    ]
     b.log.note(f"\n$ tar -C {root} -c . | {shlex.join(argv)}")
-    tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."],
-                           stdout=subprocess.PIPE, stderr=b.log.file)
+    tar = subprocess.Popen(
+        ["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE, stderr=b.log.file
+    )
     imported = subprocess.run(argv, stdin=tar.stdout, stdout=b.log.file, stderr=subprocess.STDOUT)
     tar.stdout.close()
     if tar.wait() != 0 or imported.returncode != 0:
-        raise BuildError(f"podman import failed (tar {tar.returncode}, podman {imported.returncode})\n"
-                         f"--- last lines of {b.log.path} ---\n{b.log.tail()}")
+        raise BuildError(
+            f"podman import failed (tar {tar.returncode}, podman {imported.returncode})\n"
+            f"--- last lines of {b.log.path} ---\n{b.log.tail()}"
+        )
     smoke = "code-server --version && HOME=$(mktemp -d) opencode --version"
-    b.log.run([b.podman, "run", "--rm", "--pull=never", *b.run_args, b.temp_tag, "sh", "-c", smoke],
-              "the new image's smoke test (code-server and opencode --version)")
+    b.log.run(
+        [b.podman, "run", "--rm", "--pull=never", *b.run_args, b.temp_tag, "sh", "-c", smoke],
+        "the new image's smoke test (code-server and opencode --version)",
+    )

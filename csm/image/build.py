@@ -1,5 +1,6 @@
 """One build: preflight, the cached stages, assembly, import; and the cache's
 housekeeping (what a killed build left, stages and images no longer used)."""
+
 from __future__ import annotations
 
 import fcntl
@@ -15,8 +16,16 @@ from pathlib import Path
 from ..progress import Steps
 from . import assemble, stages
 from .extensions import resolve, session_vsix
-from .inputs import (BuildError, cache_dir, cache_key, image_reference, load_contract, load_manifest,
-                     load_versions, stage_keys)
+from .inputs import (
+    BuildError,
+    cache_dir,
+    cache_key,
+    image_reference,
+    load_contract,
+    load_manifest,
+    load_versions,
+    stage_keys,
+)
 from .shell import Log, remove_tree
 from .sources import Downloads
 from .trim import tree_size
@@ -80,27 +89,41 @@ class Build:
         return subprocess.run([self.podman, *args], capture_output=True, text=True).stdout
 
     def image_exists(self, ref: str) -> bool:
-        return subprocess.run([self.podman, "image", "exists", ref],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        return (
+            subprocess.run(
+                [self.podman, "image", "exists", ref], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ).returncode
+            == 0
+        )
 
     def preflight(self) -> None:
         if platform.machine() not in ("x86_64", "amd64"):
             raise BuildError(f"the portable recipe builds x86_64 images only (this host is {platform.machine()})")
         if os.geteuid() != 0:
-            raise BuildError("the portable image build needs root (debootstrap, chroot, mount namespaces): "
-                             "run it as root or with sudo")
-        needs = {"podman": "podman", "debootstrap": "debootstrap", "unshare": "util-linux",
-                 "hardlink": "util-linux", "chroot": "coreutils", "mount": "mount", "tar": "tar"}
-        missing = [f"{tool} (apt-get install {package})" for tool, package in needs.items()
-                   if not shutil.which(tool)]
+            raise BuildError(
+                "the portable image build needs root (debootstrap, chroot, mount namespaces): "
+                "run it as root or with sudo"
+            )
+        needs = {
+            "podman": "podman",
+            "debootstrap": "debootstrap",
+            "unshare": "util-linux",
+            "hardlink": "util-linux",
+            "chroot": "coreutils",
+            "mount": "mount",
+            "tar": "tar",
+        }
+        missing = [f"{tool} (apt-get install {package})" for tool, package in needs.items() if not shutil.which(tool)]
         if missing:
             raise BuildError("missing tools: " + ", ".join(missing) + ". scripts/install-deps installs them.")
         suite = self.versions["debian"]
         if not Path(f"/usr/share/debootstrap/scripts/{suite}").exists():
             raise BuildError(f"this debootstrap does not know Debian {suite}: install a newer debootstrap")
         if not Path(stages.DEBIAN_KEYRING).is_file():
-            raise BuildError(f"{stages.DEBIAN_KEYRING} is missing, so Debian's archive cannot be verified: "
-                             "apt-get install debian-archive-keyring")
+            raise BuildError(
+                f"{stages.DEBIAN_KEYRING} is missing, so Debian's archive cannot be verified: "
+                "apt-get install debian-archive-keyring"
+            )
         from csm.runner.host import Host
 
         host = Host.detect()
@@ -180,8 +203,11 @@ class Build:
             self.podman_out("untag", self.temp_tag, self.temp_tag)
             if replaced:  # a --rebuild of the same key: the old image is now untagged
                 self.podman_out("rmi", replaced)
-            size = int(self.log.capture([self.podman, "image", "inspect", "--format", "{{.Size}}", key_ref],
-                                        "podman image inspect").strip())
+            size = int(
+                self.log.capture(
+                    [self.podman, "image", "inspect", "--format", "{{.Size}}", key_ref], "podman image inspect"
+                ).strip()
+            )
             r["note"] = f"{size / 1e6:.0f} MB"
         self.prune()
         p.say(f"==> {latest} = {key_ref} built in {p.elapsed():.0f} s ({size / 1e6:.0f} MB)")
@@ -206,14 +232,17 @@ class Build:
             current = self.stage(name)
             if current.exists():
                 os.utime(current)
-            others = sorted((p for p in self.stages.glob(f"{name}-*")
-                             if p != current and len(p.name) == len(name) + 17),
-                            key=lambda p: p.stat().st_mtime, reverse=True)
+            others = sorted(
+                (p for p in self.stages.glob(f"{name}-*") if p != current and len(p.name) == len(name) + 17),
+                key=lambda p: p.stat().st_mtime,
+                reverse=True,
+            )
             for old in others[1:]:
                 remove_tree(old)
         # images this recipe made that lost their tags (a --rebuild of the same key)
-        for image_id in self.podman_out("images", "--quiet", "--filter", "dangling=true",
-                                        "--filter", "label=code-server-multi.recipe=portable").split():
+        for image_id in self.podman_out(
+            "images", "--quiet", "--filter", "dangling=true", "--filter", "label=code-server-multi.recipe=portable"
+        ).split():
             self.podman_out("rmi", image_id)
         for ref in self.podman_out("images", "--format", "{{.Repository}}:{{.Tag}}", self.repository).split():
             tag = ref.rsplit(":", 1)[-1]

@@ -1,4 +1,5 @@
 """`csm image build` and `csm image key`."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="csm image", description="Build the portable user image with podman.")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build (or reuse) the image named in image/contract.json")
-    build.add_argument("--rebuild", action="store_true",
-                       help="ignore every cached step and image (downloads are still reused)")
+    build.add_argument(
+        "--rebuild", action="store_true", help="ignore every cached step and image (downloads are still reused)"
+    )
     build.add_argument("--keep-work", action="store_true", help="keep the assembled root filesystem")
     sub.add_parser("key", help="print the cache key of the current inputs")
     args = parser.parse_args(argv)

@@ -4,6 +4,7 @@ Each is taken, verified by its pinned hash, from image/extensions/ if the file i
 else from the download cache, else from its registry (open-vsx.org) if reachable. If
 none has it, the image is built without it and the build says so in one line, naming
 how to add it."""
+
 from __future__ import annotations
 
 import base64
@@ -48,8 +49,7 @@ def _sri_sha256(path: Path) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()
 
 
-def resolve(versions: dict, downloads: Downloads, directory: Path = EXTENSIONS_SRC,
-            probe: bool = True) -> Resolved:
+def resolve(versions: dict, downloads: Downloads, directory: Path = EXTENSIONS_SRC, probe: bool = True) -> Resolved:
     """Where each pinned VSIX comes from. A file in `directory` that matches no pin, or a
     pinned file whose hash differs, is refused: the image holds only pinned inputs."""
     wanted = pinned(versions)
@@ -58,8 +58,10 @@ def resolve(versions: dict, downloads: Downloads, directory: Path = EXTENSIONS_S
     strangers = [p.name for h, p in local.items() if h not in by_hash]
     if strangers:
         pins = ", ".join(f"{e.file_name} ({e.hash})" for e in wanted) or "none"
-        raise BuildError(f"{directory}: {', '.join(strangers)} match no extension pinned in image/versions.json "
-                         f"(pinned: {pins}); remove them, or pin them in image/versions.json")
+        raise BuildError(
+            f"{directory}: {', '.join(strangers)} match no extension pinned in image/versions.json "
+            f"(pinned: {pins}); remove them, or pin them in image/versions.json"
+        )
     resolved = Resolved([], [])
     reach: dict[str, bool] = {}
     for ext in wanted:
@@ -72,12 +74,19 @@ def resolve(versions: dict, downloads: Downloads, directory: Path = EXTENSIONS_S
             if probe and origin not in reach:
                 reach[origin] = reachable(origin)
             if reach.get(origin):
-                resolved.found.append((ext, downloads.get(ext.url, ext.hash, f"the extension {ext.id}",
-                                                          "Check the network.")))
+                resolved.found.append(
+                    (ext, downloads.get(ext.url, ext.hash, f"the extension {ext.id}", "Check the network."))
+                )
             else:
-                resolved.absent.append((ext, (
-                    f"{ext.id} {ext.version} left out: {origin} is not reachable. To add it, download "
-                    f"{ext.url} into {directory}/ (it must match {ext.hash}) and build again.")))
+                resolved.absent.append(
+                    (
+                        ext,
+                        (
+                            f"{ext.id} {ext.version} left out: {origin} is not reachable. To add it, download "
+                            f"{ext.url} into {directory}/ (it must match {ext.hash}) and build again."
+                        ),
+                    )
+                )
     return resolved
 
 

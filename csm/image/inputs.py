@@ -5,6 +5,7 @@
   generated from versions.json by scripts/update-versions;
 - the recipe itself (this package and image/build-code-server.sh) and the VSIX.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,11 +44,21 @@ def _read_json(path: Path) -> dict:
 
 def load_contract(path: Path = CONTRACT_FILE) -> dict:
     contract = _read_json(path)
-    fields = {"imageName": str, "imageTag": str, "user": str, "uid": int, "gid": int, "home": str,
-              "project": str, "port": int, "extensionsDir": str, "healthPath": str}
+    fields = {
+        "imageName": str,
+        "imageTag": str,
+        "user": str,
+        "uid": int,
+        "gid": int,
+        "home": str,
+        "project": str,
+        "port": int,
+        "extensionsDir": str,
+        "healthPath": str,
+    }
     for field, kind in fields.items():
         if not isinstance(contract.get(field), kind) or contract[field] in ("", None):
-            raise BuildError(f"{path}: \"{field}\" must be a {kind.__name__}")
+            raise BuildError(f'{path}: "{field}" must be a {kind.__name__}')
     return contract
 
 
@@ -55,7 +66,7 @@ def load_versions(path: Path = VERSIONS_FILE) -> dict:
     versions = _read_json(path)
     for field in ("code-server", "opencode", "node", "npm", "debian"):
         if not isinstance(versions.get(field), str) or not versions[field]:
-            raise BuildError(f"{path}: \"{field}\" must name a version")
+            raise BuildError(f'{path}: "{field}" must name a version')
     return versions
 
 
@@ -77,8 +88,9 @@ def load_manifest(versions: dict, path: Path = MANIFEST_FILE) -> dict:
 
 
 def _check_tarball(item: object, where: str) -> None:
-    if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item[k]
-                                             for k in ("name", "version", "url", "integrity", "file")):
+    if not isinstance(item, dict) or not all(
+        isinstance(item.get(k), str) and item[k] for k in ("name", "version", "url", "integrity", "file")
+    ):
         raise BuildError(f"{where}: an entry lacks name/version/url/integrity/file: {UPDATE_HINT}")
     if not item["integrity"].startswith("sha512-") or "/" in item["file"] or item["file"].startswith("."):
         raise BuildError(f"{where}: {item['name']} has a bad integrity or file name: {UPDATE_HINT}")
@@ -111,7 +123,7 @@ def recipe_files() -> list[Path]:
 
 def recipe_digest(files: Iterable[Path] | None = None) -> str:
     digest_ = hashlib.sha256()
-    for path in (recipe_files() if files is None else files):
+    for path in recipe_files() if files is None else files:
         digest_.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest_.hexdigest()
 
@@ -119,13 +131,15 @@ def recipe_digest(files: Iterable[Path] | None = None) -> str:
 def cache_key(manifest: dict, contract: dict, vsix: Iterable[Path] = (), recipe: str | None = None) -> str:
     """The image's key: same inputs, same key; any change of the manifest (and so of
     versions.json), the contract, a VSIX or the recipe, a new one."""
-    return digest({
-        "manifest": manifest,
-        "contract": contract,
-        "vsix": sorted((p.name, sha256_file(p)) for p in vsix),
-        "recipe": recipe_digest() if recipe is None else recipe,
-        "arch": "amd64",
-    })
+    return digest(
+        {
+            "manifest": manifest,
+            "contract": contract,
+            "vsix": sorted((p.name, sha256_file(p)) for p in vsix),
+            "recipe": recipe_digest() if recipe is None else recipe,
+            "arch": "amd64",
+        }
+    )
 
 
 # Bump one when its step changes in a way its other inputs do not show.
@@ -141,9 +155,16 @@ def stage_keys(manifest: dict, runtime_packages: Iterable[str], build_packages: 
         "node": digest([STAGE_REVISION["node"], manifest["node"], manifest["npm"]]),
         "opencode": digest([STAGE_REVISION["opencode"], manifest["opencode"]]),
     }
-    keys["code-server"] = digest([STAGE_REVISION["code-server"], manifest["codeServer"],
-                                  manifest["npmDependencies"], BUILD_SCRIPT.read_bytes().hex(),
-                                  keys["node"], keys["builder"]])
+    keys["code-server"] = digest(
+        [
+            STAGE_REVISION["code-server"],
+            manifest["codeServer"],
+            manifest["npmDependencies"],
+            BUILD_SCRIPT.read_bytes().hex(),
+            keys["node"],
+            keys["builder"],
+        ]
+    )
     return keys
 
 

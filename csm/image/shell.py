@@ -1,6 +1,7 @@
 """Running things: every command's output goes to the build log; a failure quotes its
 tail. Commands inside a Debian tree run chrooted, in private mount (and, unless asked
 otherwise, network) namespaces, so nothing they mount outlives them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,14 @@ class Log:
         self.note(f"\n$ {shlex.join(argv)}")
         # its own process group, so that an interrupted build stops all of it (npm's
         # scripts, node-gyp, make) before its files are removed
-        child = subprocess.Popen(list(argv), stdout=self.file, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True, **kwargs)
+        child = subprocess.Popen(
+            list(argv),
+            stdout=self.file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **kwargs,
+        )
         try:
             returncode = child.wait()
         except BaseException:
@@ -54,8 +61,10 @@ class Log:
                     break
             raise
         if returncode != 0:
-            raise BuildError(f"{what} failed (exit {returncode}).{' ' + hint if hint else ''}\n"
-                             f"--- last lines of {self.path} ---\n{self.tail()}")
+            raise BuildError(
+                f"{what} failed (exit {returncode}).{' ' + hint if hint else ''}\n"
+                f"--- last lines of {self.path} ---\n{self.tail()}"
+            )
 
     def capture(self, argv: Sequence[str], what: str) -> str:
         self.note(f"\n$ {shlex.join(argv)}")
@@ -87,14 +96,27 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
-def in_root(root: Path, script: str, log: Log, what: str, *, env: dict[str, str] | None = None,
-            binds: Sequence[tuple[Path, str, bool]] = (), network: bool = False, hint: str = "") -> None:
+def in_root(
+    root: Path,
+    script: str,
+    log: Log,
+    what: str,
+    *,
+    env: dict[str, str] | None = None,
+    binds: Sequence[tuple[Path, str, bool]] = (),
+    network: bool = False,
+    hint: str = "",
+) -> None:
     """Runs a shell script chrooted into `root`, in a private mount namespace (so no
     mount outlives it): /dev and /proc from the host, a fresh /tmp, and `binds`
     (host path, path inside, read-only). Without `network`, in an empty network namespace."""
-    lines = ["set -eu", f"R={shlex.quote(str(root))}",
-             'mount --rbind /dev "$R/dev"', 'mount --rbind /proc "$R/proc"',
-             'mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"']
+    lines = [
+        "set -eu",
+        f"R={shlex.quote(str(root))}",
+        'mount --rbind /dev "$R/dev"',
+        'mount --rbind /proc "$R/proc"',
+        'mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"',
+    ]
     all_binds = list(binds)
     if network:
         all_binds.append((Path("/etc/resolv.conf").resolve(), "/etc/resolv.conf", True))
@@ -103,7 +125,7 @@ def in_root(root: Path, script: str, log: Log, what: str, *, env: dict[str, str]
         if source.is_dir():
             lines.append(f"mkdir -p {target}")
         else:
-            lines.append(f"mkdir -p \"$(dirname {target})\"; [ -e {target} ] || : > {target}")
+            lines.append(f'mkdir -p "$(dirname {target})"; [ -e {target} ] || : > {target}')
         lines.append(f"mount --bind {shlex.quote(str(source))} {target}")
         if read_only:
             lines.append(f"mount -o remount,bind,ro {target}")
@@ -113,7 +135,8 @@ def in_root(root: Path, script: str, log: Log, what: str, *, env: dict[str, str]
             if os.environ.get(key):
                 environment[key] = os.environ[key]
     assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in environment.items())
-    lines.append(f'exec chroot "$R" /usr/bin/env -i {assignments} '
-                 f'/bin/sh -euc {shlex.quote("mkdir -p /tmp/home; " + script)}')
+    lines.append(
+        f'exec chroot "$R" /usr/bin/env -i {assignments} /bin/sh -euc {shlex.quote("mkdir -p /tmp/home; " + script)}'
+    )
     unshare = ["unshare", "--mount", "--propagation", "private"] + ([] if network else ["--net"])
     log.run([*unshare, "--", "sh", "-c", "\n".join(lines)], what, hint)

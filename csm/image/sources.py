@@ -1,6 +1,7 @@
 """Verified downloads: every file the image is built from is checked against the hash
 the manifest (or versions.json) pins, and kept under the cache by that hash, so a
 second build, or another version that shares a tarball, downloads nothing."""
+
 from __future__ import annotations
 
 import base64
@@ -22,7 +23,7 @@ def registry_url(url: str) -> str:
     """The manifest names registry.npmjs.org; CSM_NPM_REGISTRY points elsewhere (a mirror)."""
     mirror = os.environ.get("CSM_NPM_REGISTRY")
     if mirror and url.startswith(DEFAULT_REGISTRY):
-        return mirror.rstrip("/") + "/" + url[len(DEFAULT_REGISTRY):]
+        return mirror.rstrip("/") + "/" + url[len(DEFAULT_REGISTRY) :]
     return url
 
 
@@ -82,8 +83,10 @@ class Downloads:
         algorithm, _ = _sri_parts(integrity)
         got = sri(algorithm, data)
         if got != integrity:
-            raise BuildError(f"{what}: {url} does not match its pinned hash {integrity} (got {got}); "
-                             "the download is corrupt or the pin is wrong")
+            raise BuildError(
+                f"{what}: {url} does not match its pinned hash {integrity} (got {got}); "
+                "the download is corrupt or the pin is wrong"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         partial.write_bytes(data)
@@ -95,8 +98,7 @@ class Downloads:
         items = list(items)
 
         def one(item: dict) -> tuple[str, Path]:
-            return item["file"], self.get(item["url"], item["integrity"],
-                                          f"{what} ({item['name']}@{item['version']})")
+            return item["file"], self.get(item["url"], item["integrity"], f"{what} ({item['name']}@{item['version']})")
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return dict(pool.map(one, items))

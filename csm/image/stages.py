@@ -6,6 +6,7 @@ own inputs (inputs.stage_keys), so a version bump redoes only what it touches.
 - code-server:   image/build-code-server.sh in the builder tree, with no network;
 - opencode:      the binary from opencode's linux-x64 registry tarball.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -24,15 +25,17 @@ if TYPE_CHECKING:
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # What users get besides code-server, opencode, node and npm. rg is the one
 # code-server ships (a symlink), so Debian's ripgrep is not installed twice.
-RUNTIME_PACKAGES = ("ca-certificates", "curl", "git", "less", "procps", "python3",
-                    "python3-venv", "tini")
+RUNTIME_PACKAGES = ("ca-certificates", "curl", "git", "less", "procps", "python3", "python3-venv", "tini")
 # Only for compiling code-server's native modules (argon2, kerberos, node-pty...).
 BUILD_PACKAGES = ("ca-certificates", "g++", "make", "python3", "libkrb5-dev")
 
 
 def reach_debian(suite: str) -> None:
-    http_get(f"{mirror()}/dists/{suite}/Release", "Debian's archive",
-             "Check the network, or set CSM_DEBIAN_MIRROR to a reachable mirror.")
+    http_get(
+        f"{mirror()}/dists/{suite}/Release",
+        "Debian's archive",
+        "Check the network, or set CSM_DEBIAN_MIRROR to a reachable mirror.",
+    )
 
 
 def debootstrap(b: Build, name: str, packages: tuple[str, ...]) -> Path:
@@ -41,18 +44,29 @@ def debootstrap(b: Build, name: str, packages: tuple[str, ...]) -> Path:
     temp = b.new_temp_dir(name)
     debs = b.cache / "downloads" / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    b.log.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
-               f"--keyring={DEBIAN_KEYRING}", f"--cache-dir={debs}", suite, str(temp / "rootfs"),
-               mirror()],
-              f"debootstrap of Debian {suite} ({name})",
-              "Is Debian's archive reachable (CSM_DEBIAN_MIRROR)?")
+    b.log.run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(packages)}",
+            f"--keyring={DEBIAN_KEYRING}",
+            f"--cache-dir={debs}",
+            suite,
+            str(temp / "rootfs"),
+            mirror(),
+        ],
+        f"debootstrap of Debian {suite} ({name})",
+        "Is Debian's archive reachable (CSM_DEBIAN_MIRROR)?",
+    )
     return b.commit(temp, name) / "rootfs"
 
 
 def unpack(b: Build, tarball: Path, into: Path, *members: str) -> None:
     into.mkdir(parents=True, exist_ok=True)
-    b.log.run(["tar", "-xzf", str(tarball), "-C", str(into), "--strip-components=1", "--no-same-owner",
-               *members], f"unpacking {tarball.name}")
+    b.log.run(
+        ["tar", "-xzf", str(tarball), "-C", str(into), "--strip-components=1", "--no-same-owner", *members],
+        f"unpacking {tarball.name}",
+    )
 
 
 def node(b: Build) -> Path:
@@ -79,12 +93,22 @@ def code_server(b: Build, builder: Path, node_dir: Path) -> tuple[Path, dict[str
     b.downloads.link_into(files, tarballs)
     script = b.new_temp_dir("script")  # a copy: sh reads a script as it goes
     shutil.copy(BUILD_SCRIPT, script / BUILD_SCRIPT.name)
-    binds = [(node_dir, "/usr/local", True), (tarballs, "/tarballs", True), (temp, "/out", False),
-             (script, "/script", True)]
+    binds = [
+        (node_dir, "/usr/local", True),
+        (tarballs, "/tarballs", True),
+        (temp, "/out", False),
+        (script, "/script", True),
+    ]
     env = {"npm_config_nodedir": "/usr/local", "JOBS": str(b.jobs)}
-    in_root(builder, f"sh /script/{BUILD_SCRIPT.name} /tarballs /out/code-server", b.log,
-            "image/build-code-server.sh (offline, in the build tree)", env=env, binds=binds,
-            hint="The manifest may lack a tarball (scripts/update-versions), or upstream changed.")
+    in_root(
+        builder,
+        f"sh /script/{BUILD_SCRIPT.name} /tarballs /out/code-server",
+        b.log,
+        "image/build-code-server.sh (offline, in the build tree)",
+        env=env,
+        binds=binds,
+        hint="The manifest may lack a tarball (scripts/update-versions), or upstream changed.",
+    )
     for scratch in (tarballs, script):
         shutil.rmtree(scratch)
         b.temporary.remove(scratch)
@@ -104,11 +128,14 @@ def opencode(b: Build) -> Path:
     if not binary.is_file() or binary.stat().st_size < 1 << 20:
         raise BuildError(f"{entry['file']} has no binary at package/bin/opencode")
     binary.chmod(0o755)
-    done = subprocess.run(["env", "-i", f"HOME={temp}", str(binary), "--version"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["env", "-i", f"HOME={temp}", str(binary), "--version"], capture_output=True, text=True, timeout=60
+    )
     if done.returncode != 0 or done.stdout.strip().lstrip("v") != b.versions["opencode"]:
-        raise BuildError(f"{entry['file']}: opencode --version printed {(done.stdout + done.stderr).strip()!r}, "
-                         f"not {b.versions['opencode']}")
+        raise BuildError(
+            f"{entry['file']}: opencode --version printed {(done.stdout + done.stderr).strip()!r}, "
+            f"not {b.versions['opencode']}"
+        )
     for leftover in temp.iterdir():
         if leftover.name != "bin":
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()

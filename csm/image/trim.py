@@ -1,5 +1,6 @@
 """What the image leaves out and tidies, on plain directory trees: files nobody can use
 at run time on linux/x86-64, Debian's docs, setuid bits, duplicate files."""
+
 from __future__ import annotations
 
 import os
@@ -98,9 +99,16 @@ def trim_debian(root: Path) -> None:
         for path in doc.rglob("*"):
             if (path.is_file() or path.is_symlink()) and path.name != "copyright":
                 path.unlink()
-    for rel in ("usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/locale",
-                "var/lib/apt/lists",
-                "var/cache/apt", "var/cache/debconf", "var/log"):
+    for rel in (
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/lintian",
+        "usr/share/locale",
+        "var/lib/apt/lists",
+        "var/cache/apt",
+        "var/cache/debconf",
+        "var/log",
+    ):
         target = root / rel
         if target.is_dir():
             for child in target.iterdir():
@@ -142,8 +150,11 @@ def hardlink_duplicates(top: Path, minimum: int = 64 << 10) -> int:
     """Identical files (same content, mode and owner; e.g. the ripgrep copies) become one,
     with util-linux's hardlink. Returns the bytes saved."""
     before = tree_size(top)
-    done = subprocess.run(["hardlink", "--ignore-time", "--quiet", "--minimum-size", str(minimum), str(top)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["hardlink", "--ignore-time", "--quiet", "--minimum-size", str(minimum), str(top)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise BuildError(f"hardlink {top} failed: {(done.stderr or done.stdout).strip()[-400:]}")
     return before - tree_size(top)

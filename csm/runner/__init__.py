@@ -4,6 +4,7 @@
 one part of the plan each (podman.py, nginx.py, files.py), what `up` checks before it
 changes anything (preflight.py), plus the admin tasks (passwd.py, backup.py).
 """
+
 from __future__ import annotations
 
 

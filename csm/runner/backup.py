@@ -6,6 +6,7 @@ is a consistent snapshot. Restore checks the whole archive before it touches
 anything, then swaps what each user's directory holds for the archived one (inside
 the directory: it may be the mount point of the user's disk).
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,11 +38,13 @@ def archive_prefix(plan: dict) -> str:
 
 def _manifest(plan: dict, users: list[str]) -> dict:
     return {
-        "format": FORMAT, "version": VERSION,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "format": FORMAT,
+        "version": VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "domain": plan["domain"],
-        "users": {u: {"idBase": plan["users"][u]["ids"]["base"], "idSize": plan["users"][u]["ids"]["size"]}
-                  for u in users},
+        "users": {
+            u: {"idBase": plan["users"][u]["ids"]["base"], "idSize": plan["users"][u]["ids"]["size"]} for u in users
+        },
     }
 
 
@@ -59,7 +62,7 @@ def create(stack, target: str | os.PathLike) -> Path:
     target = Path(target)
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     users = sorted(plan["users"])
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = target / f"{archive_prefix(plan)}{stamp}.tar.gz"
     n = 1
     while path.exists():
@@ -122,21 +125,27 @@ def read(archive: str | os.PathLike) -> tuple[dict, list[tarfile.TarInfo]]:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
             first = members[0] if members else None
-            manifest_data = tar.extractfile(first).read() if first and first.name == MANIFEST and first.isfile() else None
+            manifest_data = (
+                tar.extractfile(first).read() if first and first.name == MANIFEST and first.isfile() else None
+            )
     except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
-        raise BadInput(f"{archive} is not a readable tar.gz (corrupt or truncated: {e}); nothing was restored") from None
+        raise BadInput(
+            f"{archive} is not a readable tar.gz (corrupt or truncated: {e}); nothing was restored"
+        ) from None
     if manifest_data is None:
         raise BadInput(f"{archive} is not a code-server-multi backup (it has no {MANIFEST}); nothing was restored")
     try:
         manifest = json.loads(manifest_data)
     except ValueError:
         manifest = None
-    if not (isinstance(manifest, dict) and manifest.get("format") == FORMAT
-            and isinstance(manifest.get("users"), dict)):
+    if not (
+        isinstance(manifest, dict) and manifest.get("format") == FORMAT and isinstance(manifest.get("users"), dict)
+    ):
         raise BadInput(f"{archive} is not a code-server-multi backup (its manifest is not ours); nothing was restored")
     if manifest.get("version") != VERSION:
-        raise BadInput(f"{archive} is a backup of format version {manifest.get('version')}; "
-                       f"this csm reads version {VERSION}")
+        raise BadInput(
+            f"{archive} is a backup of format version {manifest.get('version')}; this csm reads version {VERSION}"
+        )
     _check_members(archive, manifest, members[1:])
     return manifest, members[1:]
 
@@ -166,8 +175,12 @@ def _check_members(archive: Path, manifest: dict, members: list[tarfile.TarInfo]
                 bad(m, "lies below a symbolic link")
             if m.islnk():
                 target = PurePosixPath(m.linkname)
-                if target.is_absolute() or ".." in target.parts or str(target) not in regular \
-                        or target.parts[0] != path.parts[0]:
+                if (
+                    target.is_absolute()
+                    or ".." in target.parts
+                    or str(target) not in regular
+                    or target.parts[0] != path.parts[0]
+                ):
                     bad(m, f"is a hard link to {m.linkname!r}, outside the files before it in its user directory")
             refused = _refused(m, user, Path(scratch) / user)
             if refused:
@@ -180,18 +193,25 @@ def _check_members(archive: Path, manifest: dict, members: list[tarfile.TarInfo]
             # (Other owners outside the range stay: an admin may copy files in as root.)
             low = manifest["users"][user]["idBase"]
             high = low + manifest["users"][user]["idSize"]
-            if len(path.parts) > 1 and m.mode & (stat.S_ISUID | stat.S_ISGID) \
-                    and not (low <= m.uid < high and low <= m.gid < high):
-                bad(m, f"is set-uid or set-gid and owned by {m.uid}:{m.gid}, outside {user}'s id range "
-                       f"({low}-{high - 1})")
+            if (
+                len(path.parts) > 1
+                and m.mode & (stat.S_ISUID | stat.S_ISGID)
+                and not (low <= m.uid < high and low <= m.gid < high)
+            ):
+                bad(
+                    m,
+                    f"is set-uid or set-gid and owned by {m.uid}:{m.gid}, outside {user}'s id range ({low}-{high - 1})",
+                )
             if m.isdir():
                 seen_dirs.add(str(path))
             elif m.isfile():
                 regular.add(str(path))
     missing = users - seen_dirs
     if missing:
-        raise BadInput(f"{archive} names {', '.join(sorted(missing))} in its manifest but holds no directory "
-                       "for them; it is incomplete")
+        raise BadInput(
+            f"{archive} names {', '.join(sorted(missing))} in its manifest but holds no directory "
+            "for them; it is incomplete"
+        )
 
 
 def _refused(m: tarfile.TarInfo, user: str, root: Path) -> str | None:
@@ -248,16 +268,20 @@ def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, se
     service = service or Containers(stack)
     manifest, _ = read(archive)
     if manifest["domain"] != plan["domain"]:
-        raise BadInput(f"{archive} is a backup of the stack for {manifest['domain']} (users "
-                       f"{', '.join(sorted(manifest['users']))}), not of this one ({plan['domain']}); nothing was restored")
+        raise BadInput(
+            f"{archive} is a backup of the stack for {manifest['domain']} (users "
+            f"{', '.join(sorted(manifest['users']))}), not of this one ({plan['domain']}); nothing was restored"
+        )
     users = only or sorted(manifest["users"])
     for u in users:
         if u not in manifest["users"]:
             raise BadInput(f"{archive} holds no backup of {u} (it holds {', '.join(sorted(manifest['users']))})")
     not_here = [u for u in users if u not in plan["users"]]
     if not_here:
-        raise BadInput(f"{', '.join(not_here)} from {archive} are not in the settings; add them, "
-                       "or restore only some users with --user")
+        raise BadInput(
+            f"{', '.join(not_here)} from {archive} are not in the settings; add them, "
+            "or restore only some users with --user"
+        )
     base = Path(plan["workspaceBase"])
     for d in plan["directories"]:  # a fresh host before any `up`: the staging folder's parent
         files.ensure_directory(d)
@@ -288,6 +312,7 @@ def _filter(user: str, root: Path) -> dict:
         if refused:
             raise BadInput(f"{member.name!r} {refused}; the restore of {user} stopped before replacing anything")
         return member
+
     return {"filter": check}
 
 
@@ -314,9 +339,11 @@ def _swap_in(stack, archive, u: str, base: Path, shift: int, old_base: int, size
             except OSError as e:
                 if e.errno != errno.ENOSPC:
                     raise
-                raise BadInput(f"{u}'s disk has no room for the archive beside what it holds now; nothing "
-                               f"was replaced. Raise users.{u}.diskQuota for the restore (`csm status` shows "
-                               "the use), or ask them to delete files first") from None
+                raise BadInput(
+                    f"{u}'s disk has no room for the archive beside what it holds now; nothing "
+                    f"was replaced. Raise users.{u}.diskQuota for the restore (`csm status` shows "
+                    "the use), or ask them to delete files first"
+                ) from None
         previous.mkdir(mode=0o700)
         for child in os.listdir(target):
             if child not in (staging.name, previous.name):

@@ -11,15 +11,16 @@ Resizing happens with the file system unmounted (online growth needs
 CAP_SYS_RESOURCE, which not every host grants root), so the user's container is
 stopped for it; `stop` is how the caller does that.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import BadInput, RunnerError
 
@@ -36,7 +37,7 @@ BLOCK = 4096
 @dataclass
 class Usage:
     used_bytes: int
-    size_bytes: int                # what the user can fill (the quota less ext4's bookkeeping)
+    size_bytes: int  # what the user can fill (the quota less ext4's bookkeeping)
     quota_bytes: int
 
     @property
@@ -48,8 +49,10 @@ def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True)
     except FileNotFoundError:
-        raise RunnerError(f"{argv[0]} is not installed; it is needed for the users' disks "
-                          "(Debian: apt-get install e2fsprogs mount; scripts/install-deps installs them)") from None
+        raise RunnerError(
+            f"{argv[0]} is not installed; it is needed for the users' disks "
+            "(Debian: apt-get install e2fsprogs mount; scripts/install-deps installs them)"
+        ) from None
     if proc.returncode not in ok:
         raise RunnerError(f"{' '.join(argv)} failed: {(proc.stderr or proc.stdout).strip()}")
     return proc
@@ -63,9 +66,9 @@ def _unescape(field: str) -> str:
 @dataclass
 class Mount:
     point: str
-    root: str          # the directory of its file system that is mounted there (a bind: not "/")
+    root: str  # the directory of its file system that is mounted there (a bind: not "/")
     device: str
-    shared: bool       # mounts and unmounts below it reach every copy of it
+    shared: bool  # mounts and unmounts below it reach every copy of it
 
 
 def mounts() -> list[Mount]:
@@ -74,8 +77,9 @@ def mounts() -> list[Mount]:
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields, _, rest = line.partition(" - ")
         f = fields.split()
-        out.append(Mount(_unescape(f[4]), _unescape(f[3]), rest.split()[1],
-                         any(o.startswith("shared:") for o in f[6:])))
+        out.append(
+            Mount(_unescape(f[4]), _unescape(f[3]), rest.split()[1], any(o.startswith("shared:") for o in f[6:]))
+        )
     return out
 
 
@@ -87,8 +91,10 @@ def _mount_at(path: str | os.PathLike) -> Mount | None:
 
 def _covering(path: str) -> Mount:
     """The mount that holds path."""
-    return max((m for m in mounts() if path == m.point or path.startswith(m.point.rstrip("/") + "/")),
-               key=lambda m: len(m.point))
+    return max(
+        (m for m in mounts() if path == m.point or path.startswith(m.point.rstrip("/") + "/")),
+        key=lambda m: len(m.point),
+    )
 
 
 def mounted_device(path: str | os.PathLike) -> str | None:
@@ -114,8 +120,10 @@ def is_mounted(disk: dict) -> bool:
     if device is None:
         return False
     if backing_file(device) != disk["image"]:
-        raise RunnerError(f"{disk['mountPoint']} has {device} mounted on it, not the user's disk "
-                          f"{disk['image']}; unmount it (`umount {disk['mountPoint']}`) and try again")
+        raise RunnerError(
+            f"{disk['mountPoint']} has {device} mounted on it, not the user's disk "
+            f"{disk['image']}; unmount it (`umount {disk['mountPoint']}`) and try again"
+        )
     return True
 
 
@@ -167,9 +175,11 @@ def refusal(user: dict) -> str | None:
         used = _tree_bytes(mount_point) if mount_point.is_dir() else 0
         if used < room:
             return None
-    return (f"users.{name}.diskQuota = {_size(disk['quotaBytes'])} is less than the {_size(used)} {name} "
-            f"stores; nothing was changed. Keep the quota above that (e.g. {_size(used / (1 - OVERHEAD) * 1.25)}), "
-            f"or ask {name} to delete files first")
+    return (
+        f"users.{name}.diskQuota = {_size(disk['quotaBytes'])} is less than the {_size(used)} {name} "
+        f"stores; nothing was changed. Keep the quota above that (e.g. {_size(used / (1 - OVERHEAD) * 1.25)}), "
+        f"or ask {name} to delete files first"
+    )
 
 
 def overcommit(plan: dict) -> str | None:
@@ -186,13 +196,16 @@ def overcommit(plan: dict) -> str | None:
     free = st.f_bavail * st.f_frsize
     if promised - allocated <= free:
         return None
-    return (f"the users' disks may grow to {_size(promised)} together, and the disk that holds {base} has "
-            f"{_size(free)} free beyond the {_size(allocated)} they hold now: if they all fill up, the host's disk "
-            "is full first. Lower diskQuota, or make room on the host")
+    return (
+        f"the users' disks may grow to {_size(promised)} together, and the disk that holds {base} has "
+        f"{_size(free)} free beyond the {_size(allocated)} they hold now: if they all fill up, the host's disk "
+        "is full first. Lower diskQuota, or make room on the host"
+    )
 
 
-def ensure(user: dict, stop: Callable[[], None] = lambda: None, progress: Callable[[str], None] = print,
-           strict: bool = True) -> bool:
+def ensure(
+    user: dict, stop: Callable[[], None] = lambda: None, progress: Callable[[str], None] = print, strict: bool = True
+) -> bool:
     """Make the user's disk what the plan says: created (moving in what their directory
     already holds), mounted at their directory, resized to the quota. A quota too small
     for what they store raises BadInput, or with strict=False (a unit that must start
@@ -201,7 +214,7 @@ def ensure(user: dict, stop: Callable[[], None] = lambda: None, progress: Callab
     disk = user["disk"]
     image = Path(disk["image"])
     if not disk["quotaBytes"] and not image.exists():
-        return False   # no quota, and never had one
+        return False  # no quota, and never had one
     if not image.exists():
         if not _fits(user, strict, progress, "it keeps no quota"):
             return False
@@ -211,8 +224,11 @@ def ensure(user: dict, stop: Callable[[], None] = lambda: None, progress: Callab
     if mounted:
         _mount(disk, progress)
     size = os.stat(image).st_size
-    if not disk["quotaBytes"] or _target_size(disk) == size \
-            or not _fits(user, strict, progress, f"its disk stays at {_size(size)}"):
+    if (
+        not disk["quotaBytes"]
+        or _target_size(disk) == size
+        or not _fits(user, strict, progress, f"its disk stays at {_size(size)}")
+    ):
         return mounted
     stop()
     progress(f"resizing {user['name']}'s disk from {_size(size)} to {_size(_target_size(disk))}")
@@ -276,7 +292,7 @@ def _share_parent(base: Path) -> None:
     if _covering(str(base)).shared:
         return
     if _mount_at(base) is None:
-        _run("mount", "--rbind", str(base), str(base))   # r: disks mounted before stay in view
+        _run("mount", "--rbind", str(base), str(base))  # r: disks mounted before stay in view
     _run("mount", "--make-shared", str(base))
 
 
@@ -290,7 +306,8 @@ def release_base(base: str | os.PathLike) -> bool:
         return False
     below = _covering(os.path.dirname(base))
     if here.device != below.device or here.root != os.path.normpath(
-            os.path.join(below.root, os.path.relpath(base, below.point))):
+        os.path.join(below.root, os.path.relpath(base, below.point))
+    ):
         return False
     return _run("umount", base, ok=(0, 32)).returncode == 0
 
@@ -325,12 +342,16 @@ def unmount(disk: dict) -> bool:
         return False
     proc = subprocess.run(["umount", disk["mountPoint"]], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RunnerError(f"cannot unmount {disk['mountPoint']}: {proc.stderr.strip()}; "
-                          f"a process still uses it (`fuser -vm {disk['mountPoint']}` names it)")
+        raise RunnerError(
+            f"cannot unmount {disk['mountPoint']}: {proc.stderr.strip()}; "
+            f"a process still uses it (`fuser -vm {disk['mountPoint']}` names it)"
+        )
     if _attached(Path(disk["image"])):
-        raise RunnerError(f"{disk['image']} is still in use after its unmount (another mount namespace "
-                          "holds it: a container started before csm shared its mounts); stop the stack's "
-                          "containers and try again")
+        raise RunnerError(
+            f"{disk['image']} is still in use after its unmount (another mount namespace "
+            "holds it: a container started before csm shared its mounts); stop the stack's "
+            "containers and try again"
+        )
     return True
 
 
@@ -351,7 +372,7 @@ def unmount_all(base: str | os.PathLike) -> list[str]:
 
 def _resize(image: Path, size: int) -> str | None:
     """Resize the (unmounted) disk, or say why it cannot shrink that far."""
-    _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))   # resize2fs wants a checked file system
+    _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))  # resize2fs wants a checked file system
     if size > os.stat(image).st_size:
         os.truncate(image, size)
         _run("resize2fs", str(image))
@@ -360,8 +381,10 @@ def _resize(image: Path, size: int) -> str | None:
     estimate = _run("resize2fs", "-P", str(image)).stdout.rsplit(":", 1)[-1]
     minimum = int(estimate) * BLOCK
     if size < minimum:
-        return (f"the disk can shrink to no less than {_size(minimum)} (what is stored, and ext4's own "
-                f"room for it); keep the quota at {_size(minimum)} or more")
+        return (
+            f"the disk can shrink to no less than {_size(minimum)} (what is stored, and ext4's own "
+            f"room for it); keep the quota at {_size(minimum)} or more"
+        )
     _run("resize2fs", str(image), f"{size // 1024}K")
     os.truncate(image, size)
     return None

@@ -2,6 +2,7 @@
 
 Secrets travel file -> env file -> podman; never through an argv, a label or a log.
 """
+
 from __future__ import annotations
 
 import errno
@@ -9,8 +10,8 @@ import grp
 import hashlib
 import os
 import pwd
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import BadInput, HostNotReady, disks
 
@@ -35,8 +36,12 @@ def _open_directory(path: str | os.PathLike, create: bool = False) -> int:
             except OSError as e:
                 if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
-                why = "is not a directory" if trusted else \
-                    "is not a directory (a symbolic link or a file) inside a directory its user owns; refusing to follow it"
+                why = (
+                    "is not a directory"
+                    if trusted
+                    else "is not a directory (a symbolic link or a file) inside a directory its user owns; "
+                    "refusing to follow it"
+                )
                 raise BadInput(f"{path}: {part} {why}. Move it away and try again") from None
             os.close(fd)
             fd = child
@@ -64,8 +69,9 @@ def account_id(value: int | str, kind: str) -> int:
     try:
         return pwd.getpwnam(value).pw_uid if kind == "user" else grp.getgrnam(value).gr_gid
     except KeyError:
-        raise HostNotReady(f"the {kind} {value!r} does not exist on this host; `csm up` creates it "
-                           "(on NixOS the module declares it)") from None
+        raise HostNotReady(
+            f"the {kind} {value!r} does not exist on this host; `csm up` creates it (on NixOS the module declares it)"
+        ) from None
 
 
 def seed_file(f: dict) -> bool:
@@ -76,8 +82,7 @@ def seed_file(f: dict) -> bool:
     path = Path(f["path"])
     parent = _open_directory(path.parent)
     try:
-        fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, int(f["mode"], 8),
-                     dir_fd=parent)
+        fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, int(f["mode"], 8), dir_fd=parent)
     except FileExistsError:
         return False
     finally:
@@ -122,11 +127,17 @@ def read_secret(file: str, what: str, fix: str = GENERIC_FIX) -> str:
         value = raw.decode().rstrip("\n")
     except UnicodeDecodeError:
         raise BadInput(f"{what}: {file} is not UTF-8 text; {fix}") from None
-    problem = ("is empty" if not value
-               else "holds a NUL byte" if "\0" in value
-               else "holds a carriage return (Windows line endings?)" if "\r" in value
-               else "holds more than one line" if "\n" in value
-               else None)
+    problem = (
+        "is empty"
+        if not value
+        else "holds a NUL byte"
+        if "\0" in value
+        else "holds a carriage return (Windows line endings?)"
+        if "\r" in value
+        else "holds more than one line"
+        if "\n" in value
+        else None
+    )
     if problem:
         raise BadInput(f"{what}: {file} {problem}; it must hold only the secret: {fix}")
     return value

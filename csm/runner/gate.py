@@ -5,6 +5,7 @@ gate process itself (runner/service.py), started by `csm up` as that account.
 On NixOS the module declares the same accounts and runs the gate as a hardened unit
 whose systemd credentials are the password files.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,17 +30,32 @@ def ensure_account(name: str) -> None:
         pass
     useradd = shutil.which("useradd")
     if useradd is None:
-        raise HostNotReady("useradd is missing (Debian: apt-get install passwd); csm up creates the accounts "
-                           f"the gate and nginx run as ({name})")
-    proc = subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                           "--shell", NOLOGIN, name], capture_output=True, text=True)
+        raise HostNotReady(
+            "useradd is missing (Debian: apt-get install passwd); csm up creates the accounts "
+            f"the gate and nginx run as ({name})"
+        )
+    proc = subprocess.run(
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            NOLOGIN,
+            name,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0 and "already exists" not in proc.stderr:
         raise HostNotReady(f"could not create the account {name}: {proc.stderr.strip()}")
 
 
 def ensure_accounts(plan: dict) -> None:
     ensure_account(plan["gate"]["user"])
-    ensure_account(plan["gate"]["proxyGroup"])   # nginx's workers run as it (nginx.conf `user`)
+    ensure_account(plan["gate"]["proxyGroup"])  # nginx's workers run as it (nginx.conf `user`)
 
 
 def credentials_dir(state: Path) -> Path:
@@ -68,9 +84,10 @@ def start(stack, undo: list) -> str:
     socket = Path(plan["gate"]["socket"])
     current = SERVICE.running(state)
     if not (current and current[1] == plan_digest(plan)):
-        socket.unlink(missing_ok=True)   # a socket left by an earlier run is not an answer
-    action = SERVICE.start(state, plan, ["--credentials", str(credentials_dir(state))],
-                           ready=socket.is_socket, user=plan["gate"]["user"])
+        socket.unlink(missing_ok=True)  # a socket left by an earlier run is not an answer
+    action = SERVICE.start(
+        state, plan, ["--credentials", str(credentials_dir(state))], ready=socket.is_socket, user=plan["gate"]["user"]
+    )
     if action == "started":
         undo.append(lambda: SERVICE.stop(state))
         stack.progress(f"gate running as {plan['gate']['user']} (log: {SERVICE.log(state)})")

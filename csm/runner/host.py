@@ -4,6 +4,7 @@ The plan describes what every deployment runs; a host may need extra flags to ru
 it at all (an old podman on hybrid cgroups, a sandbox without CAP_SYS_RESOURCE).
 Those flags are detected here and added by the runner only.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,7 @@ class Host:
     run_args: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
-    def detect(cls) -> "Host":
+    def detect(cls) -> Host:
         args: list[str] = []
         # crun fails on hybrid cgroups (v1 with an empty v2 mount); runc copes.
         if not _unified_cgroup_controllers() and shutil.which("runc"):

@@ -6,6 +6,7 @@ stops it, and `csm status` says who is stopped for being idle.
 The service is the runner's own child (runner/service.py), so an `up` that changes
 nothing keeps it (and the idle clocks it keeps) running.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,18 +28,24 @@ def start_service(stack, undo: list) -> str:
     settled = time.monotonic() + 0.5
     control = Path(plan["gate"]["control"]["socket"])
 
-    def ready() -> bool:   # it answers the gate; without idle users, still alive a moment later
+    def ready() -> bool:  # it answers the gate; without idle users, still alive a moment later
         return control.is_socket() if plan["idle"]["enable"] else time.monotonic() > settled
 
     current = SERVICE.running(state)
     if plan["idle"]["enable"] and not (current and current[1] == plan_digest(plan)):
-        control.unlink(missing_ok=True)   # a socket left by an earlier run is not an answer
+        control.unlink(missing_ok=True)  # a socket left by an earlier run is not an answer
     action = SERVICE.start(state, plan, ["--state-dir", str(state), "--podman", stack.host.podman], ready)
     if action == "started":
         undo.append(lambda: stop_service(state))
-        stack.progress("idle service running: " + ("stops users idle for their idleStopAfter, wakes them "
-                                                   "after their login, " if plan["idle"]["enable"] else "") +
-                       f"restarts a container whose code-server died (log: {SERVICE.log(state)})")
+        stack.progress(
+            "idle service running: "
+            + (
+                "stops users idle for their idleStopAfter, wakes them after their login, "
+                if plan["idle"]["enable"]
+                else ""
+            )
+            + f"restarts a container whose code-server died (log: {SERVICE.log(state)})"
+        )
     return action
 
 

@@ -5,6 +5,7 @@ Everything inside the servers comes from the plan. The skeleton around them (pid
 logs, temp paths, `server_tokens off`) is what NixOS's nginx module writes around
 the same servers, pointed at the state directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,11 @@ from . import BadInput, HostNotReady, RunnerError
 INDENT = "    "
 # NixOS's services.nginx defaults (sslProtocols, sslCiphers: Mozilla's intermediate list).
 SSL_PROTOCOLS = "TLSv1.2 TLSv1.3"
-SSL_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-               "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-               "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+SSL_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,10 @@ def quoted(path: str | Path) -> str:
     nginx would still expand a `$` and has no escape for it, so such paths are refused."""
     text = str(path)
     if any(c in text for c in '$"\\\n'):
-        raise BadInput(f"the path {text!r} holds a character nginx cannot take in its config "
-                       "($, a double quote, a backslash or a newline); choose a state directory without one")
+        raise BadInput(
+            f"the path {text!r} holds a character nginx cannot take in its config "
+            "($, a double quote, a backslash or a newline); choose a state directory without one"
+        )
     return f'"{text}"'
 
 
@@ -78,17 +83,30 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
         "types { text/html html; }",
         "default_type application/octet-stream;",
         f"access_log {quoted(state / 'logs' / 'access.log')};",
-    ] + [f"{kind}_temp_path {quoted(state / 'tmp' / kind)};"
-         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    ] + [
+        f"{kind}_temp_path {quoted(state / 'tmp' / kind)};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    ]
     http += [f"server_names_hash_bucket_size {plan['nginx']['serverNamesHashBucketSize']};"]
     http += plan["nginx"]["httpConfig"]
     if tls:
-        http += [f"ssl_certificate {quoted(tls.certificate)};", f"ssl_certificate_key {quoted(tls.key)};",
-                 f"ssl_protocols {SSL_PROTOCOLS};", f"ssl_ciphers {SSL_CIPHERS};"]
+        http += [
+            f"ssl_certificate {quoted(tls.certificate)};",
+            f"ssl_certificate_key {quoted(tls.key)};",
+            f"ssl_protocols {SSL_PROTOCOLS};",
+            f"ssl_ciphers {SSL_CIPHERS};",
+        ]
         tls_lines = plan["nginx"]["tlsConfig"]
         suffix = "" if tls.port == 443 else f":{tls.port}"
-        servers = _block("server", [_listen(http_port, False, default=True), "server_name _;",
-                                    f"return 301 https://$host{suffix}$request_uri;"], 1)
+        servers = _block(
+            "server",
+            [
+                _listen(http_port, False, default=True),
+                "server_name _;",
+                f"return 301 https://$host{suffix}$request_uri;",
+            ],
+            1,
+        )
         servers += _default_server(plan, _listen(tls.port, True, default=True), landing, tls_lines)
         for user in plan["users"].values():
             servers += _user_server(user, _listen(tls.port, True), tls_lines)
@@ -155,7 +173,9 @@ def running_pid(state: Path) -> int | None:
         return None
     # A reused pid belongs to some other program: only our master names our config
     # ("nginx: master process /usr/sbin/nginx -c <state>/nginx.conf ...").
-    return pid if b"nginx" in cmdline and f"-c {state / 'nginx.conf'} ".encode() in cmdline.replace(b"\0", b" ") else None
+    return (
+        pid if b"nginx" in cmdline and f"-c {state / 'nginx.conf'} ".encode() in cmdline.replace(b"\0", b" ") else None
+    )
 
 
 def start(state: Path) -> int:
@@ -228,21 +248,64 @@ def ensure_certificate(state: Path, domain: str, port: int) -> Tls:
             raise RunnerError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
 
     if not (ca_key.exists() and ca_crt.exists()):
-        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
-            "-keyout", str(ca_key), "-out", str(ca_crt),
-            "-subj", "/CN=code-server-multi local CA",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-sha256",
+            "-days",
+            "3650",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca_crt),
+            "-subj",
+            "/CN=code-server-multi local CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        )
     if not (key.exists() and crt.exists()):
         csr = tls_dir / f"{domain}.csr"
-        run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+        run(
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
             # A CN holds 64 characters at most; browsers read the names from subjectAltName.
-            "-subj", f"/CN={f'*.{domain}' if len(domain) <= 62 else 'code-server-multi'}")
+            "-subj",
+            f"/CN={f'*.{domain}' if len(domain) <= 62 else 'code-server-multi'}",
+        )
         extensions = tls_dir / f"{domain}.ext"
-        extensions.write_text(f"subjectAltName=DNS:*.{domain},DNS:{domain}\n"
-                              "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-        run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-            "-CAcreateserial", "-days", "825", "-sha256", "-extfile", str(extensions), "-out", str(crt))
+        extensions.write_text(
+            f"subjectAltName=DNS:*.{domain},DNS:{domain}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_crt),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "825",
+            "-sha256",
+            "-extfile",
+            str(extensions),
+            "-out",
+            str(crt),
+        )
         csr.unlink()
         extensions.unlink()
     for f in (ca_key, key):

@@ -7,12 +7,13 @@ account with each user's password file as a systemd credential); `csm ... --plan
 /etc/code-server-multi/plan.json` goes through them instead of the portable runner's
 own nginx, gate and `podman start`.
 """
+
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from . import HostNotReady, RunnerError
 
@@ -30,8 +31,9 @@ def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         raise HostNotReady("systemctl is not installed: --plan is for the NixOS host the module runs on")
     proc = subprocess.run([exe, *args], capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise RunnerError(f"systemctl {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}; "
-                          f"see `journalctl -u {args[-1]}`")
+        raise RunnerError(
+            f"systemctl {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}; see `journalctl -u {args[-1]}`"
+        )
     return proc
 
 

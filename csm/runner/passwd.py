@@ -1,4 +1,5 @@
 """Passwords: argon2id hash files the gate (csm/gate) checks logins against."""
+
 from __future__ import annotations
 
 import getpass
@@ -79,5 +80,7 @@ def hashed_password_file(plan: dict, user: str) -> str:
     p = plan["users"][user]["password"]
     if p["hashed"]:
         return p["file"]
-    raise BadInput(f"users.{user} uses passwordFile (a plain password); csm passwd writes only "
-                   f"hashedPasswordFile: set users.{user}.hashedPasswordFile instead, or edit the password file yourself")
+    raise BadInput(
+        f"users.{user} uses passwordFile (a plain password); csm passwd writes only "
+        f"hashedPasswordFile: set users.{user}.hashedPasswordFile instead, or edit the password file yourself"
+    )

@@ -1,4 +1,5 @@
 """A plan container as `podman run` arguments, and the few podman calls the runner makes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,9 +11,9 @@ import time
 from . import HostNotReady, RunnerError
 from .host import Host
 
-USER_LABEL = "io.code-server-multi.user"    # set by the plan
+USER_LABEL = "io.code-server-multi.user"  # set by the plan
 STACK_LABEL = "io.code-server-multi.stack"  # the runner's: which state directory owns it
-SPEC_LABEL = "io.code-server-multi.spec"    # the runner's: digest of the argv, to spot changes
+SPEC_LABEL = "io.code-server-multi.spec"  # the runner's: digest of the argv, to spot changes
 
 
 def run_argv(user: dict, host: Host, stack: str, env_file: str) -> list[str]:
@@ -20,8 +21,16 @@ def run_argv(user: dict, host: Host, stack: str, env_file: str) -> list[str]:
     env_file (written from container.environment), after the plan's env files, so
     that it wins like `-e` would. The spec label is added by with_spec_label."""
     c = user["container"]
-    argv = [host.podman, "run", "-d", f"--name={c['name']}", "--pull=never", *host.run_args,
-            *c["extraOptions"], f"--label={STACK_LABEL}={stack}"]
+    argv = [
+        host.podman,
+        "run",
+        "-d",
+        f"--name={c['name']}",
+        "--pull=never",
+        *host.run_args,
+        *c["extraOptions"],
+        f"--label={STACK_LABEL}={stack}",
+    ]
     argv += [f"--publish={p}" for p in c["ports"]]
     argv += [f"--volume={v}" for v in c["volumes"]]
     argv += [f"--env-file={f}" for f in c["environmentFiles"]] + [f"--env-file={env_file}"]
@@ -37,8 +46,15 @@ def network_create_argv(user: dict, host: Host, stack: str) -> list[str]:
     """`podman network create` for the user's own network; the spec label lets a
     later `up` see whether the plan's options changed."""
     net = user["network"]
-    return [host.podman, "network", "create", *net["createOptions"], f"--label={STACK_LABEL}={stack}",
-            f"--label={SPEC_LABEL}={network_spec(user)}", net["name"]]
+    return [
+        host.podman,
+        "network",
+        "create",
+        *net["createOptions"],
+        f"--label={STACK_LABEL}={stack}",
+        f"--label={SPEC_LABEL}={network_spec(user)}",
+        net["name"],
+    ]
 
 
 def inspect_network(host: Host, name: str) -> dict | None:
@@ -87,8 +103,9 @@ def with_spec_label(argv: list[str], digest: str) -> list[str]:
 
 def require(host: Host) -> None:
     if not shutil.which(host.podman):
-        raise HostNotReady("podman is not installed; run scripts/install-deps "
-                           "(Debian: apt-get install podman runc uidmap)")
+        raise HostNotReady(
+            "podman is not installed; run scripts/install-deps (Debian: apt-get install podman runc uidmap)"
+        )
 
 
 def podman(host: Host, *args: str, check: bool = True, cwd: str | None = None) -> subprocess.CompletedProcess:
@@ -136,8 +153,16 @@ def published_ports(info: dict) -> set[int]:
 def last_exit_code(host: Host, info: dict) -> int | None:
     """The exit code of the container's last run that ended. After its restart policy
     fired, inspect shows the new run's (0); podman's events keep the one that died."""
-    proc = podman(host, "events", "--stream=false", f"--since={info['Created']}", "--filter=event=died",
-                  f"--filter=container={info['Id']}", "--format={{.ContainerExitCode}}", check=False)
+    proc = podman(
+        host,
+        "events",
+        "--stream=false",
+        f"--since={info['Created']}",
+        "--filter=event=died",
+        f"--filter=container={info['Id']}",
+        "--format={{.ContainerExitCode}}",
+        check=False,
+    )
     codes = proc.stdout.split()
     return int(codes[-1]) if codes and codes[-1].lstrip("-").isdigit() else info["State"].get("ExitCode")
 
@@ -155,6 +180,8 @@ def remove(host: Host, name: str, attempts: int = 5) -> None:
         if proc.returncode == 0 and inspect(host, name) is None:
             return
         time.sleep(1 + attempt)
-    raise RunnerError(f"podman could not remove container {name}: "
-                      f"{proc.stderr.strip() or proc.stdout.strip() or 'it is still there'}; "
-                      f"try `podman rm --force {name}`")
+    raise RunnerError(
+        f"podman could not remove container {name}: "
+        f"{proc.stderr.strip() or proc.stdout.strip() or 'it is still there'}; "
+        f"try `podman rm --force {name}`"
+    )

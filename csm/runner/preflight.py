@@ -1,9 +1,10 @@
 """What `csm up` checks before it changes anything: the programs and the image are
-there, every secret file is readable, every quota holds what its user stores, and no container, network or port the stack
-needs belongs to something else.
+there, every secret file is readable, every quota holds what its user stores, and no
+container, network or port the stack needs belongs to something else.
 
     preflight.check(stack)   # raises BadInput or HostNotReady saying what to do
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ def check(stack) -> None:
     if any(u["disk"]["quotaBytes"] for u in stack.plan["users"].values()):
         for program in ("mkfs.ext4", "resize2fs", "e2fsck", "losetup", "mount"):
             if not shutil.which(program):
-                raise HostNotReady(f"{program} is not installed; the users' disks (diskQuota) need it: "
-                                   "run scripts/install-deps (Debian: apt-get install e2fsprogs mount)")
+                raise HostNotReady(
+                    f"{program} is not installed; the users' disks (diskQuota) need it: "
+                    "run scripts/install-deps (Debian: apt-get install e2fsprogs mount)"
+                )
     image = stack.plan["image"]
     if not podman.image_exists(stack.host, image):
         raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")
@@ -60,16 +63,20 @@ def _container_names(stack) -> None:
         if info and owner != str(stack.state_dir):
             where = f"the stack with state directory {owner}" if owner else "something other than csm"
             hint = f"`csm down --state-dir {owner}`" if owner else f"`podman rm -f {cname}` if it is not needed"
-            raise HostNotReady(f"a container named {cname} already exists and belongs to {where}; "
-                               f"stop it with {hint}, or give users.{name} another name")
+            raise HostNotReady(
+                f"a container named {cname} already exists and belongs to {where}; "
+                f"stop it with {hint}, or give users.{name} another name"
+            )
         network = user["network"]["name"]
         found = podman.inspect_network(stack.host, network)
         owner = podman.network_labels(found).get(podman.STACK_LABEL)
         if found and owner != str(stack.state_dir):
             where = f"the stack with state directory {owner}" if owner else "something other than csm"
-            raise HostNotReady(f"a podman network named {network} already exists and belongs to {where}; "
-                               f"remove it (`podman network rm {network}`) if it is not needed, "
-                               f"or give users.{name} another name")
+            raise HostNotReady(
+                f"a podman network named {network} already exists and belongs to {where}; "
+                f"remove it (`podman network rm {network}`) if it is not needed, "
+                f"or give users.{name} another name"
+            )
 
 
 def _ports(stack) -> None:
@@ -80,5 +87,7 @@ def _ports(stack) -> None:
     for port in nginx_ports:
         if port not in ours_nginx and not port_free("0.0.0.0", port):
             flag = "--http-port" if port == stack.http_port else "--tls"
-            raise HostNotReady(f"port {port}, where nginx is to listen, is already in use by another program; "
-                               f"stop that program or choose another port ({flag})")
+            raise HostNotReady(
+                f"port {port}, where nginx is to listen, is already in use by another program; "
+                f"stop that program or choose another port ({flag})"
+            )

@@ -3,6 +3,7 @@ each a child process started by `csm up`, logging to <state>/logs/<name>.log, wi
 pid file that records the plan it serves, so an `up` that changes nothing keeps it
 running, and `csm down` stops it by that file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from . import HostNotReady, RunnerError
 
-SOURCE = str(Path(__file__).resolve().parents[2])   # this checkout's csm, for `python -m`
+SOURCE = str(Path(__file__).resolve().parents[2])  # this checkout's csm, for `python -m`
 
 
 def interpreter(user: str | None) -> str:
@@ -31,8 +32,10 @@ def interpreter(user: str | None) -> str:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     found = shutil.which(version, path="/usr/bin:/bin") or shutil.which("python3", path="/usr/bin:/bin")
     if found is None:
-        raise HostNotReady(f"no {version} in /usr/bin for the {user} account to run the gate on; "
-                           "run scripts/install-deps (Debian: apt-get install python3)")
+        raise HostNotReady(
+            f"no {version} in /usr/bin for the {user} account to run the gate on; "
+            "run scripts/install-deps (Debian: apt-get install python3)"
+        )
     return found
 
 
@@ -50,8 +53,8 @@ def plan_digest(plan: dict) -> str:
 
 @dataclass(frozen=True)
 class Service:
-    name: str      # "gate", "idle": the pid and log files' names
-    module: str    # what `python -m` runs: "csm.gate", "csm.idle"
+    name: str  # "gate", "idle": the pid and log files' names
+    module: str  # what `python -m` runs: "csm.gate", "csm.idle"
 
     def pid_file(self, state: Path) -> Path:
         return Path(state) / f"{self.name}.pid"
@@ -76,8 +79,15 @@ class Service:
             return False
         return f"{self.module} serve".encode() in cmdline and str(Path(state) / "stack.json").encode() in cmdline
 
-    def start(self, state: Path, plan: dict, args: list[str], ready: Callable[[], bool],
-              user: str | None = None, timeout: float = 15) -> str:
+    def start(
+        self,
+        state: Path,
+        plan: dict,
+        args: list[str],
+        ready: Callable[[], bool],
+        user: str | None = None,
+        timeout: float = 15,
+    ) -> str:
         """Start (or restart, for a new plan) the service; "unchanged" if it runs this
         plan. `ready` says when it serves; `user` runs it as that account."""
         current = self.running(state)
@@ -85,22 +95,33 @@ class Service:
             return "unchanged"
         self.stop(state)
         log = self.log(state)
-        log.parent.mkdir(mode=0o750, exist_ok=True)   # root's: nginx.prepare says why
+        log.parent.mkdir(mode=0o750, exist_ok=True)  # root's: nginx.prepare says why
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [interpreter(user), "-m", self.module, "serve", "--plan", str(Path(state) / "stack.json"), *args],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd=state,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                cwd=state,
                 # Another account gets nothing of root's environment.
                 env=({"PATH": "/usr/bin:/bin"} if user else dict(os.environ)) | {"PYTHONPATH": python_path(user)},
-                user=user, group=user, extra_groups=[] if user else None, umask=0o077 if user else -1)
+                user=user,
+                group=user,
+                extra_groups=[] if user else None,
+                umask=0o077 if user else -1,
+            )
         self.pid_file(state).write_text(f"{proc.pid} {plan_digest(plan)}\n")
         deadline = time.monotonic() + timeout
         while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop(state)
                 tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                raise RunnerError(f"the {self.name} service (`csm {self.name} serve`) did not start: "
-                                  + " / ".join(tail) + f" (log: {log})")
+                raise RunnerError(
+                    f"the {self.name} service (`csm {self.name} serve`) did not start: "
+                    + " / ".join(tail)
+                    + f" (log: {log})"
+                )
             time.sleep(0.1)
         if proc.poll() is not None:
             raise RunnerError(f"the {self.name} service (`csm {self.name} serve`) stopped at once (log: {log})")
@@ -115,7 +136,7 @@ class Service:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            try:   # our own child when up() started it in this process: reap it
+            try:  # our own child when up() started it in this process: reap it
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
                     break
             except ChildProcessError:

@@ -10,6 +10,7 @@ nginx.conf and nginx's pid, logs and temp files, the landing page, the local CA 
 TLS, generated demo passwords, and stack.json (settings path, ports and the plan in
 use), so `csm down` and `csm status` need no argument.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import plan as planlib
 from .. import sockets
@@ -42,7 +43,9 @@ def _stderr(message: str) -> None:
 def load_settings(path: str | os.PathLike) -> dict:
     """The plan of a settings file; raises csm.plan.PlanError with the plan's message."""
     if not shutil.which("nix-instantiate"):
-        raise HostNotReady("nix-instantiate is not installed; run scripts/install-deps (Debian: apt-get install nix-bin)")
+        raise HostNotReady(
+            "nix-instantiate is not installed; run scripts/install-deps (Debian: apt-get install nix-bin)"
+        )
     if Path(path).is_dir():
         raise BadInput(f"{path} is a directory; give the settings file, e.g. examples/demo.nix")
     return planlib.load(path)
@@ -58,10 +61,18 @@ class Stack:
     is missing, keeping the plaintext in <state_dir>/passwords/<user> (mode 0600).
     """
 
-    def __init__(self, settings: str | os.PathLike | dict, state_dir: str | os.PathLike = DEFAULT_STATE_DIR,
-                 http_port: int = DEFAULT_HTTP_PORT, tls_port: int | None = None, *,
-                 host: Host | None = None, progress: Callable[[str], None] | None = None,
-                 create_passwords: bool = False, health_timeout: float = 180):
+    def __init__(
+        self,
+        settings: str | os.PathLike | dict,
+        state_dir: str | os.PathLike = DEFAULT_STATE_DIR,
+        http_port: int = DEFAULT_HTTP_PORT,
+        tls_port: int | None = None,
+        *,
+        host: Host | None = None,
+        progress: Callable[[str], None] | None = None,
+        create_passwords: bool = False,
+        health_timeout: float = 180,
+    ):
         if isinstance(settings, dict):
             self.settings_path, self.plan = None, settings
         else:
@@ -84,23 +95,31 @@ class Stack:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            raise RunnerError(f"cannot read {path} ({e}); csm runs as root, and the file is csm's own "
-                              "(delete it only if no stack is running)") from None
+            raise RunnerError(
+                f"cannot read {path} ({e}); csm runs as root, and the file is csm's own "
+                "(delete it only if no stack is running)"
+            ) from None
 
     @classmethod
-    def from_state(cls, state_dir: str | os.PathLike = DEFAULT_STATE_DIR, **kwargs) -> "Stack":
+    def from_state(cls, state_dir: str | os.PathLike = DEFAULT_STATE_DIR, **kwargs) -> Stack:
         """The stack the last `up` in state_dir brought up (for down, status, reset...)."""
         rec = cls.recorded(state_dir)
         if rec is None:
-            raise BadInput(f"no stack has been brought up with state directory {state_dir}; "
-                           "run `csm up SETTINGS` first (or give --state-dir)")
+            raise BadInput(
+                f"no stack has been brought up with state directory {state_dir}; "
+                "run `csm up SETTINGS` first (or give --state-dir)"
+            )
         stack = cls(rec["plan"], state_dir, rec["http_port"], rec["tls_port"], **kwargs)
         stack.settings_path = Path(rec["settings"]) if rec.get("settings") else None
         return stack
 
     def _record(self) -> None:
-        record = {"settings": str(self.settings_path) if self.settings_path else None,
-                  "http_port": self.http_port, "tls_port": self.tls_port, "plan": self.plan}
+        record = {
+            "settings": str(self.settings_path) if self.settings_path else None,
+            "http_port": self.http_port,
+            "tls_port": self.tls_port,
+            "plan": self.plan,
+        }
         tmp = self.state_dir / f".{STATE_FILE}.tmp"
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, self.state_dir / STATE_FILE)
@@ -143,7 +162,9 @@ class Stack:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RunnerError(f"another csm command is working on {self.state_dir}; wait for it to finish") from None
+                raise RunnerError(
+                    f"another csm command is working on {self.state_dir}; wait for it to finish"
+                ) from None
             yield
 
     # ---- up ------------------------------------------------------------------------------
@@ -167,10 +188,10 @@ class Stack:
         gate.ensure_accounts(plan)
         for d in plan["directories"]:
             files.ensure_directory(d)
-        undo.append(lambda: disks.release_base(plan["workspaceBase"]))   # runs after the unmounts below
+        undo.append(lambda: disks.release_base(plan["workspaceBase"]))  # runs after the unmounts below
         for user in plan["users"].values():
             if disks.ensure(user, stop=lambda u=user: self._stop(u, undo), progress=self.progress):
-                undo.append(lambda d=user["disk"]: disks.unmount(d))   # the disk file and its files stay
+                undo.append(lambda d=user["disk"]: disks.unmount(d))  # the disk file and its files stay
         if disks.overcommit(plan):
             self.progress(f"warning: {disks.overcommit(plan)}")
         for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
@@ -190,8 +211,12 @@ class Stack:
         self._record()
         gate_action = gate.start(self, undo)
         idle_action = idle.start_service(self, undo)
-        if nginx_action == "unchanged" and idle_action == "unchanged" and gate_action == "unchanged" and \
-                all(a in ("unchanged", "stopped-idle") for a in actions.values()):
+        if (
+            nginx_action == "unchanged"
+            and idle_action == "unchanged"
+            and gate_action == "unchanged"
+            and all(a in ("unchanged", "stopped-idle") for a in actions.values())
+        ):
             self.progress("nothing to change: the stack already matches the settings")
         return actions
 
@@ -204,8 +229,7 @@ class Stack:
                 kept = self.password_file(name)
                 kept.parent.mkdir(mode=0o700, exist_ok=True)
                 files.write_private(kept, password + "\n", mode=0o600)
-                self.progress(f"created a password for {name}: its hash is in {p['file']}, "
-                              f"the password in {kept}")
+                self.progress(f"created a password for {name}: its hash is in {p['file']}, the password in {kept}")
 
     def _stop(self, user: dict, undo: list) -> None:
         """Stop the user's container (for work on their disk); `up` starts it again,
@@ -223,8 +247,9 @@ class Stack:
             cname = c["Names"][0]
             if user in self.plan["users"] and self.plan["users"][user]["container"]["name"] == cname:
                 continue
-            self.progress(f"{user} is no longer in the settings: stopping and removing container {cname} "
-                          "(the workspace is kept)")
+            self.progress(
+                f"{user} is no longer in the settings: stopping and removing container {cname} (the workspace is kept)"
+            )
             podman.remove(self.host, cname)
             if user in rec["plan"]["users"]:
                 for p in self._env_paths(rec["plan"]["users"][user]):
@@ -251,19 +276,25 @@ class Stack:
             if info["State"].get("Running"):
                 return "unchanged"
             if idle.stopped_idle(self.plan, user["name"]):
-                return "stopped-idle"   # its next visit starts it
+                return "stopped-idle"  # its next visit starts it
             self.progress(f"starting the stopped container {cname}")
             podman.podman(self.host, "start", cname, cwd=self.state_dir)
             undo.append(lambda: podman.podman(self.host, "stop", cname, check=False))
             return "started"
         if info:
-            why = ("a reset was asked for" if force else "its settings or its image changed" if not same_spec
-                   else "its key files changed")
+            why = (
+                "a reset was asked for"
+                if force
+                else "its settings or its image changed"
+                if not same_spec
+                else "its key files changed"
+            )
             self.progress(f"recreating {cname}: {why}")
             podman.remove(self.host, cname)
         else:
-            self.progress(f"creating {cname} (the first start with a new uid map copies the image: "
-                          "this can take a minute)")
+            self.progress(
+                f"creating {cname} (the first start with a new uid map copies the image: this can take a minute)"
+            )
         idle.forget(self.plan, [user["name"]])
         files.write_private(env_path, env)
         files.write_private(digest_path, secrets)
@@ -286,18 +317,23 @@ class Stack:
                 # A restart means code-server died: the restart policy must not hide it.
                 if not info or not info["State"].get("Running") or info.get("RestartCount"):
                     code = podman.last_exit_code(self.host, info) if info else None
-                    raise RunnerError(f"{name}'s container {cname} stopped (exit code {code}) instead of "
-                                      f"becoming healthy; see `csm logs {name}`")
-                if podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0 and \
-                        sockets.link(self.plan["users"][name]):
+                    raise RunnerError(
+                        f"{name}'s container {cname} stopped (exit code {code}) instead of "
+                        f"becoming healthy; see `csm logs {name}`"
+                    )
+                if podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0 and sockets.link(
+                    self.plan["users"][name]
+                ):
                     pending.remove(name)
                     self.progress(f"{name} is healthy ({time.monotonic() - start:.0f} s)")
             if not pending:
                 break
             now = time.monotonic()
             if now - start > self.health_timeout:
-                raise RunnerError(f"{', '.join(pending)} did not pass the health check within "
-                                  f"{self.health_timeout:.0f} s; look at `csm logs {pending[0]}`")
+                raise RunnerError(
+                    f"{', '.join(pending)} did not pass the health check within "
+                    f"{self.health_timeout:.0f} s; look at `csm logs {pending[0]}`"
+                )
             if now - last_report >= 10:
                 self.progress(f"still waiting for {', '.join(pending)} ({now - start:.0f} s)")
                 last_report = now
@@ -340,7 +376,7 @@ class Stack:
         files; with unmount, unmount the users' disks too (their files stay in the
         disk files). Workspaces, settings and passwords stay."""
         with self.lock():
-            if idle.stop_service(self.state_dir):   # first: nothing wakes while containers go
+            if idle.stop_service(self.state_dir):  # first: nothing wakes while containers go
                 self.progress("idle service stopped")
             if gate.stop(self.state_dir):
                 self.progress("gate stopped")
@@ -399,9 +435,13 @@ class Stack:
     def logs(self, name: str, follow: bool = False, tail: int | None = None) -> int:
         cname = self.user(name)["container"]["name"]
         if podman.inspect(self.host, cname) is None:
-            raise RunnerError(f"{name} has no container ({cname}); the stack is down or {name} was reset "
-                              "just now: see `csm status`")
-        argv = [self.host.podman, "logs"] + (["--follow"] if follow else []) + \
-               ([f"--tail={tail}"] if tail is not None else []) + [self.user(name)["container"]["name"]]
+            raise RunnerError(
+                f"{name} has no container ({cname}); the stack is down or {name} was reset just now: see `csm status`"
+            )
+        argv = (
+            [self.host.podman, "logs"]
+            + (["--follow"] if follow else [])
+            + ([f"--tail={tail}"] if tail is not None else [])
+            + [self.user(name)["container"]["name"]]
+        )
         return subprocess.call(argv)
-

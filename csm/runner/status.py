@@ -1,6 +1,7 @@
 """What `csm status` reports: nginx, and per user the container's state, health,
 memory in use (podman's count), OOM kills (the kernel's count for the container's
 memory cgroup), code-server's last activity and the use of their disk."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,18 +21,18 @@ CGROUPS = Path("/sys/fs/cgroup")
 class UserStatus:
     name: str
     container: str
-    state: str                       # running, exited, paused, created, absent
-    health: str                      # healthy, unhealthy, or "-" when not running
+    state: str  # running, exited, paused, created, absent
+    health: str  # healthy, unhealthy, or "-" when not running
     memory_bytes: int | None
     memory_limit_bytes: int
-    oom_kills: int | None            # None: not running, or the count is unreadable
-    last_activity: float | None      # epoch seconds of code-server's last heartbeat
+    oom_kills: int | None  # None: not running, or the count is unreadable
+    last_activity: float | None  # epoch seconds of code-server's last heartbeat
     exit_code: int | None = None
-    restarts: int | None = None      # times it was restarted after code-server died
-    activity: str = "-"              # running, stopped-idle, stopped-by-admin (runner/idle.py)
-    since: float | None = None       # epoch seconds it has been so
-    disk_used_bytes: int | None = None    # on the user's disk; None: no disk (no quota)
-    disk_size_bytes: int | None = None    # what the disk offers (the quota less ext4's bookkeeping)
+    restarts: int | None = None  # times it was restarted after code-server died
+    activity: str = "-"  # running, stopped-idle, stopped-by-admin (runner/idle.py)
+    since: float | None = None  # epoch seconds it has been so
+    disk_used_bytes: int | None = None  # on the user's disk; None: no disk (no quota)
+    disk_size_bytes: int | None = None  # what the disk offers (the quota less ext4's bookkeeping)
     disk_quota_bytes: int | None = None
     disk_percent: int | None = None
 
@@ -41,20 +42,24 @@ class StackStatus:
     nginx_pid: int | None
     http_port: int
     tls_port: int | None
-    gate_pid: int | None = None      # the login gate (nobody logs in without it)
+    gate_pid: int | None = None  # the login gate (nobody logs in without it)
     users: list[UserStatus] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
-        return self.nginx_pid is not None and self.gate_pid is not None and \
-            all(u.health == "healthy" or u.activity.startswith("stopped-idle") for u in self.users)
+        return (
+            self.nginx_pid is not None
+            and self.gate_pid is not None
+            and all(u.health == "healthy" or u.activity.startswith("stopped-idle") for u in self.users)
+        )
 
 
 def read(stack) -> StackStatus:
     """The status of a csm.runner.stack.Stack, as it is now."""
     running_gate = gate.SERVICE.running(stack.state_dir)
-    result = StackStatus(nginx.running_pid(stack.state_dir), stack.http_port, stack.tls_port,
-                         running_gate[0] if running_gate else None)
+    result = StackStatus(
+        nginx.running_pid(stack.state_dir), stack.http_port, stack.tls_port, running_gate[0] if running_gate else None
+    )
     names = [u["container"]["name"] for u in stack.plan["users"].values()]
     memory = memory_usage(stack.host, names)
     for name, user in stack.plan["users"].items():
@@ -64,19 +69,29 @@ def read(stack) -> StackStatus:
         running = podman.is_running(info)
         healthy = running and podman.podman(stack.host, "healthcheck", "run", cname, check=False).returncode == 0
         exit_code = info["State"].get("ExitCode") if info and not running else None
-        result.users.append(UserStatus(
-            name=name, container=cname, state=state,
-            health="healthy" if healthy else ("unhealthy" if running else "-"),
-            memory_bytes=memory.get(cname) if running else None,
-            memory_limit_bytes=user["limits"]["memoryBytes"],
-            oom_kills=oom_kills(info) if info else None,
-            last_activity=signals.heartbeat(user["socket"], user["container"]["healthPath"]) if running else None,
-            exit_code=exit_code, restarts=_restarts(stack.plan, name, info)))
+        result.users.append(
+            UserStatus(
+                name=name,
+                container=cname,
+                state=state,
+                health="healthy" if healthy else ("unhealthy" if running else "-"),
+                memory_bytes=memory.get(cname) if running else None,
+                memory_limit_bytes=user["limits"]["memoryBytes"],
+                oom_kills=oom_kills(info) if info else None,
+                last_activity=signals.heartbeat(user["socket"], user["container"]["healthPath"]) if running else None,
+                exit_code=exit_code,
+                restarts=_restarts(stack.plan, name, info),
+            )
+        )
         use = disks.usage(user)
         if use:
             u = result.users[-1]
-            u.disk_used_bytes, u.disk_size_bytes, u.disk_quota_bytes, u.disk_percent = \
-                use.used_bytes, use.size_bytes, use.quota_bytes, use.percent
+            u.disk_used_bytes, u.disk_size_bytes, u.disk_quota_bytes, u.disk_percent = (
+                use.used_bytes,
+                use.size_bytes,
+                use.quota_bytes,
+                use.percent,
+            )
         idle.annotate(stack.plan, result.users[-1], info)
     return result
 
@@ -93,8 +108,9 @@ def memory_usage(host: Host, names: list[str]) -> dict[str, int]:
     running = [n for n in names if podman.is_running(podman.inspect(host, n))]
     if not running:
         return {}
-    proc = podman.podman(host, "stats", "--no-stream", "--no-reset",
-                         "--format={{.Name}}\t{{.MemUsageBytes}}", *running, check=False)
+    proc = podman.podman(
+        host, "stats", "--no-stream", "--no-reset", "--format={{.Name}}\t{{.MemUsageBytes}}", *running, check=False
+    )
     usage = {}
     for line in proc.stdout.splitlines():
         name, _, value = line.partition("\t")
@@ -125,7 +141,7 @@ def oom_kills(info: dict, proc: Path = PROC, cgroups: Path = CGROUPS) -> int | N
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):   # cgroup v1
+        if "memory" in controllers.split(","):  # cgroup v1
             counters = cgroups / "memory" / path.lstrip("/") / "memory.oom_control"
         elif controllers == "" and (cgroups / "cgroup.controllers").exists():  # cgroup v2
             counters = cgroups / path.lstrip("/") / "memory.events"

@@ -10,6 +10,7 @@ The unit runs as root, so it names csm by absolute path with a fixed PATH, and i
 written only when everything it would run (csm, its interpreter, its venv, its code,
 the PATH's directories, and every directory on the way to them) only root can change.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,7 @@ UNIT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def _quoted(value: str) -> str:
     if "\n" in value:
         raise BadInput(f"{value!r} holds a line break, which a systemd unit cannot carry; rename it")
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")   # % starts a specifier
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")  # % starts a specifier
     return f'"{escaped}"'
 
 
@@ -54,37 +55,43 @@ def csm_program() -> str:
         return str(invoked.absolute())
     found = shutil.which("csm")
     if not found:
-        raise HostNotReady("cannot tell which csm the unit should run; run install-units as that csm, "
-                           "e.g. /path/to/checkout/.venv/bin/csm install-units")
+        raise HostNotReady(
+            "cannot tell which csm the unit should run; run install-units as that csm, "
+            "e.g. /path/to/checkout/.venv/bin/csm install-units"
+        )
     return str(Path(found).absolute())
 
 
 def render(csm: str, settings: Path, state_dir: Path, http_port: int, tls_port: int | None) -> str:
     # Every choice spelt out: `up` would otherwise take what its last run recorded.
-    up = [csm, "up", str(settings), "--http-port", str(http_port)] + (["--tls", str(tls_port)] if tls_port else ["--no-tls"])
+    up = [csm, "up", str(settings), "--http-port", str(http_port)] + (
+        ["--tls", str(tls_port)] if tls_port else ["--no-tls"]
+    )
     env = {"CSM_STATE_DIR": str(state_dir), "PATH": UNIT_PATH}
-    return "\n".join([
-        f"{MARK}: run it again to change this file; to drop it,",
-        "# `systemctl disable --now` the unit and delete the file.",
-        "[Unit]",
-        "Description=code-server-multi (portable runner, state in {})".format(str(state_dir).replace("%", "%%")),
-        "Wants=network-online.target",
-        "After=network-online.target",
-        "",
-        "[Service]",
-        "Type=oneshot",
-        "RemainAfterExit=yes",
-        # `up` waits for every user's health check; the first start after an image
-        # change copies the image for each uid map.
-        "TimeoutStartSec=20min",
-        *(environment(k, v) for k, v in env.items()),
-        "ExecStart=" + " ".join(exec_word(a) for a in up),
-        "ExecStop=" + " ".join(exec_word(a) for a in [csm, "down"]),
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"{MARK}: run it again to change this file; to drop it,",
+            "# `systemctl disable --now` the unit and delete the file.",
+            "[Unit]",
+            "Description=code-server-multi (portable runner, state in {})".format(str(state_dir).replace("%", "%%")),
+            "Wants=network-online.target",
+            "After=network-online.target",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "RemainAfterExit=yes",
+            # `up` waits for every user's health check; the first start after an image
+            # change copies the image for each uid map.
+            "TimeoutStartSec=20min",
+            *(environment(k, v) for k, v in env.items()),
+            "ExecStart=" + " ".join(exec_word(a) for a in up),
+            "ExecStop=" + " ".join(exec_word(a) for a in [csm, "down"]),
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )
 
 
 def install(text: str, unit_dir: Path, unit: str) -> Path:
@@ -95,8 +102,10 @@ def install(text: str, unit_dir: Path, unit: str) -> Path:
         raise HostNotReady(f"{unit_dir} is not a directory: is this a host with systemd? (--unit-dir picks another)")
     path = unit_dir / unit
     if path.exists() and not path.read_text(errors="replace").startswith(MARK):
-        raise BadInput(f"{path} exists and was not written by `csm install-units`; it is left as it is. "
-                       "Pick another name with --unit, or move that file away")
+        raise BadInput(
+            f"{path} exists and was not written by `csm install-units`; it is left as it is. "
+            "Pick another name with --unit, or move that file away"
+        )
     tmp = path.with_name(f".{unit}.tmp")
     tmp.write_text(text)
     tmp.chmod(0o644)
@@ -107,6 +116,7 @@ def install(text: str, unit_dir: Path, unit: str) -> Path:
 
 
 # ---- only root's code ---------------------------------------------------------
+
 
 def _not_roots(path: Path, st: os.stat_result) -> str | None:
     """Why someone other than root can change what is at path (lstat'ed), if they can."""
@@ -181,6 +191,7 @@ def running_code_dirs() -> list[Path]:
     """Where this csm's Python takes code from: its venv, the csm package (an editable
     install's checkout) and the standard library."""
     import csm
+
     dirs = [Path(sys.prefix), Path(csm.__file__).parent, Path(sysconfig.get_paths()["stdlib"])]
     return [d for d in dict.fromkeys(dirs) if d.is_dir()]
 
@@ -189,14 +200,21 @@ def check_root_only(program: str) -> None:
     """Refuse a unit whose csm, or anything it runs, someone other than root can change."""
     program = Path(program)
     interp = interpreter(program) if program.is_file() else None
-    if interp is None or os.path.realpath(interp) != os.path.realpath(sys.executable) or \
-            (Path(sys.prefix) != Path(sys.base_prefix) and Path(interp).parent.parent != Path(sys.prefix)):
-        raise BadInput(f"{program} is not the csm running now ({sys.executable}); run install-units as the csm "
-                       "the unit should start, by its path, e.g. /opt/csm/bin/csm install-units")
+    if (
+        interp is None
+        or os.path.realpath(interp) != os.path.realpath(sys.executable)
+        or (Path(sys.prefix) != Path(sys.base_prefix) and Path(interp).parent.parent != Path(sys.prefix))
+    ):
+        raise BadInput(
+            f"{program} is not the csm running now ({sys.executable}); run install-units as the csm "
+            "the unit should start, by its path, e.g. /opt/csm/bin/csm install-units"
+        )
     problems = not_roots_code(program, running_code_dirs(), UNIT_PATH.split(":"))
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise BadInput(f"no unit written: root would run {program} at boot, and someone other than root can "
-                       f"change what it runs: {shown}. Install csm where only root can write, e.g. "
-                       "`python3 -m venv /opt/csm && /opt/csm/bin/pip install /path/to/checkout` (not -e), and run "
-                       "`/opt/csm/bin/csm install-units` (or `chown -R root:` and `chmod -R go-w` the paths named)")
+        raise BadInput(
+            f"no unit written: root would run {program} at boot, and someone other than root can "
+            f"change what it runs: {shown}. Install csm where only root can write, e.g. "
+            "`python3 -m venv /opt/csm && /opt/csm/bin/pip install /path/to/checkout` (not -e), and run "
+            "`/opt/csm/bin/csm install-units` (or `chown -R root:` and `chmod -R go-w` the paths named)"
+        )

@@ -9,6 +9,7 @@ the "provider" and, just as important, what did not reach anywhere else.
     with FakeOpenAI("10.88.0.1", reply="hello from the fake") as fake:
         settings["opencode"]["provider"]["fake"]["options"]["baseURL"] = fake.base_url
 """
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,14 @@ def opencode_settings(provider: str, name: str, base_url: str, key_variable: str
     """The `opencode` settings of a custom provider at base_url serving MODEL; its key
     comes from the environment variable key_variable (an env file, never the config)."""
     return {
-        "provider": {provider: {
-            "npm": "@ai-sdk/openai-compatible",
-            "name": name,
-            "options": {"baseURL": base_url, "apiKey": f"{{env:{key_variable}}}"},
-            "models": {MODEL: {"name": model_name}},
-        }},
+        "provider": {
+            provider: {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": name,
+                "options": {"baseURL": base_url, "apiKey": f"{{env:{key_variable}}}"},
+                "models": {MODEL: {"name": model_name}},
+            }
+        },
         "model": f"{provider}/{MODEL}",
     }
 
@@ -60,8 +63,16 @@ class FakeOpenAI:
     at the world (process lists, logs) while the client is mid-request.
     """
 
-    def __init__(self, host: str, port: int = 0, *, reply: str, log_path: Path | None = None,
-                 hold: bool = False, hold_timeout: float = 120.0):
+    def __init__(
+        self,
+        host: str,
+        port: int = 0,
+        *,
+        reply: str,
+        log_path: Path | None = None,
+        hold: bool = False,
+        hold_timeout: float = 120.0,
+    ):
         self.reply = reply
         self.log_path = log_path
         self.requests: list[Received] = []
@@ -87,7 +98,7 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
         self._thread.start()
         return self
@@ -106,7 +117,7 @@ class FakeOpenAI:
         with self._lock:
             return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -171,13 +182,23 @@ class FakeOpenAI:
                 if received.body.get("stream"):
                     self._stream(model)
                 else:
-                    self._json(200, {
-                        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
-                        "model": model,
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": fake.reply}}],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    })
+                    self._json(
+                        200,
+                        {
+                            "id": "chatcmpl-fake",
+                            "object": "chat.completion",
+                            "created": int(time.time()),
+                            "model": model,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": fake.reply},
+                                }
+                            ],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                        },
+                    )
 
             def _stream(self, model: str) -> None:
                 # No Content-Length: the body ends when the connection closes.
@@ -189,8 +210,13 @@ class FakeOpenAI:
                 created = int(time.time())
 
                 def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> None:
-                    payload = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
-                               "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                    payload = {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    }
                     if usage:
                         payload["usage"] = usage
                     self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())

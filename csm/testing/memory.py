@@ -7,6 +7,7 @@ container's memory cgroup (benchmarks; v1 and v2 cgroups).
 Roles are told apart by command line: VS Code starts its helpers as
 `node .../bootstrap-fork --type=<role>`.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,14 @@ def process(pid: int) -> dict | None:
     except OSError:
         return None
     node_options = next((e.decode(errors="replace")[13:] for e in environ if e.startswith(b"NODE_OPTIONS=")), None)
-    return {"pid": pid, "cmdline": cmdline[:200], "role": role(cmdline), "node_options": node_options,
-            "rss_mib": kib_field(status, "VmRSS") / 1024, "pss_mib": kib_field(rollup, "Pss") / 1024}
+    return {
+        "pid": pid,
+        "cmdline": cmdline[:200],
+        "role": role(cmdline),
+        "node_options": node_options,
+        "rss_mib": kib_field(status, "VmRSS") / 1024,
+        "pss_mib": kib_field(rollup, "Pss") / 1024,
+    }
 
 
 def container_profile(name: str) -> dict:
@@ -109,6 +116,10 @@ def table(profiles: dict[str, dict]) -> str:
     for r in roles:
         cells = [profiles[n]["roles"].get(r, {}).get("pss_mib", 0.0) for n in names]
         lines.append(f"{r:<{width}} " + " ".join(f"{c:12.1f}" for c in cells))
-    for key, label in (("pss_mib", "sum of PSS"), ("cgroup_anon_mib", "cgroup anon"), ("cgroup_mib", "cgroup (podman stats)")):
+    for key, label in (
+        ("pss_mib", "sum of PSS"),
+        ("cgroup_anon_mib", "cgroup anon"),
+        ("cgroup_mib", "cgroup (podman stats)"),
+    ):
         lines.append(f"{label:<{width}} " + " ".join(f"{profiles[n][key]:12.1f}" for n in names))
     return "\n".join(lines)

@@ -8,6 +8,7 @@ unit's state in a file (what `is-active`, `show -p MainPID` and `NRestarts`, `st
     subprocess.run([... "csm", "status", "--plan", plan], env=sd.env())
     sd.calls()   # ["is-active nginx.service", ...]
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,9 @@ case "$1" in
   stop) echo inactive > "$state/$unit";;
   start|restart|try-restart)
     if [ "$1" = try-restart ] && [ "$current" != active ]; then exit 0; fi
-    if [ -e "$state/$unit.fails" ]; then echo "Job for $unit failed because the control process exited with error code." >&2; exit 1; fi
+    if [ -e "$state/$unit.fails" ]; then
+      echo "Job for $unit failed because the control process exited with error code." >&2; exit 1
+    fi
     echo active > "$state/$unit";;
   *) echo "systemctl stand-in: unexpected call: $*" >&2; exit 1;;
 esac
@@ -48,12 +51,13 @@ class SystemctlStandIn:
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}", "SYSTEMCTL_STATE": str(self.state), **extra}
 
-    def set(self, unit: str, state: str, pid: int | None = None, fails: bool = False,
-            restarts: int | None = None) -> None:
+    def set(
+        self, unit: str, state: str, pid: int | None = None, fails: bool = False, restarts: int | None = None
+    ) -> None:
         (self.state / unit).write_text(state + "\n")
         if pid:
             (self.state / f"{unit}.pid").write_text(f"{pid}\n")
-        if restarts is not None:   # systemd's NRestarts
+        if restarts is not None:  # systemd's NRestarts
             (self.state / f"{unit}.restarts").write_text(f"{restarts}\n")
         if fails:
             (self.state / f"{unit}.fails").touch()

@@ -1,7 +1,7 @@
 """Driving the VS Code workbench with Playwright (tests and the docs' screenshots)."""
+
 from __future__ import annotations
 
-import re
 import time
 
 from playwright.sync_api import Page, expect

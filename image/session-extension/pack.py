@@ -4,6 +4,7 @@
 
     python3 image/session-extension/pack.py OUT.vsix
 """
+
 import sys
 import zipfile
 from pathlib import Path

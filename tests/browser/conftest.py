@@ -10,6 +10,7 @@ Steps have stable names and the viewport a fixed size, so the onboarding guide's
 pictures can be regenerated from a test run (or taken by any test with
 `take_screenshot(page, directory, step)`).
 """
+
 from __future__ import annotations
 
 import re

@@ -1,6 +1,7 @@
 """From 90 % of their disk, a person sees it in the workbench: "Disk 9x% full" in the
 status bar (image/session-extension); a click says what to do and opens a terminal.
 Below 90 % nothing shows. On a stack of its own (user wren, a 1G disk)."""
+
 from __future__ import annotations
 
 import re

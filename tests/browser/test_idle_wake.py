@@ -1,7 +1,9 @@
 """Coming back to a workspace that was stopped for being idle, in Debian's Chromium:
 the address shows the login page and starts nothing; after the login it shows
 "Starting <name>'s workspace…" and turns into the workbench by itself; a VS Code tab
-left open while the container was stopped works again after at most one reload. Screenshots go to artifacts/browser/<test>/ (see conftest.py)."""
+left open while the container was stopped works again after at most one reload.
+Screenshots go to artifacts/browser/<test>/ (see conftest.py)."""
+
 from __future__ import annotations
 
 import re

@@ -2,6 +2,7 @@
 it in Chromium: log in on the login page, see the workspace folder, and find that
 no script on the page can read the cookie. On a TLS stack of its own (user tia);
 Chromium is told to accept the stack's local CA's certificate."""
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ the editor and find it again after the container has been replaced.
 Screenshots of every step go to artifacts/browser/<test>/<step>.png (see conftest.py).
 Every login uses the right password, which costs none of code-server's login budget.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,7 +21,6 @@ from csm.testing.workbench import LOAD, files_explorer, palette, password_box, r
 pytestmark = pytest.mark.live
 
 
-
 def user(stack) -> str:
     return stack.users[0]
 
@@ -29,8 +29,7 @@ def log_in(page: Page, stack, screenshot=None) -> None:
     """Opens the user's address, which leads to the login page, and logs in there."""
     response = page.goto(stack.url(user(stack)))
     if response is None or response.status >= 500:
-        pytest.fail(f"{stack.url(user(stack))} answered {response and response.status}; "
-                    f"{container_report(stack)}")
+        pytest.fail(f"{stack.url(user(stack))} answered {response and response.status}; {container_report(stack)}")
     expect(page).to_have_title(re.compile(r"^Log in to "))
     password = password_box(page)
     expect(password).to_be_visible()
@@ -56,8 +55,9 @@ def terminal_text(page: Page) -> str:
 
 
 def in_container(stack, script: str) -> str:
-    return subprocess.run(["podman", "exec", container(stack), "sh", "-c", script],
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["podman", "exec", container(stack), "sh", "-c", script], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def container(stack) -> str:
@@ -67,16 +67,29 @@ def container(stack) -> str:
 def container_report(stack) -> str:
     """The container's state and the end of its log, for a failure message."""
     name = container(stack)
-    state = subprocess.run(["podman", "container", "inspect", "--format",
-                            "{{.State.Status}} (exit {{.State.ExitCode}}, started {{.State.StartedAt}})", name],
-                           capture_output=True, text=True)
+    state = subprocess.run(
+        [
+            "podman",
+            "container",
+            "inspect",
+            "--format",
+            "{{.State.Status}} (exit {{.State.ExitCode}}, started {{.State.StartedAt}})",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+    )
     log = subprocess.run(["podman", "logs", "--tail", "15", name], capture_output=True, text=True)
     return f"{name} is {(state.stdout or state.stderr).strip()}; its log ends: {(log.stdout + log.stderr)[-1500:]}"
 
 
 def container_id(stack) -> str:
-    return subprocess.run(["podman", "container", "inspect", "--format", "{{.Id}}", container(stack)],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["podman", "container", "inspect", "--format", "{{.Id}}", container(stack)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def test_log_in_and_see_the_workbench(live_stack, page, screenshot):
@@ -145,7 +158,8 @@ def write_and_find_again(live_stack, new_context, page, screenshot, name, text):
     deadline = time.monotonic() + 30
     while not (on_host.exists() and on_host.read_text() == text):
         assert time.monotonic() < deadline, (
-            f"{on_host} holds {on_host.read_text() if on_host.exists() else None!r}, not {text!r}")
+            f"{on_host} holds {on_host.read_text() if on_host.exists() else None!r}, not {text!r}"
+        )
         time.sleep(0.5)
     screenshot("02-file-saved")
 
@@ -174,9 +188,11 @@ def test_log_out_from_the_workbench(live_stack, page, screenshot):
     Headless Chromium blocks the tab the item opens (the click reaches the page again
     only after a round trip through the extension host; a person's browser allows it
     within seconds of a click), so the test notes where the item goes and opens it."""
-    page.add_init_script("window.csmOpened = []; const open = window.open;"
-                         "window.open = function (url, ...rest) { window.csmOpened.push(String(url));"
-                         " return open.call(this, url, ...rest); };")
+    page.add_init_script(
+        "window.csmOpened = []; const open = window.open;"
+        "window.open = function (url, ...rest) { window.csmOpened.push(String(url));"
+        " return open.call(this, url, ...rest); };"
+    )
     log_in(page, live_stack)
     item = page.locator(".statusbar").get_by_text("Log out")
     expect(item).to_be_visible(timeout=LOAD)

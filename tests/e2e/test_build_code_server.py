@@ -1,6 +1,7 @@
 """image/build-code-server.sh ships code-server as upstream made it: its login route is
 not touched (its login is off, `--auth none`; the project's gate checks passwords in
 front of it). Uses the manifest's node and code-server tarballs, verified."""
+
 import io
 import json
 import os
@@ -29,8 +30,20 @@ def tarballs():
 @pytest.fixture(scope="module")
 def node(tarballs, tmp_path_factory):
     into = tmp_path_factory.mktemp("node")
-    subprocess.run(["tar", "-xzf", tarballs[0], "-C", into, "--strip-components=1", "--no-same-owner",
-                    "package/bin/node", "package/include"], check=True)
+    subprocess.run(
+        [
+            "tar",
+            "-xzf",
+            tarballs[0],
+            "-C",
+            into,
+            "--strip-components=1",
+            "--no-same-owner",
+            "package/bin/node",
+            "package/include",
+        ],
+        check=True,
+    )
     return into
 
 
@@ -59,10 +72,19 @@ def build(node: Path, tarball_dir: Path, out: Path) -> subprocess.CompletedProce
     for tool, target in (("node", node / "bin/node"), ("npm", Path(npm).resolve())):
         if not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(target)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "npm_config_nodedir": str(node),
-           "HOME": str(out.parent)}
-    return subprocess.run(["sh", str(inputs.BUILD_SCRIPT), str(tarball_dir), str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "npm_config_nodedir": str(node),
+        "HOME": str(out.parent),
+    }
+    return subprocess.run(
+        ["sh", str(inputs.BUILD_SCRIPT), str(tarball_dir), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def upstream_login(tarballs) -> bytes:

@@ -6,6 +6,7 @@ user `greedy` has small limits that make each check sharp on this 2-core host an
 whose `calm` is the neighbour; it also serves HTTPS, so the deployment checks run once
 over TLS as well.
 """
+
 import pytest
 
 from csm.checks import CheckFailed, host, http, proxy, workbench
@@ -83,8 +84,15 @@ def test_the_memory_check_sees_another_limit(live_stack):
 # ---- the limits stack: over TLS, then destructive ----------------------------------
 
 
-@pytest.mark.parametrize("check", ["healthz_answers", "right_password_gives_session",
-                                   "websocket_speaks_vscode_protocol", "foreign_origin_websocket_refused"])
+@pytest.mark.parametrize(
+    "check",
+    [
+        "healthz_answers",
+        "right_password_gives_session",
+        "websocket_speaks_vscode_protocol",
+        "foreign_origin_websocket_refused",
+    ],
+)
 def test_deployment_checks_over_tls(limits, check):
     target = http.Target(limits.url("calm"), limits.password("calm"), ca_file=str(limits.ca_file))
     assert target.scheme == "https"

@@ -6,6 +6,7 @@ every other login uses the right password or an empty one, which cost nothing.
 nginx limits logins per client address, so these tests send from a loopback address
 of their own (SOURCE) and leave 127.0.0.1's allowance to the browser tests.
 """
+
 import re
 
 import pytest
@@ -20,8 +21,7 @@ SOURCE = "127.0.0.10"
 @pytest.fixture(scope="module")
 def targets(live_stack):
     """One Target per user; each logs in once and keeps its session cookie."""
-    return {u: http.Target(live_stack.url(u), live_stack.password(u), source_address=SOURCE)
-            for u in live_stack.users}
+    return {u: http.Target(live_stack.url(u), live_stack.password(u), source_address=SOURCE) for u in live_stack.users}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_a_workspace_is_not_mistaken_for_the_landing_page(ada, landing_html):
 def test_an_unknown_subdomain_has_no_healthz(ada):
     nobody = ada.sibling("nobody")
     nobody.password = ada.password
-    with pytest.raises(CheckFailed, match="gave no session: HTTP 404"):   # no gate, no login there
+    with pytest.raises(CheckFailed, match="gave no session: HTTP 404"):  # no gate, no login there
         workbench.healthz_answers(nobody)
 
 

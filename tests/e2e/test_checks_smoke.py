@@ -1,4 +1,5 @@
 """`csm smoke` against the live stack, as an admin runs it against a real server."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,7 @@ CSM = str(Path(sys.executable).parent / "csm")  # the installed command
 
 
 def smoke(*args, stdin):
-    return subprocess.run([CSM, "smoke", *args], input=stdin,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([CSM, "smoke", *args], input=stdin, capture_output=True, text=True, timeout=300)
 
 
 def domain_url(live_stack):
@@ -26,8 +26,7 @@ def test_smoke_passes_on_a_working_deployment(live_stack):
     done = smoke(domain_url(live_stack), "--user", "bo", "--other-user", "ada", stdin=live_stack.password("bo") + "\n")
     lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [line.split(":")[0] for line in lines] == [
-        f"PASS {name}" for name, _ in deployment_checks(other_user="ada")]
+    assert [line.split(":")[0] for line in lines] == [f"PASS {name}" for name, _ in deployment_checks(other_user="ada")]
     assert live_stack.password("bo") not in done.stdout + done.stderr
 
 

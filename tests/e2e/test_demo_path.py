@@ -10,6 +10,7 @@ person's demo is the real one when it runs on this host (only looked at, never
 touched); otherwise the test brings one up as `make demo` would, in a throwaway
 directory, and checks it the same way afterwards.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,13 @@ PERSONS_CONTAINER = "code-server-demo"  # what examples/demo.nix names it: the d
 
 
 def make(target: str, *variables: str, state: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-s", target, *variables], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "CSM_STATE_DIR": str(state)})
+    return subprocess.run(
+        ["make", "-s", target, *variables],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CSM_STATE_DIR": str(state)},
+    )
 
 
 def demo_settings(base: Path, **overrides: str) -> Path:
@@ -65,8 +71,11 @@ def address_and_password(stdout: str) -> tuple[str, str]:
 
 def container_identity(name: str) -> str:
     """Id and start time: a recreated or restarted container changes them."""
-    return subprocess.run(["podman", "container", "inspect", "--format", "{{.Id}} {{.State.StartedAt}}", name],
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["podman", "container", "inspect", "--format", "{{.Id}} {{.State.StartedAt}}", name],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def tree_digest(root: Path) -> str:
@@ -135,8 +144,7 @@ def test_make_demo_gives_a_working_address_and_password(stack_kit, web_client, p
         cookie = web_client.login(url, password)
         assert "workbench" in web_client.workbench(url, cookie)
         assert web_client.vscode_handshake(url, cookie)["type"] == "sign"
-        version = subprocess.run(["podman", "exec", container, "opencode", "--version"],
-                                 capture_output=True, text=True)
+        version = subprocess.run(["podman", "exec", container, "opencode", "--version"], capture_output=True, text=True)
         assert version.returncode == 0, version.stderr
         assert re.fullmatch(r"\d+\.\d+\.\d+\s*", version.stdout), version.stdout
 

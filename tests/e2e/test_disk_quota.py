@@ -3,6 +3,7 @@
 nginx and the gate are untouched; deleting gives the room back. A quota rises
 without losing a byte, cannot fall below what is stored, and a quota set later moves
 the files already there onto the disk. On a stack of its own (users quin and rhea)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,10 +14,10 @@ import sys
 
 import pytest
 
+from csm import plan as planlib
 from csm.checks import http, workbench
 from csm.runner import BadInput, disks, podman
 from csm.testing.stacks import merge
-from csm import plan as planlib
 
 pytestmark = pytest.mark.live
 SOURCE = "127.0.0.62"  # logins from an address of their own
@@ -26,18 +27,25 @@ GIB = 2**30
 @pytest.fixture(scope="module")
 def pair(live_stack_factory):
     # rhea starts without a quota: the last test gives her one.
-    return live_stack_factory(["quin", "rhea"], extra_settings={
-        "idleStopAfter": None, "diskQuota": "1G", "users": {"rhea": {"diskQuota": None}}})
+    return live_stack_factory(
+        ["quin", "rhea"],
+        extra_settings={"idleStopAfter": None, "diskQuota": "1G", "users": {"rhea": {"diskQuota": None}}},
+    )
 
 
 def inside(s, user: str, script: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", "exec", s.container(user), "sh", "-c", script],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["podman", "exec", s.container(user), "sh", "-c", script], capture_output=True, text=True, timeout=300
+    )
 
 
 def status(s) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "csm.cli", "status", "--json", "--state-dir", str(s.state_dir)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "csm.cli", "status", "--json", "--state-dir", str(s.state_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return {u["name"]: u for u in json.loads(proc.stdout)["users"]}
 
 
@@ -59,13 +67,13 @@ def apply(s, settings: dict) -> None:
 def test_a_full_disk_stops_only_its_owner(pair):
     image = pair.plan["users"]["quin"]["disk"]["image"]
     free_before = host_free(pair)
-    full = inside(pair, "quin", "head -c 2G /dev/zero > ~/project/big")   # twice the quota
+    full = inside(pair, "quin", "head -c 2G /dev/zero > ~/project/big")  # twice the quota
     assert full.returncode != 0 and "No space left on device" in full.stderr, full
-    assert os.stat(image).st_blocks * 512 <= GIB                          # the disk's file holds at most the quota
-    assert free_before - host_free(pair) <= 1.05 * GIB                    # (other programs write too)
+    assert os.stat(image).st_blocks * 512 <= GIB  # the disk's file holds at most the quota
+    assert free_before - host_free(pair) <= 1.05 * GIB  # (other programs write too)
     assert status(pair)["quin"]["disk_percent"] == 100
     loop = os.path.basename(disks.mounted_device(pair.user_dir("quin")))
-    assert open(f"/sys/block/{loop}/loop/dio").read().strip() == "1"   # direct I/O: no page cached twice
+    assert open(f"/sys/block/{loop}/loop/dio").read().strip() == "1"  # direct I/O: no page cached twice
 
     # The neighbour logs in and writes; nginx and the gate serve; quin's code-server still answers.
     logs_in(pair, "rhea")
@@ -75,8 +83,10 @@ def test_a_full_disk_stops_only_its_owner(pair):
     logs_in(pair, "quin")
 
     # Deleting gives the room back.
-    assert inside(pair, "quin", "rm ~/project/big && head -c 100M /dev/zero > ~/project/again && echo ok") \
-        .stdout.strip() == "ok"
+    assert (
+        inside(pair, "quin", "rm ~/project/big && head -c 100M /dev/zero > ~/project/again && echo ok").stdout.strip()
+        == "ok"
+    )
     assert status(pair)["quin"]["disk_percent"] < 15
 
 
@@ -116,7 +126,9 @@ def test_a_quota_set_later_moves_the_files_onto_the_disk(pair):
     rhea = pair.plan["users"]["rhea"]
     assert disks.usage(rhea) is None and status(pair)["rhea"]["disk_used_bytes"] is None
     inside(pair, "rhea", "mkdir -p ~/project/src && printf hello > ~/project/src/a && chmod 640 ~/project/src/a")
-    listing = "cd ~/project && find . -printf '%u %m %s %p\\n' | sort && cat ~/.local/share/code-server/User/settings.json"
+    listing = (
+        "cd ~/project && find . -printf '%u %m %s %p\\n' | sort && cat ~/.local/share/code-server/User/settings.json"
+    )
     before = inside(pair, "rhea", listing).stdout
     apply(pair, {"users": {"rhea": {"diskQuota": "1G"}}})
     assert disks.usage(pair.plan["users"]["rhea"]).quota_bytes == GIB
@@ -129,7 +141,7 @@ def test_a_quota_set_later_moves_the_files_onto_the_disk(pair):
 def test_down_unmount_unmounts_every_disk_and_up_brings_them_back(pair):
     digest = hashlib.sha256(open(os.path.join(pair.workspace("quin"), "keep"), "rb").read()).hexdigest()
     pair.stack.down()
-    assert os.path.exists(os.path.join(pair.workspace("quin"), "keep"))   # a plain down keeps them in view
+    assert os.path.exists(os.path.join(pair.workspace("quin"), "keep"))  # a plain down keeps them in view
     pair.stack.up()
     pair.stack.down(unmount=True)
     assert not any(disks.is_mounted(u["disk"]) for u in pair.plan["users"].values())
@@ -139,7 +151,7 @@ def test_down_unmount_unmounts_every_disk_and_up_brings_them_back(pair):
 
 
 def test_a_restore_that_does_not_fit_beside_the_files_changes_nothing(pair, tmp_path):
-    inside(pair, "quin", "rm -f ~/project/keep")   # a small archive
+    inside(pair, "quin", "rm -f ~/project/keep")  # a small archive
     inside(pair, "rhea", "head -c 600M /dev/zero > ~/project/big && printf mine > ~/project/note")
     archive = pair.stack.backup(tmp_path / "backups")
     inside(pair, "rhea", "printf changed > ~/project/note")

@@ -14,6 +14,7 @@
   user's code-server.
 
 On a stack of its own (users gil, hal), with 127.0.0.x addresses no other test uses."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,11 @@ def target(stack, user: str, source: str | None = None) -> http.Target:
 
 
 def test_sixty_wrong_passwords_at_once_get_at_most_the_allowance_checked(pair):
-    print(login.concurrent_guesses_charged_first(target(pair, "gil", "127.0.0.81"),
-                                                 owner=target(pair, "gil", "127.0.0.82"), guesses=60))
+    print(
+        login.concurrent_guesses_charged_first(
+            target(pair, "gil", "127.0.0.81"), owner=target(pair, "gil", "127.0.0.82"), guesses=60
+        )
+    )
 
 
 def test_other_spellings_of_the_login_path_check_nothing(pair):
@@ -72,8 +76,12 @@ def test_no_tcp_port_and_the_socket_refuses_other_host_accounts(pair):
 
 
 def _state_files(stack) -> list[Path]:
-    roots = [stack.state_dir, Path(stack.plan["gate"]["stateDir"]), Path(stack.plan["runtimeDir"]),
-             Path(stack.settings["users"]["gil"]["hashedPasswordFile"]).parent]
+    roots = [
+        stack.state_dir,
+        Path(stack.plan["gate"]["stateDir"]),
+        Path(stack.plan["runtimeDir"]),
+        Path(stack.settings["users"]["gil"]["hashedPasswordFile"]).parent,
+    ]
     return [p for root in roots for p in root.rglob("*") if p.is_file()]
 
 
@@ -106,8 +114,17 @@ def test_sessions_survive_down_and_up_and_are_listed(pair):
     pair.stack.down()
     pair.stack.up()
     assert http._has_session(t, cookie), "a session did not survive csm down and up"
-    listed = subprocess.run([str(Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "csm"), "sessions", "hal",
-                             "--state-dir", str(pair.state_dir)], capture_output=True, text=True)
+    listed = subprocess.run(
+        [
+            str(Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "csm"),
+            "sessions",
+            "hal",
+            "--state-dir",
+            str(pair.state_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert listed.returncode == 0 and "hal" in listed.stdout, listed.stdout + listed.stderr
     assert cookie not in listed.stdout
 
@@ -116,15 +133,17 @@ def test_csm_sessions_revoke_and_csm_passwd_end_every_session(pair, tmp_path):
     csm = str(Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "csm")
     t = target(pair, "hal", "127.0.0.88")
     cookie = t.session()
-    out = subprocess.run([csm, "sessions", "hal", "--revoke", "--state-dir", str(pair.state_dir)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [csm, "sessions", "hal", "--revoke", "--state-dir", str(pair.state_dir)], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert not http._has_session(t, cookie), "csm sessions --revoke left the session working"
     t._cookie = None
     cookie = t.session()
     new = passwd.generate()
-    out = subprocess.run([csm, "passwd", "hal", "--state-dir", str(pair.state_dir)], input=new + "\n",
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [csm, "passwd", "hal", "--state-dir", str(pair.state_dir)], input=new + "\n", capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert not http._has_session(t, cookie), "csm passwd left the old session working"
     assert http._login(t, t.password)[1] is None, "the old password still logs in"
@@ -138,14 +157,18 @@ def test_the_gate_runs_as_its_own_account_and_only_asks_the_root_side(pair):
     pid = int((pair.state_dir / "gate.pid").read_text().split()[0])
     uids = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:")][0]
     assert uids.split()[1:] == [str(account.pw_uid)] * 4, uids
-    owned = subprocess.run(["find", str(pair.base), "/etc", "/usr", "-xdev", "-user", gate["user"]],
-                           capture_output=True, text=True).stdout.split()
+    owned = subprocess.run(
+        ["find", str(pair.base), "/etc", "/usr", "-xdev", "-user", gate["user"]], capture_output=True, text=True
+    ).stdout.split()
     allowed = (Path(gate["directory"]), Path(gate["stateDir"]), pair.state_dir / "credentials")
     for path in owned:
         assert any(Path(path) == a or a in Path(path).parents for a in allowed), f"{gate['user']} owns {path}"
     as_gate = ["runuser", "-u", gate["user"], "--"]
-    for argv in (["podman", "start", pair.container("gil")], ["touch", str(pair.state_dir / "x")],
-                 ["cat", pair.plan["users"]["gil"]["password"]["file"]]):
+    for argv in (
+        ["podman", "start", pair.container("gil")],
+        ["touch", str(pair.state_dir / "x")],
+        ["cat", pair.plan["users"]["gil"]["password"]["file"]],
+    ):
         assert subprocess.run(as_gate + argv, capture_output=True).returncode != 0, f"{gate['user']} could {argv}"
     for verb in ("stop", "restart", "exec"):
         with pytest.raises(control.ControlError):
@@ -159,14 +182,47 @@ def test_a_link_planted_in_ones_socket_directory_never_reaches_another_users_cod
     workbench, even after root's refresh (the idle service's round, a wake)."""
     gil, hal = pair.plan["users"]["gil"], pair.plan["users"]["hal"]
     secret = f"hal-{os.urandom(6).hex()}"
-    subprocess.run(["podman", "exec", pair.container("hal"), "sh", "-c",
-                    f"mkdir -p /tmp/app && echo {secret} > /tmp/app/secret.txt"], check=True)
-    subprocess.run(["podman", "exec", "-w", "/tmp/app", "-d", pair.container("hal"),   # hal's app
-                    "timeout", "120", "python3", "-m", "http.server", "8124"], check=True)
+    subprocess.run(
+        [
+            "podman",
+            "exec",
+            pair.container("hal"),
+            "sh",
+            "-c",
+            f"mkdir -p /tmp/app && echo {secret} > /tmp/app/secret.txt",
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "podman",
+            "exec",
+            "-w",
+            "/tmp/app",
+            "-d",
+            pair.container("hal"),  # hal's app
+            "timeout",
+            "120",
+            "python3",
+            "-m",
+            "http.server",
+            "8124",
+        ],
+        check=True,
+    )
     inside = gil["container"]["socket"]
-    planted = subprocess.run(["podman", "exec", pair.container("gil"), "sh", "-c",
-                              f"mv {inside} {inside}.real && ln -s {hal['socketSource']} {inside} && ls -l {inside}"],
-                             capture_output=True, text=True)
+    planted = subprocess.run(
+        [
+            "podman",
+            "exec",
+            pair.container("gil"),
+            "sh",
+            "-c",
+            f"mv {inside} {inside}.real && ln -s {hal['socketSource']} {inside} && ls -l {inside}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert planted.returncode == 0, planted.stderr
     try:
         assert not sockets.link(gil), "root linked a symbolic link"
@@ -177,5 +233,7 @@ def test_a_link_planted_in_ones_socket_directory_never_reaches_another_users_cod
             assert http._has_session(t, t.session()), "gil lost their own workbench"
             time.sleep(1)
     finally:
-        subprocess.run(["podman", "exec", pair.container("gil"), "sh", "-c", f"rm -f {inside} && mv {inside}.real {inside}"],
-                       check=True)
+        subprocess.run(
+            ["podman", "exec", pair.container("gil"), "sh", "-c", f"rm -f {inside} && mv {inside}.real {inside}"],
+            check=True,
+        )

@@ -3,6 +3,7 @@ csm.checks.idle): an idle user is stopped with their files intact and `csm up` l
 them so, a busy one is not, a minute of strangers' visits starts nothing, the owner's
 login wakes them (as often as needed), and a container that cannot start is not
 started again and again. The browser's view is in tests/browser/test_idle_wake.py."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,13 @@ import pytest
 
 from csm.checks import idle as checks
 from csm.checks.image import subprocess_runner as run
-from csm.idle.control import Podman
 from csm.idle import markers, service
+from csm.idle.control import Podman
 from csm.idle.service import stop_idle
 
 pytestmark = pytest.mark.live
 
-IDLE_AFTER = 20   # seconds: the shortened idleStopAfter of this stack
+IDLE_AFTER = 20  # seconds: the shortened idleStopAfter of this stack
 USERS = ["idla", "idlb", "idlr", "idlf"]
 
 
@@ -82,21 +83,26 @@ def test_idle_user_is_stopped_with_files_intact_and_up_leaves_them_stopped(stack
 
 
 def test_csm_status_shows_who_is_stopped_for_being_idle(stack):
-    stop_as_idle(stack, "idla")   # already stopped, or stopped now
-    out = subprocess.run([".venv/bin/csm", "status", "--state-dir", str(stack.state_dir), "--json"],
-                         capture_output=True, text=True)
+    stop_as_idle(stack, "idla")  # already stopped, or stopped now
+    out = subprocess.run(
+        [".venv/bin/csm", "status", "--state-dir", str(stack.state_dir), "--json"], capture_output=True, text=True
+    )
     users = {u["name"]: u for u in json.loads(out.stdout)["users"]}
     assert users["idla"]["activity"] == "stopped-idle" and users["idla"]["since"]
-    table = subprocess.run([".venv/bin/csm", "status", "--state-dir", str(stack.state_dir)],
-                           capture_output=True, text=True).stdout
+    table = subprocess.run(
+        [".venv/bin/csm", "status", "--state-dir", str(stack.state_dir)], capture_output=True, text=True
+    ).stdout
     assert any(line.startswith("idla ") and "stopped-idle" in line for line in table.splitlines()), table
 
 
 def test_strangers_start_nothing_and_the_owners_login_wakes_a_stopped_user(stack):
     stop_as_idle(stack, "idla")
     stranger = visit(stack, "idla", "127.0.0.6", logged_in=False)
-    print(checks.stranger_starts_nothing(stranger.pop("run"), run, stranger.pop("url"), user(stack, "idla"),
-                                         seconds=60, **stranger))
+    print(
+        checks.stranger_starts_nothing(
+            stranger.pop("run"), run, stranger.pop("url"), user(stack, "idla"), seconds=60, **stranger
+        )
+    )
     print(checks.visit_shows_starting_page(**visit(stack, "idla", "127.0.0.2"), name="idla"))
     print(checks.told_ready(**visit(stack, "idla", "127.0.0.2"), plan=stack.plan))
     seconds = checks.woken(**visit(stack, "idla", "127.0.0.2"))
@@ -105,7 +111,7 @@ def test_strangers_start_nothing_and_the_owners_login_wakes_a_stopped_user(stack
 
 
 def test_a_container_stopped_by_the_admin_is_not_woken(stack):
-    markers.clear(stack.plan, "idla")   # whatever happened before: running, not stopped-idle
+    markers.clear(stack.plan, "idla")  # whatever happened before: running, not stopped-idle
     run(f"podman start {stack.container('idla')}")
     run(f"podman stop {stack.container('idla')}")
     print(checks.wake_refused(**visit(stack, "idla", "127.0.0.3"), page="stopped"))
@@ -142,7 +148,7 @@ def test_a_container_that_cannot_start_is_not_started_again_and_again(stack):
         assert int(headers["retry-after"]) > 60
         log = (stack.state_dir / "logs" / "idle.log").read_text()
         tries = log.count(f"starting {name} (its owner")
-        for _ in range(10):   # more visits, from other addresses too: no new start
+        for _ in range(10):  # more visits, from other addresses too: no new start
             for source in ("127.0.0.4", "127.0.0.5"):
                 print(checks.wake_refused(**visit(stack, name, source), page="failed"))
             time.sleep(0.5)

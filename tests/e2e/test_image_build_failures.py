@@ -1,6 +1,7 @@
 """The portable image build fails with a message naming the missing tool or the
 source it could not reach, and leaves no half-imported image: `latest` stays as it
 was, no temporary tag or tree is left behind."""
+
 from __future__ import annotations
 
 import os
@@ -20,15 +21,25 @@ REPOSITORY = load_contract()["imageName"]
 
 
 def images() -> set[str]:
-    out = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", REPOSITORY],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", REPOSITORY],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return set(out.split("\n")) - {""}
 
 
 def build(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     cache = tmp_path / "cache"
-    return subprocess.run([sys.executable, "-m", "csm.image", "build", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "CSM_CACHE_DIR": str(cache), **env}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "csm.image", "build", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CSM_CACHE_DIR": str(cache), **env},
+        timeout=300,
+    )
 
 
 def assert_nothing_left(tmp_path: Path, before: set[str]) -> None:

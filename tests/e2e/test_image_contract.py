@@ -3,6 +3,7 @@
 The NixOS VM test runs the same checks against the Nix image, with the extension
 required there. Here the extension is required only if the image says it was built
 with it (a VSIX in image/extensions/); otherwise its absence is reported."""
+
 import subprocess
 
 import pytest
@@ -26,8 +27,11 @@ def image(podman):
     return ref
 
 
-@pytest.mark.parametrize("name,check", contract.contract(require_extension=False),
-                         ids=[name for name, _ in contract.contract(require_extension=False)])
+@pytest.mark.parametrize(
+    "name,check",
+    contract.contract(require_extension=False),
+    ids=[name for name, _ in contract.contract(require_extension=False)],
+)
 def test_contract(name, check, image, podman, record_property):
     proved = check(image, podman)
     record_property(name, proved)

@@ -5,6 +5,7 @@ parser (`systemd-analyze verify`) accepts the unit without a warning, and the un
 ExecStart and ExecStop, read back the way systemd reads them and run with only the
 unit's environment, bring a stack of its own (user uma) up, answering through nginx,
 and down again. Bad input writes no unit and never replaces a file it did not write."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from csm.runner.host import Host
 from csm.testing import unit_file
 
 pytestmark = pytest.mark.live
-CSM = Path(sys.executable).with_name("csm")   # the venv's csm, as a person runs it
+CSM = Path(sys.executable).with_name("csm")  # the venv's csm, as a person runs it
 UNIT = "csm-test-uma.service"
 
 
@@ -32,19 +33,40 @@ def setup(stack_kit):
     settings = stack_kit.stack_settings(base, ["uma"], {"idleStopAfter": None})
     password = stack_kit.write_password(settings, "uma")
     (base / "settings.json").write_text(json.dumps(settings))
-    nix = base / "uma's settings $HOME 50%.nix"   # to prove the quoting: systemd reads ' $ % specially
+    nix = base / "uma's settings $HOME 50%.nix"  # to prove the quoting: systemd reads ' $ % specially
     nix.write_text(f'builtins.fromJSON (builtins.readFile "{base / "settings.json"}")\n')
     (base / "units").mkdir()
-    yield {"base": base, "nix": nix, "state": base / "state", "port": http_port, "units": base / "units",
-           "password": password}
+    yield {
+        "base": base,
+        "nix": nix,
+        "state": base / "state",
+        "port": http_port,
+        "units": base / "units",
+        "password": password,
+    }
     subprocess.run([CSM, "down", "--unmount", "--state-dir", base / "state"], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 
 
 def install(setup, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([CSM, "install-units", setup["nix"], "--http-port", str(setup["port"]),
-                           "--state-dir", setup["state"], "--unit-dir", setup["units"], "--unit", UNIT, *extra],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [
+            CSM,
+            "install-units",
+            setup["nix"],
+            "--http-port",
+            str(setup["port"]),
+            "--state-dir",
+            setup["state"],
+            "--unit-dir",
+            setup["units"],
+            "--unit",
+            UNIT,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_the_unit_passes_systemds_own_check(setup):
@@ -86,8 +108,21 @@ def test_a_file_it_did_not_write_is_never_replaced(setup):
 def test_settings_that_do_not_evaluate_write_no_unit(setup):
     bad = setup["base"] / "bad.nix"
     bad.write_text('{ users.ada = { }; basePort = "x"; }\n')
-    proc = subprocess.run([CSM, "install-units", bad, "--state-dir", setup["base"] / "other-state",
-                           "--unit-dir", setup["units"], "--unit", "bad.service"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            CSM,
+            "install-units",
+            bad,
+            "--state-dir",
+            setup["base"] / "other-state",
+            "--unit-dir",
+            setup["units"],
+            "--unit",
+            "bad.service",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "basePort" in proc.stderr
     assert not (setup["units"] / "bad.service").exists()

@@ -3,6 +3,7 @@ an app in the other user's (ivy) does not answer by address or by name, and neit
 does any port the host binds to loopback; the way out, a stand-in server on the host's
 public side of the bridge, and DNS, stays open. On a stack of its own (ivy, jon);
 the checks are csm.checks.network's, which nixos-tests/server.py runs too."""
+
 from __future__ import annotations
 
 import http.server

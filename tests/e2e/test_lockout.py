@@ -13,6 +13,7 @@ everyone together and refuses even the right password once spent). On a stack of
 its own (user lou), with addresses no other test uses: each address has an hourly
 allowance of its own. The checks are csm.checks.login's, which nixos-tests/server.py
 runs too."""
+
 from __future__ import annotations
 
 import pytest

@@ -2,6 +2,7 @@
 passes its health check (started here by the runner from the same plan, as the
 module's unit would), nginx and the unit are systemd's (played by
 csm.testing.systemctl, as this host has no systemd)."""
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,12 @@ def unit(stack) -> str:
 def status(stack, tmp_path, systemd, *args):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(stack.plan))
-    return subprocess.run([sys.executable, "-m", "csm.cli", "status", "--plan", str(plan),
-                           "--state-dir", str(tmp_path / "state"), *args],
-                          capture_output=True, text=True, env=systemd.env())
+    return subprocess.run(
+        [sys.executable, "-m", "csm.cli", "status", "--plan", str(plan), "--state-dir", str(tmp_path / "state"), *args],
+        capture_output=True,
+        text=True,
+        env=systemd.env(),
+    )
 
 
 def test_status_is_healthy_when_nginx_the_unit_and_the_container_are(nixos_stack, tmp_path):
@@ -55,10 +59,10 @@ def test_status_is_unhealthy_when_nginx_or_the_unit_is_not(nixos_stack, tmp_path
     systemd = SystemctlStandIn(tmp_path)
     systemd.set(unit(nixos_stack), "active")
     systemd.set(nixos_stack.plan["gate"]["unit"], "active", pid=4343)
-    assert status(nixos_stack, tmp_path, systemd).returncode == 1   # nginx.service inactive
+    assert status(nixos_stack, tmp_path, systemd).returncode == 1  # nginx.service inactive
     systemd.set("nginx.service", "active", pid=4242)
     systemd.set(nixos_stack.plan["gate"]["unit"], "failed")
-    assert status(nixos_stack, tmp_path, systemd).returncode == 1   # nobody can log in
+    assert status(nixos_stack, tmp_path, systemd).returncode == 1  # nobody can log in
     systemd.set(nixos_stack.plan["gate"]["unit"], "active", pid=4343)
     systemd.set(unit(nixos_stack), "deactivating")
     proc = status(nixos_stack, tmp_path, systemd, "--json")
@@ -68,8 +72,23 @@ def test_status_is_unhealthy_when_nginx_or_the_unit_is_not(nixos_stack, tmp_path
 def test_logs_with_the_plan_show_the_containers_log(nixos_stack, tmp_path):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(nixos_stack.plan))
-    proc = subprocess.run([sys.executable, "-m", "csm.cli", "logs", USER, "--plan", str(plan), "--tail", "50",
-                           "--state-dir", str(tmp_path / "state")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "csm.cli",
+            "logs",
+            USER,
+            "--plan",
+            str(plan),
+            "--tail",
+            "50",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     socket = nixos_stack.plan["users"][USER]["container"]["socket"]
     assert f"HTTP server listening on {socket}" in proc.stdout + proc.stderr

@@ -11,6 +11,7 @@ process's command line on the host or in the container (looked at while opencode
 for the answer), not in podman's record of the container's command, not in the plan,
 not in the container's log or the user's files.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ def command_lines_on_host() -> list[str]:
 
 def command_lines_in_container() -> list[str]:
     script = 'for f in /proc/[0-9]*/cmdline; do tr "\\0" " " < "$f" 2>/dev/null; echo; done'
-    out = subprocess.run(["podman", "exec", CONTAINER, "sh", "-c", script], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["podman", "exec", CONTAINER, "sh", "-c", script], check=True, capture_output=True, text=True
+    ).stdout
     return [line for line in out.splitlines() if line.strip()]
 
 
@@ -61,8 +63,9 @@ def ai(live_stack_factory, tmp_path_factory):
     gateway = host_address()
     port = free_port(gateway)
     settings = {
-        "opencode": opencode_settings(PROVIDER, "Fake provider", f"http://{gateway}:{port}/v1",
-                                      "FAKE_API_KEY", "Fake model"),
+        "opencode": opencode_settings(
+            PROVIDER, "Fake provider", f"http://{gateway}:{port}/v1", "FAKE_API_KEY", "Fake model"
+        ),
         "users": {USER: {"environmentFiles": [str(key_file)]}},
     }
     stack = live_stack_factory([USER], extra_settings=settings)
@@ -84,17 +87,32 @@ def answered(ai):
     out, err = here / "opencode.out", here / "opencode.err"
     with open(out, "w") as stdout, open(err, "w") as stderr:
         proc = subprocess.Popen(
-            ["podman", "exec", "--workdir", "/home/coder/project", CONTAINER,
-             "opencode", "run", "--model", f"{PROVIDER}/{MODEL}", "Say hello."],
-            stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+            [
+                "podman",
+                "exec",
+                "--workdir",
+                "/home/coder/project",
+                CONTAINER,
+                "opencode",
+                "run",
+                "--model",
+                f"{PROVIDER}/{MODEL}",
+                "Say hello.",
+            ],
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         arrived = fake.completion_arrived.wait(WAIT)
         if not arrived:
             proc.kill()
             proc.wait()
-            pytest.fail(f"opencode sent no chat completion to the fake within {WAIT} s "
-                        f"(exit {proc.returncode}); stdout {out.read_text()[-800:]!r}, "
-                        f"stderr {err.read_text()[-1500:]!r}")
+            pytest.fail(
+                f"opencode sent no chat completion to the fake within {WAIT} s "
+                f"(exit {proc.returncode}); stdout {out.read_text()[-800:]!r}, "
+                f"stderr {err.read_text()[-1500:]!r}"
+            )
         snapshot = {"host": command_lines_on_host(), "container": command_lines_in_container()}
         fake.release()
         proc.wait(WAIT)
@@ -131,8 +149,9 @@ def test_the_key_is_on_no_command_line_while_opencode_uses_it(answered):
 
 
 def test_the_key_is_not_in_podmans_record_of_the_command(answered):
-    info = json.loads(subprocess.run(["podman", "container", "inspect", CONTAINER], check=True,
-                                     capture_output=True, text=True).stdout)[0]
+    info = json.loads(
+        subprocess.run(["podman", "container", "inspect", CONTAINER], check=True, capture_output=True, text=True).stdout
+    )[0]
     for field in ("Args", "Path"):
         assert KEY not in json.dumps(info.get(field)), field
     for field in ("Cmd", "Entrypoint", "CreateCommand"):

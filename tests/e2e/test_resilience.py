@@ -4,6 +4,7 @@ service where podman 4.3 leaves it half-done, see csm/idle/restarts.py), and `cs
 the restart without calling it an OOM kill; a backup restored on a fresh state
 directory, before any `up`, gives the same files, and the user logs in.
 On a stack of its own (user kim)."""
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ def code_server_pid(cname: str) -> int:
 def test_a_killed_code_server_is_healthy_again_within_30_s(kim):
     cname = kim.plan["users"]["kim"]["container"]["name"]
     victim = code_server_pid(cname)
-    assert b"code-server" in Path(f"/proc/{victim}/cmdline").read_bytes().replace(b"\0", b" ") or \
-        b"entry" in Path(f"/proc/{victim}/cmdline").read_bytes()
+    assert (
+        b"code-server" in Path(f"/proc/{victim}/cmdline").read_bytes().replace(b"\0", b" ")
+        or b"entry" in Path(f"/proc/{victim}/cmdline").read_bytes()
+    )
     os.kill(victim, 9)
     killed = time.monotonic()
     while podman.is_running(podman.inspect(kim.stack.host, cname)) and time.monotonic() - killed < 10:
@@ -71,8 +74,14 @@ def snapshot(root: Path) -> dict[str, tuple]:
     out = {}
     for p in sorted([root, *root.rglob("*")]):
         st = p.lstat()
-        content = (os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
-        out[str(p.relative_to(root))] = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), stat.S_IFMT(st.st_mode), content)
+        content = os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None
+        out[str(p.relative_to(root))] = (
+            st.st_uid,
+            st.st_gid,
+            stat.S_IMODE(st.st_mode),
+            stat.S_IFMT(st.st_mode),
+            content,
+        )
     return out
 
 
@@ -82,9 +91,11 @@ def test_backup_delete_everything_restore_before_up_then_up(kim, tmp_path):
 
     kim.stack.up()  # running, whatever the test before left
 
-    inside("mkdir -p ~/project/keep && printf one > ~/project/keep/a && chmod 640 ~/project/keep/a"
-           " && chmod 750 ~/project/keep && ln -sf a ~/project/keep/link && head -c 100000 /dev/urandom > ~/blob"
-           " && mkfifo ~/project/pipe")
+    inside(
+        "mkdir -p ~/project/keep && printf one > ~/project/keep/a && chmod 640 ~/project/keep/a"
+        " && chmod 750 ~/project/keep && ln -sf a ~/project/keep/link && head -c 100000 /dev/urandom > ~/blob"
+        " && mkfifo ~/project/pipe"
+    )
     user_dir = kim.user_dir("kim")
     # Stopped, so code-server's own logs do not change between the snapshot and the archive.
     podman.podman(kim.stack.host, "stop", kim.plan["users"]["kim"]["container"]["name"])

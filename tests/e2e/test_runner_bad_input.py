@@ -3,6 +3,7 @@ image missing, a container name taken, a container that never becomes healthy.
 Each gets a clear message and leaves nothing half-started: no container, no nginx,
 no workspace. (Bad input caught without containers is in tests/unit/test_runner_cli.py;
 a user removed from the settings in test_runner_stack.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -40,12 +41,26 @@ class Attempt:
         self.plan = planlib.from_settings(self.settings)
 
     def csm_up(self) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "csm.cli", "up", str(self.file), "--state-dir", str(self.state),
-                               "--http-port", str(self.http_port)], capture_output=True, text=True)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "csm.cli",
+                "up",
+                str(self.file),
+                "--state-dir",
+                str(self.state),
+                "--http-port",
+                str(self.http_port),
+            ],
+            capture_output=True,
+            text=True,
+        )
 
     def assert_nothing_started(self):
-        assert podman.inspect(HOST, "csm-test-eli") is None or \
-            podman.labels(podman.inspect(HOST, "csm-test-eli")).get(podman.STACK_LABEL) != str(self.state)
+        assert podman.inspect(HOST, "csm-test-eli") is None or podman.labels(podman.inspect(HOST, "csm-test-eli")).get(
+            podman.STACK_LABEL
+        ) != str(self.state)
         assert nginx.running_pid(self.state) is None
         assert not Path(self.settings["workspaceBase"]).exists(), "a workspace was created"
         assert not Path(self.settings["runtimeDir"]).exists(), "env files were written"
@@ -107,8 +122,11 @@ def test_image_missing(attempt):
 
 def test_a_container_name_taken_by_something_else(attempt):
     a = attempt()
-    subprocess.run(["podman", "create", "--name=csm-test-eli", "--pull=never", *HOST.run_args,
-                    a.plan["image"], "true"], check=True, capture_output=True)
+    subprocess.run(
+        ["podman", "create", "--name=csm-test-eli", "--pull=never", *HOST.run_args, a.plan["image"], "true"],
+        check=True,
+        capture_output=True,
+    )
     try:
         proc = a.csm_up()
         assert proc.returncode == 3, proc.stderr
@@ -129,8 +147,9 @@ def broken(a: Attempt, cmd: list[str]) -> dict:
 
 def test_a_container_that_exits_is_undone(attempt):
     a = attempt()
-    stack = Stack(broken(a, ["sh", "-c", "echo cannot start >&2; exit 3"]), a.state, a.http_port,
-                  progress=lambda m: None)
+    stack = Stack(
+        broken(a, ["sh", "-c", "echo cannot start >&2; exit 3"]), a.state, a.http_port, progress=lambda m: None
+    )
     with pytest.raises(RunnerError, match=r"eli's container csm-test-eli stopped \(exit code 3\).*csm logs eli"):
         stack.up()
     assert podman.inspect(HOST, "csm-test-eli") is None

@@ -4,6 +4,7 @@ removed, logs, down and up again. The tests share one stack of their own (users 
 and sam) for speed, but none relies on another having run: each starts with
 `cli.given(...)`, which brings the stack to the base settings plus what the test
 needs. Settings are JSON read by a small Nix file, so a test can change them."""
+
 from __future__ import annotations
 
 import copy
@@ -57,8 +58,12 @@ class CliStack:
         return self.up()
 
     def csm(self, *args, stdin: str = "") -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "csm.cli", *map(str, args), "--state-dir", str(self.state)],
-                              input=stdin, capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "csm.cli", *map(str, args), "--state-dir", str(self.state)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
 
     def up(self) -> subprocess.CompletedProcess:
         proc = self.csm("up", self.nix, "--http-port", self.http_port)
@@ -75,8 +80,11 @@ class CliStack:
     def container(self, user: str) -> dict | None:
         """The user's container, found the way the runner finds its own (labels), so
         also after the user left the settings."""
-        mine = [c for c in podman.containers(HOST, f"{podman.USER_LABEL}={user}")
-                if (c.get("Labels") or {}).get(podman.STACK_LABEL) == str(self.state)]
+        mine = [
+            c
+            for c in podman.containers(HOST, f"{podman.USER_LABEL}={user}")
+            if (c.get("Labels") or {}).get(podman.STACK_LABEL) == str(self.state)
+        ]
         return podman.inspect(HOST, mine[0]["Names"][0]) if mine else None
 
     def container_name(self, user: str) -> str:
@@ -86,8 +94,9 @@ class CliStack:
         return Path(self.settings["workspaceBase"]) / user
 
     def exec(self, user: str, script: str) -> str:
-        proc = subprocess.run(["podman", "exec", self.container_name(user), "sh", "-c", script],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["podman", "exec", self.container_name(user), "sh", "-c", script], capture_output=True, text=True
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
@@ -118,8 +127,11 @@ def test_the_running_config_passes_nginx_and_gixy(cli, stack_kit):
     cli.given()
     conf = cli.state / "nginx.conf"
     assert stack_kit.gixy_issues(conf) == []
-    check = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", f"{cli.state}/",
-                            "-e", str(cli.state / "logs" / "error.log")], capture_output=True, text=True)
+    check = subprocess.run(
+        ["nginx", "-t", "-q", "-c", str(conf), "-p", f"{cli.state}/", "-e", str(cli.state / "logs" / "error.log")],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stderr
 
 
@@ -209,9 +221,13 @@ def test_status_reports_health_memory_oom_and_activity(cli, web_client):
         assert u["last_activity"] is not None
     table = cli.csm("status")
     assert table.returncode == 0
-    assert re.search(r"^rita\s+csm-test-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+"
-                     r"\d+ MiB / 20\.0 GiB \(\d+%\)\s+\d+\s+\d+\s+\d{4}-", table.stdout, re.M), table.stdout
-    for u in status["users"]:   # each on a disk of the default quota
+    assert re.search(
+        r"^rita\s+csm-test-rita\s+running\s+healthy\s+\d+ MiB / 1\.0 GiB\s+"
+        r"\d+ MiB / 20\.0 GiB \(\d+%\)\s+\d+\s+\d+\s+\d{4}-",
+        table.stdout,
+        re.M,
+    ), table.stdout
+    for u in status["users"]:  # each on a disk of the default quota
         assert u["disk_quota_bytes"] == 20 * 2**30 and 0 < u["disk_used_bytes"] < u["disk_size_bytes"], u
 
 
@@ -222,8 +238,11 @@ def status_of(cli: CliStack) -> dict[str, dict]:
 def test_status_counts_an_oom_kill(cli):
     cli.given(RITA_AT_1G)  # a process asking rita's container for 1.5 GiB is killed
     before = status_of(cli)
-    hog = subprocess.run(["podman", "exec", "csm-test-rita", "python3", "-c", "b = bytearray(1536 * 2**20)"],
-                         capture_output=True, text=True)
+    hog = subprocess.run(
+        ["podman", "exec", "csm-test-rita", "python3", "-c", "b = bytearray(1536 * 2**20)"],
+        capture_output=True,
+        text=True,
+    )
     assert hog.returncode == 137, hog.stderr
     after = status_of(cli)
     assert after["rita"]["oom_kills"] == before["rita"]["oom_kills"] + 1 and after["rita"]["health"] == "healthy"
@@ -231,8 +250,9 @@ def test_status_counts_an_oom_kill(cli):
 
     # kill -9 ends a process with the same 137, and is no OOM kill: not of a process
     # in the container, nor of the container's own (which stops it).
-    killed = subprocess.run(["podman", "exec", "csm-test-rita", "sh", "-c", "kill -9 $$"],
-                            capture_output=True, text=True)
+    killed = subprocess.run(
+        ["podman", "exec", "csm-test-rita", "sh", "-c", "kill -9 $$"], capture_output=True, text=True
+    )
     assert killed.returncode == 137, killed.stderr
     subprocess.run(["podman", "kill", "--signal=KILL", "csm-test-sam"], check=True, capture_output=True)
     subprocess.run(["podman", "wait", "csm-test-sam"], check=True, capture_output=True)
@@ -259,8 +279,11 @@ def test_passwd_takes_effect_at_once_for_that_user_only(cli, web_client):
 
 def test_reset_gives_a_fresh_container_and_keeps_workspace_and_home(cli):
     cli.given()
-    cli.exec("rita", "echo kept > ~/project/hello.txt && mkdir -p ~/.config/demo && echo yes > ~/.config/demo/setting"
-                   " && touch /tmp/scratch")
+    cli.exec(
+        "rita",
+        "echo kept > ~/project/hello.txt && mkdir -p ~/.config/demo && echo yes > ~/.config/demo/setting"
+        " && touch /tmp/scratch",
+    )
     before = ids(cli)
     proc = cli.csm("reset", "rita")
     assert proc.returncode == 0, proc.stderr
@@ -274,14 +297,23 @@ def test_reset_gives_a_fresh_container_and_keeps_workspace_and_home(cli):
 
 def test_backup_and_restore_into_the_running_stack(cli):
     cli.given()
-    cli.exec("rita", "mkdir -p ~/project/keep && echo one > ~/project/keep/a && chmod 640 ~/project/keep/a"
-                   " && chmod 750 ~/project/keep && ln -sf a ~/project/keep/link")
+    cli.exec(
+        "rita",
+        "mkdir -p ~/project/keep && echo one > ~/project/keep/a && chmod 640 ~/project/keep/a"
+        " && chmod 750 ~/project/keep && ln -sf a ~/project/keep/link",
+    )
     keep = cli.user_dir("rita") / "workspace" / "keep"
 
     def snapshot():
-        return {p.name: (p.lstat().st_uid, p.lstat().st_gid, stat.S_IMODE(p.lstat().st_mode),
-                         p.read_bytes() if p.is_file() and not p.is_symlink() else None)
-                for p in [keep, *keep.iterdir()]}
+        return {
+            p.name: (
+                p.lstat().st_uid,
+                p.lstat().st_gid,
+                stat.S_IMODE(p.lstat().st_mode),
+                p.read_bytes() if p.is_file() and not p.is_symlink() else None,
+            )
+            for p in [keep, *keep.iterdir()]
+        }
 
     before = snapshot()
     proc = cli.csm("backup", "--to", cli.base / "backups")
@@ -358,8 +390,9 @@ def test_a_rebuilt_image_under_the_same_name_recreates_the_containers(live_stack
     try:
         stack = live_stack_factory(["ira"], extra_settings={"image": tag})
         assert stack.stack.up() == {"ira": "unchanged"}
-        scratch = subprocess.run(["podman", "create", "--pull=never", IMAGE], check=True,
-                                 capture_output=True, text=True).stdout.strip()
+        scratch = subprocess.run(
+            ["podman", "create", "--pull=never", IMAGE], check=True, capture_output=True, text=True
+        ).stdout.strip()
         subprocess.run(["podman", "commit", "-q", scratch, tag], check=True, capture_output=True)
         assert stack.stack.up() == {"ira": "recreated"}
         assert stack.stack.up() == {"ira": "unchanged"}

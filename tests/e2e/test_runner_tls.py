@@ -1,5 +1,6 @@
 """`csm up --tls`: HTTPS with a local CA, the HTTP port redirecting, HSTS on every
 TLS answer, and VS Code's WebSocket over wss."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,8 +34,9 @@ def test_http_redirects_to_https(tls_stack, client):
 
 def test_login_workbench_and_hsts_over_https(tls_stack, client):
     url = tls_stack.url("tess")
-    r = client.request("POST", url, "/_csm/login", data={"password": tls_stack.password("tess")},
-                       headers={"Origin": url})
+    r = client.request(
+        "POST", url, "/_csm/login", data={"password": tls_stack.password("tess")}, headers={"Origin": url}
+    )
     assert r.status_code == 303
     assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
     cookie = r.cookies["__Host-csm-session"]

@@ -1,8 +1,10 @@
 """What docs/security.md claims about a running container, checked live on the shared
 stack (ada, bo): it sees only its own two directories (and its socket's) and its own processes, holds no
 capability and cannot gain one; a forged Forwarded header does not get a foreign page
-past the origin check (that no neighbour is reachable is test_isolation.py's). Nothing is changed; the one login uses the right
-password, from a loopback address of its own (nginx limits logins per address)."""
+past the origin check (that no neighbour is reachable is test_isolation.py's). Nothing
+is changed; the one login uses the right password, from a loopback address of its own
+(nginx limits logins per address)."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +27,9 @@ EVIL = "evil.example"
 
 
 def in_container(name: str, script: str) -> str:
-    return subprocess.run(["podman", "exec", name, "sh", "-c", script],
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["podman", "exec", name, "sh", "-c", script], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def container(stack, user: str) -> str:
@@ -65,7 +68,7 @@ def test_a_container_mounts_only_its_own_directories_and_socket(live_stack, user
         # home and workspace): the planned host path ends with it, on that device
         assert planned[point].endswith(root), f"{point} shows {root}, the plan says {planned[point]}"
         assert device == device_of(planned[point]), f"{point} lies on {device}, {planned[point]} on another"
-    assert device_of(planned["/home/coder"]) != device_of(live_stack.plan["workspaceBase"])   # the user's disk
+    assert device_of(planned["/home/coder"]) != device_of(live_stack.plan["workspaceBase"])  # the user's disk
 
 
 @pytest.mark.parametrize("user", ["ada", "bo"])
@@ -94,9 +97,13 @@ def forged_websocket_status(target: http.Target, sock: socket.socket, cookie: st
     (101 if it upgraded)."""
     try:
         ws = websocket.create_connection(
-            f"ws://{target.netloc}{workbench._vscode_path()}", socket=sock, timeout=30,
-            origin=f"http://{EVIL}", cookie=f"{http.cookie_name(target)}={cookie}",
-            header=[f"Forwarded: host={EVIL};proto=http", f"X-Forwarded-Host: {EVIL}"])
+            f"ws://{target.netloc}{workbench._vscode_path()}",
+            socket=sock,
+            timeout=30,
+            origin=f"http://{EVIL}",
+            cookie=f"{http.cookie_name(target)}={cookie}",
+            header=[f"Forwarded: host={EVIL};proto=http", f"X-Forwarded-Host: {EVIL}"],
+        )
         ws.close()
         return 101
     except websocket.WebSocketBadStatusException as e:

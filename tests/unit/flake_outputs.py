@@ -3,6 +3,7 @@ nixpkgs, and the derivations `nix-instantiate` writes for its packages.
 
 `copy_tree()` gives a copy of the checkout's tracked files for tests that change one.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,9 +14,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from csm.plan import nix_environment
-
 from tier2 import OCI_CONTAINERS, ROOT
+
+from csm.plan import nix_environment
 
 EVAL = Path(__file__).with_name("flake_eval.nix")
 
@@ -57,8 +58,9 @@ def evaluate(attr: str, root: Path | None = None, nixpkgs_lib: Path | None = Non
     """`attr` of flake_eval.nix, evaluated strictly to JSON. With `store`, the paths it
     names (builtins.path, "${./file}") are written to the store as a build would."""
     mode = ["--read-write-mode"] if store else []
-    return json.loads(_run("--eval", "--strict", "--json", *mode, str(EVAL), "-A", attr,
-                           *_args(root or ROOT, nixpkgs_lib)))
+    return json.loads(
+        _run("--eval", "--strict", "--json", *mode, str(EVAL), "-A", attr, *_args(root or ROOT, nixpkgs_lib))
+    )
 
 
 def instantiate(attr: str, root: Path | None = None, nixpkgs_lib: Path | None = None) -> list[str]:
@@ -72,7 +74,7 @@ class Drv:
     def __init__(self, path: str):
         # ATerm: Derive([outputs],[inputDrvs],[inputSrcs],system,builder,[args],[env]);
         # its string escapes are Python's.
-        outputs, inputs, _, _, self.builder, _, env = ast.literal_eval(Path(path).read_text()[len("Derive"):])
+        outputs, inputs, _, _, self.builder, _, env = ast.literal_eval(Path(path).read_text()[len("Derive") :])
         self.path = path
         self.out = dict((o[0], o[1]) for o in outputs)["out"]
         self.inputs = [i[0] for i in inputs]

@@ -1,16 +1,28 @@
 """What every plan must make true, asserted on meaning (shared by the example and
 property tests). Sizes are parsed here independently of plan.nix."""
+
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
 from pathlib import Path
 
-DEFAULTS = json.loads(subprocess.run(
-    ["nix-instantiate", "--eval", "--strict", "--json",
-     str(Path(__file__).resolve().parents[2] / "modules/code-server-multi/defaults.nix")],
-    check=True, capture_output=True, text=True).stdout)
+DEFAULTS = json.loads(
+    subprocess.run(
+        [
+            "nix-instantiate",
+            "--eval",
+            "--strict",
+            "--json",
+            str(Path(__file__).resolve().parents[2] / "modules/code-server-multi/defaults.nix"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+)
 UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 HOST_ACCOUNTS_END = 65536  # a requirement, not a copy: host accounts (system, normal, nobody, DynamicUser) live below
 HOME = "/home/coder"
@@ -39,7 +51,7 @@ def assert_plan_meets_invariants(plan: dict, settings: dict) -> None:
     assert len(set(sockets)) == len(sockets), f"shared sockets {sockets}"
     gate = plan["gate"]
     ranges = sorted((u["ids"]["base"], u["ids"]["base"] + u["ids"]["size"]) for u in users.values())
-    for (_, end), (start, _) in zip(ranges, ranges[1:]):
+    for (_, end), (start, _) in itertools.pairwise(ranges):
         assert end <= start, f"uid ranges overlap: {ranges}"
     for name, u in users.items():
         s = settings["users"][name]

@@ -1,5 +1,6 @@
 """The benchmark's arithmetic, its baseline and its clients (its figures come from
 `make bench`, never from a test)."""
+
 import asyncio
 import concurrent.futures
 import html
@@ -59,9 +60,12 @@ def test_the_bare_baseline_runs_the_plans_command_with_host_places(tmp_path, lin
     # container: those are the host's (the image's files mounted at tmp_path).
     plan_args, bare_args = cmd[1:-1], argv[2:-1]
     assert "--socket" in plan_args, "the plan's code-server listens on a socket"
-    host_places = {"--socket": "/tmp/h/code-server.sock", "--user-data-dir": "/tmp/h/data",
-                   "--extensions-dir": str(tmp_path) + plan_args[plan_args.index("--extensions-dir") + 1]}
-    for i, (planned, bare) in enumerate(zip(plan_args, bare_args)):
+    host_places = {
+        "--socket": "/tmp/h/code-server.sock",
+        "--user-data-dir": "/tmp/h/data",
+        "--extensions-dir": str(tmp_path) + plan_args[plan_args.index("--extensions-dir") + 1],
+    }
+    for i, (planned, bare) in enumerate(zip(plan_args, bare_args, strict=True)):
         assert bare == host_places.get(plan_args[i - 1], planned) if i else bare == planned, (i, planned, bare)
 
 
@@ -76,8 +80,8 @@ ROLE_CASES = {
     "/usr/local/bin/node /usr/local/lib/code-server/lib/vscode/out/bootstrap-fork --type=fileWatcher": "file watcher",
     "/usr/local/bin/node /usr/local/lib/code-server/lib/vscode/extensions/json-language-features/server/dist/node/"
     "jsonServerMain --node-ipc --clientProcessId=12": "language servers",
-    "/usr/local/bin/node /usr/local/lib/code-server/lib/vscode/extensions/node_modules/typescript/lib/tsserver.js":
-        "TypeScript server",
+    "/usr/local/bin/node /usr/local/lib/code-server/lib/vscode/extensions/node_modules/"
+    "typescript/lib/tsserver.js": "TypeScript server",
     "/usr/bin/bash --init-file /usr/local/lib/code-server/lib/vscode/out/vs/workbench/contrib/terminal/common/"
     "scripts/shellIntegration-bash.sh": "shell",
     "/usr/local/bin/opencode serve --port 4096": "opencode",
@@ -88,16 +92,20 @@ ROLE_CASES = {
 @pytest.mark.parametrize("cmdline", ROLE_CASES)
 def test_memory_roles_by_command_line(cmdline):
     from csm.testing import memory
+
     assert memory.role(cmdline) == ROLE_CASES[cmdline]
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_cgroup_figures_leave_out_inactive_file_cache(tmp_path, version):
     from csm.testing import memory
+
     mib = memory.MIB
     if version == "v1":
         (tmp_path / "memory.usage_in_bytes").write_text(f"{500 * mib}\n")
-        (tmp_path / "memory.stat").write_text(f"cache {200 * mib}\ntotal_rss {300 * mib}\ntotal_inactive_file {150 * mib}\n")
+        (tmp_path / "memory.stat").write_text(
+            f"cache {200 * mib}\ntotal_rss {300 * mib}\ntotal_inactive_file {150 * mib}\n"
+        )
     else:
         (tmp_path / "memory.current").write_text(f"{500 * mib}\n")
         (tmp_path / "memory.stat").write_text(f"anon {300 * mib}\nfile {200 * mib}\ninactive_file {150 * mib}\n")
@@ -190,20 +198,26 @@ def answer(raw: bytes):
         reader.feed_eof()
         first = await bench_gate._read_answer(reader)
         return first, await reader.read()
+
     # A loop of its own, in a thread: the browser tests' loop may be running in this one.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, read()).result()
 
 
 def test_the_flood_reads_each_answer_to_its_end():
-    assert answer(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nlogin"
-                  b"HTTP/1.1 401 Unauthorized\r\n") == ((401, False), b"HTTP/1.1 401 Unauthorized\r\n")
-    assert answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nNEXT") == \
-        ((200, False), b"NEXT")
+    assert answer(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nloginHTTP/1.1 401 Unauthorized\r\n") == (
+        (401, False),
+        b"HTTP/1.1 401 Unauthorized\r\n",
+    )
+    assert answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nNEXT") == (
+        (200, False),
+        b"NEXT",
+    )
     assert answer(b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n") == ((503, True), b"")
 
 
-WORKBENCH_PAGE = """<meta id="vscode-workbench-web-configuration" data-settings="{&quot;serverBasePath&quot;:&quot;.&quot;,
+WORKBENCH_PAGE = """\
+<meta id="vscode-workbench-web-configuration" data-settings="{&quot;serverBasePath&quot;:&quot;.&quot;,
 &quot;webviewEndpoint&quot;:&quot;stable-53c2f/static/out/vs/workbench/contrib/webview/browser/pre&quot;}">
 <link rel="icon" href="./_static/src/browser/media/favicon.ico" />
 <link rel="stylesheet" href="stable-53c2f/static/out/vs/code/browser/workbench/workbench.css">
@@ -213,8 +227,10 @@ WORKBENCH_PAGE = """<meta id="vscode-workbench-web-configuration" data-settings=
 
 def test_the_static_assets_are_found_in_the_workbench_page():
     page = html.unescape(WORKBENCH_PAGE)
-    assert sorted(bench_gate.ASSET.findall(page)) == ["stable-53c2f/static/out/nls.messages.js",
-                                                      "stable-53c2f/static/out/vs/code/browser/workbench/workbench.css"]
+    assert sorted(bench_gate.ASSET.findall(page)) == [
+        "stable-53c2f/static/out/nls.messages.js",
+        "stable-53c2f/static/out/vs/code/browser/workbench/workbench.css",
+    ]
     assert bench_gate.WEBVIEW.findall(page) == ["stable-53c2f/static/out/vs/workbench/contrib/webview/browser/pre"]
 
 
@@ -222,5 +238,11 @@ def test_the_gate_bench_defaults_are_the_issues_figures():
     args = bench_gate.parser().parse_args([])
     assert (args.flood_rate, args.flood_seconds, args.rounds) == (1000, 60, 3)
     assert bench_gate.parser().parse_args(["--flood-seconds", "10", "--json", "x.json"]).flood_seconds == 10
-    assert bench_gate.GOALS == {"workbench_ratio": 1.10, "asset_added_p50_ms": 1.0, "websocket_ratio": 1.3,
-                                "gate_rss_mib": 60, "flood_login_p95_s": 1.0, "flood_websocket_ratio": 1.5}
+    assert bench_gate.GOALS == {
+        "workbench_ratio": 1.10,
+        "asset_added_p50_ms": 1.0,
+        "websocket_ratio": 1.3,
+        "gate_rss_mib": 60,
+        "flood_login_p95_s": 1.0,
+        "flood_websocket_ratio": 1.5,
+    }

@@ -1,15 +1,17 @@
 """The image contract's checks with a scripted runner: what each one accepts, what
 it reports, and that the extension is never reported present when it is not."""
+
 import json
-import re
 import shlex
 
 import pytest
 
 from csm.checks import image
 
-LABELS = {"code-server-multi.code-server": image.versions()["code-server"],
-          "code-server-multi.opencode": image.versions()["opencode"]}
+LABELS = {
+    "code-server-multi.code-server": image.versions()["code-server"],
+    "code-server-multi.opencode": image.versions()["opencode"],
+}
 
 
 class Runner:
@@ -55,8 +57,9 @@ def test_code_server_version_must_be_the_pinned_one_and_match_the_label():
     p, _ = podman({"--version": "4.91.1 abc with Code 1.91.1\n"})
     with pytest.raises(AssertionError, match=f"image/versions.json pins {pinned}"):
         image.code_server_version("img", p)
-    p, _ = podman({"--version": f"{pinned} abc with Code 1.1.1\n"},
-                  labels={**LABELS, "code-server-multi.code-server": "4.0.0"})
+    p, _ = podman(
+        {"--version": f"{pinned} abc with Code 1.1.1\n"}, labels={**LABELS, "code-server-multi.code-server": "4.0.0"}
+    )
     with pytest.raises(AssertionError, match="ships 4.0.0"):
         image.code_server_version("img", p)
 
@@ -97,8 +100,9 @@ def test_extension_optional_and_absent_is_reported_absent():
 
 
 def test_extension_promised_by_the_image_must_be_there():
-    p, _ = podman({"--list-extensions": "\n"},
-                  labels={**LABELS, "code-server-multi.extensions": "sst-dev.opencode@0.0.13"})
+    p, _ = podman(
+        {"--list-extensions": "\n"}, labels={**LABELS, "code-server-multi.extensions": "sst-dev.opencode@0.0.13"}
+    )
     with pytest.raises(AssertionError, match="says it ships"):
         image.extension("img", p, required=False)
 
@@ -124,11 +128,15 @@ def test_setuid_files_fail_and_the_search_runs_as_root():
 
 
 def test_tools_report_versions():
-    out = ("python3\tPython 3.11.2\nnode\tv24.21.0\nnpm\t11.21.2\ngit\tgit version 2.39.5\n"
-           "rg\tripgrep 14.1.1 (rev 3a612f88b8)\ncurl\tcurl 7.88.1\nless\tless 590\ncacert\t/etc/ssl/c.crt\n")
+    out = (
+        "python3\tPython 3.11.2\nnode\tv24.21.0\nnpm\t11.21.2\ngit\tgit version 2.39.5\n"
+        "rg\tripgrep 14.1.1 (rev 3a612f88b8)\ncurl\tcurl 7.88.1\nless\tless 590\ncacert\t/etc/ssl/c.crt\n"
+    )
     p, _ = podman({"printf": out})
-    assert image.tools("img", p) == ("python3 3.11.2, node 24.21.0, npm 11.21.2, git 2.39.5, rg 14.1.1, "
-                                     "curl 7.88.1, less 590, CA bundle /etc/ssl/c.crt")
+    assert image.tools("img", p) == (
+        "python3 3.11.2, node 24.21.0, npm 11.21.2, git 2.39.5, rg 14.1.1, "
+        "curl 7.88.1, less 590, CA bundle /etc/ssl/c.crt"
+    )
     p, _ = podman({"printf": out.replace("rg\tripgrep 14.1.1 (rev 3a612f88b8)", "rg\tsh: 1: rg: not found")})
     with pytest.raises(AssertionError, match="rg"):
         image.tools("img", p)
@@ -137,17 +145,17 @@ def test_tools_report_versions():
         image.tools("img", p)
 
 
-PASSWORD_FILE = {"mktemp": "/tmp/tmp.pw\n", "rm -f ": ""}   # password_env_file, and its removal
+PASSWORD_FILE = {"mktemp": "/tmp/tmp.pw\n", "rm -f ": ""}  # password_env_file, and its removal
 
 
 def test_healthz_always_removes_its_container_and_its_password_file():
-    p, runner = podman({**PASSWORD_FILE, " run ": "id\n", " exec ": RuntimeError("exit 1"), " logs ": "boom\n",
-                        " rm ": ""})
+    p, runner = podman(
+        {**PASSWORD_FILE, " run ": "id\n", " exec ": RuntimeError("exit 1"), " logs ": "boom\n", " rm ": ""}
+    )
     with pytest.raises(AssertionError, match="did not answer"):
         image.healthz("img", p, within=0.5)
     assert " rm " in runner.commands[-1]
-    p, runner = podman({**PASSWORD_FILE, " run ": "id\n", " exec ": '{"status":"alive","lastHeartbeat":1}',
-                        " rm ": ""})
+    p, runner = podman({**PASSWORD_FILE, " run ": "id\n", " exec ": '{"status":"alive","lastHeartbeat":1}', " rm ": ""})
     assert "answered 'alive'" in image.healthz("img", p)
     assert " rm " in runner.commands[-1]
     run = next(c for c in runner.commands if " run " in c)

@@ -1,4 +1,5 @@
 """`csm smoke` on bad input, and against an address where nothing answers."""
+
 import socket
 import subprocess
 import sys
@@ -14,16 +15,18 @@ CSM = str(Path(sys.executable).parent / "csm")  # the installed command
 
 
 def run_smoke(*args, stdin=""):
-    return subprocess.run([CSM, "smoke", *args], input=stdin,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([CSM, "smoke", *args], input=stdin, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("url, user, expected", [
-    ("https://code.example.org", "ada", "https://ada.code.example.org"),
-    ("https://ada.code.example.org", "ada", "https://ada.code.example.org"),
-    ("http://code.localhost:8080/", "demo", "http://demo.code.localhost:8080"),
-    ("code.example.org", "ada", "https://ada.code.example.org"),
-])
+@pytest.mark.parametrize(
+    "url, user, expected",
+    [
+        ("https://code.example.org", "ada", "https://ada.code.example.org"),
+        ("https://ada.code.example.org", "ada", "https://ada.code.example.org"),
+        ("http://code.localhost:8080/", "demo", "http://demo.code.localhost:8080"),
+        ("code.example.org", "ada", "https://ada.code.example.org"),
+    ],
+)
 def test_user_url(url, user, expected):
     assert smoke.user_url(url, user) == expected
 
@@ -57,8 +60,15 @@ def test_nothing_listening_fails_every_check_and_never_prints_the_password(tmp_p
         port = s.getsockname()[1]
         password_file = tmp_path / "pw"
         password_file.write_text(PASSWORD + "\n")
-        done = run_smoke(f"http://code.localhost:{port}", "--user", "ada",
-                         "--password-file", str(password_file), "--other-user", "bo")
+        done = run_smoke(
+            f"http://code.localhost:{port}",
+            "--user",
+            "ada",
+            "--password-file",
+            str(password_file),
+            "--other-user",
+            "bo",
+        )
     assert done.returncode == 1
     lines = done.stdout.splitlines()
     assert len(lines) == len(smoke.deployment_checks(other_user="bo"))

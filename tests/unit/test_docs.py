@@ -1,6 +1,7 @@
 """The guides stay true to the tree: every test docs/security.md names as proof exists
 (a file::function, a parameter id, a NixOS subtest), and docs/onboarding.md shows
 exactly the pictures `make docs-screenshots` takes."""
+
 from __future__ import annotations
 
 import ast
@@ -43,8 +44,9 @@ def test_every_test_security_md_names_exists():
     for file, name, param in refs:
         path = ROOT / file
         assert path.is_file(), f"docs/security.md names {file}, which does not exist"
-        assert name.startswith("test_") and name in functions(path), \
+        assert name.startswith("test_") and name in functions(path), (
             f"docs/security.md names {file}::{name}, which is not a test there"
+        )
         if param:  # parameter ids live in the test file or in the csm code it parametrizes over
             assert param in path.read_text() or param in sources, f"{file}::{name}[{param}]: no such parameter"
 

@@ -9,6 +9,7 @@ Runs with the builtins-only copy of nixpkgs' lib always, and with nixpkgs' real 
 (tier 2) where tier2.py finds it, which also evaluates a NixOS host that
 imports the module without setting its image, and the VM tests' server nodes.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from csm import plan as planlib
 from flake_outputs import Drv, NixError, closure, copy_tree, evaluate, instantiate
 from tier2 import FOUND, MARKS, NIXPKGS_LIB, ROOT
+
+from csm import plan as planlib
 
 LIBS = ["builtins-lib", pytest.param("nixpkgs-lib", marks=MARKS)]
 
@@ -120,8 +121,9 @@ def test_every_tarball_of_the_manifest_is_fetched_by_its_integrity(image):
         assert fetches.get(entry["url"]) == entry["integrity"], entry["name"]
     for e in manifest["extensions"]:
         assert fetches.get(e["url"]) == e["hash"], e["id"]
-    assert len(fetches) == 2 + len(manifest["npmDependencies"]) + len(manifest["extensions"]), \
+    assert len(fetches) == 2 + len(manifest["npmDependencies"]) + len(manifest["extensions"]), (
         "the image fetches nothing the manifest does not name"
+    )
 
 
 def test_code_server_is_built_from_the_manifest_by_the_shared_script(image):
@@ -134,8 +136,9 @@ def test_code_server_is_built_from_the_manifest_by_the_shared_script(image):
     wanted = [manifest["codeServer"], *manifest["npmDependencies"]]
     assert entries == {e["file"]: by_url[e["url"]] for e in wanted}
     script = build.env["buildPhase"]
-    assert re.search(rf"bash /nix/store/[a-z0-9]{{32}}-build-code-server\.sh {tarballs.out} \$out/libexec/code-server",
-                     script), script
+    assert re.search(
+        rf"bash /nix/store/[a-z0-9]{{32}}-build-code-server\.sh {tarballs.out} \$out/libexec/code-server", script
+    ), script
     node = named(drvs, r"nodejs-24\.[\d.]+")
     assert build.env["npm_config_nodedir"] == node.out
     native = build.env["nativeBuildInputs"].split()
@@ -195,8 +198,9 @@ def test_image_config_follows_the_contract_and_versions(image):
     session = json.loads((ROOT / "image" / "session-extension" / "package.json").read_text())
     assert labels["code-server-multi.extensions"] == ",".join(
         [f"{e['id']}@{e['version']}" for e in versions["extensions"]]
-        + [f"{session['publisher']}.{session['name']}@{session['version']}"])
-    packed = named(drvs, "code-server-multi.session.vsix")   # packed by the same script as the portable recipe
+        + [f"{session['publisher']}.{session['name']}@{session['version']}"]
+    )
+    packed = named(drvs, "code-server-multi.session.vsix")  # packed by the same script as the portable recipe
     script = re.fullmatch(r"python3 (/nix/store/\S+-pack\.py) \$out\n", packed.env["buildCommand"]).group(1)
     assert Path(script).read_bytes() == (ROOT / "image" / "session-extension" / "pack.py").read_bytes()
     commands = image_drv.env["fakeRootCommands"]
@@ -204,7 +208,10 @@ def test_image_config_follows_the_contract_and_versions(image):
     assert f"cp -r {extensions.out}/. .{contract['extensionsDir']}/" in commands
     assert f"chown -R {contract['uid']}:{contract['gid']} .{contract['home']} .{contract['extensionsDir']}" in commands
     passwd = named(drvs, "passwd").env["text"]
-    assert f"{contract['user']}:x:{contract['uid']}:{contract['gid']}:{contract['user']}:{contract['home']}:/bin/bash" in passwd
+    assert (
+        f"{contract['user']}:x:{contract['uid']}:{contract['gid']}:{contract['user']}:{contract['home']}:/bin/bash"
+        in passwd
+    )
 
 
 # What must stop the evaluation: each a change to a copy of the tree.
@@ -229,11 +236,15 @@ def test_a_missing_hash_stops_the_evaluation(copy, which):
 
 
 @pytest.mark.parametrize("which", LIBS)
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m["codeServer"].update(version="4.91.1"), r"- code-server: 4\.91\.1 \(versions.json: "),
-    (lambda m: m["opencode"].update(version="1.0.0"), r"- opencode: 1\.0\.0 \(versions.json: "),
-    (lambda m: m["versions"].update(node="22.1.0"), r"made from another image/versions.json"),
-], ids=["code-server", "opencode", "versions"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m["codeServer"].update(version="4.91.1"), r"- code-server: 4\.91\.1 \(versions.json: "),
+        (lambda m: m["opencode"].update(version="1.0.0"), r"- opencode: 1\.0\.0 \(versions.json: "),
+        (lambda m: m["versions"].update(node="22.1.0"), r"made from another image/versions.json"),
+    ],
+    ids=["code-server", "opencode", "versions"],
+)
 def test_a_version_drift_stops_the_evaluation(copy, which, change, message):
     edit_json(copy / "image/manifest.json", change)
     with pytest.raises(NixError, match=message):

@@ -1,6 +1,7 @@
 """What the gate decides (csm/gate/core.py), below HTTP: logins and their limits, the
 cross-site refusal, sessions tied to one user and one password, where a person may be
 sent after the login. The live answers through nginx are tests/e2e/test_gate.py's."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,10 +17,15 @@ OWN = "http://ada.code.test"
 
 @pytest.fixture
 def gate(tmp_path):
-    plan = planlib.from_settings({
-        "domain": "code.test", "runtimeDir": str(tmp_path / "run"), "workspaceBase": str(tmp_path / "ws"),
-        "gate": {"stateDir": str(tmp_path / "gate")},
-        "users": {"ada": {"hashedPasswordFile": "/unused/ada"}, "bo": {"passwordFile": "/unused/bo"}}})
+    plan = planlib.from_settings(
+        {
+            "domain": "code.test",
+            "runtimeDir": str(tmp_path / "run"),
+            "workspaceBase": str(tmp_path / "ws"),
+            "gate": {"stateDir": str(tmp_path / "gate")},
+            "users": {"ada": {"hashedPasswordFile": "/unused/ada"}, "bo": {"passwordFile": "/unused/bo"}},
+        }
+    )
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "ada").write_text(passwd.hash_password("ada's password") + "\n")
@@ -43,13 +49,13 @@ def test_the_right_password_opens_that_users_host_only(gate):
 
 def test_wrong_passwords_are_limited_per_address_and_right_ones_never_counted(gate):
     for _ in range(20):
-        assert log_in(gate, "ada", "ada's password")   # right ones cost nothing
-    for _ in range(14):   # 2 a minute plus 12 an hour
+        assert log_in(gate, "ada", "ada's password")  # right ones cost nothing
+    for _ in range(14):  # 2 a minute plus 12 an hour
         assert log_in(gate, "ada", "wrong") is None
     with pytest.raises(Refused) as limited:
-        log_in(gate, "ada", "ada's password")   # spent: even the right one waits
+        log_in(gate, "ada", "ada's password")  # spent: even the right one waits
     assert limited.value.status == 429 and limited.value.retry_after > 0 and "Try again in" in limited.value.message
-    assert log_in(gate, "ada", "ada's password", client="192.0.2.2")   # another address is not held
+    assert log_in(gate, "ada", "ada's password", client="192.0.2.2")  # another address is not held
 
 
 def test_one_ipv6_64_shares_one_allowance(gate):
@@ -57,18 +63,26 @@ def test_one_ipv6_64_shares_one_allowance(gate):
         assert log_in(gate, "ada", "wrong", client=f"2001:db8:1:2::{i + 1:x}") is None
     with pytest.raises(Refused):
         log_in(gate, "ada", "wrong", client="2001:db8:1:2:ffff::1")
-    assert log_in(gate, "ada", "wrong", client="2001:db8:1:3::1") is None   # the next /64 is checked
+    assert log_in(gate, "ada", "wrong", client="2001:db8:1:3::1") is None  # the next /64 is checked
 
 
-@pytest.mark.parametrize("origin, fetch_site", [
-    ("https://evil.example", None), ("http://bo.code.test", None), ("https://ada.code.test", None),
-    ("null", None), (None, "cross-site"), (None, "same-site")])
+@pytest.mark.parametrize(
+    "origin, fetch_site",
+    [
+        ("https://evil.example", None),
+        ("http://bo.code.test", None),
+        ("https://ada.code.test", None),
+        ("null", None),
+        (None, "cross-site"),
+        (None, "same-site"),
+    ],
+)
 def test_a_form_from_another_site_is_refused_before_anything_is_counted(gate, origin, fetch_site):
     for _ in range(20):
         with pytest.raises(Refused) as refused:
             gate.log_in("ada", "wrong", "192.0.2.9", False, origin, fetch_site)
         assert refused.value.status == 403
-    assert log_in(gate, "ada", "wrong", client="192.0.2.9") is None   # still checked: nothing was counted
+    assert log_in(gate, "ada", "wrong", client="192.0.2.9") is None  # still checked: nothing was counted
 
 
 def test_a_busy_gate_says_so_and_a_busy_answer_counts(gate):
@@ -84,17 +98,17 @@ def test_a_busy_gate_says_so_and_a_busy_answer_counts(gate):
     finally:
         gate.verifying.leave("192.0.2.7")
         gate.verifying.leave("192.0.2.8")
-    assert log_in(gate, "ada", "ada's password") is not None   # a slot again
-    assert gate.allowance.charge("192.0.2.1 ada") == 0.0   # and the charges were the address's own
+    assert log_in(gate, "ada", "ada's password") is not None  # a slot again
+    assert gate.allowance.charge("192.0.2.1 ada") == 0.0  # and the charges were the address's own
 
 
 def test_one_address_gets_one_check_at_a_time(gate):
-    assert gate.verifying.try_enter("192.0.2.1")   # a check of this address in flight
+    assert gate.verifying.try_enter("192.0.2.1")  # a check of this address in flight
     try:
         with pytest.raises(Refused) as busy:
-            log_in(gate, "ada", "ada's password")   # the same address: busy at once
+            log_in(gate, "ada", "ada's password")  # the same address: busy at once
         assert busy.value.status == 503
-        assert log_in(gate, "ada", "ada's password", client="192.0.2.2")   # another address: checked
+        assert log_in(gate, "ada", "ada's password", client="192.0.2.2")  # another address: checked
     finally:
         gate.verifying.leave("192.0.2.1")
 
@@ -109,8 +123,19 @@ def test_a_new_password_file_ends_the_sessions_and_nothing_stored_opens_one(gate
     assert not gate.session_valid(cookie, "bo")
 
 
-@pytest.mark.parametrize("path, expected", [
-    ("/?folder=/home/coder/project", "/?folder=/home/coder/project"), (None, "/"), ("", "/"),
-    ("//evil.example/", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/"), ("/\r\nSet-Cookie:x", "/"), ("/\u2603", "/"), ("/%E2%98%83", "/%E2%98%83")])
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("/?folder=/home/coder/project", "/?folder=/home/coder/project"),
+        (None, "/"),
+        ("", "/"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("/\r\nSet-Cookie:x", "/"),
+        ("/\u2603", "/"),
+        ("/%E2%98%83", "/%E2%98%83"),
+    ],
+)
 def test_after_the_login_a_person_goes_only_to_a_path_of_this_host(path, expected):
     assert Gate.safe_next(path) == expected

@@ -1,4 +1,5 @@
 """csm.gate.limits: client keys, the wrong-password allowance, the bound on checks in flight."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -22,15 +23,19 @@ class Clock:
 
 # --- client_key ---
 
-@pytest.mark.parametrize("address, key", [
-    ("192.0.2.7", "192.0.2.7"),
-    ("::ffff:192.0.2.7", "192.0.2.7"),
-    ("::FFFF:c000:0207", "192.0.2.7"),
-    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
-    ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
-    ("fe80::1%eth0", "fe80::/64"),
-    ("::1", "::/64"),
-])
+
+@pytest.mark.parametrize(
+    "address, key",
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("::FFFF:c000:0207", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::1", "::/64"),
+    ],
+)
 def test_client_key(address, key):
     assert client_key(address) == key
 
@@ -71,6 +76,7 @@ def test_client_key_differs_across_64s(a, b):
 
 
 # --- Allowance ---
+
 
 def test_fourteen_in_the_first_minute_then_two_a_minute():
     clock = Clock()
@@ -257,6 +263,7 @@ def test_the_wait_is_exact(steps, per_minute, per_hour):
 
 
 # --- InFlight ---
+
 
 def test_in_flight_never_blocks_beyond_its_limit():
     flight = InFlight(2)

@@ -1,4 +1,5 @@
 """csm.gate.sessions: what a cookie opens, for how long, and what survives a restart."""
+
 from __future__ import annotations
 
 import base64
@@ -56,11 +57,11 @@ def test_value_is_256_random_bits_and_the_file_holds_only_its_hash(store, tmp_pa
 def test_check_accepts_the_right_user_and_credential_only(store):
     value = store.create("ada", ADA_HASH)
     assert store.check(value, "ada", ADA_HASH)
-    assert not store.check(value, "bo", ADA_HASH)       # ada's cookie on bo's host
-    assert store.check(value, "ada", ADA_HASH)          # ...does not end it on ada's
+    assert not store.check(value, "bo", ADA_HASH)  # ada's cookie on bo's host
+    assert store.check(value, "ada", ADA_HASH)  # ...does not end it on ada's
     assert not store.check(value + "x", "ada", ADA_HASH)
     assert not store.check("", "ada", ADA_HASH)
-    assert not store.check("\udc80", "ada", ADA_HASH)   # undecodable input is no crash
+    assert not store.check("\udc80", "ada", ADA_HASH)  # undecodable input is no crash
 
 
 def test_password_change_ends_older_sessions(store, tmp_path):
@@ -205,12 +206,15 @@ def test_a_lost_last_seen_costs_at_most_the_write_interval(tmp_path, clock):
     assert restarted.check(value, "ada", ADA_HASH)
 
 
-@pytest.mark.parametrize("content, says", [
-    ("{not json", "not JSON"),
-    ('{"sessions": []}', "not a session store"),
-    ('{"sessions": {"abc": {"user": "ada"}}}', "not a session store"),
-    ("[]", "not a session store"),
-])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("{not json", "not JSON"),
+        ('{"sessions": []}', "not a session store"),
+        ('{"sessions": {"abc": {"user": "ada"}}}', "not a session store"),
+        ("[]", "not a session store"),
+    ],
+)
 def test_corrupt_sessions_file_is_named_with_the_fix(tmp_path, content, says):
     (tmp_path / "sessions.json").write_text(content)
     with pytest.raises(StoreError, match=says) as err:

@@ -4,6 +4,7 @@ code-server socket at most every 0.2 s however many wait; it gives up after
 readyHoldSeconds, and holds only heldAtOnce questions at once. A small HTTP server
 on a Unix socket plays code-server's health check; the live wake is in
 tests/e2e/test_idle.py and tests/browser/test_idle_wake.py."""
+
 from __future__ import annotations
 
 import os
@@ -62,9 +63,15 @@ def gate_for(tmp_path):
     servers = []
 
     def make(healthy_after: float, hold: int = 2, held: int = 64) -> tuple[Gate, Health]:
-        plan = planlib.from_settings({"domain": "code.test", "runtimeDir": str(tmp_path / "run"),
-                                      "workspaceBase": str(tmp_path / "ws"), "gate": {"stateDir": str(tmp_path / "gate")},
-                                      "users": {"ada": {"hashedPasswordFile": str(tmp_path / "ada.hash")}}})
+        plan = planlib.from_settings(
+            {
+                "domain": "code.test",
+                "runtimeDir": str(tmp_path / "run"),
+                "workspaceBase": str(tmp_path / "ws"),
+                "gate": {"stateDir": str(tmp_path / "gate")},
+                "users": {"ada": {"hashedPasswordFile": str(tmp_path / "ada.hash")}},
+            }
+        )
         plan["gate"].update(readyHoldSeconds=hold, heldAtOnce=held)
         plan["gate"]["control"]["socket"] = str(tmp_path / "control.sock")
         user = plan["users"]["ada"]
@@ -75,7 +82,7 @@ def gate_for(tmp_path):
         user["ids"]["hostUid"] = os.getuid()
         health = Health(user["socketSource"], user["container"]["healthPath"], healthy_after)
         waker = Waker(plan, NoPodman(), podman="false")
-        waker.starting.add("ada")   # as when the waker has begun to start ada's container
+        waker.starting.add("ada")  # as when the waker has begun to start ada's container
         root = control.Server(plan["gate"]["control"]["socket"], {"ada"}, waker.answer, group=None)
         threading.Thread(target=root.serve_forever, daemon=True).start()
         servers.extend([health.server, root])
@@ -91,8 +98,9 @@ def test_the_question_is_held_until_code_server_answers(gate_for):
     gate, health = gate_for(healthy_after=0.6)
     start = time.monotonic()
     results = []
-    threads = [threading.Thread(target=lambda: results.append(gate.wait_ready("ada", "192.0.2.1")["state"]))
-               for _ in range(20)]
+    threads = [
+        threading.Thread(target=lambda: results.append(gate.wait_ready("ada", "192.0.2.1")["state"])) for _ in range(20)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -100,7 +108,9 @@ def test_the_question_is_held_until_code_server_answers(gate_for):
     took = time.monotonic() - start
     assert results == ["ready"] * 20
     assert 0.6 <= took < 1.5, took
-    assert health.asked <= took / 0.2 + 3, f"20 waiting questions asked code-server {health.asked} times in {took:.1f} s"
+    assert health.asked <= took / 0.2 + 3, (
+        f"20 waiting questions asked code-server {health.asked} times in {took:.1f} s"
+    )
 
 
 def test_the_question_is_answered_not_yet_after_the_hold(gate_for):
@@ -117,7 +127,7 @@ def test_only_so_many_questions_are_held_at_once(gate_for):
         t.start()
     time.sleep(0.3)
     start = time.monotonic()
-    assert gate.wait_ready("ada", "192.0.2.66")["state"] == "starting"   # a fifth: answered at once
+    assert gate.wait_ready("ada", "192.0.2.66")["state"] == "starting"  # a fifth: answered at once
     assert time.monotonic() - start < 0.5
     for t in held:
         t.join()

@@ -2,6 +2,7 @@
 container podman began to restart, and counts per container: a new container (an
 `up` that recreated it) starts again at 0. The restart itself is proven live in
 tests/e2e/test_resilience.py."""
+
 from csm.idle import restarts
 
 
@@ -46,4 +47,4 @@ def test_a_container_that_keeps_dying_is_restarted_less_and_less_often(monkeypat
     clock[0] += 11
     assert r._backing_off("ada"), "12 s after two"
     clock[0] += restarts.BACKOFF_WINDOW
-    restart_now()   # old restarts are forgotten
+    restart_now()  # old restarts are forgotten

@@ -1,6 +1,7 @@
 """Idle stop and wake: the settings the plan takes, the nginx lines that hand a
 stopped container's refusal to the gate, and the idle decision (csm/idle/). The live
 behaviour is in tests/e2e/test_idle.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,10 @@ from csm.idle.signals import parse_time
 
 
 def settings(top="unset", **user) -> dict:
-    s = {"domain": "code.test", "users": {"ada": {"hashedPasswordFile": "/s/ada", **user},
-                                          "bo": {"hashedPasswordFile": "/s/bo"}}}
+    s = {
+        "domain": "code.test",
+        "users": {"ada": {"hashedPasswordFile": "/s/ada", **user}, "bo": {"hashedPasswordFile": "/s/bo"}},
+    }
     return s if top == "unset" else {**s, "idleStopAfter": top}
 
 
@@ -56,12 +59,15 @@ def test_the_check_interval_follows_the_shortest_idle_time():
     assert planlib.from_settings(settings(10))["idle"]["checkIntervalSeconds"] == 2
 
 
-@pytest.mark.parametrize("top, user, message", [
-    ("soon", "default", 'idleStopAfter = "soon" is not a duration of at least 10 seconds'),
-    ("1h", "5s", 'users.ada.idleStopAfter = "5s" is not a duration of at least 10 seconds'),
-    ("1h", -3, "users.ada.idleStopAfter = -3 is not a duration"),
-    ("1h", "1 week", 'users.ada.idleStopAfter = "1 week" is not a duration'),
-])
+@pytest.mark.parametrize(
+    "top, user, message",
+    [
+        ("soon", "default", 'idleStopAfter = "soon" is not a duration of at least 10 seconds'),
+        ("1h", "5s", 'users.ada.idleStopAfter = "5s" is not a duration of at least 10 seconds'),
+        ("1h", -3, "users.ada.idleStopAfter = -3 is not a duration"),
+        ("1h", "1 week", 'users.ada.idleStopAfter = "1 week" is not a duration'),
+    ],
+)
 def test_bad_idle_settings_name_the_field(top, user, message):
     with pytest.raises(planlib.PlanError) as err:
         planlib.from_settings(settings(top, idleStopAfter=user))
@@ -78,7 +84,7 @@ def test_a_user_with_nothing_going_on_is_stopped_after_the_window():
         last = clock.observe("ada", sample(t, cpu=5.0 + (t - 1000) * 0.001))
     assert last == 1000
     assert not should_stop(last, 1059, 60) and should_stop(last, 1060, 60)
-    assert not should_stop(last, 10**9, None)   # null: always on
+    assert not should_stop(last, 10**9, None)  # null: always on
 
 
 def test_an_open_connection_keeps_the_user_active():
@@ -90,8 +96,8 @@ def test_an_open_connection_keeps_the_user_active():
 def test_a_busy_cpu_keeps_the_user_active_and_a_quiet_one_does_not():
     clock = IdleClock(0.05, since=1000)
     clock.observe("ada", sample(1000, cpu=100.0))
-    assert clock.observe("ada", sample(1010, cpu=100.2)) == 1000     # 0.02 CPUs: idle
-    assert clock.observe("ada", sample(1020, cpu=109.0)) == 1020     # 0.88 CPUs: a job runs
+    assert clock.observe("ada", sample(1010, cpu=100.2)) == 1000  # 0.02 CPUs: idle
+    assert clock.observe("ada", sample(1020, cpu=109.0)) == 1020  # 0.88 CPUs: a job runs
 
 
 def test_a_request_moves_the_heartbeat_and_so_the_last_activity():

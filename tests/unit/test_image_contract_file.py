@@ -1,6 +1,7 @@
 """image/contract.json is the one place for what the image and the plan agree on: change
 a value in a copy of it and plan.nix, the portable recipe's settings and the contract
 check all follow."""
+
 import json
 import shutil
 import subprocess
@@ -12,9 +13,18 @@ from csm.checks import image as check
 from csm.image import assemble, inputs
 
 ROOT = Path(__file__).resolve().parents[2]
-CHANGED = {"imageName": "localhost/other-image", "imageTag": "v9", "user": "learner", "uid": 1234,
-           "gid": 1235, "home": "/home/learner", "project": "/home/learner/work", "port": 9090,
-           "extensionsDir": "/opt/ext", "healthPath": "/alive"}
+CHANGED = {
+    "imageName": "localhost/other-image",
+    "imageTag": "v9",
+    "user": "learner",
+    "uid": 1234,
+    "gid": 1235,
+    "home": "/home/learner",
+    "project": "/home/learner/work",
+    "port": 9090,
+    "extensionsDir": "/opt/ext",
+    "healthPath": "/alive",
+}
 
 
 @pytest.fixture
@@ -30,10 +40,13 @@ def changed_tree(tmp_path):
 
 
 def plan_of(tree: Path) -> dict:
-    expr = (f"import {tree}/modules/code-server-multi/plan.nix "
-            '{ domain = "code.test"; users.ada = { passwordFile = "/run/ada"; }; }')
-    out = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
-                         capture_output=True, text=True, check=True).stdout
+    expr = (
+        f"import {tree}/modules/code-server-multi/plan.nix "
+        '{ domain = "code.test"; users.ada = { passwordFile = "/run/ada"; }; }'
+    )
+    out = subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "-E", expr], capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out)
 
 
@@ -42,7 +55,7 @@ def test_plan_follows_the_contract(changed_tree):
     ada = plan["users"]["ada"]["container"]
     assert plan["image"] == "localhost/other-image:v9"
     assert ada["user"] == "1234:1235"
-    assert ada["ports"] == []   # the plan runs code-server on a socket: the contract's port is the image's default only
+    assert ada["ports"] == []  # the plan runs code-server on a socket: the contract's port is the image's default only
     assert any(v.endswith(f":{c['home']}") for v in ada["volumes"])
     assert any(v.endswith(f":{c['project']}") for v in ada["volumes"])
     assert ada["cmd"][ada["cmd"].index("--extensions-dir") + 1] == "/opt/ext"
@@ -67,8 +80,12 @@ def test_portable_recipe_follows_the_contract(changed_tree, tmp_path):
     assert cmd == ["code-server", "--bind-addr", "0.0.0.0:9090", "--extensions-dir", "/opt/ext", "/home/learner/work"]
     etc = tmp_path / "root/etc"
     etc.mkdir(parents=True)
-    for name, line in (("passwd", "root:x:0:0:root:/root:/bin/bash"), ("group", "root:x:0:"),
-                       ("shadow", "root:*:1::::::"), ("gshadow", "root:*::")):
+    for name, line in (
+        ("passwd", "root:x:0:0:root:/root:/bin/bash"),
+        ("group", "root:x:0:"),
+        ("shadow", "root:*:1::::::"),
+        ("gshadow", "root:*::"),
+    ):
         (etc / name).write_text(line + "\n")
     assemble.add_user(tmp_path / "root", c)
     assert "learner:x:1234:1235:learner:/home/learner:/bin/bash" in (etc / "passwd").read_text()
@@ -78,10 +95,20 @@ def test_portable_recipe_follows_the_contract(changed_tree, tmp_path):
 def test_contract_check_follows_the_contract(changed_tree, monkeypatch):
     monkeypatch.setenv("CSM_IMAGE_DIR", str(changed_tree / "image"))
     assert check.default_image() == "localhost/other-image:v9"
-    config = {"Entrypoint": ["/usr/bin/tini", "--"], "User": "1234:1235", "WorkingDir": "/home/learner/work",
-              "ExposedPorts": {"9090/tcp": {}},
-              "Env": ["HOME=/home/learner", "USER=learner", "LANG=C.UTF-8", "OPENCODE_DISABLE_AUTOUPDATE=1",
-                      "PATH=/usr/bin", "SSL_CERT_FILE=/etc/ssl/c.crt"]}
+    config = {
+        "Entrypoint": ["/usr/bin/tini", "--"],
+        "User": "1234:1235",
+        "WorkingDir": "/home/learner/work",
+        "ExposedPorts": {"9090/tcp": {}},
+        "Env": [
+            "HOME=/home/learner",
+            "USER=learner",
+            "LANG=C.UTF-8",
+            "OPENCODE_DISABLE_AUTOUPDATE=1",
+            "PATH=/usr/bin",
+            "SSL_CERT_FILE=/etc/ssl/c.crt",
+        ],
+    }
     podman = check.Podman(lambda command: json.dumps([{"Config": config}]))
     assert "9090/tcp" in check.image_config("img", podman)
     old = dict(config, User="1000:1000", ExposedPorts={"8080/tcp": {}})

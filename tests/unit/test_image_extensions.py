@@ -1,6 +1,7 @@
 """Where the portable recipe takes each pinned VSIX from: image/extensions/, the download
 cache or the extension registry, always verified by the pinned hash; when none has it,
 one line naming how to add it; a VSIX that matches no pin is refused."""
+
 import base64
 import hashlib
 import http.server

@@ -1,5 +1,6 @@
 """The portable image's cache key: same inputs, same key; any changed input (manifest,
 contract, VSIX, recipe), a new one; and each stage's key follows only its own inputs."""
+
 import copy
 import json
 import re
@@ -77,8 +78,9 @@ def test_a_changed_contract_changes_the_key(manifest, contract, field):
 
 def test_adding_or_changing_a_vsix_changes_the_key(manifest, contract, tmp_path):
     assert key(manifest, contract, [vsix(tmp_path)]) != key(manifest, contract)
-    assert key(manifest, contract, [vsix(tmp_path, content=b"one")]) != \
-        key(manifest, contract, [vsix(tmp_path, content=b"two")])
+    assert key(manifest, contract, [vsix(tmp_path, content=b"one")]) != key(
+        manifest, contract, [vsix(tmp_path, content=b"two")]
+    )
 
 
 def test_the_key_covers_every_recipe_file(manifest, contract, tmp_path):
@@ -91,8 +93,9 @@ def test_the_key_covers_every_recipe_file(manifest, contract, tmp_path):
     assert inputs.recipe_digest(copies) == inputs.recipe_digest()
     copies[-1].write_bytes(copies[-1].read_bytes() + b"\n# changed\n")
     assert inputs.recipe_digest(copies) != inputs.recipe_digest()
-    assert key(manifest, contract, recipe=inputs.recipe_digest(copies)) != \
-        key(manifest, contract, recipe=inputs.recipe_digest())
+    assert key(manifest, contract, recipe=inputs.recipe_digest(copies)) != key(
+        manifest, contract, recipe=inputs.recipe_digest()
+    )
 
 
 def stage_keys(manifest):

@@ -1,6 +1,7 @@
 """image/manifest.json and scripts/update-versions, which writes it: the committed
 manifest was generated from the committed versions.json, and the lock reading keeps
 exactly what a production install on linux-x64 glibc takes."""
+
 import importlib.machinery
 import importlib.util
 import json
@@ -37,8 +38,13 @@ def test_committed_manifest_matches_versions_json():
     assert manifest["extensions"] == versions["extensions"]
     files = [d["file"] for d in manifest["npmDependencies"]]
     assert files == sorted(files) and len(files) == len(set(files))
-    for entry in [manifest["node"], manifest["npm"], manifest["codeServer"], manifest["opencode"],
-                  *manifest["npmDependencies"]]:
+    for entry in [
+        manifest["node"],
+        manifest["npm"],
+        manifest["codeServer"],
+        manifest["opencode"],
+        *manifest["npmDependencies"],
+    ]:
         assert re.fullmatch(r"sha512-[A-Za-z0-9+/]{86}==", entry["integrity"]), entry
         assert entry["file"] == update.file_name(entry["name"], entry["version"])
         assert re.fullmatch(r"[A-Za-z0-9@+._-]+\.tgz", entry["file"]), entry
@@ -53,9 +59,16 @@ def test_a_manifest_of_other_versions_is_refused(tmp_path):
         image.load_manifest(image.load_versions(), path)
 
 
-@pytest.mark.parametrize("values,fits", [
-    (None, True), (["linux"], True), (["darwin", "win32"], False), (["!win32"], True), (["!linux"], False),
-])
+@pytest.mark.parametrize(
+    "values,fits",
+    [
+        (None, True),
+        (["linux"], True),
+        (["darwin", "win32"], False),
+        (["!win32"], True),
+        (["!linux"], False),
+    ],
+)
 def test_platform_fields(values, fits):
     assert update.fits(values, "linux") is fits
 
@@ -63,27 +76,39 @@ def test_platform_fields(values, fits):
 def test_lock_reading_keeps_production_linux_x64_glibc_tarballs():
     def pkg(version, **extra):
         name = extra.pop("name", None)
-        return {"version": version, "resolved": f"https://registry.npmjs.org/x/-/x-{version}.tgz",
-                "integrity": f"sha1-AAAA {SHA}", **({"name": name} if name else {}), **extra}
+        return {
+            "version": version,
+            "resolved": f"https://registry.npmjs.org/x/-/x-{version}.tgz",
+            "integrity": f"sha1-AAAA {SHA}",
+            **({"name": name} if name else {}),
+            **extra,
+        }
 
-    lock = {"lockfileVersion": 3, "packages": {
-        "": {"name": "root", "version": "1.0.0"},
-        "node_modules/keep": pkg("1.0.0"),
-        "node_modules/@scope/keep": pkg("2.0.0"),
-        "node_modules/a/node_modules/nested": pkg("3.0.0"),
-        "node_modules/alias": pkg("4.0.0", name="real-name"),
-        "node_modules/opt-linux": pkg("5.0.0", optional=True, os=["linux"], cpu=["x64"], libc=["glibc"]),
-        "node_modules/dev-only": pkg("1.0.0", dev=True),
-        "node_modules/win": pkg("1.0.0", optional=True, os=["win32"]),
-        "node_modules/arm": pkg("1.0.0", optional=True, cpu=["arm64"]),
-        "node_modules/musl": pkg("1.0.0", optional=True, libc=["musl"]),
-        "node_modules/linked": {"resolved": "../local", "link": True},
-        "node_modules/keep/node_modules/bundled": {"version": "1.0.0", "inBundle": True},
-    }}
+    lock = {
+        "lockfileVersion": 3,
+        "packages": {
+            "": {"name": "root", "version": "1.0.0"},
+            "node_modules/keep": pkg("1.0.0"),
+            "node_modules/@scope/keep": pkg("2.0.0"),
+            "node_modules/a/node_modules/nested": pkg("3.0.0"),
+            "node_modules/alias": pkg("4.0.0", name="real-name"),
+            "node_modules/opt-linux": pkg("5.0.0", optional=True, os=["linux"], cpu=["x64"], libc=["glibc"]),
+            "node_modules/dev-only": pkg("1.0.0", dev=True),
+            "node_modules/win": pkg("1.0.0", optional=True, os=["win32"]),
+            "node_modules/arm": pkg("1.0.0", optional=True, cpu=["arm64"]),
+            "node_modules/musl": pkg("1.0.0", optional=True, libc=["musl"]),
+            "node_modules/linked": {"resolved": "../local", "link": True},
+            "node_modules/keep/node_modules/bundled": {"version": "1.0.0", "inBundle": True},
+        },
+    }
     kept = {(e["name"], e["file"]) for e in update.locked_tarballs(lock, "lock")}
-    assert kept == {("keep", "keep-1.0.0.tgz"), ("@scope/keep", "@scope+keep-2.0.0.tgz"),
-                    ("nested", "nested-3.0.0.tgz"), ("real-name", "real-name-4.0.0.tgz"),
-                    ("opt-linux", "opt-linux-5.0.0.tgz")}
+    assert kept == {
+        ("keep", "keep-1.0.0.tgz"),
+        ("@scope/keep", "@scope+keep-2.0.0.tgz"),
+        ("nested", "nested-3.0.0.tgz"),
+        ("real-name", "real-name-4.0.0.tgz"),
+        ("opt-linux", "opt-linux-5.0.0.tgz"),
+    }
     assert all(e["integrity"] == SHA for e in update.locked_tarballs(lock, "lock"))
 
 

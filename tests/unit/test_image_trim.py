@@ -1,4 +1,5 @@
 """What the portable recipe trims from node_modules, on made-up trees."""
+
 import struct
 from pathlib import Path
 
@@ -29,16 +30,19 @@ def write(path: Path, data: bytes = b"x") -> Path:
     return path
 
 
-@pytest.mark.parametrize("data,kind", [
-    (elf(62), "x86_64"),
-    (elf(183), "foreign"),                     # aarch64
-    (pe(), "foreign"),
-    (b"\xcf\xfa\xed\xfe" + b"\0" * 60, "foreign"),  # Mach-O 64
-    (b"\xca\xfe\xba\xbe\0\0\0\x02" + b"\0" * 56, "foreign"),  # universal Mach-O
-    (b"\xca\xfe\xba\xbe\0\0\0\x37" + b"\0" * 56, None),  # a Java class file
-    (b"MZ is just text here" + b" " * 60, None),
-    (b"#!/usr/bin/env node\n", None),
-])
+@pytest.mark.parametrize(
+    "data,kind",
+    [
+        (elf(62), "x86_64"),
+        (elf(183), "foreign"),  # aarch64
+        (pe(), "foreign"),
+        (b"\xcf\xfa\xed\xfe" + b"\0" * 60, "foreign"),  # Mach-O 64
+        (b"\xca\xfe\xba\xbe\0\0\0\x02" + b"\0" * 56, "foreign"),  # universal Mach-O
+        (b"\xca\xfe\xba\xbe\0\0\0\x37" + b"\0" * 56, None),  # a Java class file
+        (b"MZ is just text here" + b" " * 60, None),
+        (b"#!/usr/bin/env node\n", None),
+    ],
+)
 def test_binary_kind(tmp_path, data, kind):
     assert trim.binary_kind(write(tmp_path / "f", data)) == kind
 
@@ -49,9 +53,9 @@ def test_trim_node_modules(tmp_path):
         write(top / "pty/build/Release/pty.node", elf(62)),
         write(top / "pty/prebuilds/linux-x64/pty.node", elf(62)),
         write(top / "lib/out/main.js", b"//# sourceMappingURL=main.js.map"),
-        write(top / "jslib/build/index.js"),          # a JS package's build/ is code
+        write(top / "jslib/build/index.js"),  # a JS package's build/ is code
         write(top / "jslib/build/obj/thing.js"),
-        write(top / "data/table.map"),                # not a source map
+        write(top / "data/table.map"),  # not a source map
     ]
     gone = [
         write(top / "pty/build/Release/obj.target/pty.node", elf(62)),
@@ -103,9 +107,11 @@ def test_remove_tree_refuses_a_mounted_tree(tmp_path, monkeypatch):
 def test_trim_drops_other_platform_prebuilds_and_pdb(tmp_path):
     top = tmp_path / "node_modules"
     keep = write(top / "node-pty/prebuilds/linux-x64/pty.node", elf(62))
-    gone = [write(top / "node-pty/prebuilds/win32-x64/conpty.pdb"),
-            write(top / "node-pty/prebuilds/darwin-arm64/pty.node", b"\xcf\xfa\xed\xfe" + b"\0" * 60),
-            write(top / "other/thing.pdb")]
+    gone = [
+        write(top / "node-pty/prebuilds/win32-x64/conpty.pdb"),
+        write(top / "node-pty/prebuilds/darwin-arm64/pty.node", b"\xcf\xfa\xed\xfe" + b"\0" * 60),
+        write(top / "other/thing.pdb"),
+    ]
     trim.trim_node_modules(top)
     assert keep.exists()
     assert not any(p.exists() for p in gone)

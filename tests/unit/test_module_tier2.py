@@ -2,8 +2,10 @@
 tier2.py finds it), with nixpkgs' real oci-containers module and the other NixOS
 options it sets declared by tests/tier2/nixos-options.nix. Checks the mapping of the
 plan, down to the units oci-containers generates from it."""
+
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -12,11 +14,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tier2 import MARKS, NIXPKGS_LIB, OCI_CONTAINERS, ROOT
 
 from csm import plan as planlib
 from csm.runner import disks, files
-
-from tier2 import MARKS, NIXPKGS_LIB, OCI_CONTAINERS, ROOT
 
 pytestmark = MARKS
 
@@ -24,11 +25,27 @@ pytestmark = MARKS
 def evaluate(settings_file: Path, host_module: Path | None = None) -> dict:
     """The module with these settings; host_module: more of the host's configuration."""
     proc = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "--read-write-mode", str(ROOT / "tests/tier2/eval-module.nix"),
-         "--arg", "nixpkgsLib", str(NIXPKGS_LIB), "--arg", "ociContainers", str(OCI_CONTAINERS),
-         "--arg", "settingsFile", str(settings_file),
-         *(["--arg", "hostModule", str(host_module)] if host_module else [])],
-        capture_output=True, text=True)
+        [
+            "nix-instantiate",
+            "--eval",
+            "--strict",
+            "--json",
+            "--read-write-mode",
+            str(ROOT / "tests/tier2/eval-module.nix"),
+            "--arg",
+            "nixpkgsLib",
+            str(NIXPKGS_LIB),
+            "--arg",
+            "ociContainers",
+            str(OCI_CONTAINERS),
+            "--arg",
+            "settingsFile",
+            str(settings_file),
+            *(["--arg", "hostModule", str(host_module)] if host_module else []),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode:
         raise planlib.PlanError(planlib._error_text(proc.stderr))
     return json.loads(proc.stdout)
@@ -67,7 +84,7 @@ def podman_run(script: str) -> list[str]:
 
 
 def pairs(words: list[str]) -> set[tuple[str, str]]:
-    return set(zip(words, words[1:]))
+    return set(itertools.pairwise(words))
 
 
 def test_each_unit_oci_containers_generates_runs_the_plans_container(team):
@@ -77,17 +94,20 @@ def test_each_unit_oci_containers_generates_runs_the_plans_container(team):
     assert module["warnings"] == []
     for u in plan["users"].values():
         c = u["container"]
-        unit = module["services"][service(c)]   # oci-containers' own unit, by the plan's name
+        unit = module["services"][service(c)]  # oci-containers' own unit, by the plan's name
         words = podman_run(unit["script"])
         assert words[:3] == ["exec", "podman", "run"]
         # the plan's flags last, then the image and code-server's arguments
-        assert words[-len(c["cmd"]) - 1:] == [c["image"], *c["cmd"]]
-        options = words[3:-len(c["cmd"]) - 1]
-        assert options[-len(c["extraOptions"]) - 2:] == ["--pull", "never", *c["extraOptions"]]
+        assert words[-len(c["cmd"]) - 1 :] == [c["image"], *c["cmd"]]
+        options = words[3 : -len(c["cmd"]) - 1]
+        assert options[-len(c["extraOptions"]) - 2 :] == ["--pull", "never", *c["extraOptions"]]
         assert {f"--name={c['name']}", "--sdnotify=healthy", "--rm"} <= set(options)
-        expected = {("-u", c["user"])} | {("--env-file", f) for f in c["environmentFiles"]} \
-            | {("-v", v) for v in c["volumes"]} \
+        expected = (
+            {("-u", c["user"])}
+            | {("--env-file", f) for f in c["environmentFiles"]}
+            | {("-v", v) for v in c["volumes"]}
             | {("-e", f"{k}={v}") for k, v in c["environment"].items()}
+        )
         assert expected <= pairs(options)
         # no TCP port of any kind: nothing published, not the host's network, and
         # code-server told to listen on its socket with its own login off
@@ -97,16 +117,26 @@ def test_each_unit_oci_containers_generates_runs_the_plans_container(team):
         assert "--bind-addr" not in c["cmd"] and not any("PASSWORD" in w for w in words)
         # the limits and the uid map, from the plan's numbers rather than its flags
         limits, ids = u["limits"], u["ids"]
-        assert {f"--memory={limits['memoryBytes']}", f"--memory-swap={limits['memoryBytes']}",
-                f"--memory-reservation={limits['memorySoftBytes']}", f"--cpus={limits['cpus']}",
-                f"--pids-limit={limits['pids']}", f"--uidmap=0:{ids['base']}:{ids['size']}",
-                f"--gidmap=0:{ids['base']}:{ids['size']}", f"--network={u['network']['name']}"} <= set(options)
+        assert {
+            f"--memory={limits['memoryBytes']}",
+            f"--memory-swap={limits['memoryBytes']}",
+            f"--memory-reservation={limits['memorySoftBytes']}",
+            f"--cpus={limits['cpus']}",
+            f"--pids-limit={limits['pids']}",
+            f"--uidmap=0:{ids['base']}:{ids['size']}",
+            f"--gidmap=0:{ids['base']}:{ids['size']}",
+            f"--network={u['network']['name']}",
+        } <= set(options)
         # --sdnotify=healthy waits for this check: without it the unit would never be ready
         assert any(w.startswith("--health-cmd=") for w in options)
         (pre_start,) = unit["serviceConfig"]["ExecStartPre"]
         assert "/nix/store/image-stream | podman load" in Path(pre_start.removesuffix("/bin/pre-start")).read_text()
-        assert {k: unit["serviceConfig"][k] for k in ("Type", "Delegate", "Restart", "User")} == \
-            {"Type": "notify", "Delegate": True, "Restart": "always", "User": "root"}
+        assert {k: unit["serviceConfig"][k] for k in ("Type", "Delegate", "Restart", "User")} == {
+            "Type": "notify",
+            "Delegate": True,
+            "Restart": "always",
+            "User": "root",
+        }
         assert unit["wantedBy"] == ["multi-user.target"]
 
 
@@ -135,8 +165,11 @@ def _run_prestart(module: dict, name: str, tmp_path: Path) -> subprocess.Complet
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(module["plan"]))
     unit = module["services"][service(module["plan"]["users"][name]["container"])]
-    script = unit["preStart"].replace("/nix/store/csm/bin/csm", str(ROOT / ".venv/bin/csm")) \
+    script = (
+        unit["preStart"]
+        .replace("/nix/store/csm/bin/csm", str(ROOT / ".venv/bin/csm"))
         .replace(module["planFile"], str(plan_file))
+    )
     return subprocess.run(["bash", "-euc", script], capture_output=True, text=True)
 
 
@@ -167,7 +200,7 @@ def test_prestart_writes_the_seed_byte_for_byte_and_the_socket_directory(own_pat
     assert proc.returncode == 0, proc.stderr
     seed = user["seedFiles"][0]
     assert Path(seed["path"]).read_bytes() == seed["content"].encode()
-    assert '%h/project %%' in seed["content"] and "\\n" in seed["content"]
+    assert "%h/project %%" in seed["content"] and "\\n" in seed["content"]
     st = Path(seed["path"]).stat()
     assert (st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode))) == (seed["uid"], seed["gid"], "0o" + seed["mode"][1:])
     # podman mounts the socket directory: it must exist before the container starts
@@ -213,11 +246,11 @@ def test_prestart_mounts_the_users_disk_of_the_quotas_size(tmp_path):
         use = disks.usage(user)
         assert use and use.quota_bytes == 2**30 and 0.9 * 2**30 < use.size_bytes <= 2**30
         assert disks.mounted_device(user["disk"]["mountPoint"]) is not None
-        assert Path(user["seedFiles"][0]["path"]).is_file()   # written onto the disk
+        assert Path(user["seedFiles"][0]["path"]).is_file()  # written onto the disk
     finally:
         disks.unmount(user["disk"])
         disks.release_base(module["plan"]["workspaceBase"])
-    assert not Path(user["seedFiles"][0]["path"]).exists()    # it was on the disk, not beneath it
+    assert not Path(user["seedFiles"][0]["path"]).exists()  # it was on the disk, not beneath it
 
 
 def test_each_container_starts_on_its_own_isolated_network(team):
@@ -237,8 +270,10 @@ def test_each_container_starts_on_its_own_isolated_network(team):
 
 def test_password_posts_meet_the_login_limit_on_the_gates_one_login_path(team):
     module, plan = team
-    assert "map $request_method $csm_login_key { POST $binary_remote_addr; default ''; }" in \
-        module["nginx"]["appendHttpConfig"]
+    assert (
+        "map $request_method $csm_login_key { POST $binary_remote_addr; default ''; }"
+        in module["nginx"]["appendHttpConfig"]
+    )
     for u in plan["users"].values():
         login = module["nginx"]["virtualHosts"][u["hostname"]]["locations"][f"= {plan['gate']['paths']['login']}"]
         assert "limit_req zone=csm_login" in login["extraConfig"] and login["proxyPass"] == "http://csm_gate"
@@ -276,7 +311,7 @@ def test_every_user_host_asks_the_gate_and_proxies_to_code_servers_socket(team):
         for loc in to_code_server.values():
             assert f"auth_request {gate['paths']['auth']};" in loc["extraConfig"]
         assert "internal;" in locations[f"= {gate['paths']['auth']}"]["extraConfig"]
-        for loc in locations.values():   # no loopback or other TCP upstream anywhere
+        for loc in locations.values():  # no loopback or other TCP upstream anywhere
             assert loc["proxyPass"] in (None, "http://csm_gate", f"http://unix:{u['socket']}:"), loc["proxyPass"]
 
 
@@ -286,7 +321,9 @@ def test_nginx_gets_the_plans_bucket_size_connections_and_workers(team):
     assert nginx["serverNamesHashBucketSize"] == plan["nginx"]["serverNamesHashBucketSize"]
     assert nginx["eventsConfig"] == f"worker_connections {plan['nginx']['workerConnections']};"
     assert nginx["appendConfig"].splitlines() == [
-        "worker_processes auto;", f"worker_rlimit_nofile {2 * plan['nginx']['workerConnections']};"]
+        "worker_processes auto;",
+        f"worker_rlimit_nofile {2 * plan['nginx']['workerConnections']};",
+    ]
 
 
 def test_the_longest_name_the_plan_accepts_sizes_nginxs_bucket(tmp_path):
@@ -320,10 +357,13 @@ def test_tmpfiles_give_the_sockets_directories_to_the_gate_and_nginxs_group_only
     module, plan = team
     g, run = plan["gate"], plan["runtimeDir"]
     rules = set(module["tmpfiles"])
-    assert {f"d {run} 0711 0 0 -", f"d {run}/users 0711 0 0 -",
-            f"d {g['directory']} 0750 {g['user']} {g['proxyGroup']} -",
-            f"d {g['control']['directory']} 0750 0 {g['user']} -",
-            f"d {g['stateDir']} 0700 {g['user']} {g['user']} -"} <= rules
+    assert {
+        f"d {run} 0711 0 0 -",
+        f"d {run}/users 0711 0 0 -",
+        f"d {g['directory']} 0750 {g['user']} {g['proxyGroup']} -",
+        f"d {g['control']['directory']} 0750 0 {g['user']} -",
+        f"d {g['stateDir']} 0700 {g['user']} {g['user']} -",
+    } <= rules
     assert Path(g["socket"]).parent == Path(g["directory"])
     assert Path(g["control"]["socket"]).parent == Path(g["control"]["directory"])
     for u in plan["users"].values():
@@ -344,8 +384,10 @@ def test_wildcard_certificate_by_dns01(team):
 def test_backup_service_and_timer(team):
     module, _ = team
     # The path is pinned on purpose: docs/admin.md tells admins to run csm with it.
-    assert "csm backup --plan /etc/code-server-multi/plan.json" in \
-        module["services"]["code-server-multi-backup"]["serviceConfig"]["ExecStart"]
+    assert (
+        "csm backup --plan /etc/code-server-multi/plan.json"
+        in module["services"]["code-server-multi-backup"]["serviceConfig"]["ExecStart"]
+    )
     assert module["timers"]["code-server-multi-backup"]["timerConfig"]["OnCalendar"] == "daily"
     assert module["assertions"] == []
 
@@ -359,19 +401,25 @@ def test_demo_without_acme_serves_plain_http():
 
 def test_bad_settings_fail_the_module_with_the_plans_message(tmp_path):
     bad = tmp_path / "bad.nix"
-    bad.write_text('{ domain = "code.test"; users.ada = { hashedPasswordFile = "/s"; memoryLimit = "1g"; memorySoftLimit = "2g"; }; }')
+    bad.write_text(
+        '{ domain = "code.test"; '
+        'users.ada = { hashedPasswordFile = "/s"; memoryLimit = "1g"; memorySoftLimit = "2g"; }; }'
+    )
     with pytest.raises(planlib.PlanError, match=r'users.ada.memorySoftLimit \("2g"\) is above memoryLimit'):
         evaluate(bad)
 
 
-@pytest.mark.parametrize("setting, message", [
-    ('workspaceBase = "/etc";', 'workspaceBase = "/etc" lies in a system directory'),
-    ('runtimeDir = "/tmp";', 'runtimeDir = "/tmp" is a shared system directory'),
-    ('users.ada.extraVolumes = [ "/etc:/mnt/etc:U" ];', 'has the option "U"'),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ('workspaceBase = "/etc";', 'workspaceBase = "/etc" lies in a system directory'),
+        ('runtimeDir = "/tmp";', 'runtimeDir = "/tmp" is a shared system directory'),
+        ('users.ada.extraVolumes = [ "/etc:/mnt/etc:U" ];', 'has the option "U"'),
+    ],
+)
 def test_footguns_fail_the_module_with_the_plans_message(tmp_path, setting, message):
     bad = tmp_path / "bad.nix"
-    bad.write_text('{ domain = "code.test"; users.ada.hashedPasswordFile = "/s"; ' + setting + ' }')
+    bad.write_text('{ domain = "code.test"; users.ada.hashedPasswordFile = "/s"; ' + setting + " }")
     with pytest.raises(planlib.PlanError, match=re.escape(message)):
         evaluate(bad)
 
@@ -396,10 +444,15 @@ def tls_settings(tmp_path, tls: str, acme: str = "") -> Path:
 
 
 def test_tls_from_certificate_files(tmp_path):
-    module = evaluate(tls_settings(tmp_path, '{ certificateFile = "/var/lib/certs/full.pem"; keyFile = "/var/lib/certs/key.pem"; }'))
+    module = evaluate(
+        tls_settings(tmp_path, '{ certificateFile = "/var/lib/certs/full.pem"; keyFile = "/var/lib/certs/key.pem"; }')
+    )
     for name in ("ada.code.test", "*.code.test"):
         host = module["nginx"]["virtualHosts"][name]
-        assert host["sslCertificate"] == "/var/lib/certs/full.pem" and host["sslCertificateKey"] == "/var/lib/certs/key.pem"
+        assert (
+            host["sslCertificate"] == "/var/lib/certs/full.pem"
+            and host["sslCertificateKey"] == "/var/lib/certs/key.pem"
+        )
         assert host["useACMEHost"] is None
     assert module["nginx"]["virtualHosts"]["ada.code.test"]["forceSSL"]
     assert module["nginx"]["virtualHosts"]["*.code.test"]["addSSL"]
@@ -415,12 +468,18 @@ def test_tls_from_an_existing_acme_certificate(tmp_path):
     assert module["plan"]["tls"]["enable"] and module["firewall"] == [80, 443]
 
 
-@pytest.mark.parametrize("tls, acme, message", [
-    ('{ certificateFile = "/c.pem"; }', "", "tls: certificateFile and keyFile go together"),
-    ('{ certificateFile = "/c.pem"; keyFile = ./key.pem; }', "", "tls.keyFile"),
-    ('{ useACMEHost = "example.org"; }', 'acme = { enable = true; dnsProvider = "x"; credentialsFile = "/c"; };',
-     "acme.enable gets its own certificate"),
-])
+@pytest.mark.parametrize(
+    "tls, acme, message",
+    [
+        ('{ certificateFile = "/c.pem"; }', "", "tls: certificateFile and keyFile go together"),
+        ('{ certificateFile = "/c.pem"; keyFile = ./key.pem; }', "", "tls.keyFile"),
+        (
+            '{ useACMEHost = "example.org"; }',
+            'acme = { enable = true; dnsProvider = "x"; credentialsFile = "/c"; };',
+            "acme.enable gets its own certificate",
+        ),
+    ],
+)
 def test_tls_mistakes_are_named(tmp_path, tls, acme, message):
     with pytest.raises(planlib.PlanError, match=re.escape(message)):
         evaluate(tls_settings(tmp_path, tls, acme))
@@ -429,11 +488,13 @@ def test_tls_mistakes_are_named(tmp_path, tls, acme, message):
 def test_idle_service_runs_csm_idle_on_the_published_plan_through_systemd(team):
     module, plan = team
     service = module["services"]["code-server-multi-idle"]
-    assert service["serviceConfig"]["ExecStart"] == \
-        "/nix/store/csm/bin/csm idle serve --plan /etc/code-server-multi/plan.json --systemd"
+    assert (
+        service["serviceConfig"]["ExecStart"]
+        == "/nix/store/csm/bin/csm idle serve --plan /etc/code-server-multi/plan.json --systemd"
+    )
     assert service["wantedBy"] == ["multi-user.target"] and service["path"]
     assert service["restartTriggers"] == [module["etc"]["code-server-multi/plan.json"]["source"]]
-    assert "User" not in service["serviceConfig"]   # the root side: it starts and stops units
+    assert "User" not in service["serviceConfig"]  # the root side: it starts and stops units
     # A stopped workspace is woken by the gate (after login), never by nginx directly.
     for u in plan["users"].values():
         locations = module["nginx"]["virtualHosts"][u["hostname"]]["locations"]
@@ -443,13 +504,14 @@ def test_idle_service_runs_csm_idle_on_the_published_plan_through_systemd(team):
 
 def test_no_idle_service_when_everyone_is_always_on(tmp_path):
     always_on = tmp_path / "always-on.nix"
-    always_on.write_text(f'import {ROOT / "examples/team.nix"} // {{ idleStopAfter = null; }}')
+    always_on.write_text(f"import {ROOT / 'examples/team.nix'} // {{ idleStopAfter = null; }}")
     module = evaluate(always_on)
     assert "code-server-multi-idle" not in module["services"]
-    assert module["plan"]["gate"]["unit"].removesuffix(".service") in module["services"]   # the gate stays
+    assert module["plan"]["gate"]["unit"].removesuffix(".service") in module["services"]  # the gate stays
 
 
 # ---- the login gate ---------------------------------------------------------------------------
+
 
 def gate_unit(module: dict) -> dict:
     return module["services"][module["plan"]["gate"]["unit"].removesuffix(".service")]
@@ -466,8 +528,11 @@ def test_the_gate_runs_csm_gate_as_its_own_system_account_never_root(team):
     assert account["isSystemUser"] and not account["isNormalUser"] and account["group"] == g["user"]
     assert account["uid"] != 0 and g["user"] in module["users"]["groups"]
     # it may not gain privileges or capabilities back, nor leave its sockets
-    assert config["NoNewPrivileges"] is True and config["CapabilityBoundingSet"] == "" \
+    assert (
+        config["NoNewPrivileges"] is True
+        and config["CapabilityBoundingSet"] == ""
         and config.get("AmbientCapabilities", "") == ""
+    )
     assert config["RestrictAddressFamilies"] == ["AF_UNIX"] and config["PrivateNetwork"] is True
     assert unit["wantedBy"] == ["multi-user.target"]
     assert unit["restartTriggers"] == [module["etc"]["code-server-multi/plan.json"]["source"]]
@@ -477,11 +542,22 @@ def test_the_gate_is_hardened_and_writes_only_its_socket_and_state_directories(t
     module, plan = team
     g, config = plan["gate"], gate_unit(module)["serviceConfig"]
     expected = {
-        "ProtectSystem": "strict", "ProtectHome": True, "PrivateTmp": True, "PrivateDevices": True,
-        "ProtectKernelTunables": True, "ProtectKernelModules": True, "ProtectKernelLogs": True,
-        "ProtectControlGroups": True, "ProtectClock": True, "ProtectHostname": True,
-        "ProtectProc": "invisible", "RestrictNamespaces": True, "RestrictRealtime": True,
-        "RestrictSUIDSGID": True, "LockPersonality": True, "SystemCallArchitectures": "native",
+        "ProtectSystem": "strict",
+        "ProtectHome": True,
+        "PrivateTmp": True,
+        "PrivateDevices": True,
+        "ProtectKernelTunables": True,
+        "ProtectKernelModules": True,
+        "ProtectKernelLogs": True,
+        "ProtectControlGroups": True,
+        "ProtectClock": True,
+        "ProtectHostname": True,
+        "ProtectProc": "invisible",
+        "RestrictNamespaces": True,
+        "RestrictRealtime": True,
+        "RestrictSUIDSGID": True,
+        "LockPersonality": True,
+        "SystemCallArchitectures": "native",
         "UMask": "0077",
     }
     assert {k: config.get(k) for k in expected} == expected
@@ -496,7 +572,7 @@ def test_the_gate_gets_every_users_password_file_as_a_credential_named_after_the
     module, plan = team
     credentials = gate_unit(module)["serviceConfig"]["LoadCredential"]
     assert sorted(credentials) == sorted(f"{n}:{u['password']['file']}" for n, u in plan["users"].items())
-    assert {c.split(":", 1)[0] for c in credentials} == set(plan["users"])   # none missing, none extra
+    assert {c.split(":", 1)[0] for c in credentials} == set(plan["users"])  # none missing, none extra
 
 
 def test_a_percent_in_a_password_files_name_reaches_systemd_escaped(tmp_path):

@@ -3,6 +3,7 @@ plan as the module publishes it: plan.nix evaluated by nix-instantiate from a se
 file, as default.nix imports it (tier 2 checks the module's plan is that very plan).
 systemd is played by csm.testing.systemctl (a recording stand-in on PATH); csm, the
 files, the hashes, the sessions and the archives are real."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,13 @@ class NixosHost:
         self.systemd = SystemctlStandIn(tmp_path)
 
     def csm(self, *args, stdin: str = "", **env) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "csm.cli", *map(str, args)], input=stdin, text=True,
-                              capture_output=True, env=self.systemd.env(**env))
+        return subprocess.run(
+            [sys.executable, "-m", "csm.cli", *map(str, args)],
+            input=stdin,
+            text=True,
+            capture_output=True,
+            env=self.systemd.env(**env),
+        )
 
     def with_plan(self, verb: str, *args, **kw) -> subprocess.CompletedProcess:
         return self.csm(verb, "--plan", self.plan_file, "--state-dir", self.base / "state", *args, **kw)
@@ -63,6 +69,7 @@ def host(tmp_path):
 
 
 # ---- csm passwd ------------------------------------------------------------------------
+
 
 def test_passwd_with_the_plan_writes_the_hash_ends_her_sessions_and_restarts_the_gate(host):
     """The gate reads the password files as systemd credentials at its start: the new
@@ -93,14 +100,17 @@ def systemd_here(host, monkeypatch):
     return host.systemd
 
 
-@pytest.mark.parametrize("state, action, calls", [
-    ("active", "restarted", [f"try-restart {GATE_UNIT}"]),
-    # Retrying its start (Restart=always), e.g. for a password file that did not exist yet
-    ("activating", "restarted", [f"try-restart {GATE_UNIT}"]),
-    ("failed", "started", [f"restart {GATE_UNIT}"]),
-    # An admin stopped it: left stopped
-    ("inactive", "stopped", []),
-])
+@pytest.mark.parametrize(
+    "state, action, calls",
+    [
+        ("active", "restarted", [f"try-restart {GATE_UNIT}"]),
+        # Retrying its start (Restart=always), e.g. for a password file that did not exist yet
+        ("activating", "restarted", [f"try-restart {GATE_UNIT}"]),
+        ("failed", "started", [f"restart {GATE_UNIT}"]),
+        # An admin stopped it: left stopped
+        ("inactive", "stopped", []),
+    ],
+)
 def test_a_new_password_restarts_the_gate_unless_an_admin_stopped_it(host, systemd_here, state, action, calls):
     systemd_here.set(GATE_UNIT, state)
     assert nixos.restart_gate(host.plan) == action
@@ -108,11 +118,14 @@ def test_a_new_password_restarts_the_gate_unless_an_admin_stopped_it(host, syste
     assert nixos.gate_unit(host.plan) == GATE_UNIT
 
 
-@pytest.mark.parametrize("state, pid, line", [
-    ("active", 777, f"gate ({GATE_UNIT}): running (pid 777)"),
-    ("failed", None, f"gate ({GATE_UNIT}): not running (failed); see `journalctl -u {GATE_UNIT}`"),
-    ("inactive", None, f"gate ({GATE_UNIT}): not running (inactive)"),
-])
+@pytest.mark.parametrize(
+    "state, pid, line",
+    [
+        ("active", 777, f"gate ({GATE_UNIT}): running (pid 777)"),
+        ("failed", None, f"gate ({GATE_UNIT}): not running (failed); see `journalctl -u {GATE_UNIT}`"),
+        ("inactive", None, f"gate ({GATE_UNIT}): not running (inactive)"),
+    ],
+)
 def test_status_line_of_the_gate(host, systemd_here, state, pid, line):
     systemd_here.set(GATE_UNIT, state, pid=pid)
     assert nixos.gate_line(host.plan) == line
@@ -152,12 +165,15 @@ def test_the_hash_costs_at_least_what_code_server_itself_uses(host):
     assert salt_bytes >= 16 and hash_bytes >= 32
 
 
-@pytest.mark.parametrize("args, stdin, message", [
-    (("ned",), "x", "users.ned uses passwordFile"),
-    (("cy",), "x", "no user 'cy'"),
-    (("una",), "two\nlines\n", "line break"),
-    (("una",), "", "empty"),
-])
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (("ned",), "x", "users.ned uses passwordFile"),
+        (("cy",), "x", "no user 'cy'"),
+        (("una",), "two\nlines\n", "line break"),
+        (("una",), "", "empty"),
+    ],
+)
 def test_passwd_with_the_plan_refuses_and_writes_nothing(host, args, stdin, message):
     proc = host.with_plan("passwd", *args, stdin=stdin)
     assert proc.returncode == 2 and message in proc.stderr
@@ -165,6 +181,7 @@ def test_passwd_with_the_plan_refuses_and_writes_nothing(host, args, stdin, mess
 
 
 # ---- csm prepare (the unit's preStart) -------------------------------------------------
+
 
 def test_prepare_makes_the_directories_and_seeds_settings_without_any_password(host):
     """The container's start needs no password file: the gate alone reads them."""
@@ -177,7 +194,7 @@ def test_prepare_makes_the_directories_and_seeds_settings_without_any_password(h
     socket_dir = Path(user["socketSource"]).parent
     assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o711 and socket_dir.stat().st_uid == user["ids"]["hostUid"]
     assert stat.S_IMODE(socket_dir.parent.stat().st_mode) == 0o710
-    assert not list(Path(host.plan["runtimeDir"]).rglob("*.env"))   # nothing composed with a secret
+    assert not list(Path(host.plan["runtimeDir"]).rglob("*.env"))  # nothing composed with a secret
     seed = user["seedFiles"][0]
     assert Path(seed["path"]).read_bytes() == seed["content"].encode()
     Path(seed["path"]).write_text('{"mine": true}')
@@ -186,6 +203,7 @@ def test_prepare_makes_the_directories_and_seeds_settings_without_any_password(h
 
 
 # ---- csm status --------------------------------------------------------------------------
+
 
 def test_status_reads_nginx_and_the_units_from_systemd(host):
     host.systemd.set("nginx.service", "active", pid=4242)
@@ -205,6 +223,7 @@ def test_status_says_when_nginx_is_down(host):
 
 
 # ---- csm restore ---------------------------------------------------------------------------
+
 
 def make_backup(host: NixosHost) -> tuple[Path, Path]:
     host.hash_file.parent.mkdir(mode=0o700)
@@ -229,7 +248,9 @@ def test_restore_stops_the_unit_before_the_swap_and_starts_it_after(host):
     # With Restart=always, a container stopped under systemd's feet comes straight
     # back; only the unit's own stop keeps it down while the files are swapped.
     assert [c for c in host.systemd.calls() if not c.startswith("is-active")] == [
-        f"stop {UNA_UNIT} | changed since", f"start {UNA_UNIT} | as backed up"]
+        f"stop {UNA_UNIT} | changed since",
+        f"start {UNA_UNIT} | as backed up",
+    ]
     assert host.systemd.state_of(UNA_UNIT) == "active"
 
 
@@ -252,6 +273,7 @@ def test_restore_reports_a_unit_that_does_not_come_back(host):
 
 # ---- csm reset, csm logs ----------------------------------------------------------------------
 
+
 def test_reset_restarts_the_users_unit(host):
     host.systemd.set(UNA_UNIT, "active")
     proc = host.with_plan("reset", "una")
@@ -259,10 +281,13 @@ def test_reset_restarts_the_users_unit(host):
     assert host.systemd.calls() == [f"restart {UNA_UNIT}"] and "fresh container" in proc.stdout
 
 
-@pytest.mark.parametrize("user, fails, code, message", [
-    ("una", True, 1, f"systemctl restart {UNA_UNIT} failed"),
-    ("cy", False, 2, "no user 'cy'"),
-])
+@pytest.mark.parametrize(
+    "user, fails, code, message",
+    [
+        ("una", True, 1, f"systemctl restart {UNA_UNIT} failed"),
+        ("cy", False, 2, "no user 'cy'"),
+    ],
+)
 def test_reset_says_what_went_wrong(host, user, fails, code, message):
     host.systemd.set(UNA_UNIT, "active", fails=fails)
     proc = host.with_plan("reset", user)

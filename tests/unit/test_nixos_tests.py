@@ -7,6 +7,7 @@ pyflakes with the driver's names (as the driver's own lint does), and calls only
 csm.checks functions that exist, with arguments they accept. Parsing every .nix file
 is test_plan.py's job.
 """
+
 from __future__ import annotations
 
 import ast
@@ -17,13 +18,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from flake_outputs import evaluate
 from pyflakes.api import check as pyflakes_check
 from pyflakes.reporter import Reporter
+from tier2 import FOUND
 
 from csm import plan as planlib
 from csm.checks import host, http, idle, image, limits, login, network, proxy, smoke, workbench
-from flake_outputs import evaluate
-from tier2 import FOUND
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "nixos-tests"
@@ -33,11 +34,34 @@ VM_TESTS = {
     "acme-wildcard": ("acme-settings.nix", ["acme", "client", "dnsserver", "server"]),
 }
 # Names the NixOS test driver gives every test script besides the machines.
-DRIVER_NAMES = ["start_all", "subtest", "machines", "driver", "log", "join_all", "retry",
-                "run_tests", "test_script", "serial_stdout_on", "serial_stdout_off",
-                "polling_condition", "create_machine", "vlans"]
-CHECK_MODULES = {"host": host, "http": http, "idle": idle, "image": image, "network": network, "login": login,
-                 "limits": limits, "proxy": proxy, "smoke": smoke, "workbench": workbench}
+DRIVER_NAMES = [
+    "start_all",
+    "subtest",
+    "machines",
+    "driver",
+    "log",
+    "join_all",
+    "retry",
+    "run_tests",
+    "test_script",
+    "serial_stdout_on",
+    "serial_stdout_off",
+    "polling_condition",
+    "create_machine",
+    "vlans",
+]
+CHECK_MODULES = {
+    "host": host,
+    "http": http,
+    "idle": idle,
+    "image": image,
+    "network": network,
+    "login": login,
+    "limits": limits,
+    "proxy": proxy,
+    "smoke": smoke,
+    "workbench": workbench,
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +91,14 @@ def test_nodes_are_the_machines_the_script_drives(vm_test):
 def test_server_settings_make_a_valid_plan(settings_file):
     plan = planlib.load(TESTS / settings_file)
     assert sorted(plan["users"]) == (["ada", "bo", "cy"] if settings_file == "server-settings.nix" else ["ada", "bo"])
-    passwords = json.loads(subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", str(TESTS / "passwords.nix")],
-                                          check=True, capture_output=True, text=True).stdout)
+    passwords = json.loads(
+        subprocess.run(
+            ["nix-instantiate", "--eval", "--strict", "--json", str(TESTS / "passwords.nix")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     for name, user in plan["users"].items():
         assert user["hostname"] == f"{name}.{plan['domain']}"
         # server-node.nix writes each user's password file from passwords.nix, under /etc.
@@ -87,7 +117,7 @@ def test_acme_settings_ask_for_a_wildcard_by_dns01():
 def test_script_constants_carry_the_plan_unchanged(vm_test):
     _, evaluated, _, settings_file = vm_test
     script = evaluated["testScript"]
-    prelude = script[:script.index("\n#")]  # the constants, up to the script's first comment
+    prelude = script[: script.index("\n#")]  # the constants, up to the script's first comment
     names: dict = {}
     exec(prelude, names)
     assert names["PLAN"] == planlib.load(settings_file)
@@ -98,7 +128,7 @@ def test_the_server_script_finds_the_image_contract_in_the_store():
     copy of image/contract.json and versions.json, the files the checkout has."""
     script = evaluate("outputs.checks.server.testScript", store=True)
     names: dict = {}
-    exec(script[:script.index("\n#")], names)
+    exec(script[: script.index("\n#")], names)
     for file in ("contract.json", "versions.json"):
         assert (Path(names["IMAGE_DIR"]) / file).read_bytes() == (ROOT / "image" / file).read_bytes()
 
@@ -130,17 +160,25 @@ def test_script_calls_only_checks_that_exist_with_arguments_they_take(vm_test):
     calls = 0
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in CHECK_MODULES:
-            assert hasattr(CHECK_MODULES[node.value.id], node.attr), f"{name}: csm.checks.{node.value.id}.{node.attr} does not exist"
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Name) and node.func.value.id in CHECK_MODULES):
+            assert hasattr(CHECK_MODULES[node.value.id], node.attr), (
+                f"{name}: csm.checks.{node.value.id}.{node.attr} does not exist"
+            )
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id in CHECK_MODULES
+        ):
             target = getattr(CHECK_MODULES[node.func.value.id], node.func.attr, None)
             assert target, f"{name}: csm.checks.{node.func.value.id}.{node.func.attr} does not exist"
             signature = inspect.signature(target)
             try:
                 signature.bind(*[None] * len(node.args), **{k.arg: None for k in node.keywords if k.arg})
             except TypeError as e:
-                pytest.fail(f"{name}: {node.func.value.id}.{node.func.attr}{signature} called at line "
-                            f"{node.lineno} with {len(node.args)} arguments and {[k.arg for k in node.keywords]}: {e}")
+                pytest.fail(
+                    f"{name}: {node.func.value.id}.{node.func.attr}{signature} called at line "
+                    f"{node.lineno} with {len(node.args)} arguments and {[k.arg for k in node.keywords]}: {e}"
+                )
             calls += 1
     if name == "server":
         assert calls > 0, "the server test runs csm.checks"
@@ -148,7 +186,7 @@ def test_script_calls_only_checks_that_exist_with_arguments_they_take(vm_test):
 
 def test_csm_smoke_takes_the_options_the_server_test_gives_it(checks):
     script = checks["server"]["testScript"]
-    invocations = [part[:part.index(")")] for part in script.split('"csm smoke')[1:]]
+    invocations = [part[: part.index(")")] for part in script.split('"csm smoke')[1:]]
     assert len(invocations) == 3, "the server test runs csm smoke for the deployment, the login limits and one /64"
     options = {o for action in smoke.parser()._actions for o in action.option_strings}
     for invocation in invocations:
@@ -168,8 +206,9 @@ def test_the_module_accepts_the_server_settings(settings_file):
     assert sorted(module["containers"]) == sorted(f"code-server-{n}" for n in plan["users"])
     # The gate gets exactly the files server-node.nix writes (one per user, under /etc).
     gate = module["services"][plan["gate"]["unit"].removesuffix(".service")]
-    assert sorted(gate["serviceConfig"]["LoadCredential"]) == \
-        sorted(f"{n}:{u['password']['file']}" for n, u in plan["users"].items())
+    assert sorted(gate["serviceConfig"]["LoadCredential"]) == sorted(
+        f"{n}:{u['password']['file']}" for n, u in plan["users"].items()
+    )
 
 
 def test_the_server_test_has_a_user_who_is_stopped_when_idle_and_two_who_stay_on():

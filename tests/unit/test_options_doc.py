@@ -1,4 +1,5 @@
 """docs/options.md says what the module declares: regenerate it with `make docs`."""
+
 import importlib.util
 from pathlib import Path
 
@@ -11,7 +12,7 @@ def test_options_doc_is_in_step_with_the_declarations():
     spec.loader.exec_module(doc)
     rendered = doc.render()
     assert "## `services.code-server-multi.users.<name>.memoryLimit`" in rendered
-    assert "- Default: `\"3g\"`" in rendered
+    assert '- Default: `"3g"`' in rendered
     assert (ROOT / "docs/options.md").read_text() == rendered, "docs/options.md is stale: run `make docs`"
 
 
@@ -20,17 +21,29 @@ def test_options_and_plan_settings_are_the_same_names():
     NixOS-only ones is a setting (so the module passes everything through)."""
     import json
     import subprocess
-    options = json.loads(subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "scripts/options-json.nix")],
-        check=True, capture_output=True, text=True).stdout)
+
+    options = json.loads(
+        subprocess.run(
+            ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "scripts/options-json.nix")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     prefix = "services.code-server-multi."
     names = {o["name"].removeprefix(prefix).replace("users.<name>.", "user.") for o in options}
     nixos_only = {"enable", "imageStream", "package", "users"}
-    defaults = json.loads(subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "modules/code-server-multi/defaults.nix")],
-        check=True, capture_output=True, text=True).stdout)
+    defaults = json.loads(
+        subprocess.run(
+            ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "modules/code-server-multi/defaults.nix")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     free_form = {"vscodeSettings"}  # one option holding any VS Code settings, not a section
     section = lambda k, v: isinstance(v, dict) and v and k not in free_form  # noqa: E731
-    settings = {f"{k}.{sub}" if section(k, v) else k
-                for k, v in defaults.items() for sub in (v if section(k, v) else [None])}
+    settings = {
+        f"{k}.{sub}" if section(k, v) else k for k, v in defaults.items() for sub in (v if section(k, v) else [None])
+    }
     assert names - nixos_only == settings | {"domain"}

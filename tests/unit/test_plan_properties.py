@@ -1,14 +1,17 @@
 """Property tests: generated valid settings always give a plan that meets the
 invariants (or, when two names hash onto one uid range, the clash message naming
 both); one generated fault always gives its message."""
+
 from __future__ import annotations
 
 import re
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from invariants import assert_plan_meets_invariants
 
 from csm import plan as planlib
-from invariants import DEFAULTS, assert_plan_meets_invariants
 
 
 def reserved_names() -> set[str]:
@@ -86,16 +89,26 @@ def test_valid_settings_give_a_plan_meeting_the_invariants(settings):
 
 
 FAULTS = {
-    "bad name": lambda s, n: (s["users"].__setitem__(n.upper() + "_X", s["users"].pop(n)),
-                              f'users.{n.upper()}_X: the name "{n.upper()}_X" is not a DNS label'),
-    "reserved name": lambda s, n: (s["users"].__setitem__(min(RESERVED), s["users"].pop(n)),
-                                   f'users.{min(RESERVED)}: the name "{min(RESERVED)}" is reserved'),
-    "bad size": lambda s, n: (s["users"][n].__setitem__("memoryLimit", "3 gigs"),
-                              f'users.{n}.memoryLimit = "3 gigs" is not a size'),
-    "soft above hard": lambda s, n: (s["users"][n].update(memoryLimit="1g", memorySoftLimit="2g"),
-                                     f"users.{n}.memorySoftLimit (\"2g\") is above memoryLimit (\"1g\")"),
-    "no password": lambda s, n: ([s["users"][n].pop(k, None) for k in ("hashedPasswordFile", "passwordFile")],
-                                 f"users.{n}: no password file"),
+    "bad name": lambda s, n: (
+        s["users"].__setitem__(n.upper() + "_X", s["users"].pop(n)),
+        f'users.{n.upper()}_X: the name "{n.upper()}_X" is not a DNS label',
+    ),
+    "reserved name": lambda s, n: (
+        s["users"].__setitem__(min(RESERVED), s["users"].pop(n)),
+        f'users.{min(RESERVED)}: the name "{min(RESERVED)}" is reserved',
+    ),
+    "bad size": lambda s, n: (
+        s["users"][n].__setitem__("memoryLimit", "3 gigs"),
+        f'users.{n}.memoryLimit = "3 gigs" is not a size',
+    ),
+    "soft above hard": lambda s, n: (
+        s["users"][n].update(memoryLimit="1g", memorySoftLimit="2g"),
+        f'users.{n}.memorySoftLimit ("2g") is above memoryLimit ("1g")',
+    ),
+    "no password": lambda s, n: (
+        [s["users"][n].pop(k, None) for k in ("hashedPasswordFile", "passwordFile")],
+        f"users.{n}: no password file",
+    ),
     "a port of old": lambda s, n: (s["users"][n].__setitem__("port", 8090), f"users.{n}.port is no longer a setting"),
     "bad domain": lambda s, n: (s.__setitem__("domain", "-" + s["domain"]), "is not a hostname"),
 }

@@ -1,5 +1,6 @@
 """Backups and restores of users' directories, without containers: owners, modes,
 contents, retention, and every archive restore must refuse before touching anything."""
+
 from __future__ import annotations
 
 import gzip
@@ -20,10 +21,14 @@ from csm.runner.stack import Stack
 
 
 def make_stack(tmp_path: Path, domain: str = "code.localhost", keep: int = 7, **user_settings) -> Stack:
-    settings = {"domain": domain, "workspaceBase": str(tmp_path / "ws"), "runtimeDir": str(tmp_path / "run"),
-                "backup": {"keep": keep}, "diskQuota": None,  # the disks: tests/e2e/test_disk_quota.py
-                "users": {u: {"hashedPasswordFile": f"/nonexistent/{u}", **user_settings.get(u, {})}
-                          for u in ("ada", "bo")}}
+    settings = {
+        "domain": domain,
+        "workspaceBase": str(tmp_path / "ws"),
+        "runtimeDir": str(tmp_path / "run"),
+        "backup": {"keep": keep},
+        "diskQuota": None,  # the disks: tests/e2e/test_disk_quota.py
+        "users": {u: {"hashedPasswordFile": f"/nonexistent/{u}", **user_settings.get(u, {})} for u in ("ada", "bo")},
+    }
     stack = Stack(planlib.from_settings(settings), tmp_path / "state", progress=lambda m: None)
     for d in stack.plan["directories"] + [d for u in stack.plan["users"].values() for d in u["directories"]]:
         files.ensure_directory(d)
@@ -64,7 +69,13 @@ def snapshot(stack: Stack, user: str) -> dict[str, tuple]:
     for p in sorted([root, *root.rglob("*")]):
         st = p.lstat()
         content = p.read_bytes() if p.is_file() and not p.is_symlink() else os.readlink(p) if p.is_symlink() else None
-        out[str(p.relative_to(root))] = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), stat.S_IFMT(st.st_mode), content)
+        out[str(p.relative_to(root))] = (
+            st.st_uid,
+            st.st_gid,
+            stat.S_IMODE(st.st_mode),
+            stat.S_IFMT(st.st_mode),
+            content,
+        )
     return out
 
 
@@ -113,9 +124,13 @@ def test_restore_on_a_fresh_host_before_any_up(tmp_path):
     populate(old, "bo")
     before = {u: snapshot(old, u) for u in ("ada", "bo")}
     archive = old.backup(tmp_path / "backups")
-    settings = {"domain": "code.localhost", "workspaceBase": str(tmp_path / "new" / "deep" / "ws"),
-                "runtimeDir": str(tmp_path / "new" / "run"), "diskQuota": None,
-                "users": {u: {"hashedPasswordFile": f"/nonexistent/{u}"} for u in ("ada", "bo")}}
+    settings = {
+        "domain": "code.localhost",
+        "workspaceBase": str(tmp_path / "new" / "deep" / "ws"),
+        "runtimeDir": str(tmp_path / "new" / "run"),
+        "diskQuota": None,
+        "users": {u: {"hashedPasswordFile": f"/nonexistent/{u}"} for u in ("ada", "bo")},
+    }
     fresh = Stack(planlib.from_settings(settings), tmp_path / "new" / "state", progress=lambda m: None)
     assert not Path(fresh.plan["workspaceBase"]).exists()
     assert fresh.restore(archive) == ["ada", "bo"]
@@ -150,6 +165,7 @@ def test_retention_keeps_the_newest(tmp_path):
 
 # ---- archives restore must refuse ----------------------------------------------
 
+
 def tar_gz(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
     with tarfile.open(path, "w:gz") as tar:
         for info, data in members:
@@ -160,8 +176,12 @@ def tar_gz(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> P
 
 
 def manifest_member(domain="code.localhost", users=("ada",), **overrides) -> tuple[tarfile.TarInfo, bytes]:
-    body = {"format": backup.FORMAT, "version": backup.VERSION, "domain": domain,
-            "users": {u: {"idBase": 65536 * 100, "idSize": 65536} for u in users}} | overrides
+    body = {
+        "format": backup.FORMAT,
+        "version": backup.VERSION,
+        "domain": domain,
+        "users": {u: {"idBase": 65536 * 100, "idSize": 65536} for u in users},
+    } | overrides
     return tarfile.TarInfo(backup.MANIFEST), json.dumps(body).encode()
 
 
@@ -183,7 +203,7 @@ def appended(good: Path, path: Path, members: list[tuple[tarfile.TarInfo, bytes 
     with tarfile.open(fileobj=raw, mode="a") as tar:
         users_uid = tar.getmember("ada/workspace").uid
         for info, data in members:
-            if info.uid == USER_UID:   # the user of this real backup
+            if info.uid == USER_UID:  # the user of this real backup
                 info.uid = info.gid = users_uid
             if data is not None:
                 info.size = len(data)
@@ -193,7 +213,7 @@ def appended(good: Path, path: Path, members: list[tuple[tarfile.TarInfo, bytes 
 
 
 def bad_archives(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
-    outside = tmp_path / "outside"   # stands for any host path outside every user's tree
+    outside = tmp_path / "outside"  # stands for any host path outside every user's tree
     raw = good.read_bytes()
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(raw[: len(raw) // 2])
@@ -208,51 +228,113 @@ def bad_archives(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
         "corrupt": (flipped, "not a readable tar.gz"),
         "not gzip": (not_gzip, "not a readable tar.gz"),
         "no manifest": (plain_tar, "not a code-server-multi backup"),
-        "foreign manifest": (tar_gz(tmp_path / "f.tar.gz", [(tarfile.TarInfo(backup.MANIFEST), b'{"format": "x"}'),
-                                                            entry("ada")]), "manifest is not ours"),
-        "other stack": (tar_gz(tmp_path / "o.tar.gz", [manifest_member("code.example.org", ("ada", "linus")),
-                                                       entry("ada"), entry("linus")]),
-                        "backup of the stack for code.example.org (users ada, linus), not of this one (code.localhost)"),
-        "newer format": (tar_gz(tmp_path / "v.tar.gz", [manifest_member(version=99), entry("ada")]),
-                         "format version 99"),
-        "path escape": (tar_gz(tmp_path / "e.tar.gz", [manifest_member(), entry("ada"),
-                                                       entry("ada/../../etc", tarfile.REGTYPE, data=b"x")]),
-                        "not inside a user directory"),
-        "absolute path": (tar_gz(tmp_path / "a.tar.gz", [manifest_member(), entry("ada"),
-                                                         entry("/etc/cron.d/x", tarfile.REGTYPE, data=b"x")]),
-                          "not inside a user directory"),
-        "through a symlink": (tar_gz(tmp_path / "s.tar.gz", [manifest_member(), entry("ada"),
-                                                              entry("ada/workspace/out", tarfile.SYMTYPE, "/etc"),
-                                                              entry("ada/workspace/out/passwd", tarfile.REGTYPE,
-                                                                    data=b"x")]),
-                              "below a symbolic link"),
+        "foreign manifest": (
+            tar_gz(tmp_path / "f.tar.gz", [(tarfile.TarInfo(backup.MANIFEST), b'{"format": "x"}'), entry("ada")]),
+            "manifest is not ours",
+        ),
+        "other stack": (
+            tar_gz(
+                tmp_path / "o.tar.gz",
+                [manifest_member("code.example.org", ("ada", "linus")), entry("ada"), entry("linus")],
+            ),
+            "backup of the stack for code.example.org (users ada, linus), not of this one (code.localhost)",
+        ),
+        "newer format": (
+            tar_gz(tmp_path / "v.tar.gz", [manifest_member(version=99), entry("ada")]),
+            "format version 99",
+        ),
+        "path escape": (
+            tar_gz(
+                tmp_path / "e.tar.gz",
+                [manifest_member(), entry("ada"), entry("ada/../../etc", tarfile.REGTYPE, data=b"x")],
+            ),
+            "not inside a user directory",
+        ),
+        "absolute path": (
+            tar_gz(
+                tmp_path / "a.tar.gz",
+                [manifest_member(), entry("ada"), entry("/etc/cron.d/x", tarfile.REGTYPE, data=b"x")],
+            ),
+            "not inside a user directory",
+        ),
+        "through a symlink": (
+            tar_gz(
+                tmp_path / "s.tar.gz",
+                [
+                    manifest_member(),
+                    entry("ada"),
+                    entry("ada/workspace/out", tarfile.SYMTYPE, "/etc"),
+                    entry("ada/workspace/out/passwd", tarfile.REGTYPE, data=b"x"),
+                ],
+            ),
+            "below a symbolic link",
+        ),
         # A real backup with a link out and then a file of the same name: extracting the
         # file would write through the link, as root, outside the user's directory.
-        "a name twice, link then file": (appended(good, tmp_path / "twice.tar.gz", [
-            entry("ada/workspace/x", tarfile.SYMTYPE, str(outside / "written")),
-            entry("ada/workspace/x", tarfile.REGTYPE, data=b"written through the link")]), "appears twice"),
-        "a name twice, file then link": (appended(good, tmp_path / "twice2.tar.gz", [
-            entry("ada/workspace/notes.md", tarfile.SYMTYPE, str(outside))]), "appears twice"),
-        "symlink climbing out": (appended(good, tmp_path / "up.tar.gz", [
-            entry("ada/workspace/bo", tarfile.SYMTYPE, "../../bo/workspace")]), "points outside"),
-        "symlink for a mounted directory": (tar_gz(tmp_path / "mnt.tar.gz", [
-            manifest_member(), entry("ada"), entry("ada/workspace", tarfile.SYMTYPE, str(outside)),
-            entry("ada/config")]), "only directories"),
-        "fifo": (appended(good, tmp_path / "fifo.tar.gz", [entry("ada/workspace/p", tarfile.FIFOTYPE)]),
-                 "device or another special file"),
-        "set-uid root": (appended(good, tmp_path / "root.tar.gz", [
-            entry("ada/workspace/sh", tarfile.REGTYPE, data=b"#!/bin/sh\n", owner=0, mode=0o4755)]),
-                         "set-uid or set-gid and owned by 0:0, outside ada's id range"),
-        "device": (tar_gz(tmp_path / "d.tar.gz", [manifest_member(), entry("ada"), entry("ada/sda", tarfile.BLKTYPE)]),
-                   "device"),
-        "hard link out": (tar_gz(tmp_path / "h.tar.gz", [manifest_member(), entry("ada"),
-                                                          entry("ada/shadow", tarfile.LNKTYPE, "/etc/shadow")]),
-                          "hard link"),
-        "user missing": (tar_gz(tmp_path / "m.tar.gz", [manifest_member(users=("ada", "bo")), entry("ada")]),
-                         "holds no directory for them"),
-        "user not in settings": (tar_gz(tmp_path / "n.tar.gz", [manifest_member(users=("ada", "zed")),
-                                                                 entry("ada"), entry("zed")]),
-                                 "zed from"),
+        "a name twice, link then file": (
+            appended(
+                good,
+                tmp_path / "twice.tar.gz",
+                [
+                    entry("ada/workspace/x", tarfile.SYMTYPE, str(outside / "written")),
+                    entry("ada/workspace/x", tarfile.REGTYPE, data=b"written through the link"),
+                ],
+            ),
+            "appears twice",
+        ),
+        "a name twice, file then link": (
+            appended(
+                good, tmp_path / "twice2.tar.gz", [entry("ada/workspace/notes.md", tarfile.SYMTYPE, str(outside))]
+            ),
+            "appears twice",
+        ),
+        "symlink climbing out": (
+            appended(good, tmp_path / "up.tar.gz", [entry("ada/workspace/bo", tarfile.SYMTYPE, "../../bo/workspace")]),
+            "points outside",
+        ),
+        "symlink for a mounted directory": (
+            tar_gz(
+                tmp_path / "mnt.tar.gz",
+                [
+                    manifest_member(),
+                    entry("ada"),
+                    entry("ada/workspace", tarfile.SYMTYPE, str(outside)),
+                    entry("ada/config"),
+                ],
+            ),
+            "only directories",
+        ),
+        "fifo": (
+            appended(good, tmp_path / "fifo.tar.gz", [entry("ada/workspace/p", tarfile.FIFOTYPE)]),
+            "device or another special file",
+        ),
+        "set-uid root": (
+            appended(
+                good,
+                tmp_path / "root.tar.gz",
+                [entry("ada/workspace/sh", tarfile.REGTYPE, data=b"#!/bin/sh\n", owner=0, mode=0o4755)],
+            ),
+            "set-uid or set-gid and owned by 0:0, outside ada's id range",
+        ),
+        "device": (
+            tar_gz(tmp_path / "d.tar.gz", [manifest_member(), entry("ada"), entry("ada/sda", tarfile.BLKTYPE)]),
+            "device",
+        ),
+        "hard link out": (
+            tar_gz(
+                tmp_path / "h.tar.gz",
+                [manifest_member(), entry("ada"), entry("ada/shadow", tarfile.LNKTYPE, "/etc/shadow")],
+            ),
+            "hard link",
+        ),
+        "user missing": (
+            tar_gz(tmp_path / "m.tar.gz", [manifest_member(users=("ada", "bo")), entry("ada")]),
+            "holds no directory for them",
+        ),
+        "user not in settings": (
+            tar_gz(tmp_path / "n.tar.gz", [manifest_member(users=("ada", "zed")), entry("ada"), entry("zed")]),
+            "zed from",
+        ),
     }
 
 
@@ -284,8 +366,21 @@ def test_cli_restore_of_a_corrupt_archive_exits_2(tmp_path):
     plan_file.write_text(json.dumps(stack.plan))
     corrupt = tmp_path / "corrupt.tar.gz"
     corrupt.write_bytes(gzip.compress(b"x" * 1000)[:-20])
-    proc = subprocess.run([sys.executable, "-m", "csm.cli", "restore", str(corrupt), "--plan", str(plan_file),
-                           "--state-dir", str(tmp_path / "state")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "csm.cli",
+            "restore",
+            str(corrupt),
+            "--plan",
+            str(plan_file),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "not a readable tar.gz" in proc.stderr and "nothing was restored" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -297,9 +392,22 @@ def test_cli_backup_with_a_plan_file_as_nixos_runs_it(tmp_path):
     populate(stack, "ada")
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(stack.plan))
-    proc = subprocess.run([sys.executable, "-m", "csm.cli", "backup", "--plan", str(plan_file),
-                           "--to", str(tmp_path / "target"), "--state-dir", str(tmp_path / "state")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "csm.cli",
+            "backup",
+            "--plan",
+            str(plan_file),
+            "--to",
+            str(tmp_path / "target"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     archive = Path(proc.stdout.strip())
     assert archive.parent == tmp_path / "target" and archive.is_file()
@@ -321,20 +429,24 @@ FOREIGN_MANIFESTS = {
 def test_a_foreign_manifest_is_refused_also_without_asserts(tmp_path, optimize):
     # `python -O` drops assert statements: the check must not be one.
     archives = []
-    for name, body in FOREIGN_MANIFESTS.items():
+    for body in FOREIGN_MANIFESTS.values():
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        archives.append(str(tar_gz(tmp_path / f"{len(archives)}.tar.gz",
-                                   [(tarfile.TarInfo(backup.MANIFEST), data), entry("ada")])))
-    script = ("import sys\nfrom csm.runner import backup, BadInput\nfor a in sys.argv[1:]:\n"
-              "    try:\n        backup.read(a)\n    except BadInput as e:\n        print(e)\n"
-              "    else:\n        print('accepted', a)\n")
+        archives.append(
+            str(tar_gz(tmp_path / f"{len(archives)}.tar.gz", [(tarfile.TarInfo(backup.MANIFEST), data), entry("ada")]))
+        )
+    script = (
+        "import sys\nfrom csm.runner import backup, BadInput\nfor a in sys.argv[1:]:\n"
+        "    try:\n        backup.read(a)\n    except BadInput as e:\n        print(e)\n"
+        "    else:\n        print('accepted', a)\n"
+    )
     proc = subprocess.run([sys.executable, *optimize, "-c", script, *archives], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == len(FOREIGN_MANIFESTS)
-    for name, line in zip(FOREIGN_MANIFESTS, lines):
-        assert line.endswith("is not a code-server-multi backup (its manifest is not ours); nothing was restored"), \
+    for name, line in zip(FOREIGN_MANIFESTS, lines, strict=True):
+        assert line.endswith("is not a code-server-multi backup (its manifest is not ours); nothing was restored"), (
             f"{name}: {line}"
+        )
 
 
 def test_extraction_itself_never_writes_through_a_link(tmp_path):
@@ -344,9 +456,14 @@ def test_extraction_itself_never_writes_through_a_link(tmp_path):
     good = stack.backup(tmp_path / "backups")
     before = snapshot(stack, "ada")
     (tmp_path / "outside").mkdir()
-    archive = appended(good, tmp_path / "twice.tar.gz", [
-        entry("ada/workspace/x", tarfile.SYMTYPE, str(tmp_path / "outside" / "written")),
-        entry("ada/workspace/x", tarfile.REGTYPE, data=b"written through the link")])
+    archive = appended(
+        good,
+        tmp_path / "twice.tar.gz",
+        [
+            entry("ada/workspace/x", tarfile.SYMTYPE, str(tmp_path / "outside" / "written")),
+            entry("ada/workspace/x", tarfile.REGTYPE, data=b"written through the link"),
+        ],
+    )
     ids = stack.plan["users"]["ada"]["ids"]
     with pytest.raises(BadInput, match="stopped before replacing anything"):
         backup._swap_in(stack, archive, "ada", Path(stack.plan["workspaceBase"]), 0, ids["base"], ids["size"])

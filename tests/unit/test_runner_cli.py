@@ -1,5 +1,6 @@
 """The csm command line without containers: help, exit codes, and every bad input
 that is caught before anything changes (and leaves nothing behind)."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,14 @@ COMMANDS = ["up", "down", "status", "passwd", "reset", "backup", "restore", "log
 
 def csm(*args, env=None, stdin="", user=None):
     prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
-    return subprocess.run(prefix + [sys.executable, "-m", "csm.cli", *map(str, args)], input=stdin,
-                          capture_output=True, text=True, env=env, cwd=ROOT)
+    return subprocess.run(
+        prefix + [sys.executable, "-m", "csm.cli", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -55,8 +62,13 @@ def stack_dirs(tmp_path):
     hash_file.write_text("$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\n")
 
     def settings(**extra) -> Path:
-        fields = {"domain": '"code.localhost"', "workspaceBase": f'"{tmp_path}/ws"',
-                  "runtimeDir": f'"{tmp_path}/run"', "users.ada.hashedPasswordFile": f'"{hash_file}"', **extra}
+        fields = {
+            "domain": '"code.localhost"',
+            "workspaceBase": f'"{tmp_path}/ws"',
+            "runtimeDir": f'"{tmp_path}/run"',
+            "users.ada.hashedPasswordFile": f'"{hash_file}"',
+            **extra,
+        }
         path = tmp_path / "settings.nix"
         path.write_text("{ " + " ".join(f"{k} = {v};" for k, v in fields.items()) + " }\n")
         return path
@@ -70,8 +82,11 @@ def assert_nothing_made(tmp_path: Path):
     assert not (tmp_path / "ws").exists(), "a workspace was created"
     assert not (tmp_path / "run").exists(), "an env file directory was created"
     assert not (tmp_path / "state" / "nginx.pid").exists()
-    out = subprocess.run(["podman", "ps", "-a", "--format={{.Names}}", f"--filter=label=io.code-server-multi.stack={tmp_path}/state"],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["podman", "ps", "-a", "--format={{.Names}}", f"--filter=label=io.code-server-multi.stack={tmp_path}/state"],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert out.strip() == ""
 
 
@@ -147,10 +162,13 @@ def test_a_missing_program_is_named_with_the_fix(stack_dirs, tool, package):
     assert_nothing_made(stack_dirs.tmp)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("first\nsecond\n", "holds more than one line"),
-    ("", "is empty"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("first\nsecond\n", "holds more than one line"),
+        ("", "is empty"),
+    ],
+)
 def test_a_bad_password_file_is_refused_before_anything_starts(stack_dirs, content, message):
     stack_dirs.hash_file.write_text(content)
     proc = up(stack_dirs())
@@ -180,8 +198,9 @@ def test_same_port_for_http_and_tls(stack_dirs):
     assert_nothing_made(stack_dirs.tmp)
 
 
-@pytest.mark.parametrize("command", [["down"], ["status"], ["reset", "ada"], ["logs", "ada"], ["backup"],
-                                     ["restore", "x.tar.gz"], ["up"]])
+@pytest.mark.parametrize(
+    "command", [["down"], ["status"], ["reset", "ada"], ["logs", "ada"], ["backup"], ["restore", "x.tar.gz"], ["up"]]
+)
 def test_commands_without_a_stack_say_how_to_start_one(tmp_path, command):
     proc = csm(*command, "--state-dir", tmp_path / "state")
     assert proc.returncode == 2, proc.stderr

@@ -1,5 +1,6 @@
 """What csm/runner/disks.py decides without mounting anything (the disks themselves:
 tests/e2e/test_disk_quota.py and the tier-2 preStart test)."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,15 @@ from csm.runner import disks
 
 def plan_of(tmp_path, **settings) -> dict:
     (tmp_path / "ws").mkdir(exist_ok=True)
-    return planlib.from_settings({"domain": "code.test", "workspaceBase": str(tmp_path / "ws"),
-                                  "runtimeDir": str(tmp_path / "run"),
-                                  "users": {u: {"passwordFile": "/p"} for u in ("ada", "bo")}, **settings})
+    return planlib.from_settings(
+        {
+            "domain": "code.test",
+            "workspaceBase": str(tmp_path / "ws"),
+            "runtimeDir": str(tmp_path / "run"),
+            "users": {u: {"passwordFile": "/p"} for u in ("ada", "bo")},
+            **settings,
+        }
+    )
 
 
 def free(tmp_path) -> int:
@@ -34,7 +41,7 @@ def test_a_quota_below_what_a_directory_holds_is_refused_before_its_disk_exists(
     work = tmp_path / "ws" / "ada" / "workspace"
     work.mkdir(parents=True)
     with open(work / "big", "wb") as f:
-        f.write(os.urandom(2**20) * 1100)    # 1.1 GiB of blocks, more than a 1G disk offers
+        f.write(os.urandom(2**20) * 1100)  # 1.1 GiB of blocks, more than a 1G disk offers
     why = disks.refusal(ada)
     assert why and why.startswith("users.ada.diskQuota = 1.0G is less than the 1.1G ada stores"), why
     assert disks.refusal(plan["users"]["bo"]) is None

@@ -1,4 +1,5 @@
 """Directories with the plan's owners and modes; the password files and env files."""
+
 from __future__ import annotations
 
 import os
@@ -12,29 +13,36 @@ from csm.runner import BadInput, files
 def user_with(tmp_path, content: bytes, hashed: bool = True, extra: list[str] = ()) -> dict:
     f = tmp_path / "secret0"
     f.write_bytes(content)
-    return {"name": "ada", "password": {"file": str(f), "hashed": hashed},
-            "container": {"environmentFiles": [*extra]}}
+    return {"name": "ada", "password": {"file": str(f), "hashed": hashed}, "container": {"environmentFiles": [*extra]}}
 
 
 def test_password_file_strips_trailing_newlines_only(tmp_path):
-    assert files.password_text(user_with(tmp_path, b"$argon2id$v=19$m=65536,t=3,p=4$abc$def\n")) == \
-        "$argon2id$v=19$m=65536,t=3,p=4$abc$def"
+    assert (
+        files.password_text(user_with(tmp_path, b"$argon2id$v=19$m=65536,t=3,p=4$abc$def\n"))
+        == "$argon2id$v=19$m=65536,t=3,p=4$abc$def"
+    )
     assert files.password_text(user_with(tmp_path, b"  spaced value  \n\n", hashed=False)) == "  spaced value  "
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"first\nsecond\n", "holds more than one line"),
-    (b"with\rreturn", "holds a carriage return"),
-    (b"$argon2id$v=19$abc\r\n", "holds a carriage return"),   # saved on Windows
-    (b"nul\0byte", "holds a NUL byte"),
-    (b"", "is empty"),
-    (b"\n", "is empty"),
-    (b"\xff\xfe", "not UTF-8"),
-])
-@pytest.mark.parametrize("hashed, field, fix", [
-    (True, "hashedPasswordFile", "`csm passwd ada` writes it"),
-    (False, "passwordFile", "write the secret alone on one line"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"first\nsecond\n", "holds more than one line"),
+        (b"with\rreturn", "holds a carriage return"),
+        (b"$argon2id$v=19$abc\r\n", "holds a carriage return"),  # saved on Windows
+        (b"nul\0byte", "holds a NUL byte"),
+        (b"", "is empty"),
+        (b"\n", "is empty"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+@pytest.mark.parametrize(
+    "hashed, field, fix",
+    [
+        (True, "hashedPasswordFile", "`csm passwd ada` writes it"),
+        (False, "passwordFile", "write the secret alone on one line"),
+    ],
+)
 def test_password_file_refuses_what_is_not_one_line(tmp_path, content, message, hashed, field, fix):
     """The one rule for secret files, on both paths: the runner's `up` checks it before
     the gate gets its copy; the gate reads the same files (NixOS: as credentials)."""
@@ -135,11 +143,22 @@ def test_a_link_planted_in_a_users_directory_is_never_followed(tmp_path):
     with pytest.raises(BadInput, match="refusing to follow it"):
         files.ensure_directory({"path": str(home / "User"), "uid": 201000, "gid": 201000, "mode": "0700"})
     with pytest.raises(BadInput, match="refusing to follow it"):
-        files.seed_file({"path": str(home / "User" / "settings.json"), "content": "{}",
-                         "uid": 201000, "gid": 201000, "mode": "0600"})
+        files.seed_file(
+            {
+                "path": str(home / "User" / "settings.json"),
+                "content": "{}",
+                "uid": 201000,
+                "gid": 201000,
+                "mode": "0600",
+            }
+        )
     st = victim.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755) and list(victim.iterdir()) == []
     (home / "settings.json").symlink_to(victim / "planted")
-    assert files.seed_file({"path": str(home / "settings.json"), "content": "{}",
-                            "uid": 201000, "gid": 201000, "mode": "0600"}) is False  # exists: kept
+    assert (
+        files.seed_file(
+            {"path": str(home / "settings.json"), "content": "{}", "uid": 201000, "gid": 201000, "mode": "0600"}
+        )
+        is False
+    )  # exists: kept
     assert not (victim / "planted").exists()

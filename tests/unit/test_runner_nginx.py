@@ -1,5 +1,6 @@
 """The nginx.conf the runner renders from the plan: accepted by nginx and by gixy
 (as NixOS would check it), and carrying exactly the plan's servers."""
+
 from __future__ import annotations
 
 import json
@@ -34,12 +35,27 @@ def test_nginx_takes_the_longest_names_the_plan_accepts(tmp_path):
     ("could not build server_names_hash"): the plan sizes the bucket from the names."""
     longest = "a" + "b" * 61 + "c"
     domain = ".".join(["d" * 63, "e" * 63, "f" * 50])
-    plan = without_accounts(planlib.from_settings({"domain": domain, "users": {
-        longest: {"passwordFile": "/s/a"}, "bo": {"passwordFile": "/s/b"}}}))
+    plan = without_accounts(
+        planlib.from_settings(
+            {"domain": domain, "users": {longest: {"passwordFile": "/s/a"}, "bo": {"passwordFile": "/s/b"}}}
+        )
+    )
     for tls in (False, True):
         conf = render(plan, tmp_path / str(tls), tls)
-        proc = subprocess.run([nginx.binary(), "-t", "-c", str(conf), "-p", f"{tmp_path / str(tls)}/",
-                               "-e", str(tmp_path / str(tls) / "logs" / "error.log")], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                nginx.binary(),
+                "-t",
+                "-c",
+                str(conf),
+                "-p",
+                f"{tmp_path / str(tls)}/",
+                "-e",
+                str(tmp_path / str(tls) / "logs" / "error.log"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr
 
 
@@ -60,8 +76,11 @@ def servers(text: str) -> list[str]:
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
 def test_nginx_accepts_the_config(plan, tmp_path, tls):
     conf = render(plan, tmp_path, tls)
-    proc = subprocess.run([nginx.binary(), "-t", "-c", str(conf), "-p", f"{tmp_path}/",
-                           "-e", str(tmp_path / "logs" / "error.log")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [nginx.binary(), "-t", "-c", str(conf), "-p", f"{tmp_path}/", "-e", str(tmp_path / "logs" / "error.log")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -120,11 +139,16 @@ def test_tls_redirects_and_sends_hsts_everywhere(plan, tmp_path):
 def test_certificate_covers_the_domain_and_its_subdomains(plan, tmp_path):
     render(plan, tmp_path, tls=True)
     crt = tmp_path / "tls" / f"{plan['domain']}.crt"
-    text = subprocess.run(["openssl", "x509", "-in", str(crt), "-noout", "-ext", "subjectAltName"],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(crt), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"DNS:*.{plan['domain']}" in text and f"DNS:{plan['domain']}" in text
-    verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "tls" / "ca.crt"), str(crt)],
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(tmp_path / "tls" / "ca.crt"), str(crt)], capture_output=True, text=True
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert (tmp_path / "tls" / f"{plan['domain']}.key").stat().st_mode & 0o077 == 0
 
@@ -141,8 +165,11 @@ def test_skeleton_points_everything_at_the_state_dir(plan, tmp_path):
 def test_a_state_dir_with_a_space_and_a_semicolon_works(plan, tmp_path, tls):
     state = tmp_path / "state dir;x"
     conf = render(plan, state, tls)
-    proc = subprocess.run([nginx.binary(), "-t", "-c", str(conf), "-p", f"{state}/",
-                           "-e", str(state / "logs" / "error.log")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [nginx.binary(), "-t", "-c", str(conf), "-p", f"{state}/", "-e", str(state / "logs" / "error.log")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f'pid "{state}/nginx.pid";' in conf.read_text()
 

@@ -1,4 +1,5 @@
 """csm passwd: argon2id hash files, no trailing-newline trap, the right modes."""
+
 from __future__ import annotations
 
 import io
@@ -18,18 +19,27 @@ from csm.runner import BadInput, passwd
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("given, read", [
-    ("s3cret\n", "s3cret"),          # echo secret | csm passwd
-    ("s3cret", "s3cret"),            # printf secret | csm passwd
-    ("  spaced  \n", "  spaced  "),  # only the newline goes
-])
+@pytest.mark.parametrize(
+    "given, read",
+    [
+        ("s3cret\n", "s3cret"),  # echo secret | csm passwd
+        ("s3cret", "s3cret"),  # printf secret | csm passwd
+        ("  spaced  \n", "  spaced  "),  # only the newline goes
+    ],
+)
 def test_read_from_stdin_strips_exactly_one_newline(given, read):
     assert passwd.read(io.StringIO(given), prompt=False) == read
 
 
-@pytest.mark.parametrize("given, message", [
-    ("", "empty"), ("\n", "empty"), ("two\nlines\n", "line break"), ("s3cret\n\n", "line break"),
-])
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ("", "empty"),
+        ("\n", "empty"),
+        ("two\nlines\n", "line break"),
+        ("s3cret\n\n", "line break"),
+    ],
+)
 def test_read_refuses_empty_and_multiline(given, message):
     with pytest.raises(BadInput, match=message):
         passwd.read(io.StringIO(given), prompt=False)
@@ -66,15 +76,18 @@ def test_which_file_and_why_not():
 
 
 def csm(*args, stdin="", cwd=None):
-    return subprocess.run([sys.executable, "-m", "csm.cli", *args], input=stdin, capture_output=True,
-                          text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "csm.cli", *args], input=stdin, capture_output=True, text=True, cwd=cwd
+    )
 
 
 def settings_file(tmp_path) -> tuple[Path, Path]:
     hash_file = tmp_path / "secrets" / "ada.hash"
     s = tmp_path / "settings.nix"
-    s.write_text(f'{{ domain = "code.localhost"; workspaceBase = "{tmp_path}/ws"; runtimeDir = "{tmp_path}/run"; '
-                 f'users.ada.hashedPasswordFile = "{hash_file}"; users.bo.passwordFile = "{tmp_path}/bo"; }}')
+    s.write_text(
+        f'{{ domain = "code.localhost"; workspaceBase = "{tmp_path}/ws"; runtimeDir = "{tmp_path}/run"; '
+        f'users.ada.hashedPasswordFile = "{hash_file}"; users.bo.passwordFile = "{tmp_path}/bo"; }}'
+    )
     return s, hash_file
 
 
@@ -88,11 +101,14 @@ def test_cli_writes_the_hash_from_stdin(tmp_path):
     assert "correct horse" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("user, stdin, message", [
-    ("bo", "x\n", "users.bo uses passwordFile"),
-    ("cy", "x\n", "no user 'cy'"),
-    ("ada", "two\nlines\n", "line break"),
-])
+@pytest.mark.parametrize(
+    "user, stdin, message",
+    [
+        ("bo", "x\n", "users.bo uses passwordFile"),
+        ("cy", "x\n", "no user 'cy'"),
+        ("ada", "two\nlines\n", "line break"),
+    ],
+)
 def test_cli_refuses_and_writes_nothing(tmp_path, user, stdin, message):
     settings, hash_file = settings_file(tmp_path)
     proc = csm("passwd", user, str(settings), "--state-dir", str(tmp_path / "state"), stdin=stdin)
@@ -126,8 +142,9 @@ def csm_on_a_terminal(args: list[str], answers: list[bytes]) -> tuple[int, bytes
 
 def test_cli_prompts_twice_on_a_terminal(tmp_path):
     settings, hash_file = settings_file(tmp_path)
-    code, out = csm_on_a_terminal(["passwd", "ada", str(settings), "--state-dir", str(tmp_path / "state")],
-                                  [b"typed secret\n", b"typed secret\n"])
+    code, out = csm_on_a_terminal(
+        ["passwd", "ada", str(settings), "--state-dir", str(tmp_path / "state")], [b"typed secret\n", b"typed secret\n"]
+    )
     assert code == 0, out
     assert b"New password:" in out and b"Again:" in out and b"typed secret" not in out  # not echoed
     assert PasswordHasher().verify(hash_file.read_text().strip(), "typed secret")
@@ -135,7 +152,8 @@ def test_cli_prompts_twice_on_a_terminal(tmp_path):
 
 def test_cli_refuses_two_different_passwords(tmp_path):
     settings, hash_file = settings_file(tmp_path)
-    code, out = csm_on_a_terminal(["passwd", "ada", str(settings), "--state-dir", str(tmp_path / "state")],
-                                  [b"one\n", b"two\n"])
+    code, out = csm_on_a_terminal(
+        ["passwd", "ada", str(settings), "--state-dir", str(tmp_path / "state")], [b"one\n", b"two\n"]
+    )
     assert code == 2 and b"the two passwords differ" in out
     assert not hash_file.exists()

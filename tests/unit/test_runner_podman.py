@@ -1,5 +1,6 @@
 """`podman run` argv from the plan: everything the plan says, the host's quirks,
 no secret, and a spec digest that changes only with the user's own spec."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,14 +29,14 @@ def test_argv_carries_the_plan_and_the_host(team):
         c = user["container"]
         argv = argv_of(user)
         assert argv[:5] == ["podman", "run", "-d", f"--name={c['name']}", "--pull=never"]
-        assert argv[5:5 + len(HOST.run_args)] == list(HOST.run_args)
+        assert argv[5 : 5 + len(HOST.run_args)] == list(HOST.run_args)
         for option in c["extraOptions"]:
             assert option in argv
         assert [a for a in argv if a.startswith("--publish=")] == [f"--publish={p}" for p in c["ports"]]
         assert [a for a in argv if a.startswith("--volume=")] == [f"--volume={v}" for v in c["volumes"]]
         assert f"--user={c['user']}" in argv
         # image, then the command, last
-        assert argv[-len(c["cmd"]) - 1:] == [c["image"], *c["cmd"]]
+        assert argv[-len(c["cmd"]) - 1 :] == [c["image"], *c["cmd"]]
 
 
 def test_env_files_in_plan_order_then_the_plain_environment(team):
@@ -73,21 +74,25 @@ def test_spec_digest_changes_only_for_the_user_whose_spec_changed():
     assert digest(before, "ada") != digest(after, "ada")
     assert digest(before, "bo") == digest(after, "bo")
     # the host's flags are part of the spec: a new runtime recreates
-    other_host = podman.run_argv(after["users"]["bo"], Host(run_args=()), "/var/lib/code-server-multi",
-                                 "/run/csm/bo.config.env")
+    other_host = podman.run_argv(
+        after["users"]["bo"], Host(run_args=()), "/var/lib/code-server-multi", "/run/csm/bo.config.env"
+    )
     assert podman.spec_digest(other_host, "OPENCODE_CONFIG_CONTENT={}\n", "sha256:1") != digest(after, "bo")
     # so is the plain environment
     assert podman.spec_digest(argv_of(after["users"]["bo"]), "X=1\n", "sha256:1") != digest(after, "bo")
     # and the image the name stands for: a rebuilt image recreates
-    assert podman.spec_digest(argv_of(after["users"]["bo"]), "OPENCODE_CONFIG_CONTENT={}\n", "sha256:2") \
-        != digest(after, "bo")
+    assert podman.spec_digest(argv_of(after["users"]["bo"]), "OPENCODE_CONFIG_CONTENT={}\n", "sha256:2") != digest(
+        after, "bo"
+    )
 
 
 def test_spec_label_goes_before_the_image(team):
     argv = argv_of(team["users"]["ada"])
     labelled = podman.with_spec_label(argv, "abc")
     assert f"--label={podman.SPEC_LABEL}=abc" in labelled
-    assert labelled.index(f"--label={podman.SPEC_LABEL}=abc") < labelled.index(team["users"]["ada"]["container"]["image"])
+    assert labelled.index(f"--label={podman.SPEC_LABEL}=abc") < labelled.index(
+        team["users"]["ada"]["container"]["image"]
+    )
     assert [a for a in labelled if a != f"--label={podman.SPEC_LABEL}=abc"] == argv
 
 

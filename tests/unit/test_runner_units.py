@@ -4,6 +4,7 @@ command and environment it was given: $, %, quotes and backslashes in paths incl
 escape changes the words). Root runs it, so it names csm by path with a fixed PATH and is
 written only when nothing it runs can be changed by another account. The unit brought up
 for real is tests/e2e/test_install_units.py."""
+
 import os
 import shutil
 import subprocess
@@ -30,8 +31,14 @@ def test_commands_and_environment_read_back_as_given(tmp_path):
     unit = render(tmp_path)
     env = dict(w.split("=", 1) for v in unit["Environment"] for w in unit_file.words(v, command=False))
     assert env["CSM_STATE_DIR"] == "/var/lib/csm $USER 100%"
-    assert unit_file.words(unit["ExecStart"][0], env) == \
-        ["/opt/csm %h/bin/csm", "up", str(ODD), "--http-port", "8080", "--no-tls"]
+    assert unit_file.words(unit["ExecStart"][0], env) == [
+        "/opt/csm %h/bin/csm",
+        "up",
+        str(ODD),
+        "--http-port",
+        "8080",
+        "--no-tls",
+    ]
     assert unit_file.words(unit["ExecStop"][0], env) == ["/opt/csm %h/bin/csm", "down"]
     assert unit["Type"] == ["oneshot"] and unit["RemainAfterExit"] == ["yes"]
 
@@ -55,6 +62,7 @@ def test_a_file_not_written_by_install_units_is_left_alone(tmp_path):
 
 
 # ---- root runs only root's code ----------------------------------------------
+
 
 def fake_install(tmp_path: Path) -> dict[str, Path]:
     """A csm installed as root would: a venv under opt/, all root's, nothing writable by others."""
@@ -82,10 +90,15 @@ def other_python(p):
 
 
 UNSAFE = {
-    "csm writable by everyone": (lambda p: p["program"].chmod(0o757), "bin/csm is writable by its group or by everyone"),
+    "csm writable by everyone": (
+        lambda p: p["program"].chmod(0o757),
+        "bin/csm is writable by its group or by everyone",
+    ),
     "venv writable by its group": (lambda p: p["venv"].chmod(0o775), "opt/csm is writable by its group"),
-    "a library owned by a user": (lambda p: os.chown(p["venv"] / "lib" / "csm.py", 1000, 1000),
-                                  "lib/csm.py is owned by uid 1000"),
+    "a library owned by a user": (
+        lambda p: os.chown(p["venv"] / "lib" / "csm.py", 1000, 1000),
+        "lib/csm.py is owned by uid 1000",
+    ),
     "a parent owned by a user": (lambda p: os.chown(p["venv"].parent, 1000, 1000), "/opt is owned by uid 1000"),
     "the interpreter's directory writable": (other_python, "/py is writable by its group"),
     "a PATH directory writable": (lambda p: p["sbin"].chmod(0o777), "/sbin is writable by its group or by everyone"),
@@ -109,9 +122,24 @@ def test_anything_another_account_could_change_is_named(tmp_path, case):
 
 def install_units(tmp_path, program, env=None):
     (tmp_path / "units").mkdir(exist_ok=True)
-    return subprocess.run([program, "install-units", ROOT / "examples" / "demo.nix", "--http-port", "8080",
-                           "--state-dir", tmp_path / "state", "--unit-dir", tmp_path / "units", "--unit", "t.service"],
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [
+            program,
+            "install-units",
+            ROOT / "examples" / "demo.nix",
+            "--http-port",
+            "8080",
+            "--state-dir",
+            tmp_path / "state",
+            "--unit-dir",
+            tmp_path / "units",
+            "--unit",
+            "t.service",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def test_a_csm_in_a_writable_directory_writes_no_unit(tmp_path):
@@ -119,7 +147,7 @@ def test_a_csm_in_a_writable_directory_writes_no_unit(tmp_path):
     bin_dir.mkdir(mode=0o775)
     bin_dir.chmod(0o775)
     program = bin_dir / "csm"
-    shutil.copy(VENV_CSM, program)   # the same csm and venv, from a directory its group can write
+    shutil.copy(VENV_CSM, program)  # the same csm and venv, from a directory its group can write
     proc = install_units(tmp_path, program)
     assert proc.returncode == 2, proc.stderr
     assert f"no unit written: root would run {program} at boot" in proc.stderr
@@ -139,6 +167,7 @@ def test_the_unit_names_csm_by_path_with_a_fixed_path_and_systemd_accepts_it(tmp
     assert unit_file.words(unit["ExecStart"][0], env)[0] == str(VENV_CSM)
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed: the unit was not verified by systemd")
-    verify = subprocess.run(["systemd-analyze", "verify", tmp_path / "units" / "t.service"],
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", tmp_path / "units" / "t.service"], capture_output=True, text=True
+    )
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr

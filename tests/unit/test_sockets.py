@@ -2,6 +2,7 @@
 socket of that user's own (csm/sockets.py): a symbolic link or another account's
 socket planted in the user's directory is never linked, so nginx never reaches another
 user's code-server through it. The live attack is in tests/e2e/test_gate.py."""
+
 from __future__ import annotations
 
 import os
@@ -22,22 +23,26 @@ def listening(path) -> socket.socket:
 @pytest.fixture
 def user(tmp_path):
     (tmp_path / "mine").mkdir()
-    return {"name": "ada", "socketSource": str(tmp_path / "mine" / "code-server.sock"),
-            "socket": str(tmp_path / "code-server.sock"), "ids": {"hostUid": os.getuid()}}
+    return {
+        "name": "ada",
+        "socketSource": str(tmp_path / "mine" / "code-server.sock"),
+        "socket": str(tmp_path / "code-server.sock"),
+        "ids": {"hostUid": os.getuid()},
+    }
 
 
 def test_a_socket_of_the_users_own_is_linked_and_relinked_when_new(user):
-    assert sockets.link(user) is False   # not made yet
+    assert sockets.link(user) is False  # not made yet
     first = listening(user["socketSource"])
     assert sockets.link(user) and os.stat(user["socket"]).st_ino == os.stat(user["socketSource"]).st_ino
     os.unlink(user["socketSource"])
-    second = listening(user["socketSource"])   # code-server started again
+    second = listening(user["socketSource"])  # code-server started again
     assert sockets.link(user) and os.stat(user["socket"]).st_ino == os.stat(user["socketSource"]).st_ino
     first.close(), second.close()
 
 
 def test_a_planted_symbolic_link_is_never_linked(user, tmp_path):
-    other = listening(tmp_path / "other.sock")   # another user's socket
+    other = listening(tmp_path / "other.sock")  # another user's socket
     own = listening(user["socketSource"])
     assert sockets.link(user)
     before = os.stat(user["socket"]).st_ino
@@ -50,7 +55,7 @@ def test_a_planted_symbolic_link_is_never_linked(user, tmp_path):
 
 def test_a_socket_another_account_owns_is_never_linked(user):
     s = listening(user["socketSource"])
-    os.chown(user["socketSource"], 4242, 4242)   # not the user's container uid
+    os.chown(user["socketSource"], 4242, 4242)  # not the user's container uid
     assert sockets.link(user) is False and not os.path.lexists(user["socket"])
     s.close()
 

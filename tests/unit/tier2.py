@@ -3,6 +3,7 @@ when set, else ../shared beside the repository, which every developer and CI has
 (../shared/nixpkgs-lib.SOURCE.md). Resolved from the repository root, so pytest may run
 from anywhere. Without them, every tier-2 test skips with MARKS' reason, which says
 what to provide."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,11 @@ SKIP_REASON = (
     f"{SHARED / 'nixpkgs-lib'} (nixpkgs' lib, e.g. a checkout of nix-community/nixpkgs.lib) and "
     f"{SHARED / 'nixos-modules/oci-containers.nix'} (nixpkgs' nixos/modules/virtualisation/oci-containers.nix), "
     "or set NIXPKGS_LIB to a checkout of nixpkgs. Missing: "
-    + ", ".join(what for what, found in [("nixpkgs' lib", NIXPKGS_LIB), ("oci-containers.nix", OCI_CONTAINERS)]
-                if found is None) + ".")
+    + ", ".join(
+        what for what, found in [("nixpkgs' lib", NIXPKGS_LIB), ("oci-containers.nix", OCI_CONTAINERS)] if found is None
+    )
+    + "."
+)
 
 FOUND = pytest.mark.skipif(NIXPKGS_LIB is None or OCI_CONTAINERS is None, reason=SKIP_REASON)
 MARKS = [pytest.mark.tier2, FOUND]

@@ -87,6 +87,7 @@ let
     websocket-client = package "websocket-client" "1.8.0" { };
     argon2-cffi = package "argon2-cffi" "25.1.0" { };
   };
+  ruff = package "ruff" "0.13.1" { };
 
   pkgs = {
     inherit
@@ -95,6 +96,7 @@ let
       fetchurl
       runCommand
       python3Packages
+      ruff
       ;
     path = toString ./nixpkgs; # a plain directory, as a flake input's nixpkgs is a store path
     callPackage = lib.callPackageWith pkgs;
