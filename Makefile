@@ -47,8 +47,8 @@ bench: deps image
 	$(PY) -m csm.bench_gate
 	$(PY) -m csm.bench_disk
 
-docs:
-	scripts/options-doc.py > docs/options.md
+docs: deps
+	$(PY) scripts/options-doc.py > docs/options.md
 
 # The pictures of docs/onboarding.md, taken from a throwaway stack (user ada) in
 # Chromium; everything it starts is stopped again.

@@ -69,6 +69,19 @@ def _evaluate(expr: str, settings: Path) -> dict:
     return json.loads(proc.stdout)
 
 
+def nix_value(path: str | os.PathLike):
+    """The value of a Nix file holding plain data (settings, option lists), as Python data."""
+    proc = subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        env=nix_environment(),
+    )
+    if proc.returncode != 0:
+        raise PlanError(_error_text(proc.stderr))
+    return json.loads(proc.stdout)
+
+
 def _error_text(stderr: str) -> str:
     """The plan's own message, or Nix's first error, without the stack trace."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", stderr)

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Render docs/options.md from the module's declarations (scripts/options-json.nix).
 
-scripts/options-doc.py > docs/options.md     # tests/unit/test_options_doc.py keeps it in step
+make docs        # .venv/bin/python scripts/options-doc.py > docs/options.md
+                 # (tests/unit/test_options_doc.py keeps it in step)
 """
 
-import json
-import subprocess
 import sys
 from pathlib import Path
+
+from csm.plan import nix_value
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,14 +24,7 @@ settings in a plain Nix file, without `services.code-server-multi.` and `enable`
 
 
 def render() -> str:
-    options = json.loads(
-        subprocess.run(
-            ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "scripts/options-json.nix")],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    options = nix_value(ROOT / "scripts/options-json.nix")
     parts = [HEADER]
     for o in options:
         parts.append(f"\n## `{o['name']}`\n\n{o['description'].strip()}\n\n- Type: {o['type']}\n")

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import ast
 import inspect
-import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from tier2 import FOUND
 
 from csm import plan as planlib
 from csm.checks import host, http, idle, image, limits, login, network, proxy, smoke, workbench
+from csm.plan import nix_value
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "nixos-tests"
@@ -91,14 +90,7 @@ def test_nodes_are_the_machines_the_script_drives(vm_test):
 def test_server_settings_make_a_valid_plan(settings_file):
     plan = planlib.load(TESTS / settings_file)
     assert sorted(plan["users"]) == (["ada", "bo", "cy"] if settings_file == "server-settings.nix" else ["ada", "bo"])
-    passwords = json.loads(
-        subprocess.run(
-            ["nix-instantiate", "--eval", "--strict", "--json", str(TESTS / "passwords.nix")],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    passwords = nix_value(TESTS / "passwords.nix")
     for name, user in plan["users"].items():
         assert user["hostname"] == f"{name}.{plan['domain']}"
         # server-node.nix writes each user's password file from passwords.nix, under /etc.

@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+from csm.plan import nix_value
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,28 +21,11 @@ def test_options_doc_is_in_step_with_the_declarations():
 def test_options_and_plan_settings_are_the_same_names():
     """Every setting the plan takes is an option, and every option but the
     NixOS-only ones is a setting (so the module passes everything through)."""
-    import json
-    import subprocess
-
-    options = json.loads(
-        subprocess.run(
-            ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "scripts/options-json.nix")],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    options = nix_value(ROOT / "scripts/options-json.nix")
     prefix = "services.code-server-multi."
     names = {o["name"].removeprefix(prefix).replace("users.<name>.", "user.") for o in options}
     nixos_only = {"enable", "imageStream", "package", "users"}
-    defaults = json.loads(
-        subprocess.run(
-            ["nix-instantiate", "--eval", "--strict", "--json", str(ROOT / "modules/code-server-multi/defaults.nix")],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    defaults = nix_value(ROOT / "modules/code-server-multi/defaults.nix")
     free_form = {"vscodeSettings"}  # one option holding any VS Code settings, not a section
     section = lambda k, v: isinstance(v, dict) and v and k not in free_form  # noqa: E731
     settings = {
