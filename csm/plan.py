@@ -41,45 +41,26 @@ _FROM_NIX = "{ planNix, settings }: import (/. + planNix) (import (/. + settings
 _FROM_JSON = "{ planNix, settings }: import (/. + planNix) (builtins.fromJSON (builtins.readFile (/. + settings)))"
 
 
-def _evaluate(expr: str, settings: Path) -> dict:
+def _instantiate(*args: str):
+    """nix-instantiate --eval --strict --json with these arguments, as Python data."""
     nix = shutil.which("nix-instantiate")
     if nix is None:
         raise PlanError("nix-instantiate is not installed; run scripts/install-deps (Debian: apt-get install nix-bin)")
     proc = subprocess.run(
-        [
-            nix,
-            "--eval",
-            "--strict",
-            "--json",
-            "--expr",
-            expr,
-            "--argstr",
-            "planNix",
-            str(PLAN_NIX),
-            "--argstr",
-            "settings",
-            str(settings),
-        ],
-        capture_output=True,
-        text=True,
-        env=nix_environment(),
+        [nix, "--eval", "--strict", "--json", *args], capture_output=True, text=True, env=nix_environment()
     )
     if proc.returncode != 0:
         raise PlanError(_error_text(proc.stderr))
     return json.loads(proc.stdout)
+
+
+def _evaluate(expr: str, settings: Path) -> dict:
+    return _instantiate("--expr", expr, "--argstr", "planNix", str(PLAN_NIX), "--argstr", "settings", str(settings))
 
 
 def nix_value(path: str | os.PathLike):
     """The value of a Nix file holding plain data (settings, option lists), as Python data."""
-    proc = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        env=nix_environment(),
-    )
-    if proc.returncode != 0:
-        raise PlanError(_error_text(proc.stderr))
-    return json.loads(proc.stdout)
+    return _instantiate(str(path))
 
 
 def _error_text(stderr: str) -> str:
