@@ -8,9 +8,11 @@ ports, generated passwords, and a handle that stops what it started.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -160,3 +162,19 @@ class ThrowawayStack:
                 self.stack.down(unmount=True)
             finally:
                 shutil.rmtree(self.base, ignore_errors=True)
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry below root: owner, group, mode, type, and content or link target."""
+    out = {}
+    for p in sorted([root, *root.rglob("*")]):
+        st = p.lstat()
+        content = os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None
+        out[str(p.relative_to(root))] = (
+            st.st_uid,
+            st.st_gid,
+            stat.S_IMODE(st.st_mode),
+            stat.S_IFMT(st.st_mode),
+            content,
+        )
+    return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from csm.checks import http, image, workbench
 from csm.runner import podman
 from csm.runner.host import Host
 from csm.runner.stack import Stack
+from csm.testing.stacks import tree_snapshot
 
 pytestmark = pytest.mark.live
 RUN = image.subprocess_runner
@@ -69,22 +69,6 @@ def test_a_killed_code_server_is_healthy_again_within_30_s(kim):
     assert not status.oom_kills, f"a kill -9 was reported as an OOM kill: {status}"
 
 
-def snapshot(root: Path) -> dict[str, tuple]:
-    """Every entry below root: owner, group, mode, type, and content or link target."""
-    out = {}
-    for p in sorted([root, *root.rglob("*")]):
-        st = p.lstat()
-        content = os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None
-        out[str(p.relative_to(root))] = (
-            st.st_uid,
-            st.st_gid,
-            stat.S_IMODE(st.st_mode),
-            stat.S_IFMT(st.st_mode),
-            content,
-        )
-    return out
-
-
 def test_backup_delete_everything_restore_before_up_then_up(kim, tmp_path):
     def inside(script: str) -> str:
         return RUN(f"podman exec {kim.plan['users']['kim']['container']['name']} sh -c '{script}'")
@@ -99,7 +83,7 @@ def test_backup_delete_everything_restore_before_up_then_up(kim, tmp_path):
     user_dir = kim.user_dir("kim")
     # Stopped, so code-server's own logs do not change between the snapshot and the archive.
     podman.podman(kim.stack.host, "stop", kim.plan["users"]["kim"]["container"]["name"])
-    before = snapshot(user_dir)
+    before = tree_snapshot(user_dir)
     del before["workspace/pipe"]  # a fifo holds no data: the backup leaves it out (restore refuses one)
     archive = kim.stack.backup(tmp_path / "backups")
     network = kim.plan["users"]["kim"]["network"]["name"]
@@ -115,9 +99,9 @@ def test_backup_delete_everything_restore_before_up_then_up(kim, tmp_path):
     kim.stack = fresh  # so that close() stops this one
 
     assert fresh.restore(archive) == ["kim"]
-    assert snapshot(user_dir) == before
+    assert tree_snapshot(user_dir) == before
     fresh.up()
-    workspace = {k: v for k, v in snapshot(user_dir).items() if k.startswith("workspace/")}
+    workspace = {k: v for k, v in tree_snapshot(user_dir).items() if k.startswith("workspace/")}
     assert workspace == {k: v for k, v in before.items() if k.startswith("workspace/")}
     assert inside("cat ~/project/keep/a") == "one"
     target = http.Target(kim.url("kim"), kim.password("kim"), source_address=SOURCE)

@@ -18,6 +18,7 @@ import pytest
 from csm import plan as planlib
 from csm.runner import BadInput, backup, files
 from csm.runner.stack import Stack
+from csm.testing.stacks import tree_snapshot
 
 
 def make_stack(tmp_path: Path, domain: str = "code.localhost", keep: int = 7, **user_settings) -> Stack:
@@ -64,19 +65,7 @@ def populate(stack: Stack, user: str) -> dict[str, tuple[int, int, int, bytes | 
 
 
 def snapshot(stack: Stack, user: str) -> dict[str, tuple]:
-    root = Path(stack.plan["workspaceBase"]) / user
-    out = {}
-    for p in sorted([root, *root.rglob("*")]):
-        st = p.lstat()
-        content = p.read_bytes() if p.is_file() and not p.is_symlink() else os.readlink(p) if p.is_symlink() else None
-        out[str(p.relative_to(root))] = (
-            st.st_uid,
-            st.st_gid,
-            stat.S_IMODE(st.st_mode),
-            stat.S_IFMT(st.st_mode),
-            content,
-        )
-    return out
+    return tree_snapshot(Path(stack.plan["workspaceBase"]) / user)
 
 
 def test_round_trip_keeps_owners_modes_and_contents(tmp_path):
