@@ -244,12 +244,13 @@ class Containers:
     def __init__(self, stack):
         self.stack = stack
 
-    def stop(self, user: dict) -> bool:
+    def stop(self, user: dict, why: str = "to restore its files") -> bool:
+        """Stop the container if it runs (paused counts); True if it did."""
         cname = user["container"]["name"]
         info = podman.inspect(self.stack.host, cname)
-        if not (info and info["State"].get("Running")):  # paused counts as running
+        if not (info and info["State"].get("Running")):
             return False
-        self.stack.progress(f"stopping {cname} to restore {user['name']}")
+        self.stack.progress(f"stopping {cname} {why}")
         podman.podman(self.stack.host, "stop", "--time=10", cname)
         return True
 

@@ -151,17 +151,21 @@ def password_text(user: dict) -> str:
     return read_secret(user["password"]["file"], what, fix)
 
 
-def prepare_user(user: dict, progress: Callable[[str], None]) -> None:
+def prepare_user(
+    user: dict, progress: Callable[[str], None], stop: Callable[[], None] = lambda: None, strict: bool = False
+) -> bool:
     """What a user's container needs on the host before it starts: their disk, the
     plan's directories and the seed files where missing. The NixOS unit runs it as
     `csm prepare` (preStart), where the container is not running and a quota too small
     for what the user stores leaves the disk as it is (the user can still work); the
-    runner does the same steps in its `up`, where such a quota is refused."""
-    disks.ensure(user, progress=progress, strict=False)
+    runner's `up` and `reset` run it with strict=True, where such a quota is refused,
+    and `stop` to stop a running container first. True if this mounted the disk."""
+    mounted = disks.ensure(user, stop=stop, progress=progress, strict=strict)
     for d in user["directories"]:
         ensure_directory(d)
     for f in user["seedFiles"]:
         seed_file(f)
+    return mounted
 
 
 def compose_env(environment: dict[str, str]) -> str:

@@ -190,14 +190,9 @@ class Stack:
             files.ensure_directory(d)
         undo.append(lambda: disks.release_base(plan["workspaceBase"]))  # runs after the unmounts below
         for user in plan["users"].values():
-            if disks.ensure(user, stop=lambda u=user: self._stop(u, undo), progress=self.progress):
-                undo.append(lambda d=user["disk"]: disks.unmount(d))  # the disk file and its files stay
-        if disks.overcommit(plan):
-            self.progress(f"warning: {disks.overcommit(plan)}")
-        for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
-            files.ensure_directory(d)
-        for f in (f for u in plan["users"].values() for f in u["seedFiles"]):
-            files.seed_file(f)
+            self._prepare(user, undo)
+        if warning := disks.overcommit(plan):
+            self.progress(f"warning: {warning}")
         if self.create_passwords:
             self._create_missing_passwords()
         gate.write_credentials(self.state_dir, plan)
@@ -231,13 +226,17 @@ class Stack:
                 files.write_private(kept, password + "\n", mode=0o600)
                 self.progress(f"created a password for {name}: its hash is in {p['file']}, the password in {kept}")
 
+    def _prepare(self, user: dict, undo: list) -> None:
+        """The user's disk, directories and seed (files.prepare_user, as the NixOS unit
+        runs it), with a quota too small refused; what this mounted, undo unmounts."""
+        if files.prepare_user(user, self.progress, stop=lambda: self._stop(user, undo), strict=True):
+            undo.append(lambda: disks.unmount(user["disk"]))  # the disk file and its files stay
+
     def _stop(self, user: dict, undo: list) -> None:
         """Stop the user's container (for work on their disk); `up` starts it again,
         and so does its undo if `up` fails."""
-        cname = user["container"]["name"]
-        if podman.is_running(podman.inspect(self.host, cname)):
-            self.progress(f"stopping {cname} to work on {user['name']}'s disk")
-            podman.podman(self.host, "stop", "--time=10", cname)
+        if backup.Containers(self).stop(user, "to work on its disk"):
+            cname = user["container"]["name"]
             undo.append(lambda: podman.podman(self.host, "start", cname, check=False, cwd=self.state_dir))
 
     def _remove_departed_users(self) -> None:
@@ -404,6 +403,7 @@ class Stack:
             if not podman.image_exists(self.host, user["container"]["image"]):
                 raise HostNotReady(f"the image {user['container']['image']} is missing; build it with `make image`")
             undo: list = []
+            self._prepare(user, undo)  # after a reboot without `up`, the disk is mounted first
             self._apply_user(user, undo, force=True)
             self.wait_healthy([name])
 

@@ -138,7 +138,7 @@ def test_a_quota_set_later_moves_the_files_onto_the_disk(pair):
     logs_in(pair, "rhea")
 
 
-def test_down_unmount_unmounts_every_disk_and_up_brings_them_back(pair):
+def test_down_unmount_unmounts_every_disk_and_reset_and_up_bring_them_back(pair):
     digest = hashlib.sha256(open(os.path.join(pair.workspace("quin"), "keep"), "rb").read()).hexdigest()
     pair.stack.down()
     assert os.path.exists(os.path.join(pair.workspace("quin"), "keep"))  # a plain down keeps them in view
@@ -148,6 +148,15 @@ def test_down_unmount_unmounts_every_disk_and_up_brings_them_back(pair):
     assert not os.path.exists(os.path.join(pair.workspace("quin"), "keep"))
     pair.stack.up()
     assert hashlib.sha256(open(os.path.join(pair.workspace("quin"), "keep"), "rb").read()).hexdigest() == digest
+
+    # As after a reboot: the containers and networks are there, the disks not mounted.
+    # A reset before any `up` mounts quin's disk before the new container starts.
+    for user in pair.plan["users"].values():
+        podman.podman(pair.stack.host, "stop", user["container"]["name"])
+    disks.unmount_all(pair.plan["workspaceBase"])
+    pair.stack.reset("quin")
+    assert inside(pair, "quin", "sha256sum < ~/project/keep").stdout.split()[0] == digest
+    pair.stack.up()
 
 
 def test_a_restore_that_does_not_fit_beside_the_files_changes_nothing(pair, tmp_path):
