@@ -1,7 +1,8 @@
 """Each user's disk: their directory (workspace and home) is the mount point of an
 ext4 file system in a sparse file of their quota's size (plan: users.<name>.disk), so
 whoever fills it stops only themselves. The one implementation of both paths: the
-runner's `up`, `down` and `restore` and the NixOS unit's `csm prepare` call it.
+NixOS unit's `csm prepare` and the runner's `up` and `reset` reach it through
+files.prepare_user; `restore` and `down --unmount` call it too.
 
 Why this and not project quotas: ext4 needs `tune2fs -O project,quota` on an
 unmounted file system and XFS a `pquota` mount option of the file system that holds
