@@ -124,7 +124,7 @@ class UnixForwarder:
     Chromium cannot open a Unix socket. It adds no auth (code-server runs with --auth
     none), listens on loopback only and lives for one measurement.
 
-        with UnixForwarder(plan["users"]["bn1"]["socket"]) as fwd:
+        with UnixForwarder(plan.users["bn1"].socket) as fwd:
             page.goto(fwd.url)
     """
 
@@ -267,7 +267,7 @@ class BareCodeServer:
 def cold_start(stack: ThrowawayStack, user: str, bare: BareCodeServer, rounds: int) -> dict:
     """`podman start` until code-server answers on its socket, against the same
     code-server started as a bare process on a socket of its own."""
-    name, sock = stack.container(user), stack.plan["users"][user]["socket"]
+    name, sock = stack.container(user), stack.plan.users[user].socket
     container, direct = [], []
     for i in range(rounds):
         say(f"cold start, round {i + 1}/{rounds}")
@@ -340,7 +340,7 @@ def run(rounds: int) -> dict:
     mount = None
     try:
         mount = Path(podman("image", "mount", IMAGE).strip())
-        bare = BareCodeServer(mount, stack.plan["users"][USERS[0]]["container"]["cmd"])
+        bare = BareCodeServer(mount, stack.plan.users[USERS[0]].container.cmd)
         results["cold_start"] = cold_start(stack, USERS[0], bare, rounds)
         results["new_user"] = new_user(stack, USERS[4])
         results["memory"] = idle_memory(stack, USERS)

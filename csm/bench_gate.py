@@ -80,7 +80,7 @@ def workbench_times(stack: ThrowawayStack, user: str, rounds: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     times: dict[str, list[float]] = {"via_gate": [], "direct": []}
-    with UnixForwarder(stack.plan["users"][user]["socket"]) as fwd, sync_playwright() as p:
+    with UnixForwarder(stack.plan.users[user].socket) as fwd, sync_playwright() as p:
         browser = chromium.launch(p)
         try:
             for i in range(rounds):
@@ -145,10 +145,10 @@ def timed_gets(conn: http.client.HTTPConnection, path: str, headers: dict, count
 def asset_latency(stack: ThrowawayStack, user: str, cookie: str, asset: tuple[str, int], count: int) -> dict:
     """The same static asset through nginx (+ auth_request to the gate) and on the socket,
     in interleaved batches on keep-alive connections."""
-    sock = stack.plan["users"][user]["socket"]
+    sock = stack.plan.users[user].socket
     path, size = asset
     front_headers = {
-        "Host": f"{stack.plan['users'][user]['hostname']}:{stack.http_port}",
+        "Host": f"{stack.plan.users[user].hostname}:{stack.http_port}",
         "Cookie": f"{checks_http.GATE['cookie']['http']}={cookie}",
     }
     front, direct = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10), UnixHTTPConnection(sock)
@@ -176,7 +176,7 @@ def asset_latency(stack: ThrowawayStack, user: str, cookie: str, asset: tuple[st
 
 def front_websocket(stack: ThrowawayStack, user: str, cookie: str) -> websocket.WebSocket:
     """code-server's /healthz WebSocket (it answers every message) through nginx, with a session."""
-    host = f"{stack.plan['users'][user]['hostname']}:{stack.http_port}"
+    host = f"{stack.plan.users[user].hostname}:{stack.http_port}"
     return websocket.create_connection(
         f"ws://{host}{checks_http.health_path()}",
         timeout=10,
@@ -189,7 +189,7 @@ def front_websocket(stack: ThrowawayStack, user: str, cookie: str) -> websocket.
 def socket_websocket(stack: ThrowawayStack, user: str) -> websocket.WebSocket:
     """The same WebSocket on code-server's own socket."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(stack.plan["users"][user]["socket"])
+    sock.connect(stack.plan.users[user].socket)
     return websocket.create_connection(
         f"ws://localhost{checks_http.health_path()}", timeout=10, origin="http://localhost", socket=sock
     )
@@ -354,7 +354,7 @@ def flood(stack: ThrowawayStack, owner: str, other: str, rate: float, seconds: f
         logins_before, rtt_before = logins_and_round_trips(stack, owner, ws, 15)
         say(f"flood: {rate:.0f} requests/s without a session from 10 addresses for {seconds:.0f} s")
         here, there = fork.Pipe()
-        host = f"{stack.plan['users'][owner]['hostname']}:{stack.http_port}"
+        host = f"{stack.plan.users[owner].hostname}:{stack.http_port}"
         proc = fork.Process(
             target=_flood_process,
             args=(there, stack.http_port, host, [f"127.0.0.{101 + i}" for i in range(10)], rate, seconds, 4),
@@ -402,7 +402,7 @@ def run(rounds: int, requests: int, flood_rate: float, flood_seconds: float) -> 
         cookie = session(stack, owner, "127.0.0.2")
         say("the workbench, through the gate and directly")
         results["workbench"] = workbench_times(stack, owner, rounds)
-        assets = workbench_assets(stack.plan["users"][owner]["socket"])
+        assets = workbench_assets(stack.plan.users[owner].socket)
         say(f"static assets, {requests} and {requests // 4} requests each way")
         results["asset"] = asset_latency(stack, owner, cookie, assets["small"], requests)
         results["page_asset"] = asset_latency(stack, owner, cookie, assets["page"], requests // 4)

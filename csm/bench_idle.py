@@ -53,7 +53,7 @@ def answer_seconds(stack: ThrowawayStack, user: str, cookie: str) -> float:
         f"http://127.0.0.1:{stack.http_port}/",
         allow_redirects=False,
         timeout=10,
-        headers={"Host": f"{stack.plan['users'][user]['hostname']}:{stack.http_port}", "Cookie": cookie},
+        headers={"Host": f"{stack.plan.users[user].hostname}:{stack.http_port}", "Cookie": cookie},
     )
     assert r.status_code == 302 and "x-csm-wake" not in r.headers, r.status_code
     return time.monotonic() - start

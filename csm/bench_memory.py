@@ -81,14 +81,14 @@ def prepare_project(stack: ThrowawayStack, user: str, node_modules: Path) -> Non
         ["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "start"],
     ):
         subprocess.run(["git", "-c", "safe.directory=*", "-C", str(ws), *argv], check=True)
-    ids = stack.plan["users"][user]["ids"]
+    ids = stack.plan.users[user].ids
     subprocess.run(["chown", "-R", f"{ids['hostUid']}:{ids['hostGid']}", str(ws)], check=True)
 
 
 def write_settings(stack: ThrowawayStack, user: str, extra: dict) -> None:
     """The seeded settings plus the variant's, before code-server reads them."""
-    seed = next(f for f in stack.plan["users"][user]["seedFiles"] if f["path"].endswith("/settings.json"))
-    Path(seed["path"]).write_text(json.dumps({**json.loads(seed["content"]), **extra}))
+    seed = next(f for f in stack.plan.users[user].seedFiles if f.path.endswith("/settings.json"))
+    Path(seed.path).write_text(json.dumps({**json.loads(seed.content), **extra}))
 
 
 def open_workbench_and_terminal(browser, url: str, password: str):

@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from csm.plan_types import Plan
+
 from . import plan as planlib
 from . import sockets
 from .gate.core import session_store
@@ -46,11 +48,11 @@ def _state_dir(args) -> Path:
     return Path(args.state_dir)
 
 
-def _read_plan(path: str) -> dict:
+def _read_plan(path: str) -> Plan:
     try:
-        return planlib.read_json(path)
-    except (OSError, ValueError) as e:
-        raise BadInput(f"cannot read the plan {path}: {e}") from None
+        return planlib.load_plan(path)
+    except planlib.PlanError as e:
+        raise BadInput(str(e)) from None
 
 
 def _stack(args) -> Stack:
@@ -61,12 +63,12 @@ def _stack(args) -> Stack:
 
 def _print_addresses(stack: Stack) -> None:
     print("Open in a browser:")
-    for name, user in stack.plan["users"].items():
+    for name, user in stack.plan.users.items():
         password = stack.password(name)
         hint = (
             f"password: {password}"
             if password
-            else f"password: the one in {user['password']['file']} (change it: csm passwd {name})"
+            else f"password: the one in {user.password.file} (change it: csm passwd {name})"
         )
         print(f"  {stack.url(name)}   {hint}")
     if stack.tls_port:
@@ -143,10 +145,10 @@ def cmd_status(args) -> int:
         st.nginx_pid, st.http_port = nixos.main_pid(nixos.NGINX_UNIT), 80
         gate_unit = nixos.gate_unit(stack.plan)
         st.gate_pid = nixos.main_pid(gate_unit) if nixos.active_state(gate_unit) == "active" else None
-        st.tls_port = 443 if stack.plan["tls"]["enable"] else None
-        units = {u.name: nixos.active_state(nixos.unit(stack.plan["users"][u.name])) for u in st.users}
+        st.tls_port = 443 if stack.plan.tls.enable else None
+        units = {u.name: nixos.active_state(nixos.unit(stack.plan.users[u.name])) for u in st.users}
         for u in st.users:
-            u.restarts = nixos.restarts(nixos.unit(stack.plan["users"][u.name]))
+            u.restarts = nixos.restarts(nixos.unit(stack.plan.users[u.name]))
     healthy = st.healthy and all(state == "active" for state in units.values())
     if args.json:
         print(json.dumps(asdict(st) | {"units": units, "healthy": healthy}, indent=1))
@@ -215,7 +217,7 @@ def cmd_passwd(args) -> int:
     passwd.write_hash_file(file, passwd.hash_password(passwd.read()))
     print(f"wrote the argon2id hash for {args.user} to {file} (mode 0600)")
     the_plan = plan or (stack.plan if stack else None)
-    if the_plan and Path(the_plan["gate"]["stateDir"]).is_dir():  # else the gate never ran: no sessions
+    if the_plan and Path(the_plan.gate.stateDir).is_dir():  # else the gate never ran: no sessions
         revoked = session_store(the_plan).revoke(args.user)
         print(f"ended {args.user}'s {revoked} session(s): every browser logs in again with the new password")
     if plan:
@@ -239,8 +241,8 @@ def cmd_passwd(args) -> int:
 
 def cmd_sessions(args) -> int:
     plan = _read_plan(args.plan) if args.plan else Stack.from_state(_state_dir(args)).plan
-    if args.user is not None and args.user not in plan["users"]:
-        raise BadInput(f"no user {args.user!r} in the plan (users: {', '.join(sorted(plan['users']))})")
+    if args.user is not None and args.user not in plan.users:
+        raise BadInput(f"no user {args.user!r} in the plan (users: {', '.join(sorted(plan.users))})")
     store = session_store(plan)
     if args.revoke:
         if args.user is None:
@@ -264,16 +266,16 @@ def cmd_prepare(args) -> int:
     if not args.plan:
         raise BadInput("give the plan: csm prepare --plan /etc/code-server-multi/plan.json USER")
     plan = _read_plan(args.plan)
-    if args.user not in plan["users"]:
-        raise BadInput(f"no user {args.user!r} in the plan {args.plan} (users: {', '.join(sorted(plan['users']))})")
-    user = plan["users"][args.user]
+    if args.user not in plan.users:
+        raise BadInput(f"no user {args.user!r} in the plan {args.plan} (users: {', '.join(sorted(plan.users))})")
+    user = plan.users[args.user]
     if args.started:
         deadline = time.monotonic() + 60
         while not sockets.link(user):
             if time.monotonic() > deadline:
                 raise RunnerError(
-                    f"{user['socketSource']} is no socket of {args.user}'s container after 60 s; "
-                    f"nginx cannot reach {args.user}: see `journalctl -u {user['container']['unit']}`"
+                    f"{user.socketSource} is no socket of {args.user}'s container after 60 s; "
+                    f"nginx cannot reach {args.user}: see `journalctl -u {user.container.unit}`"
                 )
             time.sleep(0.5)
         print(f"{args.user}: code-server's socket linked for nginx", file=sys.stderr)

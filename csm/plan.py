@@ -6,13 +6,20 @@ of `import plan.nix settings`, evaluated by Nix itself.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import types
+import typing
 from pathlib import Path
+from typing import Any, NoReturn
+
+from .plan_types import Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN_NIX = ROOT / "modules" / "code-server-multi" / "plan.nix"
@@ -78,34 +85,101 @@ def _error_text(stderr: str) -> str:
     return "\n".join(lines[:6]).removeprefix("error: ").strip() or "nix-instantiate failed"
 
 
-def load(settings_file: str | os.PathLike) -> dict:
+def load(settings_file: str | os.PathLike) -> Plan:
     """The plan for a settings file written in Nix."""
     path = Path(settings_file)
     if not path.is_file():
         raise PlanError(f"settings file {path} does not exist; give a .nix file such as examples/demo.nix")
     if not os.access(path, os.R_OK):
         raise PlanError(f"settings file {path} is not readable")
-    return _evaluate(_FROM_NIX, path.resolve())
+    return from_json(_evaluate(_FROM_NIX, path.resolve()), f"the plan of {path}")
 
 
-def from_settings(settings: dict) -> dict:
+def from_settings(settings: dict) -> Plan:
     """The plan for settings given as Python data (tests, generated settings)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(settings, f)
     try:
-        return _evaluate(_FROM_JSON, Path(f.name))
+        return from_json(_evaluate(_FROM_JSON, Path(f.name)), "the plan")
     finally:
         os.unlink(f.name)
 
 
-def read_json(path: str | os.PathLike) -> dict:
-    """A plan as the NixOS module writes it (plan.json), or the runner's stack.json
-    holding one; ValueError/OSError naming the file when it is neither."""
-    data = json.loads(Path(path).read_text())
-    plan = data["plan"] if isinstance(data, dict) and "plan" in data and "users" not in data else data
-    if not isinstance(plan, dict) or "users" not in plan or "gate" not in plan:
-        raise ValueError(
-            f"{path} holds no plan of this version of code-server-multi (no users or gate); "
-            "write it again with `csm up` or a NixOS switch"
-        )
-    return plan
+def load_plan(path: str | os.PathLike) -> Plan:
+    """The plan in a file: plan.json as the NixOS module writes it, or the runner's
+    stack.json holding one. PlanError naming the file (and the field) otherwise."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise PlanError(f"cannot read the plan {path}: {e}") from None
+    holds_plan = isinstance(data, dict) and "plan" in data and "users" not in data
+    return from_json(data["plan"] if holds_plan else data, str(path))
+
+
+def from_json(data: object, source: str) -> Plan:
+    """The plan as typed objects, every field checked: a plan from another version
+    of code-server-multi is refused with the field that differs."""
+    return _typed(Plan, data, source, "")
+
+
+def to_json(plan: Plan) -> dict:
+    return dataclasses.asdict(plan)
+
+
+def _refuse(source: str, where: str, problem: str) -> NoReturn:
+    raise PlanError(
+        f"{source}: {where.lstrip('.') or 'the plan'} {problem}; it was written by another version of "
+        "code-server-multi: write it again (`csm up SETTINGS`, or on NixOS `nixos-rebuild switch`)"
+    )
+
+
+def _typed(tp, value, source: str, where: str):
+    """value checked against the type tp (a dataclass of csm.plan_types, or a
+    builtin/generic type), built into it."""
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            _refuse(source, where, f"is {_kind(value)}, not an object")
+        hints = typing.get_type_hints(tp)
+        missing = [n for n in hints if n not in value]
+        unknown = [k for k in value if k not in hints]
+        if missing or unknown:
+            what = f"lacks {', '.join(missing)}" if missing else f"has unknown fields {', '.join(unknown)}"
+            _refuse(source, where, what)
+        return tp(**{n: _typed(t, value[n], source, f"{where}.{n}") for n, t in hints.items()})
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            with contextlib.suppress(PlanError):
+                return _typed(option, value, source, where)
+        _refuse(source, where, f"is {_kind(value)}, not {' or '.join(_kind_of(a) for a in args)}")
+    if origin is list:
+        if not isinstance(value, list):
+            _refuse(source, where, f"is {_kind(value)}, not a list")
+        return [_typed(args[0], x, source, f"{where}[{i}]") for i, x in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            _refuse(source, where, f"is {_kind(value)}, not an object")
+        return {k: _typed(args[1], x, source, f"{where}.{k}") for k, x in value.items()}
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        type(None): value is None,
+    }[tp]
+    if not ok:
+        _refuse(source, where, f"is {_kind(value)}, not {_kind_of(tp)}")
+    return float(value) if tp is float else value
+
+
+def _kind_of(tp) -> str:
+    names = {bool: "true/false", int: "a whole number", float: "a number", str: "a string", type(None): "null"}
+    return names.get(tp, "an object")
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    return "null" if value is None else f"{json.dumps(value)}"

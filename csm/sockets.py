@@ -7,7 +7,7 @@ socket too. nginx, which may reach every user's socket, must never follow that: 
 connects to root's link instead, which root makes only to a socket the user's
 container uid owns (lstat, so never through a link), and checks again once made.
 
-    sockets.link(plan["users"]["ada"])   # after each start; cheap when nothing changed
+    sockets.link(plan.users["ada"])   # after each start; cheap when nothing changed
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import os
 import stat
 from pathlib import Path
 
+from csm.plan_types import User
+
 log = logging.getLogger("csm.sockets")
 
 
-def link(user: dict) -> bool:
+def link(user: User) -> bool:
     """Point the user's socket (plan users.<n>.socket) at the one code-server made
     (users.<n>.socketSource), if that is a socket of the user's own. True when the
     link is in place; False (and the old link left, or none) otherwise."""
-    source, target = Path(user["socketSource"]), Path(user["socket"])
-    owner = user["ids"]["hostUid"]
+    source, target = Path(user.socketSource), Path(user.socket)
+    owner = user.ids.hostUid
     try:
         found = os.lstat(source)
     except FileNotFoundError:
@@ -34,7 +36,7 @@ def link(user: dict) -> bool:
         log.warning(
             "%s is not a socket of %s's container (mode %o, owner %d): not linked",
             source,
-            user["name"],
+            user.name,
             found.st_mode,
             found.st_uid,
         )

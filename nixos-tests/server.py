@@ -9,27 +9,29 @@ import json
 import os
 
 from csm.checks import host, idle, image, limits, network, smoke  # type: ignore  # csm ships no type information
+from csm.plan import from_json  # type: ignore
 
 os.environ["CSM_IMAGE_DIR"] = IMAGE_DIR
+PLAN = from_json(PLAN, "the server's plan")  # typed, as csm reads it: a plan csm refuses stops here
 
-DOMAIN = PLAN["domain"]
+DOMAIN = PLAN.domain
 # The users whose containers are always on; cy's stops when idle (the last subtest).
-USERS = {name: user for name, user in PLAN["users"].items() if user["idle"]["stopAfterSeconds"] is None}
+USERS = {name: user for name, user in PLAN.users.items() if user.idle.stopAfterSeconds is None}
 ada, bo = USERS["ada"], USERS["bo"]
-cy = PLAN["users"]["cy"]
+cy = PLAN.users["cy"]
 
 
 def container(user):
-    return user["container"]["name"]
+    return user.container.name
 
 
 def unit_of(user):
-    return user["container"]["unit"]
+    return user.container.unit
 
 
 start_all()
 server.wait_for_unit("nginx.service")
-server.wait_for_unit(PLAN["gate"]["unit"])
+server.wait_for_unit(PLAN.gate.unit)
 for user in USERS.values():
     server.wait_for_unit(unit_of(user))
 client.wait_for_unit("multi-user.target")
@@ -41,7 +43,7 @@ with subtest("csm status --plan sees nginx, the units and the containers healthy
 with subtest("the image keeps its contract"):
     podman = image.Podman(server.succeed)
     for name, check in image.contract(require_extension=True):
-        print(f"{name}: {check(PLAN['image'], podman)}")
+        print(f"{name}: {check(PLAN.image, podman)}")
 
 with subtest("each container runs within its limits, as its own host uid, on a socket only root and nginx reach"):
     for user in USERS.values():
@@ -49,25 +51,25 @@ with subtest("each container runs within its limits, as its own host uid, on a s
         print(host.processes_run_as_mapped_uid(server.succeed, user))
         print(host.no_tcp_port(server.succeed, user))
         print(host.socket_only_for_root_and_nginx(server.succeed, user, account="nobody"))
-        probe = f"runuser -u nginx -- python3 -c {json.dumps(host.SOCKET_PROBE)} {user['socket']}"
+        probe = f"runuser -u nginx -- python3 -c {json.dumps(host.SOCKET_PROBE)} {user.socket}"
         assert server.succeed(probe).strip() == "connected", "nginx cannot reach the socket"
     assert "code-server" not in server.succeed("ss -Hltnp"), "something of code-server listens on TCP"
 
 with subtest("the password reaches only the gate, which runs as its own account"):
-    gate = PLAN["gate"]
-    assert server.succeed(f"systemctl show -p User --value {gate['unit']}").strip() == gate["user"]
+    gate = PLAN.gate
+    assert server.succeed(f"systemctl show -p User --value {gate.unit}").strip() == gate.user
     for user in USERS.values():
-        value = server.succeed(f"cat {user['password']['file']}").strip()
+        value = server.succeed(f"cat {user.password.file}").strip()
         name = container(user)
         for where, command in {
             "the container's environment": f"podman inspect --format '{{{{json .Config.Env}}}}' {name}",
             "the container's command": f"podman inspect --format '{{{{json .Config.Cmd}}}} {{{{json .Args}}}}' {name}",
             "the host's process list": "(cat /proc/[0-9]*/cmdline 2>/dev/null || true) | tr '\\0' ' '",
-            "the systemd units": f"systemctl cat {unit_of(user)} {gate['unit']}",
+            "the systemd units": f"systemctl cat {unit_of(user)} {gate.unit}",
             "the container's log": f"podman logs {name} 2>&1",
-            "the gate's log": f"journalctl -u {gate['unit']}",
+            "the gate's log": f"journalctl -u {gate.unit}",
         }.items():
-            assert value not in server.succeed(command), f"the password of {user['name']} is in {where}"
+            assert value not in server.succeed(command), f"the password of {user.name} is in {where}"
 
 with subtest("opencode and its VS Code extension work in each container"):
     for user in USERS.values():
@@ -86,7 +88,7 @@ with subtest("from the client, through nginx over HTTPS, each workspace passes t
 
 with subtest("plain HTTP sends people to HTTPS, and HTTPS asks browsers to stay"):
     for user in USERS.values():
-        address = user["hostname"]
+        address = user.hostname
         answer = client.succeed(f"curl -sS -o /dev/null -w '%{{http_code}} %{{redirect_url}}' http://{address}/")
         assert answer == f"301 https://{address}/", f"http://{address}/ answered {answer!r}"
         headers = client.succeed(f"curl -sS -D - -o /dev/null https://{address}/healthz").lower()
@@ -97,7 +99,7 @@ with subtest("no container reaches another or the host's loopback"):
     server.succeed(f"python3 -m http.server --bind 127.0.0.1 {LOOPBACK_PORT} >/dev/null 2>&1 &")
     server.wait_for_open_port(LOOPBACK_PORT)
     for user, other in ((ada, bo), (bo, ada)):
-        server.wait_for_unit(user["network"]["unit"])
+        server.wait_for_unit(user.network.unit)
         print(network.neighbour_unreachable(server.succeed, user, other))
         print(network.host_loopback_unreachable(server.succeed, user, [LOOPBACK_PORT]))
     # The way out stays open: a server on another machine (the client) answers.
@@ -147,8 +149,8 @@ with subtest("busy processes get no more CPU than the quota"):
 with subtest("a user who fills their disk stops only themselves, and csm status shows it"):
     out = server.fail(f"podman exec {container(ada)} sh -c 'head -c 2G /dev/zero > ~/project/big' 2>&1")
     assert "No space left on device" in out, out
-    image_bytes = int(server.succeed(f"du -B1 {ada['disk']['image']} | cut -f1"))
-    assert image_bytes <= ada["disk"]["quotaBytes"], f"ada's disk file holds {image_bytes} bytes"
+    image_bytes = int(server.succeed(f"du -B1 {ada.disk.image} | cut -f1"))
+    assert image_bytes <= ada.disk.quotaBytes, f"ada's disk file holds {image_bytes} bytes"
     status = {u["name"]: u for u in json.loads(server.succeed(f"csm status --plan {PLAN_FILE} --json || true"))["users"]}
     assert status["ada"]["disk_percent"] == 100, status["ada"]
     server.succeed(f"podman exec {container(bo)} sh -c 'head -c 50M /dev/zero > ~/project/fine'")
@@ -156,7 +158,7 @@ with subtest("a user who fills their disk stops only themselves, and csm status 
     server.succeed(f"podman exec {container(ada)} sh -c 'rm ~/project/big && head -c 10M /dev/zero > ~/project/again'")
 
 with subtest("csm restore --plan brings a user's files back through the user's unit"):
-    notes = f"{PLAN['workspaceBase']}/bo/workspace/restore-check.txt"
+    notes = f"{PLAN.workspaceBase}/bo/workspace/restore-check.txt"
     server.succeed(f"echo backed-up > {notes}")
     archive = server.succeed(f"csm backup --plan {PLAN_FILE} --to /root/backups").strip()
     server.succeed(f"echo changed > {notes}")
@@ -166,14 +168,14 @@ with subtest("csm restore --plan brings a user's files back through the user's u
     print(server.succeed(f"csm status --plan {PLAN_FILE}"))
 
 with subtest("an idle user's container stops, strangers start nothing, and the owner's login starts it again"):
-    url = f"https://{cy['hostname']}/"
+    url = f"https://{cy.hostname}/"
     cookie = idle.log_in(client.succeed, url, PASSWORD_FILES["cy"], ca_file=CA_FILE)
     print(idle.stopped_for_being_idle(server.succeed, PLAN, cy, timeout=600))
     unit = unit_of(cy)
     server.sleep(15)  # Restart=always must not bring it back
     assert server.succeed(f"systemctl is-active {unit} || true").strip() == "inactive", f"{unit} came back"
     print(idle.stranger_starts_nothing(client.succeed, server.succeed, url, cy, 60, ca_file=CA_FILE))
-    kept = f"{PLAN['workspaceBase']}/cy/workspace/kept.txt"
+    kept = f"{PLAN.workspaceBase}/cy/workspace/kept.txt"
     server.succeed(f"echo kept > {kept} && chmod 644 {kept}")
     print(idle.visit_shows_starting_page(client.succeed, url, "cy", ca_file=CA_FILE, cookie=cookie))
     print(idle.told_ready(client.succeed, url, PLAN, ca_file=CA_FILE, cookie=cookie))

@@ -209,7 +209,7 @@ class Shooter:
     def wrong_address(self) -> None:
         page = self.new_page()
         address = urlsplit(self.url)
-        response = page.goto(f"{address.scheme}://nobody.{self.stack.plan['domain']}:{address.port}/")
+        response = page.goto(f"{address.scheme}://nobody.{self.stack.plan.domain}:{address.port}/")
         if response is None or response.status != 404:
             raise RuntimeError(f"the landing page answered {response and response.status}, not 404")
         settle(page, quiet=1)

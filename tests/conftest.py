@@ -203,3 +203,26 @@ def stack_kit():
         gixy_issues=gixy_issues,
         merge=merge,
     )
+
+
+@pytest.fixture(scope="session")
+def _team_plan():
+    from csm import plan as planlib
+
+    return planlib.load(Path(__file__).resolve().parent.parent / "examples" / "team.nix")
+
+
+@pytest.fixture
+def planned_plan(_team_plan):
+    """A copy of a real plan (examples/team.nix), for a test to change."""
+    import copy
+
+    return copy.deepcopy(_team_plan)
+
+
+@pytest.fixture
+def planned_user(_team_plan):
+    """A copy of a real plan's user (ada of examples/team.nix), for a test to change."""
+    import copy
+
+    return copy.deepcopy(_team_plan.users["ada"])

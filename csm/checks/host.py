@@ -4,11 +4,11 @@ and the tools inside (its resource limits: csm.checks.limits).
 Every check takes `run`, a callable that runs one shell command line on the host and
 returns its stdout, raising if the command exits non-zero (`machine.succeed` in a
 NixOS VM test, `csm.checks.image.subprocess_runner` on this host), and `user`, the
-plan's entry for the user (`plan["users"][name]`). Commands expected to fail
+plan's entry for the user (`plan.users[name]`). Commands expected to fail
 report their exit status on stdout instead, so `run` only raises on real trouble.
 
     for check in (processes_run_as_mapped_uid, no_tcp_port):
-        print(check(server.succeed, plan["users"]["ada"]))
+        print(check(server.succeed, plan.users["ada"]))
 
 Needs podman, sh, bash, timeout and stat on the host, and python3 and curl in the
 image. The destructive one (kill -9) leaves the container healthy again, or fails
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 from csm.checks import CheckFailed
+from csm.plan_types import User
 
 Runner = Callable[[str], str]
 PODMAN = "podman"
@@ -32,16 +33,16 @@ PODMAN = "podman"
 # ---------------------------------------------------------------- helpers
 
 
-def _name(user: dict) -> str:
-    return user["container"]["name"]
+def _name(user: User) -> str:
+    return user.container.name
 
 
-def _exec(user: dict, *argv: str) -> str:
+def _exec(user: User, *argv: str) -> str:
     """A command line running argv inside the user's container."""
     return shlex.join([PODMAN, "exec", _name(user), *argv])
 
 
-def _python(run: Runner, user: dict, script: str, *args: object) -> dict:
+def _python(run: Runner, user: User, script: str, *args: object) -> dict:
     """Runs a Python script inside the container; it prints one JSON object."""
     out = run(_exec(user, "python3", "-c", script, *map(str, args)))
     try:
@@ -50,13 +51,13 @@ def _python(run: Runner, user: dict, script: str, *args: object) -> dict:
         raise CheckFailed(f"the probe inside {_name(user)} printed {out[-400:]!r}") from e
 
 
-def _healthy(run: Runner, user: dict) -> bool:
+def _healthy(run: Runner, user: User) -> bool:
     """The plan's health check, run inside the container."""
-    probe = _exec(user, *user["container"]["healthCheck"])
+    probe = _exec(user, *user.container.healthCheck)
     return run(f"{probe} >/dev/null 2>&1 && echo healthy || echo not").strip() == "healthy"
 
 
-def wait_healthy(run: Runner, user: dict, timeout: float = 180) -> None:
+def wait_healthy(run: Runner, user: User, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not _healthy(run, user):
         if time.monotonic() > deadline:
@@ -64,15 +65,15 @@ def wait_healthy(run: Runner, user: dict, timeout: float = 180) -> None:
         time.sleep(1)
 
 
-def _running(run: Runner, user: dict) -> bool:
+def _running(run: Runner, user: User) -> bool:
     state = run(f"{PODMAN} inspect --format '{{{{.State.Running}}}}' {shlex.quote(_name(user))} 2>/dev/null || true")
     return state.strip() == "true"
 
 
-def _workspace(user: dict) -> tuple[str, str]:
+def _workspace(user: User) -> tuple[str, str]:
     """(host path, container path) of the folder code-server opens: its last argument."""
-    inside = user["container"]["cmd"][-1]
-    for volume in user["container"]["volumes"]:
+    inside = user.container.cmd[-1]
+    for volume in user.container.volumes:
         host, target = volume.split(":")[:2]
         if target == inside:
             return host, inside
@@ -82,12 +83,12 @@ def _workspace(user: dict) -> tuple[str, str]:
 # ---------------------------------------------------------------- isolation
 
 
-def processes_run_as_mapped_uid(run: Runner, user: dict) -> str:
+def processes_run_as_mapped_uid(run: Runner, user: User) -> str:
     """Every process of the container is the user's mapped host uid (uid 1000 inside),
     none is root on the host."""
     out = run(f"{PODMAN} top {shlex.quote(_name(user))} huser user pid comm")
     rows = [line.split(None, 3) for line in out.strip().splitlines()[1:] if line.strip()]
-    want_host, want_inside = str(user["ids"]["hostUid"]), str(user["ids"]["containerUid"])
+    want_host, want_inside = str(user.ids.hostUid), str(user.ids.containerUid)
     if not rows:
         raise CheckFailed(f"podman top listed no processes: {out!r}")
     wrong = [r for r in rows if r[0] != want_host or r[1] not in (want_inside, "coder")]
@@ -121,7 +122,7 @@ print(len(held))
 """
 
 
-def no_tcp_port(run: Runner, user: dict) -> str:
+def no_tcp_port(run: Runner, user: User) -> str:
     """Nothing of the container is published on the host, and code-server listens on
     no TCP port inside it either: its only door is the Unix socket."""
     published = run(f"{PODMAN} port {shlex.quote(_name(user))}").strip()
@@ -141,17 +142,17 @@ SOCKET_PROBE = (
 )
 
 
-def socket_only_for_root_and_nginx(run: Runner, user: dict, account: str = "nobody") -> str:
+def socket_only_for_root_and_nginx(run: Runner, user: User, account: str = "nobody") -> str:
     """code-server's socket answers root, and refuses an ordinary host account
     (`account`) with "Permission denied" at the directory only root and nginx's group
     traverse."""
-    path = user["socket"]
+    path = user.socket
     health = run(
         f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 5 --unix-socket {shlex.quote(path)} "
-        f"http://localhost{user['container']['healthPath']}"
+        f"http://localhost{user.container.healthPath}"
     ).strip()
     if health != "200":
-        raise CheckFailed(f"root could not reach {user['name']}'s code-server on {path} (HTTP {health})")
+        raise CheckFailed(f"root could not reach {user.name}'s code-server on {path} (HTTP {health})")
     answer = run(
         f"runuser -u {shlex.quote(account)} -- python3 -c {shlex.quote(SOCKET_PROBE)} {shlex.quote(path)}"
     ).strip()
@@ -164,7 +165,7 @@ def socket_only_for_root_and_nginx(run: Runner, user: dict, account: str = "nobo
 
 
 def workspace_survives_kill(
-    run: Runner, user: dict, restart: Callable[[], object] | None = None, timeout: float = 180
+    run: Runner, user: User, restart: Callable[[], object] | None = None, timeout: float = 180
 ) -> str:
     """A file written in the workspace survives `kill -9` of the container and a restart,
     and belongs to the user's host uid on the host.
@@ -196,13 +197,13 @@ def workspace_survives_kill(
         raise CheckFailed(
             f"after kill -9 and a restart the file holds {inside!r} inside and {on_host!r} on the host, not {token!r}"
         )
-    if owner.strip() != str(user["ids"]["hostUid"]):
+    if owner.strip() != str(user.ids.hostUid):
         raise CheckFailed(
-            f"{host_dir}/{filename} belongs to host uid {owner.strip()}, not the user's {user['ids']['hostUid']}"
+            f"{host_dir}/{filename} belongs to host uid {owner.strip()}, not the user's {user.ids.hostUid}"
         )
     return (
         f"a file written in {inside_dir} survived kill -9 and a restart; on the host it is "
-        f"in {host_dir}, owned by uid {user['ids']['hostUid']}"
+        f"in {host_dir}, owned by uid {user.ids.hostUid}"
     )
 
 
@@ -232,7 +233,7 @@ server.handle_request()  # one upload, or none within the timeout; then it is go
 """
 
 
-def start_upload_sink(run: Runner, user: dict, port: int, timeout: float = 120) -> None:
+def start_upload_sink(run: Runner, user: User, port: int, timeout: float = 120) -> None:
     """Starts, in the container, an app on 127.0.0.1:port that takes one POST and
     answers {"received": <bytes>}, then exits (after `timeout` s without one, too).
     For csm.checks.proxy.large_upload_passes_proxy."""
@@ -263,7 +264,7 @@ kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf $home
 """
 
 
-def opencode_answers(run: Runner, user: dict) -> str:
+def opencode_answers(run: Runner, user: User) -> str:
     """Inside the running container, `opencode --version` answers and `opencode serve`
     reports itself healthy (no API key needed). Uses a scratch HOME: the user's stays untouched."""
     out = run(_exec(user, "sh", "-c", OPENCODE_SERVE)).strip().splitlines()
@@ -287,12 +288,12 @@ def _ids(entries) -> set[str]:
     return {e.strip().split("@")[0].lower() for e in entries if e.strip()}
 
 
-def image_extensions_listed(run: Runner, user: dict, require_opencode: bool = False) -> str:
+def image_extensions_listed(run: Runner, user: User, require_opencode: bool = False) -> str:
     """code-server in the running container lists, from the plan's extensions dir,
     every extension its image says it carries, and sst-dev.opencode when
     `require_opencode` (the Nix image always carries it; the portable one only when
     built with its VSIX)."""
-    cmd = user["container"]["cmd"]
+    cmd = user.container.cmd
     extensions_dir = cmd[cmd.index("--extensions-dir") + 1]
     out = run(_exec(user, "code-server", "--extensions-dir", extensions_dir, "--list-extensions", "--show-versions"))
     listed = sorted(line.strip() for line in out.splitlines() if "@" in line)

@@ -21,12 +21,13 @@ import time
 
 from csm.checks import CheckFailed
 from csm.checks.http import GATE
+from csm.plan_types import Plan, User
 
 PODMAN = "podman"
 GATE_LOGIN, GATE_WAKE, GATE_READY = GATE["login"], GATE["wake"], GATE["ready"]
 
 
-def _running(run, user: dict) -> str:
+def _running(run, user: User) -> str:
     """ "true", "false", or "absent" (NixOS units remove their container on stop)."""
     name = shlex.quote(user["container"]["name"])
     return run(
@@ -34,12 +35,12 @@ def _running(run, user: dict) -> str:
     ).strip()
 
 
-def _marked(run, plan: dict, user: dict) -> bool:
+def _marked(run, plan: Plan, user: User) -> bool:
     marker = shlex.quote(f"{plan['idle']['stateDir']}/{user['name']}.json")
     return run(f"test -f {marker} && echo yes || echo no").strip() == "yes"
 
 
-def stopped_for_being_idle(run, plan: dict, user: dict, timeout: float = 300) -> str:
+def stopped_for_being_idle(run, plan: Plan, user: User, timeout: float = 300) -> str:
     """The container stops by itself within idleStopAfter plus a few checks, marked as idle."""
     stop_after = user["idle"]["stopAfterSeconds"]
     start = time.monotonic()
@@ -54,7 +55,7 @@ def stopped_for_being_idle(run, plan: dict, user: dict, timeout: float = 300) ->
     raise CheckFailed(f"{user['name']} (idleStopAfter {stop_after} s) still runs after {timeout:.0f} s")
 
 
-def keeps_running(run, user: dict, seconds: float) -> str:
+def keeps_running(run, user: User, seconds: float) -> str:
     """The container is not stopped during `seconds` (e.g. while a job keeps it busy)."""
     start = time.monotonic()
     while time.monotonic() - start < seconds:
@@ -124,7 +125,7 @@ def log_in(run, url: str, password_file: str, **connection) -> str:
 
 
 def stranger_starts_nothing(
-    run, server_run, url: str, user: dict, seconds: float = 60, every: float = 4, **connection
+    run, server_run, url: str, user: User, seconds: float = 60, every: float = 4, **connection
 ) -> str:
     """Visits without a session to a stopped workspace, for `seconds`, get the login
     page (401) and start nothing: the container stays stopped all along."""
@@ -157,7 +158,7 @@ def visit_shows_starting_page(run, url: str, name: str, **connection) -> str:
     return f"{url} answers 503 'Starting {name}'s workspace…' with Retry-After {headers['retry-after']}"
 
 
-def told_ready(run, url: str, plan: dict, timeout: float = 300, **connection) -> str:
+def told_ready(run, url: str, plan: Plan, timeout: float = 300, **connection) -> str:
     """The starting page's question (the plan's gate.paths.ready, which the gate holds
     while the container starts) is answered "ready" once code-server answers, and the
     address then gives code-server's own page, not the starting page or a hang."""

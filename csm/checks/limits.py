@@ -5,13 +5,14 @@ passes one is stopped while code-server and the neighbours stay healthy.
 Same conventions as csm.checks.host: `run(shell_command) -> stdout` runs on the host
 (`machine.succeed` in a NixOS VM test), `user` is the plan's entry for the user.
 
-    print(memory_limit_matches_plan(server.succeed, plan["users"]["ada"]))
+    print(memory_limit_matches_plan(server.succeed, plan.users["ada"]))
 """
 
 from __future__ import annotations
 
 from csm.checks import CheckFailed
 from csm.checks.host import Runner, _exec, _healthy, _name, _python, wait_healthy
+from csm.plan_types import User
 
 # Inside the container: a cgroup file under v2 or v1 names, whichever this host has.
 CGROUP = """
@@ -28,7 +29,7 @@ def keyed(text):
 """
 
 
-def memory_limit_matches_plan(run: Runner, user: dict) -> str:
+def memory_limit_matches_plan(run: Runner, user: User) -> str:
     """The kernel's memory limit for the container is the plan's, with no swap beyond it."""
     seen = _python(
         run,
@@ -45,7 +46,7 @@ print(json.dumps({
 }))
 """,
     )
-    want = user["limits"]["memoryBytes"]
+    want = user.limits.memoryBytes
     if seen["limit"] != str(want):
         raise CheckFailed(f"the memory limit in force is {seen['limit']}, the plan's is {want}")
     # v2 counts swap separately (0 = none); v1 counts memory+swap together.
@@ -66,13 +67,13 @@ print("survived holding", len(held) * chunk, "bytes")
 """
 
 
-def memory_hog_killed_neighbour_healthy(run: Runner, user: dict, neighbour: dict) -> str:
+def memory_hog_killed_neighbour_healthy(run: Runner, user: User, neighbour: User) -> str:
     """A process allocating past the limit is killed (exit 137); the container's
     code-server and the neighbour's container keep answering their health checks."""
     for u in (user, neighbour):
         if not _healthy(run, u):
             raise CheckFailed(f"{_name(u)} was not healthy before the memory hog started")
-    limit = user["limits"]["memoryBytes"]
+    limit = user.limits.memoryBytes
     out = run(_exec(user, "python3", "-c", HOG, str(limit)) + ' 2>&1; echo "exit=$?"')
     status = out.strip().splitlines()[-1]
     if status != "exit=137":
@@ -114,10 +115,10 @@ print(json.dumps({"max": cgroup("pids.max", "pids/pids.max"), "started": len(chi
 )
 
 
-def fork_bomb_stopped_by_pids_limit(run: Runner, user: dict) -> str:
+def fork_bomb_stopped_by_pids_limit(run: Runner, user: User) -> str:
     """Starting processes until the kernel refuses stops at the plan's pids limit
     (the cgroup counts the refusal); then they are all killed."""
-    want = user["limits"]["pids"]
+    want = user.limits.pids
     seen = _python(run, user, FORK_BOMB, want)
     if seen["max"] != str(want):
         raise CheckFailed(f"the pids limit in force is {seen['max']}, the plan's is {want}")
@@ -165,10 +166,10 @@ print(json.dumps({"quota": quota, "period": period, "workers": len(workers), "us
 )
 
 
-def cpu_quota_holds(run: Runner, user: dict, seconds: float = 3) -> str:
+def cpu_quota_holds(run: Runner, user: User, seconds: float = 3) -> str:
     """The CPU quota in force is the plan's, and busy processes beyond it together get
     no more CPU time than it allows."""
-    cpus = float(user["limits"]["cpus"])
+    cpus = float(user.limits.cpus)
     seen = _python(run, user, CPU_LOAD, cpus, seconds)
     if seen["quota"] == "max" or int(seen["quota"]) < 0:
         raise CheckFailed(f"no CPU quota in force (the plan's is {cpus} CPUs)")

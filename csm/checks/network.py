@@ -8,7 +8,7 @@ host (`machine.succeed` in a NixOS VM test), `user` is the plan's entry. Each ch
 first proves that what must be unreachable is really there (seen from the host), so
 it cannot pass because something is simply down.
 
-    print(neighbour_unreachable(server.succeed, plan["users"]["bo"], plan["users"]["ada"]))
+    print(neighbour_unreachable(server.succeed, plan.users["bo"], plan.users["ada"]))
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import shlex
 
 from csm.checks import CheckFailed
 from csm.checks.host import PODMAN, Runner, _exec, _name
+from csm.plan_types import User
 
 # curl's exit codes when nothing answered: cannot resolve, refused, timed out, no route.
 UNREACHED = {"6": "cannot resolve", "7": "refused", "28": "timed out", "56": "reset", "52": "no answer"}
 
 
-def _networks(run: Runner, user: dict) -> dict:
+def _networks(run: Runner, user: User) -> dict:
     out = run(f"{PODMAN} inspect --format '{{{{json .NetworkSettings.Networks}}}}' {shlex.quote(_name(user))}")
     networks = json.loads(out)
     if not networks:
@@ -31,17 +32,17 @@ def _networks(run: Runner, user: dict) -> dict:
     return networks
 
 
-def address(run: Runner, user: dict) -> str:
+def address(run: Runner, user: User) -> str:
     """The container's address on its own network."""
     return next(iter(_networks(run, user).values()))["IPAddress"]
 
 
-def gateway(run: Runner, user: dict) -> str:
+def gateway(run: Runner, user: User) -> str:
     """The host's address on the container's network: the host's side of the bridge."""
     return next(iter(_networks(run, user).values()))["Gateway"]
 
 
-def _curl_from(run: Runner, user: dict, url: str, timeout: int = 5) -> str:
+def _curl_from(run: Runner, user: User, url: str, timeout: int = 5) -> str:
     """curl's exit status for url from inside the user's container ("0": something answered)."""
     probe = _exec(user, "curl", "-sS", "-o", "/dev/null", "--max-time", str(timeout), url)
     return run(f"{probe} >/dev/null 2>&1; echo $?").strip()
@@ -51,7 +52,7 @@ def _curl_from_host(run: Runner, url: str) -> str:
     return run(f"curl -sS -o /dev/null --max-time 5 {shlex.quote(url)} >/dev/null 2>&1; echo $?").strip()
 
 
-def _unreached(run: Runner, user: dict, urls: list[str]) -> dict[str, str]:
+def _unreached(run: Runner, user: User, urls: list[str]) -> dict[str, str]:
     """url -> why it was not reached; raises if any answered."""
     seen = {url: _curl_from(run, user, url) for url in urls}
     reached = [url for url, code in seen.items() if code not in UNREACHED]
@@ -63,7 +64,7 @@ def _unreached(run: Runner, user: dict, urls: list[str]) -> dict[str, str]:
     return {url: UNREACHED[code] for url, code in seen.items()}
 
 
-def serve_in(run: Runner, user: dict, port: int, seconds: int = 120) -> None:
+def serve_in(run: Runner, user: User, port: int, seconds: int = 120) -> None:
     """A throwaway web server in the user's container on port (all addresses), as a
     learner's app would run; it exits by itself after `seconds`."""
     run(f"{PODMAN} exec -d {shlex.quote(_name(user))} timeout {seconds} python3 -m http.server {port}")
@@ -74,7 +75,7 @@ def serve_in(run: Runner, user: dict, port: int, seconds: int = 120) -> None:
     )
 
 
-def neighbour_unreachable(run: Runner, user: dict, neighbour: dict, port: int = 8731) -> str:
+def neighbour_unreachable(run: Runner, user: User, neighbour: User, port: int = 8731) -> str:
     """From user's container, an app in the neighbour's container (started here on
     `port`) does not answer at the neighbour's address, container name or host name,
     though the host reaches it."""
@@ -83,14 +84,14 @@ def neighbour_unreachable(run: Runner, user: dict, neighbour: dict, port: int = 
     direct = f"http://{there}:{port}/"
     if _curl_from_host(run, direct) != "0":
         raise CheckFailed(f"the app in {_name(neighbour)} does not answer the host at {direct}")
-    urls = [direct] + [f"http://{name}:{port}/" for name in (_name(neighbour), neighbour["name"])]
+    urls = [direct] + [f"http://{name}:{port}/" for name in (_name(neighbour), neighbour.name)]
     why = _unreached(run, user, urls)
-    return f"from {_name(user)}, an app in {neighbour['name']}'s container is unreachable: " + "; ".join(
+    return f"from {_name(user)}, an app in {neighbour.name}'s container is unreachable: " + "; ".join(
         f"{url} {reason}" for url, reason in why.items()
     )
 
 
-def host_loopback_unreachable(run: Runner, user: dict, ports: list[int]) -> str:
+def host_loopback_unreachable(run: Runner, user: User, ports: list[int]) -> str:
     """From user's container, ports the host binds to 127.0.0.1 (the containers'
     published ports, say) do not answer, at the host's side of the bridge or at
     127.0.0.1, though they answer on the host."""
@@ -105,7 +106,7 @@ def host_loopback_unreachable(run: Runner, user: dict, ports: list[int]) -> str:
     )
 
 
-def outside_reachable(run: Runner, user: dict, url: str) -> str:
+def outside_reachable(run: Runner, user: User, url: str) -> str:
     """From user's container, a server outside (the internet, or a stand-in on the
     host's public side) answers: the way out is open."""
     code = _curl_from(run, user, url, timeout=10)
@@ -117,7 +118,7 @@ def outside_reachable(run: Runner, user: dict, url: str) -> str:
     return f"from {_name(user)}, {url} answers"
 
 
-def dns_resolves(run: Runner, user: dict, name: str) -> str:
+def dns_resolves(run: Runner, user: User, name: str) -> str:
     """From user's container, a public name resolves."""
     script = "import socket, sys; print(socket.getaddrinfo(sys.argv[1], 443)[0][4][0])"
     out = run(_exec(user, "python3", "-c", script, name) + ' 2>&1; echo " exit=$?"').strip()

@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..plan import read_json
+from ..plan import PlanError, load_plan
 from .core import Gate
 from .server import Server
 from .sessions import StoreError
@@ -37,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        plan = read_json(args.plan)
+        plan = load_plan(args.plan)
         gate = Gate(plan, Path(args.credentials))
-    except (OSError, ValueError, KeyError, StoreError) as e:
+    except (OSError, ValueError, PlanError, StoreError) as e:
         print(f"csm gate: cannot start: {e}", file=sys.stderr)
         return 2
-    where = plan["gate"]["socket"]
+    where = plan.gate.socket
     Path(where).unlink(missing_ok=True)
     try:
         server = Server(where, gate)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    logging.getLogger("csm.gate").info("gate listening on %s for %s", where, ", ".join(sorted(plan["users"])))
+    logging.getLogger("csm.gate").info("gate listening on %s for %s", where, ", ".join(sorted(plan.users)))
     try:
         done.wait()
     except KeyboardInterrupt:

@@ -23,6 +23,8 @@ import argon2.low_level
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from csm.plan_types import Plan
+
 from . import control
 from .limits import Allowance, InFlight, client_key
 from .sessions import SessionStore, StoreError
@@ -64,34 +66,34 @@ class Credentials:
         text = path.read_text().strip()
         if not text:
             raise ValueError(f"the password file for {name} ({path}) is empty")
-        hashed = text if self.users[name]["password"]["hashed"] else _fixed_salt_hash(name, text)
+        hashed = text if self.users[name].password.hashed else _fixed_salt_hash(name, text)
         with self._lock:
             self._cache[name] = (key, hashed)
         return hashed
 
 
-def session_store(plan: dict, clock=time.time) -> SessionStore:
+def session_store(plan: Plan, clock=time.time) -> SessionStore:
     """The plan's session store (the gate's own, and `csm sessions`/`csm passwd`'s view of it)."""
-    g = plan["gate"]
-    return SessionStore(Path(g["stateDir"]), g["sessionIdleSeconds"], g["sessionLifetimeSeconds"], clock=clock)
+    g = plan.gate
+    return SessionStore(Path(g.stateDir), g.sessionIdleSeconds, g.sessionLifetimeSeconds, clock=clock)
 
 
 class Gate:
-    def __init__(self, plan: dict, credentials: Path, clock=time.time):
-        g = plan["gate"]
-        self.plan, self.users, self.paths, self.settings = plan, plan["users"], g["paths"], g
-        self.credentials = Credentials(credentials, plan["users"])
+    def __init__(self, plan: Plan, credentials: Path, clock=time.time):
+        g = plan.gate
+        self.plan, self.users, self.paths, self.settings = plan, plan.users, g.paths, g
+        self.credentials = Credentials(credentials, plan.users)
         self.sessions = session_store(plan, clock)
-        self.allowance = Allowance(g["wrongPasswords"]["perMinute"], g["wrongPasswords"]["perHour"])
-        self.verifying = InFlight(g["verificationsAtOnce"])
-        self._held = threading.BoundedSemaphore(g["heldAtOnce"])
+        self.allowance = Allowance(g.wrongPasswords.perMinute, g.wrongPasswords.perHour)
+        self.verifying = InFlight(g.verificationsAtOnce)
+        self._held = threading.BoundedSemaphore(g.heldAtOnce)
 
     # ---- sessions ---------------------------------------------------------------------
     def cookie_name(self, https: bool) -> str:
-        return self.settings["cookie"]["https" if https else "http"]
+        return self.settings.cookie["https" if https else "http"]
 
     def cookie_header(self, value: str, https: bool, expire: bool = False) -> str:
-        age = 0 if expire else self.settings["sessionLifetimeSeconds"]
+        age = 0 if expire else self.settings.sessionLifetimeSeconds
         # Host-only (no Domain): ada's cookie is never sent to bo's host.
         return f"{self.cookie_name(https)}={value}; Path=/; Max-Age={age}; HttpOnly; SameSite=Lax" + (
             "; Secure" if https else ""
@@ -116,7 +118,7 @@ class Gate:
         request is cross-site. A script sending neither is no page of anyone's."""
         if origin is not None:
             parts = urllib.parse.urlsplit(origin.lower())
-            return parts.scheme != ("https" if https else "http") or parts.hostname != self.users[user]["hostname"]
+            return parts.scheme != ("https" if https else "http") or parts.hostname != self.users[user].hostname
         return fetch_site is not None and fetch_site not in SAME_SITE
 
     def log_in(
@@ -131,7 +133,7 @@ class Gate:
                 "Open your workspace's address yourself and log in there.",
             )
         try:
-            key = f"{client_key(client, self.settings['ipv6Prefix'])} {user}"
+            key = f"{client_key(client, self.settings.ipv6Prefix)} {user}"
         except ValueError:
             key = f"unknown {user}"
         wait = self.allowance.charge(key)  # before the check: racing guesses gain nothing
@@ -175,7 +177,7 @@ class Gate:
     # ---- the root side ----------------------------------------------------------------------
     def ask(self, verb: str, user: str) -> dict:
         try:
-            return control.ask(self.settings["control"]["socket"], verb, user)
+            return control.ask(self.settings.control.socket, verb, user)
         except control.ControlError:
             return {"state": "stopped"}  # no root side (no idle users): nothing is started here
 
@@ -185,7 +187,7 @@ class Gate:
         if state["state"] != "starting" or not self._held.acquire(blocking=False):
             return state
         try:
-            deadline = time.monotonic() + self.settings["readyHoldSeconds"]
+            deadline = time.monotonic() + self.settings.readyHoldSeconds
             while state["state"] == "starting" and time.monotonic() < deadline:
                 time.sleep(0.2)
                 state = self.ask("state", user)
@@ -197,7 +199,7 @@ class Gate:
     def page(self, user: str, name: str, **fields: str) -> str:
         """A page of the user's plan; fields fill @NAME@, each HTML-escaped by the caller
         or here (NEXT)."""
-        text = self.users[user]["pages"][name]
+        text = self.users[user].pages[name]
         for key, value in fields.items():
             text = text.replace(f"@{key}@", _html_attr(value) if key == "NEXT" else value)
         return text

@@ -103,21 +103,21 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self) -> None:
         path, _, query = self.path.partition("?")
         paths = self.gate.paths
-        if path == paths["health"]:
+        if path == paths.health:
             self._send(200, b"ok\n", content_type="text/plain")
             return
         if self.user not in self.gate.users:
             self._send(404, b"no such user\n", content_type="text/plain")
             return
-        if path == paths["auth"]:
+        if path == paths.auth:
             self._send(204 if self._logged_in() else 401)
-        elif path == paths["login"]:
+        elif path == paths.login:
             self._login(query)
-        elif path == paths["logout"]:
+        elif path == paths.logout:
             self._logout()
-        elif path == paths["wake"]:
+        elif path == paths.wake:
             self._wake()
-        elif path == paths["ready"]:
+        elif path == paths.ready:
             self._ready()
         else:
             self._send(404, b"not found\n", content_type="text/plain")
@@ -201,7 +201,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(
             303,
             headers={
-                "Location": self.gate.paths["login"],
+                "Location": self.gate.paths.login,
                 "Set-Cookie": self.gate.cookie_header("", self.https, expire=True),
             },
         )

@@ -8,22 +8,22 @@ import json
 import os
 from pathlib import Path
 
-
-def _path(plan: dict, name: str) -> Path:
-    return Path(plan["idle"]["stateDir"]) / f"{name}.json"
+from csm.plan_types import Plan
 
 
-def read(plan: dict, name: str) -> dict | None:
+def _path(plan: Plan, name: str) -> Path:
+    return Path(plan.idle.stateDir) / f"{name}.json"
+
+
+def read(plan: Plan, name: str) -> dict | None:
     """{"stoppedAt", "lastActivity", optionally "failedAt"} or None."""
-    if "idle" not in plan:
-        return None
     try:
         return json.loads(_path(plan, name).read_text())
     except (OSError, ValueError):
         return None
 
 
-def write(plan: dict, name: str, **fields) -> None:
+def write(plan: Plan, name: str, **fields) -> None:
     path = _path(plan, name)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     record = (read(plan, name) or {}) | fields
@@ -32,6 +32,5 @@ def write(plan: dict, name: str, **fields) -> None:
     os.replace(tmp, path)
 
 
-def clear(plan: dict, name: str) -> None:
-    if "idle" in plan:
-        _path(plan, name).unlink(missing_ok=True)
+def clear(plan: Plan, name: str) -> None:
+    _path(plan, name).unlink(missing_ok=True)

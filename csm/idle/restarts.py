@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from csm.plan_types import Plan
+
 from . import signals
 from .control import ControlError
 
@@ -39,14 +41,14 @@ class Restarter:
     not started every few seconds forever: each restart within BACKOFF_WINDOW makes
     the next wait twice as long (6 s, 12 s, ... up to 5 minutes)."""
 
-    def __init__(self, plan: dict, control, podman: str = "podman"):
+    def __init__(self, plan: Plan, control, podman: str = "podman"):
         self.plan, self.control, self.podman = plan, control, podman
         self._recent: dict[str, list[float]] = {}  # name -> monotonic times of restarts tried
 
     def finish(self, skip=lambda name: False) -> list[str]:
         """One round; `skip(name)` for users whose start is someone else's (the waker's);
         the names of the users restarted."""
-        names = {u["container"]["name"]: name for name, u in self.plan["users"].items()}
+        names = {u.container.name: name for name, u in self.plan.users.items()}
         # One cheap listing each round; only containers it names are inspected.
         proc = subprocess.run(
             [self.podman, "ps", "--all", "--filter", "status=created", "--format", "{{.Names}}"],
@@ -61,7 +63,7 @@ class Restarter:
                 continue
             self._recent[name].append(time.monotonic())
             try:
-                self.control.start(self.plan["users"][name])
+                self.control.start(self.plan.users[name])
             except ControlError as e:
                 log.error("could not finish the restart of %s: %s", name, e)
                 continue
@@ -76,18 +78,18 @@ class Restarter:
         return bool(recent) and now - recent[-1] < min(BACKOFF_MAX, CHECK_SECONDS * 2 ** len(recent))
 
 
-def _path(plan: dict) -> Path:
-    return Path(plan["idle"]["stateDir"]) / COUNTS_FILE
+def _path(plan: Plan) -> Path:
+    return Path(plan.idle.stateDir) / COUNTS_FILE
 
 
-def _read(plan: dict) -> dict:
+def _read(plan: Plan) -> dict:
     try:
         return json.loads(_path(plan).read_text())
     except (OSError, ValueError, KeyError):
         return {}
 
 
-def _record(plan: dict, name: str, container_id: str) -> None:
+def _record(plan: Plan, name: str, container_id: str) -> None:
     counts = _read(plan)
     mine = counts.get(name, {})
     counts[name] = {"id": container_id, "count": (mine.get("count", 0) if mine.get("id") == container_id else 0) + 1}
@@ -98,7 +100,7 @@ def _record(plan: dict, name: str, container_id: str) -> None:
     os.replace(tmp, path)
 
 
-def count(plan: dict, name: str, container_id: str) -> int:
+def count(plan: Plan, name: str, container_id: str) -> int:
     """Restarts this service finished for this container (a new container starts at 0)."""
     mine = _read(plan).get(name, {})
     return mine.get("count", 0) if mine.get("id") == container_id else 0

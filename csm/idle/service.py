@@ -23,9 +23,11 @@ import threading
 import time
 from pathlib import Path
 
+from csm.plan_types import Plan
+
 from .. import sockets
 from ..gate.control import Server as ControlServer
-from ..plan import read_json
+from ..plan import PlanError, load_plan
 from . import markers, restarts, signals
 from .control import ControlError, Podman, Systemd
 from .decision import IdleClock, should_stop
@@ -36,24 +38,24 @@ ACTIVITY_FILE = "activity.json"
 
 
 class Checker:
-    def __init__(self, plan: dict, control, waker: Waker, podman: str = "podman"):
+    def __init__(self, plan: Plan, control, waker: Waker, podman: str = "podman"):
         self.plan, self.control, self.waker, self.podman = plan, control, waker, podman
-        self.clock = IdleClock(plan["idle"]["cpuThreshold"], since=time.time())
+        self.clock = IdleClock(plan.idle.cpuThreshold, since=time.time())
 
     def check_once(self) -> None:
         activity = {}
-        for name in self.plan["idle"]["users"]:
-            user = self.plan["users"][name]
+        for name in self.plan.idle.users:
+            user = self.plan.users[name]
             if name in self.waker.starting:
                 continue
-            info = signals.inspect(self.podman, user["container"]["name"])
+            info = signals.inspect(self.podman, user.container.name)
             if not signals.running(info):
                 self.clock.forget(name)
                 continue
             sample = signals.sample(info, user)
             last = self.clock.observe(name, sample, signals.parse_time(info["State"].get("StartedAt")))
             activity[name] = last
-            if should_stop(last, sample.at, user["idle"]["stopAfterSeconds"]):
+            if should_stop(last, sample.at, user.idle.stopAfterSeconds):
                 self.stop(name, last)
         self._record(activity)
 
@@ -63,20 +65,20 @@ class Checker:
 
     def _record(self, activity: dict) -> None:
         """Last activity of the running users, for `csm status`."""
-        path = Path(self.plan["idle"]["stateDir"]) / ACTIVITY_FILE
+        path = Path(self.plan.idle.stateDir) / ACTIVITY_FILE
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(activity) + "\n")
         os.replace(tmp, path)
 
 
-def stop_idle(plan: dict, control, name: str, last_activity: float) -> bool:
+def stop_idle(plan: Plan, control, name: str, last_activity: float) -> bool:
     """Stop a user for being idle: marked first, so a request meanwhile wakes them."""
     log.info("stopping %s: idle since %s", name, time.strftime("%H:%M:%S", time.localtime(last_activity)))
     markers.clear(plan, name)
     markers.write(plan, name, stoppedAt=time.time(), lastActivity=last_activity)
     try:
-        control.stop(plan["users"][name])
+        control.stop(plan.users[name])
     except ControlError as e:
         log.error("%s", e)
         markers.clear(plan, name)
@@ -84,9 +86,9 @@ def stop_idle(plan: dict, control, name: str, last_activity: float) -> bool:
     return True
 
 
-def last_activity(plan: dict) -> dict[str, float]:
+def last_activity(plan: Plan) -> dict[str, float]:
     try:
-        return json.loads((Path(plan["idle"]["stateDir"]) / ACTIVITY_FILE).read_text())
+        return json.loads((Path(plan.idle.stateDir) / ACTIVITY_FILE).read_text())
     except (OSError, ValueError, KeyError):
         return {}
 
@@ -108,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        plan = read_json(args.plan)
-    except (OSError, ValueError) as e:
-        print(f"csm idle: cannot read the plan {args.plan}: {e}", file=sys.stderr)
+        plan = load_plan(args.plan)
+    except PlanError as e:
+        print(f"csm idle: {e}", file=sys.stderr)
         return 2
-    idle_on = plan.get("idle", {}).get("enable", False)
+    idle_on = plan.idle.enable
     # systemd restarts units itself; on podman the service also finishes restarts (restarts.py).
     if not idle_on and args.systemd:
         print("csm idle: no user has an idleStopAfter; nothing to do", file=sys.stderr)
@@ -121,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     server = checker = waker = None
     if idle_on:
         waker = Waker(plan, control, args.podman)
-        where = plan["gate"]["control"]["socket"]
+        where = plan.gate.control.socket
         try:
-            server = ControlServer(where, set(plan["users"]), waker.answer, group=plan["gate"]["user"])
+            server = ControlServer(where, set(plan.users), waker.answer, group=plan.gate.user)
         except (OSError, KeyError) as e:
             print(
                 f"csm idle: cannot serve the control socket {where} ({e}); is another `csm idle serve` "
@@ -135,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info(
             "answering the gate on %s; checking %s every %d s",
             where,
-            ", ".join(plan["idle"]["users"]),
-            plan["idle"]["checkIntervalSeconds"],
+            ", ".join(plan.idle.users),
+            plan.idle.checkIntervalSeconds,
         )
         checker = Checker(plan, control, waker, args.podman)
     if not args.systemd:
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def loop(
-    plan: dict,
+    plan: Plan,
     checker: Checker | None,
     restarter: restarts.Restarter | None,
     waker: Waker | None,
@@ -159,7 +161,7 @@ def loop(
 ) -> None:
     """Until SIGTERM: finish podman's half-done restarts every few seconds (the runner
     only), and run the idle check every checkIntervalSeconds (when someone has one)."""
-    interval = plan.get("idle", {}).get("checkIntervalSeconds", 30)
+    interval = plan.idle.checkIntervalSeconds
     tick = restarts.CHECK_SECONDS if restarter else interval
     next_idle_check = time.monotonic() + interval
 
@@ -169,7 +171,7 @@ def loop(
     try:
         while not done.wait(tick):
             try:
-                for user in plan["users"].values():  # a container restarted by itself made a new socket
+                for user in plan.users.values():  # a container restarted by itself made a new socket
                     sockets.link(user)
                 if restarter:
                     restarter.finish(skip=not_mine)

@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from csm.plan_types import User
+
 from .decision import Sample
 
 CONNECTED = "03"  # /proc/net/unix: SS_CONNECTED
@@ -119,12 +121,12 @@ def healthy(socket_path: str, health_path: str, timeout: float = 1) -> bool:
         return False
 
 
-def sample(info: dict, user: dict) -> Sample:
+def sample(info: dict, user: User) -> Sample:
     pid = info["State"].get("Pid") or 0
-    c = user["container"]
+    c = user.container
     return Sample(
         at=time.time(),
-        connections=connections(pid, c["socket"]),
-        heartbeat=heartbeat(user["socket"], c["healthPath"]),
+        connections=connections(pid, c.socket),
+        heartbeat=heartbeat(user.socket, c.healthPath),
         cpu_seconds=cpu_seconds(pid),
     )

@@ -15,6 +15,8 @@ import logging
 import threading
 import time
 
+from csm.plan_types import Plan, User
+
 from .. import sockets
 from . import markers, restarts, signals
 
@@ -22,11 +24,11 @@ log = logging.getLogger("csm.idle")
 
 
 class Waker:
-    def __init__(self, plan: dict, control, podman: str = "podman", clock=time.time):
+    def __init__(self, plan: Plan, control, podman: str = "podman", clock=time.time):
         self.plan, self.control, self.podman, self.clock = plan, control, podman, clock
         self.starting: set[str] = set()
         self._lock = threading.Lock()  # guards `starting` only
-        self._asking = {name: threading.Lock() for name in plan["users"]}
+        self._asking = {name: threading.Lock() for name in plan.users}
         self._health: dict[str, tuple[float, bool]] = {}  # name -> (when asked, answer)
 
     def answer(self, verb: str, name: str) -> dict:
@@ -38,16 +40,16 @@ class Waker:
             return {"state": "ready"}
         with self._lock:
             if name in self.starting:
-                return {"state": "starting", "retryAfter": self.plan["gate"]["retryAfterSeconds"]}
+                return {"state": "starting", "retryAfter": self.plan.gate.retryAfterSeconds}
         marker = markers.read(self.plan, name)
         failed = (marker or {}).get("failedAt")
-        wait = self.plan["idle"]["retryFailedAfterSeconds"]
+        wait = self.plan.idle.retryFailedAfterSeconds
         if failed and self.clock() - failed < wait:
             return {"state": "failed", "retryAfter": int(failed + wait - self.clock()) + 1}
-        user = self.plan["users"][name]
-        info = signals.inspect(self.podman, user["container"]["name"])
+        user = self.plan.users[name]
+        info = signals.inspect(self.podman, user.container.name)
         if signals.running(info) or (info and restarts.half_restarted(info)) or self.control.starting(user):
-            return {"state": "starting", "retryAfter": self.plan["gate"]["retryAfterSeconds"]}
+            return {"state": "starting", "retryAfter": self.plan.gate.retryAfterSeconds}
         return {"state": "idle" if marker is not None else "stopped"}
 
     def start(self, name: str) -> dict:
@@ -57,24 +59,24 @@ class Waker:
             return now
         with self._lock:
             if name in self.starting:
-                return {"state": "starting", "retryAfter": self.plan["gate"]["retryAfterSeconds"]}
+                return {"state": "starting", "retryAfter": self.plan.gate.retryAfterSeconds}
             self.starting.add(name)
         log.info("starting %s (its owner is logged in)", name)
         threading.Thread(target=self._start, args=(name,), daemon=True).start()
-        return {"state": "starting", "retryAfter": self.plan["gate"]["retryAfterSeconds"]}
+        return {"state": "starting", "retryAfter": self.plan.gate.retryAfterSeconds}
 
     def _healthy(self, name: str) -> bool:
         with self._asking[name]:  # one asker per user; the others take its answer
             at, answer = self._health.get(name, (0.0, False))
             if time.monotonic() - at >= 0.2:
-                user = self.plan["users"][name]
-                answer = sockets.link(user) and signals.healthy(user["socket"], user["container"]["healthPath"])
+                user = self.plan.users[name]
+                answer = sockets.link(user) and signals.healthy(user.socket, user.container.healthPath)
                 self._health[name] = (time.monotonic(), answer)
             return answer
 
     def _start(self, name: str) -> None:
-        user = self.plan["users"][name]
-        deadline = self.clock() + self.plan["idle"]["healthTimeoutSeconds"]
+        user = self.plan.users[name]
+        deadline = self.clock() + self.plan.idle.healthTimeoutSeconds
         try:
             self._wait_stopped(user)
             self.control.start(user)
@@ -86,18 +88,18 @@ class Waker:
                     return
                 if self.clock() - checked >= 2:  # gave up already: no need to wait it out
                     checked = self.clock()
-                    info = signals.inspect(self.podman, user["container"]["name"])
+                    info = signals.inspect(self.podman, user.container.name)
                     if not signals.running(info) and not self.control.starting(user):
                         code = info["State"].get("ExitCode") if info else None
                         raise RuntimeError(f"the container stopped (exit code {code})")
                 time.sleep(0.25)
-            raise TimeoutError(f"not healthy within {self.plan['idle']['healthTimeoutSeconds']} s")
+            raise TimeoutError(f"not healthy within {self.plan.idle.healthTimeoutSeconds} s")
         except Exception as e:  # noqa: BLE001 - whatever failed, the start failed
             log.error(
                 "starting %s failed (%s); not trying again for %d s",
                 name,
                 e,
-                self.plan["idle"]["retryFailedAfterSeconds"],
+                self.plan.idle.retryFailedAfterSeconds,
             )
             markers.write(self.plan, name, failedAt=self.clock())
             try:
@@ -108,12 +110,12 @@ class Waker:
             with self._lock:
                 self.starting.discard(name)
 
-    def _wait_stopped(self, user: dict, timeout: float = 30) -> None:
+    def _wait_stopped(self, user: User, timeout: float = 30) -> None:
         """A request can come while the container is still stopping (the idle stop of a
         tab's last connection): start it once it has stopped."""
         deadline = self.clock() + timeout
         while self.clock() < deadline:
-            info = signals.inspect(self.podman, user["container"]["name"])
+            info = signals.inspect(self.podman, user.container.name)
             if not info or info["State"].get("Status") != "stopping":
                 return
             time.sleep(0.25)

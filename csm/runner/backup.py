@@ -24,6 +24,8 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from csm.plan_types import Plan, User
+
 from . import BadInput, RunnerError, disks, files, podman
 
 FORMAT = "code-server-multi-backup"
@@ -32,19 +34,17 @@ MANIFEST = "code-server-multi-backup.json"
 ALLOWED_TYPES = {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE}
 
 
-def archive_prefix(plan: dict) -> str:
-    return f"code-server-multi-{plan['domain']}-"
+def archive_prefix(plan: Plan) -> str:
+    return f"code-server-multi-{plan.domain}-"
 
 
-def _manifest(plan: dict, users: list[str]) -> dict:
+def _manifest(plan: Plan, users: list[str]) -> dict:
     return {
         "format": FORMAT,
         "version": VERSION,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "domain": plan["domain"],
-        "users": {
-            u: {"idBase": plan["users"][u]["ids"]["base"], "idSize": plan["users"][u]["ids"]["size"]} for u in users
-        },
+        "domain": plan.domain,
+        "users": {u: {"idBase": plan.users[u].ids.base, "idSize": plan.users[u].ids.size} for u in users},
     }
 
 
@@ -61,7 +61,7 @@ def create(stack, target: str | os.PathLike) -> Path:
     plan = stack.plan
     target = Path(target)
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
-    users = sorted(plan["users"])
+    users = sorted(plan.users)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = target / f"{archive_prefix(plan)}{stamp}.tar.gz"
     n = 1
@@ -77,10 +77,10 @@ def create(stack, target: str | os.PathLike) -> Path:
             info.size, info.mode, info.mtime = len(manifest), 0o600, int(dt.datetime.now().timestamp())
             tar.addfile(info, io.BytesIO(manifest))
             for user in users:
-                user_dir = Path(plan["workspaceBase"]) / user
+                user_dir = Path(plan.workspaceBase) / user
                 if not user_dir.is_dir():
                     raise RunnerError(f"{user_dir} does not exist; run `csm up` once before a backup")
-                with _paused(stack, plan["users"][user]["container"]["name"]):
+                with _paused(stack, plan.users[user].container.name):
                     stack.progress(f"archiving {user_dir}")
                     tar.add(user_dir, arcname=user, filter=_numeric)
         os.replace(partial, path)
@@ -88,8 +88,8 @@ def create(stack, target: str | os.PathLike) -> Path:
         partial.unlink(missing_ok=True)
         raise
     archives = sorted(target.glob(f"{archive_prefix(plan)}*.tar.gz"), key=lambda p: (p.stat().st_mtime, p.name))
-    for old in archives[: -plan["backup"]["keep"]]:
-        stack.progress(f"removing {old.name} (keeping the newest {plan['backup']['keep']})")
+    for old in archives[: -plan.backup.keep]:
+        stack.progress(f"removing {old.name} (keeping the newest {plan.backup.keep})")
         old.unlink()
     return path
 
@@ -244,9 +244,9 @@ class Containers:
     def __init__(self, stack):
         self.stack = stack
 
-    def stop(self, user: dict, why: str = "to restore its files") -> bool:
+    def stop(self, user: User, why: str = "to restore its files") -> bool:
         """Stop the container if it runs (paused counts); True if it did."""
-        cname = user["container"]["name"]
+        cname = user.container.name
         info = podman.inspect(self.stack.host, cname)
         if not (info and info["State"].get("Running")):
             return False
@@ -254,9 +254,9 @@ class Containers:
         podman.podman(self.stack.host, "stop", "--time=10", cname)
         return True
 
-    def start(self, user: dict) -> None:
-        podman.podman(self.stack.host, "start", user["container"]["name"], cwd=self.stack.state_dir)
-        self.stack.wait_healthy([user["name"]])
+    def start(self, user: User) -> None:
+        podman.podman(self.stack.host, "start", user.container.name, cwd=self.stack.state_dir)
+        self.stack.wait_healthy([user.name])
 
 
 def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, service=None) -> list[str]:
@@ -268,35 +268,35 @@ def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, se
     plan = stack.plan
     service = service or Containers(stack)
     manifest, _ = read(archive)
-    if manifest["domain"] != plan["domain"]:
+    if manifest["domain"] != plan.domain:
         raise BadInput(
             f"{archive} is a backup of the stack for {manifest['domain']} (users "
-            f"{', '.join(sorted(manifest['users']))}), not of this one ({plan['domain']}); nothing was restored"
+            f"{', '.join(sorted(manifest['users']))}), not of this one ({plan.domain}); nothing was restored"
         )
     users = only or sorted(manifest["users"])
     for u in users:
         if u not in manifest["users"]:
             raise BadInput(f"{archive} holds no backup of {u} (it holds {', '.join(sorted(manifest['users']))})")
-    not_here = [u for u in users if u not in plan["users"]]
+    not_here = [u for u in users if u not in plan.users]
     if not_here:
         raise BadInput(
             f"{', '.join(not_here)} from {archive} are not in the settings; add them, "
             "or restore only some users with --user"
         )
-    base = Path(plan["workspaceBase"])
-    for d in plan["directories"]:  # a fresh host before any `up`: the staging folder's parent
+    base = Path(plan.workspaceBase)
+    for d in plan.directories:  # a fresh host before any `up`: the staging folder's parent
         files.ensure_directory(d)
     for u in users:
-        user = plan["users"][u]
+        user = plan.users[u]
         old_base, size = manifest["users"][u]["idBase"], manifest["users"][u]["idSize"]
-        shift = user["ids"]["base"] - old_base
+        shift = user.ids.base - old_base
         was_running = service.stop(user)
         try:
             disks.ensure(user, progress=stack.progress)
-            for d in user["directories"]:
+            for d in user.directories:
                 files.ensure_directory(d)
             _swap_in(stack, archive, u, base, shift, old_base, size)
-            for d in user["directories"]:
+            for d in user.directories:
                 files.ensure_directory(d)
         finally:
             if was_running:

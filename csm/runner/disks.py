@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from csm.plan_types import Disk, Plan, User
+
 from . import BadInput, RunnerError
 
 # -m 0: nothing reserved for root, the quota is the user's. Lazy init and no discard:
@@ -116,31 +118,31 @@ def _attached(image: Path) -> bool:
     return bool(_run("losetup", "--associated", str(image)).stdout.strip())
 
 
-def is_mounted(disk: dict) -> bool:
-    device = mounted_device(disk["mountPoint"])
+def is_mounted(disk: Disk) -> bool:
+    device = mounted_device(disk.mountPoint)
     if device is None:
         return False
-    if backing_file(device) != disk["image"]:
+    if backing_file(device) != disk.image:
         raise RunnerError(
-            f"{disk['mountPoint']} has {device} mounted on it, not the user's disk "
-            f"{disk['image']}; unmount it (`umount {disk['mountPoint']}`) and try again"
+            f"{disk.mountPoint} has {device} mounted on it, not the user's disk "
+            f"{disk.image}; unmount it (`umount {disk.mountPoint}`) and try again"
         )
     return True
 
 
-def usage(user: dict) -> Usage | None:
+def usage(user: User) -> Usage | None:
     """The user's disk use, or None when they have no disk mounted."""
-    disk = user["disk"]
+    disk = user.disk
     if not is_mounted(disk):
         return None
-    st = os.statvfs(disk["mountPoint"])
+    st = os.statvfs(disk.mountPoint)
     used = (st.f_blocks - st.f_bfree) * st.f_frsize
     # ext4 keeps a little (up to 16 MiB) for its own use: size is what the user can fill.
-    return Usage(used, used + st.f_bavail * st.f_frsize, disk["quotaBytes"] or os.stat(disk["image"]).st_size)
+    return Usage(used, used + st.f_bavail * st.f_frsize, disk.quotaBytes or os.stat(disk.image).st_size)
 
 
-def _target_size(disk: dict) -> int:
-    return disk["quotaBytes"] // BLOCK * BLOCK
+def _target_size(disk: Disk) -> int:
+    return disk.quotaBytes // BLOCK * BLOCK
 
 
 def _tree_bytes(path: Path) -> int:
@@ -159,38 +161,38 @@ def _size(n: float) -> str:
     return ""
 
 
-def refusal(user: dict) -> str | None:
+def refusal(user: User) -> str | None:
     """Why the user's quota cannot be applied as the plan says (checked before anything
     changes), or None: what they store does not fit in it."""
-    disk, name = user["disk"], user["name"]
-    if not disk["quotaBytes"]:
+    disk, name = user.disk, user.name
+    if not disk.quotaBytes:
         return None
     room = int(_target_size(disk) * (1 - OVERHEAD))
-    if Path(disk["image"]).exists():
+    if Path(disk.image).exists():
         use = usage(user)
-        if use is None or _target_size(disk) >= os.stat(disk["image"]).st_size or use.used_bytes < room:
+        if use is None or _target_size(disk) >= os.stat(disk.image).st_size or use.used_bytes < room:
             return None
         used = use.used_bytes
     else:
-        mount_point = Path(disk["mountPoint"])
+        mount_point = Path(disk.mountPoint)
         used = _tree_bytes(mount_point) if mount_point.is_dir() else 0
         if used < room:
             return None
     return (
-        f"users.{name}.diskQuota = {_size(disk['quotaBytes'])} is less than the {_size(used)} {name} "
+        f"users.{name}.diskQuota = {_size(disk.quotaBytes)} is less than the {_size(used)} {name} "
         f"stores; nothing was changed. Keep the quota above that (e.g. {_size(used / (1 - OVERHEAD) * 1.25)}), "
         f"or ask {name} to delete files first"
     )
 
 
-def overcommit(plan: dict) -> str | None:
+def overcommit(plan: Plan) -> str | None:
     """A warning when the users' disks may together grow past the free space of the
     host's disk that holds them (their files are sparse: room is taken as they write)."""
-    base = plan["workspaceBase"]
+    base = plan.workspaceBase
     promised = allocated = 0
-    for user in plan["users"].values():
-        disk, image = user["disk"], Path(user["disk"]["image"])
-        size = _target_size(disk) if disk["quotaBytes"] else image.stat().st_size if image.exists() else 0
+    for user in plan.users.values():
+        disk, image = user.disk, Path(user.disk.image)
+        size = _target_size(disk) if disk.quotaBytes else image.stat().st_size if image.exists() else 0
         promised += size
         allocated += image.stat().st_blocks * 512 if image.exists() and size else 0
     st = os.statvfs(base if os.path.isdir(base) else os.path.dirname(base))
@@ -205,16 +207,16 @@ def overcommit(plan: dict) -> str | None:
 
 
 def ensure(
-    user: dict, stop: Callable[[], None] = lambda: None, progress: Callable[[str], None] = print, strict: bool = True
+    user: User, stop: Callable[[], None] = lambda: None, progress: Callable[[str], None] = print, strict: bool = True
 ) -> bool:
     """Make the user's disk what the plan says: created (moving in what their directory
     already holds), mounted at their directory, resized to the quota. A quota too small
     for what they store raises BadInput, or with strict=False (a unit that must start
     anyway) leaves the disk as it is and says so. `stop` stops the user's container
     before its file system is replaced or resized under it. True if this mounted it."""
-    disk = user["disk"]
-    image = Path(disk["image"])
-    if not disk["quotaBytes"] and not image.exists():
+    disk = user.disk
+    image = Path(disk.image)
+    if not disk.quotaBytes and not image.exists():
         return False  # no quota, and never had one
     if not image.exists():
         if not _fits(user, strict, progress, "it keeps no quota"):
@@ -226,27 +228,27 @@ def ensure(
         _mount(disk, progress)
     size = os.stat(image).st_size
     if (
-        not disk["quotaBytes"]
+        not disk.quotaBytes
         or _target_size(disk) == size
         or not _fits(user, strict, progress, f"its disk stays at {_size(size)}")
     ):
         return mounted
     stop()
-    progress(f"resizing {user['name']}'s disk from {_size(size)} to {_size(_target_size(disk))}")
+    progress(f"resizing {user.name}'s disk from {_size(size)} to {_size(_target_size(disk))}")
     unmount(disk)
     try:
         why = _resize(image, _target_size(disk))
     finally:
         _mount(disk, progress)
     if why:
-        why = f"users.{user['name']}.diskQuota = {_size(disk['quotaBytes'])}: {why}; nothing was changed"
+        why = f"users.{user.name}.diskQuota = {_size(disk.quotaBytes)}: {why}; nothing was changed"
         if strict:
             raise BadInput(why)
         progress(f"{why} (its disk stays at {_size(size)})")
     return mounted
 
 
-def _fits(user: dict, strict: bool, progress: Callable[[str], None], otherwise: str) -> bool:
+def _fits(user: User, strict: bool, progress: Callable[[str], None], otherwise: str) -> bool:
     why = refusal(user)
     if why and strict:
         raise BadInput(why)
@@ -255,10 +257,10 @@ def _fits(user: dict, strict: bool, progress: Callable[[str], None], otherwise: 
     return not why
 
 
-def _create(user: dict, progress: Callable[[str], None]) -> None:
+def _create(user: User, progress: Callable[[str], None]) -> None:
     """A new disk, filled with what the user's directory holds, put in place in one rename."""
-    disk = user["disk"]
-    image, mount_point = Path(disk["image"]), Path(disk["mountPoint"])
+    disk = user.disk
+    image, mount_point = Path(disk.image), Path(disk.mountPoint)
     image.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(image.parent, 0o700)
     new, filling = image.with_name(image.name + ".new"), image.with_name(image.name + ".filling")
@@ -271,17 +273,17 @@ def _create(user: dict, progress: Callable[[str], None]) -> None:
     _run("mount", "-o", MOUNT_OPTIONS, str(new), str(filling))
     try:
         if mount_point.is_dir() and any(mount_point.iterdir()):
-            progress(f"moving {mount_point} onto {user['name']}'s new disk of {_size(_target_size(disk))}")
+            progress(f"moving {mount_point} onto {user.name}'s new disk of {_size(_target_size(disk))}")
             _run("cp", "-a", f"{mount_point}/.", f"{filling}/")
     finally:
         _run("umount", str(filling))
         filling.rmdir()
     os.replace(new, image)
     if mount_point.is_dir() and any(mount_point.iterdir()):
-        moved = image.with_name(f"{user['name']}.moved-{os.getpid()}")
+        moved = image.with_name(f"{user.name}.moved-{os.getpid()}")
         os.rename(mount_point, moved)
         shutil.rmtree(moved)
-    progress(f"{user['name']}'s files now live on a disk of their own ({image})")
+    progress(f"{user.name}'s files now live on a disk of their own ({image})")
 
 
 def _share_parent(base: Path) -> None:
@@ -313,9 +315,9 @@ def release_base(base: str | os.PathLike) -> bool:
     return _run("umount", base, ok=(0, 32)).returncode == 0
 
 
-def _mount(disk: dict, progress: Callable[[str], None]) -> None:
+def _mount(disk: Disk, progress: Callable[[str], None]) -> None:
     """Mount the disk at the user's directory, below a shared workspaceBase."""
-    mount_point, image = Path(disk["mountPoint"]), Path(disk["image"])
+    mount_point, image = Path(disk.mountPoint), Path(disk.image)
     _share_parent(mount_point.parent)
     mount_point.mkdir(mode=0o711, parents=True, exist_ok=True)
     if any(mount_point.iterdir()):
@@ -336,20 +338,20 @@ def _mount(disk: dict, progress: Callable[[str], None]) -> None:
         lost.rmdir()
 
 
-def unmount(disk: dict) -> bool:
+def unmount(disk: Disk) -> bool:
     """Unmount the user's disk if it is mounted (their container must be stopped).
     True if it was."""
     if not is_mounted(disk):
         return False
-    proc = subprocess.run(["umount", disk["mountPoint"]], capture_output=True, text=True)
+    proc = subprocess.run(["umount", disk.mountPoint], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RunnerError(
-            f"cannot unmount {disk['mountPoint']}: {proc.stderr.strip()}; "
-            f"a process still uses it (`fuser -vm {disk['mountPoint']}` names it)"
+            f"cannot unmount {disk.mountPoint}: {proc.stderr.strip()}; "
+            f"a process still uses it (`fuser -vm {disk.mountPoint}` names it)"
         )
-    if _attached(Path(disk["image"])):
+    if _attached(Path(disk.image)):
         raise RunnerError(
-            f"{disk['image']} is still in use after its unmount (another mount namespace "
+            f"{disk.image} is still in use after its unmount (another mount namespace "
             "holds it: a container started before csm shared its mounts); stop the stack's "
             "containers and try again"
         )

@@ -13,6 +13,8 @@ import pwd
 from collections.abc import Callable
 from pathlib import Path
 
+from csm.plan_types import User
+
 from . import BadInput, HostNotReady, disks
 
 
@@ -54,10 +56,10 @@ def _open_directory(path: str | os.PathLike, create: bool = False) -> int:
 def ensure_directory(d: dict) -> None:
     """Create a plan Directory ({path, uid, gid, mode}) or fix its owner and mode
     (like systemd-tmpfiles' `d`); its contents are never touched."""
-    fd = _open_directory(d["path"], create=True)
+    fd = _open_directory(d.path, create=True)
     try:
-        os.fchown(fd, account_id(d["uid"], "user"), account_id(d["gid"], "group"))
-        os.fchmod(fd, int(d["mode"], 8))
+        os.fchown(fd, account_id(d.uid, "user"), account_id(d.gid, "group"))
+        os.fchmod(fd, int(d.mode, 8))
     finally:
         os.close(fd)
 
@@ -79,18 +81,18 @@ def seed_file(f: dict) -> bool:
     content's bytes, unless it exists (like systemd-tmpfiles' `f`, without its
     specifier and escape expansion): a person's own version is never replaced.
     True if written. Used by the runner and by the NixOS unit (`csm prepare`)."""
-    path = Path(f["path"])
+    path = Path(f.path)
     parent = _open_directory(path.parent)
     try:
-        fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, int(f["mode"], 8), dir_fd=parent)
+        fd = os.open(path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, int(f.mode, 8), dir_fd=parent)
     except FileExistsError:
         return False
     finally:
         os.close(parent)
     try:
-        os.fchown(fd, f["uid"], f["gid"])
-        os.fchmod(fd, int(f["mode"], 8))  # whatever the umask
-        os.write(fd, f["content"].encode())
+        os.fchown(fd, f.uid, f.gid)
+        os.fchmod(fd, int(f.mode, 8))  # whatever the umask
+        os.write(fd, f.content.encode())
     finally:
         os.close(fd)
     return True
@@ -143,16 +145,16 @@ def read_secret(file: str, what: str, fix: str = GENERIC_FIX) -> str:
     return value
 
 
-def password_text(user: dict) -> str:
+def password_text(user: User) -> str:
     """The user's password file as the gate reads it (an argon2 hash or a plain
     password), checked by the one rule for secret files."""
-    what = f"users.{user['name']}.{'hashedPasswordFile' if user['password']['hashed'] else 'passwordFile'}"
-    fix = f"`csm passwd {user['name']}` writes it" if user["password"]["hashed"] else GENERIC_FIX
-    return read_secret(user["password"]["file"], what, fix)
+    what = f"users.{user.name}.{'hashedPasswordFile' if user.password.hashed else 'passwordFile'}"
+    fix = f"`csm passwd {user.name}` writes it" if user.password.hashed else GENERIC_FIX
+    return read_secret(user.password.file, what, fix)
 
 
 def prepare_user(
-    user: dict, progress: Callable[[str], None], stop: Callable[[], None] = lambda: None, strict: bool = False
+    user: User, progress: Callable[[str], None], stop: Callable[[], None] = lambda: None, strict: bool = False
 ) -> bool:
     """What a user's container needs on the host before it starts: their disk, the
     plan's directories and the seed files where missing. The NixOS unit runs it as
@@ -161,9 +163,9 @@ def prepare_user(
     runner's `up` and `reset` run it with strict=True, where such a quota is refused,
     and `stop` to stop a running container first. True if this mounted the disk."""
     mounted = disks.ensure(user, stop=stop, progress=progress, strict=strict)
-    for d in user["directories"]:
+    for d in user.directories:
         ensure_directory(d)
-    for f in user["seedFiles"]:
+    for f in user.seedFiles:
         seed_file(f)
     return mounted
 
@@ -178,9 +180,9 @@ def compose_env(environment: dict[str, str]) -> str:
     return "".join(lines)
 
 
-def extra_env_files(user: dict) -> list[str]:
+def extra_env_files(user: User) -> list[str]:
     """The user's own environmentFiles (API keys)."""
-    return list(user["container"]["environmentFiles"])
+    return list(user.container.environmentFiles)
 
 
 def check_readable(file: str, what: str) -> None:
@@ -190,7 +192,7 @@ def check_readable(file: str, what: str) -> None:
         raise HostNotReady(f"{what}: {file} is not readable")
 
 
-def secrets_digest(user: dict) -> str:
+def secrets_digest(user: User) -> str:
     """A digest of everything secret the container gets, kept root-only beside the env
     file, so a changed key file recreates the container."""
     h = hashlib.sha256()

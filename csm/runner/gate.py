@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from csm.plan_types import Plan
+
 from . import HostNotReady, files
 from .service import Service, plan_digest
 
@@ -53,44 +55,44 @@ def ensure_account(name: str) -> None:
         raise HostNotReady(f"could not create the account {name}: {proc.stderr.strip()}")
 
 
-def ensure_accounts(plan: dict) -> None:
-    ensure_account(plan["gate"]["user"])
-    ensure_account(plan["gate"]["proxyGroup"])  # nginx's workers run as it (nginx.conf `user`)
+def ensure_accounts(plan: Plan) -> None:
+    ensure_account(plan.gate.user)
+    ensure_account(plan.gate.proxyGroup)  # nginx's workers run as it (nginx.conf `user`)
 
 
 def credentials_dir(state: Path) -> Path:
     return Path(state) / "credentials"
 
 
-def write_credentials(state: Path, plan: dict) -> None:
+def write_credentials(state: Path, plan: Plan) -> None:
     """Each user's password file, copied where only the gate's account reads it
     (0700 directory, 0400 files), by the one rule for secret files."""
-    owner = pwd.getpwnam(plan["gate"]["user"])
+    owner = pwd.getpwnam(plan.gate.user)
     directory = credentials_dir(state)
     directory.mkdir(mode=0o700, exist_ok=True)
     os.chown(directory, owner.pw_uid, owner.pw_gid)
     os.chmod(directory, 0o700)
-    for name, user in plan["users"].items():
+    for name, user in plan.users.items():
         path = directory / name
         files.write_private(path, files.password_text(user) + "\n", mode=0o400)
         os.chown(path, owner.pw_uid, owner.pw_gid)
     for stale in directory.iterdir():
-        if stale.name not in plan["users"]:
+        if stale.name not in plan.users:
             stale.unlink()
 
 
 def start(stack, undo: list) -> str:
     state, plan = stack.state_dir, stack.plan
-    socket = Path(plan["gate"]["socket"])
+    socket = Path(plan.gate.socket)
     current = SERVICE.running(state)
     if not (current and current[1] == plan_digest(plan)):
         socket.unlink(missing_ok=True)  # a socket left by an earlier run is not an answer
     action = SERVICE.start(
-        state, plan, ["--credentials", str(credentials_dir(state))], ready=socket.is_socket, user=plan["gate"]["user"]
+        state, plan, ["--credentials", str(credentials_dir(state))], ready=socket.is_socket, user=plan.gate.user
     )
     if action == "started":
         undo.append(lambda: SERVICE.stop(state))
-        stack.progress(f"gate running as {plan['gate']['user']} (log: {SERVICE.log(state)})")
+        stack.progress(f"gate running as {plan.gate.user} (log: {SERVICE.log(state)})")
     return action
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from csm.plan_types import Plan
+
 from ..idle import markers, service, signals
 from .service import Service, plan_digest
 
@@ -26,24 +28,20 @@ def start_service(stack, undo: list) -> str:
     """Start (or restart, for a new plan) the root side; unchanged if it runs this plan."""
     state, plan = stack.state_dir, stack.plan
     settled = time.monotonic() + 0.5
-    control = Path(plan["gate"]["control"]["socket"])
+    control = Path(plan.gate.control.socket)
 
     def ready() -> bool:  # it answers the gate; without idle users, still alive a moment later
-        return control.is_socket() if plan["idle"]["enable"] else time.monotonic() > settled
+        return control.is_socket() if plan.idle.enable else time.monotonic() > settled
 
     current = SERVICE.running(state)
-    if plan["idle"]["enable"] and not (current and current[1] == plan_digest(plan)):
+    if plan.idle.enable and not (current and current[1] == plan_digest(plan)):
         control.unlink(missing_ok=True)  # a socket left by an earlier run is not an answer
     action = SERVICE.start(state, plan, ["--state-dir", str(state), "--podman", stack.host.podman], ready)
     if action == "started":
         undo.append(lambda: stop_service(state))
         stack.progress(
             "idle service running: "
-            + (
-                "stops users idle for their idleStopAfter, wakes them after their login, "
-                if plan["idle"]["enable"]
-                else ""
-            )
+            + ("stops users idle for their idleStopAfter, wakes them after their login, " if plan.idle.enable else "")
             + f"restarts a container whose code-server died (log: {SERVICE.log(state)})"
         )
     return action
@@ -53,25 +51,25 @@ def stop_service(state: Path) -> bool:
     return SERVICE.stop(state)
 
 
-def stopped_idle(plan: dict, name: str) -> bool:
+def stopped_idle(plan: Plan, name: str) -> bool:
     """Stopped for being idle: `up` leaves the container stopped, a visit starts it."""
     return markers.read(plan, name) is not None
 
 
-def forget(plan: dict, names) -> None:
+def forget(plan: Plan, names) -> None:
     """The containers are gone (down) or new (created): nobody is stopped-idle."""
     for name in names:
         markers.clear(plan, name)
 
 
-def annotate(plan: dict, status, info: dict | None) -> None:
+def annotate(plan: Plan, status, info: dict | None) -> None:
     """Fill a UserStatus's idle view: running / stopped-idle / stopped-by-admin,
     since when, and the last activity the idle decision saw."""
     marker = markers.read(plan, status.name)
     if signals.running(info):
         status.activity = "running"
         status.since = signals.parse_time(info["State"].get("StartedAt"))
-        seen = service.last_activity(plan).get(status.name) if "idle" in plan else None
+        seen = service.last_activity(plan).get(status.name)
         status.last_activity = max(filter(None, [status.last_activity, seen]), default=None)
     elif marker:
         status.activity = "stopped-idle" + (" (start failed)" if marker.get("failedAt") else "")

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from csm.plan_types import Plan, User
+
 from . import BadInput, HostNotReady, RunnerError
 
 INDENT = "    "
@@ -56,8 +58,8 @@ def _listen(port: int, tls: bool, default: bool = False) -> str:
     return f"listen {port}{' ssl' if tls else ''}{' default_server' if default else ''};"
 
 
-def _user_server(user: dict, listen: str, extra: list[str]) -> list[str]:
-    ngx = user["nginx"]
+def _user_server(user: User, listen: str, extra: list[str]) -> list[str]:
+    ngx = user.nginx
     body = [listen, f"server_name {ngx['serverName']};"] + ngx["config"] + extra
     for location, loc in ngx["locations"].items():
         proxy = [f"proxy_pass {loc['proxyPass']};"] if loc["proxyPass"] else []
@@ -65,15 +67,15 @@ def _user_server(user: dict, listen: str, extra: list[str]) -> list[str]:
     return _block("server", body, 1)
 
 
-def _default_server(plan: dict, listen: str, landing: Path, extra: list[str]) -> list[str]:
-    default = plan["nginx"]["defaultServer"]
+def _default_server(plan: Plan, listen: str, landing: Path, extra: list[str]) -> list[str]:
+    default = plan.nginx["defaultServer"]
     body = [listen, "server_name _;", f"root {quoted(landing)};"] + default["config"] + extra
     for location, lines in default["locations"].items():
         body += _block(f"location {location}", lines, 0)
     return _block("server", body, 1)
 
 
-def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) -> str:
+def render(plan: Plan, state_dir: Path, http_port: int, tls: Tls | None = None) -> str:
     """nginx.conf for the plan: one server per user, the default server with the
     landing page, and with TLS the same servers on tls.port plus a redirect."""
     state = Path(state_dir)
@@ -87,8 +89,8 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
         f"{kind}_temp_path {quoted(state / 'tmp' / kind)};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     ]
-    http += [f"server_names_hash_bucket_size {plan['nginx']['serverNamesHashBucketSize']};"]
-    http += plan["nginx"]["httpConfig"]
+    http += [f"server_names_hash_bucket_size {plan.nginx['serverNamesHashBucketSize']};"]
+    http += plan.nginx["httpConfig"]
     if tls:
         http += [
             f"ssl_certificate {quoted(tls.certificate)};",
@@ -96,7 +98,7 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
             f"ssl_protocols {SSL_PROTOCOLS};",
             f"ssl_ciphers {SSL_CIPHERS};",
         ]
-        tls_lines = plan["nginx"]["tlsConfig"]
+        tls_lines = plan.nginx["tlsConfig"]
         suffix = "" if tls.port == 443 else f":{tls.port}"
         servers = _block(
             "server",
@@ -108,17 +110,17 @@ def render(plan: dict, state_dir: Path, http_port: int, tls: Tls | None = None) 
             1,
         )
         servers += _default_server(plan, _listen(tls.port, True, default=True), landing, tls_lines)
-        for user in plan["users"].values():
+        for user in plan.users.values():
             servers += _user_server(user, _listen(tls.port, True), tls_lines)
     else:
         servers = _default_server(plan, _listen(http_port, False, default=True), landing, [])
-        for user in plan["users"].values():
+        for user in plan.users.values():
             servers += _user_server(user, _listen(http_port, False), [])
-    ngx = plan["nginx"]
+    ngx = plan.nginx
     lines = [
         "# Rendered by csm from the plan; `csm up` rewrites it.",
         # Workers in the plan's proxy group: only they (and root) reach the sockets.
-        f"user {plan['gate']['proxyGroup']} {plan['gate']['proxyGroup']};",
+        f"user {plan.gate.proxyGroup} {plan.gate.proxyGroup};",
         *ngx["mainConfig"],
         f"pid {quoted(state / 'nginx.pid')};",
         f"error_log {quoted(state / 'logs' / 'error.log')};",
@@ -143,7 +145,7 @@ def _args(state: Path, conf: Path) -> list[str]:
     return [binary(), "-c", str(conf), "-p", f"{state}/", "-e", str(state / "logs" / "error.log")]
 
 
-def prepare(state: Path, plan: dict) -> None:
+def prepare(state: Path, plan: Plan) -> None:
     """Directories nginx writes to, and the landing page its workers read. The logs
     (who logged in from where, every address asked for) are root's: the master opens them."""
     (state / "tmp").mkdir(mode=0o755, exist_ok=True)
@@ -153,8 +155,8 @@ def prepare(state: Path, plan: dict) -> None:
     landing.mkdir(mode=0o755, exist_ok=True)
     os.chmod(landing, 0o755)
     page = landing / "index.html"
-    if not page.exists() or page.read_text() != plan["nginx"]["defaultServer"]["landingHtml"]:
-        page.write_text(plan["nginx"]["defaultServer"]["landingHtml"])
+    if not page.exists() or page.read_text() != plan.nginx["defaultServer"]["landingHtml"]:
+        page.write_text(plan.nginx["defaultServer"]["landingHtml"])
     os.chmod(page, 0o644)
 
 

@@ -15,14 +15,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from csm.plan_types import Plan, User
+
 from . import HostNotReady, RunnerError
 
 NGINX_UNIT = "nginx.service"
 
 
-def unit(user: dict) -> str:
+def unit(user: User) -> str:
     """The systemd unit virtualisation.oci-containers makes for a user's container."""
-    return user["container"]["unit"]
+    return user.container.unit
 
 
 def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -50,12 +52,12 @@ def main_pid(name: str) -> int | None:
 RUNNING = ("active", "activating", "reloading")
 
 
-def gate_unit(plan: dict) -> str:
+def gate_unit(plan: Plan) -> str:
     """The login gate's unit (gate.nix)."""
-    return plan["gate"]["unit"]
+    return plan.gate.unit
 
 
-def gate_line(plan: dict) -> str:
+def gate_line(plan: Plan) -> str:
     """One line of `csm status` for the gate, like nginx's."""
     name = gate_unit(plan)
     state, pid = active_state(name), main_pid(name)
@@ -65,7 +67,7 @@ def gate_line(plan: dict) -> str:
     return f"gate ({name}): not running ({state}){hint}"
 
 
-def restart_gate(plan: dict) -> str:
+def restart_gate(plan: Plan) -> str:
     """After a password file changed: the gate reads them only at its start (systemd
     copies each into its credentials then; nothing refreshes them while it runs).
     Returns what happened: "restarted" (it was running, or retrying its start, e.g. for
@@ -96,27 +98,27 @@ class Units:
     def __init__(self, progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)):
         self.progress = progress
 
-    def stop(self, user: dict) -> bool:
+    def stop(self, user: User) -> bool:
         """Stop the user's unit; True if it was running (and is to be started again)."""
         if active_state(unit(user)) not in RUNNING:
             return False
-        self.progress(f"stopping {unit(user)} to restore {user['name']}")
+        self.progress(f"stopping {unit(user)} to restore {user.name}")
         systemctl("stop", unit(user))
         return True
 
-    def start(self, user: dict) -> None:
+    def start(self, user: User) -> None:
         # The unit is ready only once the container passes its health check
         # (podman.sdnotify = "healthy"), so this returns when the user can log in.
         self.progress(f"starting {unit(user)} (it is ready when code-server passes its health check)")
         systemctl("start", unit(user))
 
-    def restart_if_running(self, user: dict) -> bool:
+    def restart_if_running(self, user: User) -> bool:
         was = active_state(unit(user)) in RUNNING
         if was:
             systemctl("try-restart", unit(user))
         return was
 
-    def restart(self, user: dict) -> None:
+    def restart(self, user: User) -> None:
         """A fresh container: the unit removes the old one and runs a new one, and is
         ready when it passes its health check."""
         self.progress(f"restarting {unit(user)}")

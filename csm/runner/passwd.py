@@ -10,6 +10,8 @@ from pathlib import Path
 
 from argon2 import PasswordHasher, Type
 
+from csm.plan_types import Plan
+
 from . import BadInput
 from .files import write_private
 
@@ -73,13 +75,13 @@ def write_hash_file(path: str | os.PathLike, hashed: str) -> None:
     write_private(path, hashed + "\n", mode=0o600)
 
 
-def hashed_password_file(plan: dict, user: str) -> str:
+def hashed_password_file(plan: Plan, user: str) -> str:
     """The user's hashedPasswordFile, or a message saying why there is none."""
-    if user not in plan["users"]:
-        raise BadInput(f"no user {user!r} in the settings (users: {', '.join(sorted(plan['users']))})")
-    p = plan["users"][user]["password"]
-    if p["hashed"]:
-        return p["file"]
+    if user not in plan.users:
+        raise BadInput(f"no user {user!r} in the settings (users: {', '.join(sorted(plan.users))})")
+    p = plan.users[user].password
+    if p.hashed:
+        return p.file
     raise BadInput(
         f"users.{user} uses passwordFile (a plain password); csm passwd writes only "
         f"hashedPasswordFile: set users.{user}.hashedPasswordFile instead, or edit the password file yourself"

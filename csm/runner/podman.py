@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import time
 
+from csm.plan_types import User
+
 from . import HostNotReady, RunnerError
 from .host import Host
 
@@ -16,44 +18,44 @@ STACK_LABEL = "io.code-server-multi.stack"  # the runner's: which state director
 SPEC_LABEL = "io.code-server-multi.spec"  # the runner's: digest of the argv, to spot changes
 
 
-def run_argv(user: dict, host: Host, stack: str, env_file: str) -> list[str]:
+def run_argv(user: User, host: Host, stack: str, env_file: str) -> list[str]:
     """`podman run` for one plan user. Non-secret environment arrives through
     env_file (written from container.environment), after the plan's env files, so
     that it wins like `-e` would. The spec label is added by with_spec_label."""
-    c = user["container"]
+    c = user.container
     argv = [
         host.podman,
         "run",
         "-d",
-        f"--name={c['name']}",
+        f"--name={c.name}",
         "--pull=never",
         *host.run_args,
-        *c["extraOptions"],
+        *c.extraOptions,
         f"--label={STACK_LABEL}={stack}",
     ]
-    argv += [f"--publish={p}" for p in c["ports"]]
-    argv += [f"--volume={v}" for v in c["volumes"]]
-    argv += [f"--env-file={f}" for f in c["environmentFiles"]] + [f"--env-file={env_file}"]
-    argv += [f"--restart={c['restart']}", f"--user={c['user']}", c["image"], *c["cmd"]]
+    argv += [f"--publish={p}" for p in c.ports]
+    argv += [f"--volume={v}" for v in c.volumes]
+    argv += [f"--env-file={f}" for f in c.environmentFiles] + [f"--env-file={env_file}"]
+    argv += [f"--restart={c.restart}", f"--user={c.user}", c.image, *c.cmd]
     return argv
 
 
-def network_spec(user: dict) -> str:
-    return hashlib.sha256(json.dumps(user["network"]["createOptions"]).encode()).hexdigest()[:32]
+def network_spec(user: User) -> str:
+    return hashlib.sha256(json.dumps(user.network.createOptions).encode()).hexdigest()[:32]
 
 
-def network_create_argv(user: dict, host: Host, stack: str) -> list[str]:
+def network_create_argv(user: User, host: Host, stack: str) -> list[str]:
     """`podman network create` for the user's own network; the spec label lets a
     later `up` see whether the plan's options changed."""
-    net = user["network"]
+    net = user.network
     return [
         host.podman,
         "network",
         "create",
-        *net["createOptions"],
+        *net.createOptions,
         f"--label={STACK_LABEL}={stack}",
         f"--label={SPEC_LABEL}={network_spec(user)}",
-        net["name"],
+        net.name,
     ]
 
 
@@ -65,11 +67,11 @@ def network_labels(info: dict | None) -> dict:
     return (info or {}).get("labels") or {}
 
 
-def ensure_network(host: Host, user: dict, stack: str) -> str:
+def ensure_network(host: Host, user: User, stack: str) -> str:
     """Create the user's network, or recreate it if the plan's options changed
     (which removes the container on it: `up` then creates it anew).
     Returns unchanged, created or recreated."""
-    name = user["network"]["name"]
+    name = user.network.name
     info = inspect_network(host, name)
     if info and network_labels(info).get(SPEC_LABEL) == network_spec(user):
         return "unchanged"

@@ -32,23 +32,23 @@ def check(stack) -> None:
     nginx.binary()
     if stack.tls_port and not shutil.which("openssl"):
         raise HostNotReady("openssl is not installed; run scripts/install-deps")
-    for name, user in stack.plan["users"].items():
-        creatable = stack.create_passwords and user["password"]["hashed"]
-        if not (creatable and not os.path.lexists(user["password"]["file"])):
+    for name, user in stack.plan.users.items():
+        creatable = stack.create_passwords and user.password.hashed
+        if not (creatable and not os.path.lexists(user.password.file)):
             files.password_text(user)
         for f in files.extra_env_files(user):
             files.check_readable(f, f"users.{name}.environmentFiles")
         why = disks.refusal(user)
         if why:
             raise BadInput(why)
-    if any(u["disk"]["quotaBytes"] for u in stack.plan["users"].values()):
+    if any(u.disk.quotaBytes for u in stack.plan.users.values()):
         for program in ("mkfs.ext4", "resize2fs", "e2fsck", "losetup", "mount"):
             if not shutil.which(program):
                 raise HostNotReady(
                     f"{program} is not installed; the users' disks (diskQuota) need it: "
                     "run scripts/install-deps (Debian: apt-get install e2fsprogs mount)"
                 )
-    image = stack.plan["image"]
+    image = stack.plan.image
     if not podman.image_exists(stack.host, image):
         raise HostNotReady(f"the image {image} is missing; build it with `make image` (or `csm image build`)")
     _container_names(stack)
@@ -56,8 +56,8 @@ def check(stack) -> None:
 
 
 def _container_names(stack) -> None:
-    for name, user in stack.plan["users"].items():
-        cname = user["container"]["name"]
+    for name, user in stack.plan.users.items():
+        cname = user.container.name
         info = podman.inspect(stack.host, cname)
         owner = podman.labels(info).get(podman.STACK_LABEL) if info else None
         if info and owner != str(stack.state_dir):
@@ -67,7 +67,7 @@ def _container_names(stack) -> None:
                 f"a container named {cname} already exists and belongs to {where}; "
                 f"stop it with {hint}, or give users.{name} another name"
             )
-        network = user["network"]["name"]
+        network = user.network.name
         found = podman.inspect_network(stack.host, network)
         owner = podman.network_labels(found).get(podman.STACK_LABEL)
         if found and owner != str(stack.state_dir):

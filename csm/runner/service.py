@@ -19,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from csm import plan as planlib
+from csm.plan_types import Plan
+
 from . import HostNotReady, RunnerError
 
 SOURCE = str(Path(__file__).resolve().parents[2])  # this checkout's csm, for `python -m`
@@ -47,8 +50,8 @@ def python_path(user: str | None) -> str:
     return os.pathsep.join([SOURCE, *sorted(paths)])
 
 
-def plan_digest(plan: dict) -> str:
-    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+def plan_digest(plan: Plan) -> str:
+    return hashlib.sha256(json.dumps(planlib.to_json(plan), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class Service:
     def start(
         self,
         state: Path,
-        plan: dict,
+        plan: Plan,
         args: list[str],
         ready: Callable[[], bool],
         user: str | None = None,

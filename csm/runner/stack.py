@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from csm.plan_types import Plan, User
+
 from .. import plan as planlib
 from .. import sockets
 from . import BadInput, HostNotReady, RunnerError, backup, disks, files, gate, idle, nginx, passwd, podman, preflight
@@ -40,7 +42,7 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def load_settings(path: str | os.PathLike) -> dict:
+def load_settings(path: str | os.PathLike) -> Plan:
     """The plan of a settings file; raises csm.plan.PlanError with the plan's message."""
     if not shutil.which("nix-instantiate"):
         raise HostNotReady(
@@ -63,7 +65,7 @@ class Stack:
 
     def __init__(
         self,
-        settings: str | os.PathLike | dict,
+        settings: str | os.PathLike | Plan,
         state_dir: str | os.PathLike = DEFAULT_STATE_DIR,
         http_port: int = DEFAULT_HTTP_PORT,
         tls_port: int | None = None,
@@ -73,7 +75,7 @@ class Stack:
         create_passwords: bool = False,
         health_timeout: float = 180,
     ):
-        if isinstance(settings, dict):
+        if isinstance(settings, Plan):
             self.settings_path, self.plan = None, settings
         else:
             self.settings_path = Path(settings).resolve()
@@ -88,10 +90,11 @@ class Stack:
     # ---- the recorded stack ------------------------------------------------------
     @staticmethod
     def recorded(state_dir: str | os.PathLike = DEFAULT_STATE_DIR) -> dict | None:
-        """What the last `up` in state_dir recorded: settings, http_port, tls_port, plan."""
+        """What the last `up` in state_dir recorded: settings, http_port, tls_port, plan
+        (None, with plan_error saying why, if an older version of csm wrote it)."""
         path = Path(state_dir) / STATE_FILE
         try:
-            return json.loads(path.read_text())
+            rec = json.loads(path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
@@ -99,6 +102,11 @@ class Stack:
                 f"cannot read {path} ({e}); csm runs as root, and the file is csm's own "
                 "(delete it only if no stack is running)"
             ) from None
+        try:
+            rec["plan"] = planlib.from_json(rec.get("plan"), str(path))
+        except planlib.PlanError as e:
+            rec["plan"], rec["plan_error"] = None, str(e)
+        return rec
 
     @classmethod
     def from_state(cls, state_dir: str | os.PathLike = DEFAULT_STATE_DIR, **kwargs) -> Stack:
@@ -109,6 +117,8 @@ class Stack:
                 f"no stack has been brought up with state directory {state_dir}; "
                 "run `csm up SETTINGS` first (or give --state-dir)"
             )
+        if rec["plan"] is None:
+            raise BadInput(rec["plan_error"])
         stack = cls(rec["plan"], state_dir, rec["http_port"], rec["tls_port"], **kwargs)
         stack.settings_path = Path(rec["settings"]) if rec.get("settings") else None
         return stack
@@ -118,20 +128,20 @@ class Stack:
             "settings": str(self.settings_path) if self.settings_path else None,
             "http_port": self.http_port,
             "tls_port": self.tls_port,
-            "plan": self.plan,
+            "plan": planlib.to_json(self.plan),
         }
         tmp = self.state_dir / f".{STATE_FILE}.tmp"
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, self.state_dir / STATE_FILE)
 
     # ---- small facts ---------------------------------------------------------------
-    def user(self, name: str) -> dict:
-        if name not in self.plan["users"]:
-            raise BadInput(f"no user {name!r} in the settings (users: {', '.join(sorted(self.plan['users']))})")
-        return self.plan["users"][name]
+    def user(self, name: str) -> User:
+        if name not in self.plan.users:
+            raise BadInput(f"no user {name!r} in the settings (users: {', '.join(sorted(self.plan.users))})")
+        return self.plan.users[name]
 
     def url(self, name: str) -> str:
-        host = self.user(name)["hostname"]
+        host = self.user(name).hostname
         if self.tls_port:
             return f"https://{host}" + ("" if self.tls_port == 443 else f":{self.tls_port}")
         return f"http://{host}" + ("" if self.http_port == 80 else f":{self.http_port}")
@@ -145,14 +155,14 @@ class Stack:
         if text is None:
             return None
         password = text.rstrip("\n")
-        p = self.user(name)["password"]
-        hashed = files.read_text(p["file"]) if p["hashed"] else None
+        p = self.user(name).password
+        hashed = files.read_text(p.file) if p.hashed else None
         return password if hashed and passwd.verify(hashed.strip(), password) else None
 
-    def _env_paths(self, user: dict) -> tuple[Path, Path]:
+    def _env_paths(self, user: User) -> tuple[Path, Path]:
         """The non-secret env file and the digest of the key files, root's own in runtimeDir."""
-        runtime = Path(self.plan["runtimeDir"])
-        return runtime / f"{user['name']}.config.env", runtime / f"{user['name']}.env.sha256"
+        runtime = Path(self.plan.runtimeDir)
+        return runtime / f"{user.name}.config.env", runtime / f"{user.name}.env.sha256"
 
     @contextlib.contextmanager
     def lock(self):
@@ -186,10 +196,10 @@ class Stack:
     def _apply(self, undo: list) -> dict[str, str]:
         plan = self.plan
         gate.ensure_accounts(plan)
-        for d in plan["directories"]:
+        for d in plan.directories:
             files.ensure_directory(d)
-        undo.append(lambda: disks.release_base(plan["workspaceBase"]))  # runs after the unmounts below
-        for user in plan["users"].values():
+        undo.append(lambda: disks.release_base(plan.workspaceBase))  # runs after the unmounts below
+        for user in plan.users.values():
             self._prepare(user, undo)
         if warning := disks.overcommit(plan):
             self.progress(f"warning: {warning}")
@@ -197,10 +207,10 @@ class Stack:
             self._create_missing_passwords()
         gate.write_credentials(self.state_dir, plan)
         self._remove_departed_users()
-        for user in plan["users"].values():
+        for user in plan.users.values():
             if podman.ensure_network(self.host, user, str(self.state_dir)) == "created":
-                undo.append(lambda n=user["network"]["name"]: podman.remove_network(self.host, n))
-        actions = {name: self._apply_user(user, undo) for name, user in plan["users"].items()}
+                undo.append(lambda n=user.network.name: podman.remove_network(self.host, n))
+        actions = {name: self._apply_user(user, undo) for name, user in plan.users.items()}
         self.wait_healthy([n for n, a in actions.items() if a not in ("unchanged", "stopped-idle")])
         nginx_action = self._apply_nginx(undo)
         self._record()
@@ -216,54 +226,55 @@ class Stack:
         return actions
 
     def _create_missing_passwords(self) -> None:
-        for name, user in self.plan["users"].items():
-            p = user["password"]
-            if p["hashed"] and not os.path.lexists(p["file"]):
+        for name, user in self.plan.users.items():
+            p = user.password
+            if p.hashed and not os.path.lexists(p.file):
                 password = passwd.generate()
-                passwd.write_hash_file(p["file"], passwd.hash_password(password))
+                passwd.write_hash_file(p.file, passwd.hash_password(password))
                 kept = self.password_file(name)
                 kept.parent.mkdir(mode=0o700, exist_ok=True)
                 files.write_private(kept, password + "\n", mode=0o600)
-                self.progress(f"created a password for {name}: its hash is in {p['file']}, the password in {kept}")
+                self.progress(f"created a password for {name}: its hash is in {p.file}, the password in {kept}")
 
-    def _prepare(self, user: dict, undo: list) -> None:
+    def _prepare(self, user: User, undo: list) -> None:
         """The user's disk, directories and seed (files.prepare_user, as the NixOS unit
         runs it), with a quota too small refused; what this mounted, undo unmounts."""
         if files.prepare_user(user, self.progress, stop=lambda: self._stop(user, undo), strict=True):
-            undo.append(lambda: disks.unmount(user["disk"]))  # the disk file and its files stay
+            undo.append(lambda: disks.unmount(user.disk))  # the disk file and its files stay
 
-    def _stop(self, user: dict, undo: list) -> None:
+    def _stop(self, user: User, undo: list) -> None:
         """Stop the user's container (for work on their disk); `up` starts it again,
         and so does its undo if `up` fails."""
         if backup.Containers(self).stop(user, "to work on its disk"):
-            cname = user["container"]["name"]
+            cname = user.container.name
             undo.append(lambda: podman.podman(self.host, "start", cname, check=False, cwd=self.state_dir))
 
     def _remove_departed_users(self) -> None:
-        rec = self.recorded(self.state_dir) or {"plan": {"users": {}}}
+        rec = self.recorded(self.state_dir)
+        old_users = rec["plan"].users if rec and rec["plan"] else {}
         for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
             user = (c.get("Labels") or {}).get(podman.USER_LABEL, "?")
             cname = c["Names"][0]
-            if user in self.plan["users"] and self.plan["users"][user]["container"]["name"] == cname:
+            if user in self.plan.users and self.plan.users[user].container.name == cname:
                 continue
             self.progress(
                 f"{user} is no longer in the settings: stopping and removing container {cname} (the workspace is kept)"
             )
             podman.remove(self.host, cname)
-            if user in rec["plan"]["users"]:
-                for p in self._env_paths(rec["plan"]["users"][user]):
+            if user in old_users:
+                for p in self._env_paths(old_users[user]):
                     p.unlink(missing_ok=True)
-        planned = {u["network"]["name"] for u in self.plan["users"].values()}
+        planned = {u.network.name for u in self.plan.users.values()}
         for network in podman.networks(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
             if network not in planned:
                 podman.remove_network(self.host, network)
 
-    def _apply_user(self, user: dict, undo: list, force: bool = False) -> str:
-        cname = user["container"]["name"]
+    def _apply_user(self, user: User, undo: list, force: bool = False) -> str:
+        cname = user.container.name
         env_path, digest_path = self._env_paths(user)
-        env = files.compose_env(user["container"]["environment"])
+        env = files.compose_env(user.container.environment)
         argv = podman.run_argv(user, self.host, str(self.state_dir), str(env_path))
-        spec = podman.spec_digest(argv, env, podman.image_id(self.host, user["container"]["image"]))
+        spec = podman.spec_digest(argv, env, podman.image_id(self.host, user.container.image))
         secrets = files.secrets_digest(user)
         info = podman.inspect(self.host, cname)
         same_spec = bool(info) and podman.labels(info).get(podman.SPEC_LABEL) == spec
@@ -274,7 +285,7 @@ class Stack:
                 return "unchanged"
             if info["State"].get("Running"):
                 return "unchanged"
-            if idle.stopped_idle(self.plan, user["name"]):
+            if idle.stopped_idle(self.plan, user.name):
                 return "stopped-idle"  # its next visit starts it
             self.progress(f"starting the stopped container {cname}")
             podman.podman(self.host, "start", cname, cwd=self.state_dir)
@@ -294,7 +305,7 @@ class Stack:
             self.progress(
                 f"creating {cname} (the first start with a new uid map copies the image: this can take a minute)"
             )
-        idle.forget(self.plan, [user["name"]])
+        idle.forget(self.plan, [user.name])
         files.write_private(env_path, env)
         files.write_private(digest_path, secrets)
         undo.append(lambda: podman.remove(self.host, cname))
@@ -311,7 +322,7 @@ class Stack:
         start = last_report = time.monotonic()
         while pending:
             for name in list(pending):
-                cname = self.plan["users"][name]["container"]["name"]
+                cname = self.plan.users[name].container.name
                 info = podman.inspect(self.host, cname)
                 # A restart means code-server died: the restart policy must not hide it.
                 if not info or not info["State"].get("Running") or info.get("RestartCount"):
@@ -321,7 +332,7 @@ class Stack:
                         f"becoming healthy; see `csm logs {name}`"
                     )
                 if podman.podman(self.host, "healthcheck", "run", cname, check=False).returncode == 0 and sockets.link(
-                    self.plan["users"][name]
+                    self.plan.users[name]
                 ):
                     pending.remove(name)
                     self.progress(f"{name} is healthy ({time.monotonic() - start:.0f} s)")
@@ -341,7 +352,7 @@ class Stack:
     def _apply_nginx(self, undo: list) -> str:
         state = self.state_dir
         nginx.prepare(state, self.plan)
-        tls = nginx.ensure_certificate(state, self.plan["domain"], self.tls_port) if self.tls_port else None
+        tls = nginx.ensure_certificate(state, self.plan.domain, self.tls_port) if self.tls_port else None
         text = nginx.render(self.plan, state, self.http_port, tls)
         conf = state / "nginx.conf"
         pid = nginx.running_pid(state)
@@ -379,7 +390,7 @@ class Stack:
                 self.progress("idle service stopped")
             if gate.stop(self.state_dir):
                 self.progress("gate stopped")
-            idle.forget(self.plan, self.plan["users"])
+            idle.forget(self.plan, self.plan.users)
             for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
                 self.progress(f"stopping {c['Names'][0]}")
                 podman.remove(self.host, c["Names"][0])
@@ -388,20 +399,20 @@ class Stack:
             if nginx.stop(self.state_dir):
                 self.progress("nginx stopped")
             rec = self.recorded(self.state_dir)
-            users = list(self.plan["users"].values()) + (list(rec["plan"]["users"].values()) if rec else [])
+            users = list(self.plan.users.values()) + (list(rec["plan"].users.values()) if rec and rec["plan"] else [])
             for user in users:
                 for p in self._env_paths(user):
                     p.unlink(missing_ok=True)
             if unmount:
-                for image in disks.unmount_all(self.plan["workspaceBase"]):
+                for image in disks.unmount_all(self.plan.workspaceBase):
                     self.progress(f"a disk unmounted (its files are in {image})")
 
     def reset(self, name: str) -> None:
         """A fresh container for one user; the workspace and settings (the home) stay."""
         user = self.user(name)
         with self.lock():
-            if not podman.image_exists(self.host, user["container"]["image"]):
-                raise HostNotReady(f"the image {user['container']['image']} is missing; build it with `make image`")
+            if not podman.image_exists(self.host, user.container.image):
+                raise HostNotReady(f"the image {user.container.image} is missing; build it with `make image`")
             undo: list = []
             self._prepare(user, undo)  # after a reboot without `up`, the disk is mounted first
             self._apply_user(user, undo, force=True)
@@ -420,7 +431,7 @@ class Stack:
     def backup(self, target: str | os.PathLike | None = None) -> Path:
         """A consistent archive of every user's directory in target (default
         plan.backup.target), keeping the newest plan.backup.keep there."""
-        return backup.create(self, target or self.plan["backup"]["target"])
+        return backup.create(self, target or self.plan.backup.target)
 
     def restore(self, archive: str | os.PathLike, users: list[str] | None = None) -> list[str]:
         """Restore users' directories from an archive made by backup(); checks the
@@ -433,7 +444,7 @@ class Stack:
         return stack_status.read(self)
 
     def logs(self, name: str, follow: bool = False, tail: int | None = None) -> int:
-        cname = self.user(name)["container"]["name"]
+        cname = self.user(name).container.name
         if podman.inspect(self.host, cname) is None:
             raise RunnerError(
                 f"{name} has no container ({cname}); the stack is down or {name} was reset just now: see `csm status`"
@@ -442,6 +453,6 @@ class Stack:
             [self.host.podman, "logs"]
             + (["--follow"] if follow else [])
             + ([f"--tail={tail}"] if tail is not None else [])
-            + [self.user(name)["container"]["name"]]
+            + [self.user(name).container.name]
         )
         return subprocess.call(argv)

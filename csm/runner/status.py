@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from csm.plan_types import Plan
+
 from ..idle import restarts, signals
 from . import disks, gate, idle, nginx, podman
 from .host import Host
@@ -60,10 +62,10 @@ def read(stack) -> StackStatus:
     result = StackStatus(
         nginx.running_pid(stack.state_dir), stack.http_port, stack.tls_port, running_gate[0] if running_gate else None
     )
-    names = [u["container"]["name"] for u in stack.plan["users"].values()]
+    names = [u.container.name for u in stack.plan.users.values()]
     memory = memory_usage(stack.host, names)
-    for name, user in stack.plan["users"].items():
-        cname = user["container"]["name"]
+    for name, user in stack.plan.users.items():
+        cname = user.container.name
         info = podman.inspect(stack.host, cname)
         state = info["State"]["Status"] if info else "absent"
         running = podman.is_running(info)
@@ -76,9 +78,9 @@ def read(stack) -> StackStatus:
                 state=state,
                 health="healthy" if healthy else ("unhealthy" if running else "-"),
                 memory_bytes=memory.get(cname) if running else None,
-                memory_limit_bytes=user["limits"]["memoryBytes"],
+                memory_limit_bytes=user.limits.memoryBytes,
                 oom_kills=oom_kills(info) if info else None,
-                last_activity=signals.heartbeat(user["socket"], user["container"]["healthPath"]) if running else None,
+                last_activity=signals.heartbeat(user.socket, user.container.healthPath) if running else None,
                 exit_code=exit_code,
                 restarts=_restarts(stack.plan, name, info),
             )
@@ -96,7 +98,7 @@ def read(stack) -> StackStatus:
     return result
 
 
-def _restarts(plan: dict, name: str, info: dict | None) -> int | None:
+def _restarts(plan: Plan, name: str, info: dict | None) -> int | None:
     """podman's own restarts, plus those the idle service finished for it (see restarts.py)."""
     if not info:
         return None

@@ -132,13 +132,13 @@ class ThrowawayStack:
         return self.stack.url(user)
 
     def container(self, user: str) -> str:
-        return self.plan["users"][user]["container"]["name"]
+        return self.plan.users[user].container.name
 
     def password(self, user: str) -> str:
         return self._passwords[user]
 
     def user_dir(self, user: str) -> Path:
-        return Path(self.plan["workspaceBase"]) / user
+        return Path(self.plan.workspaceBase) / user
 
     def workspace(self, user: str) -> Path:
         return self.user_dir(user) / "workspace"
@@ -148,7 +148,7 @@ class ThrowawayStack:
 
     def fill_disk(self, user: str, fraction: float, name: str = "filler") -> None:
         """Write ~/<name> inside the user's container until their disk is `fraction` full."""
-        use = disks.usage(self.plan["users"][user])
+        use = disks.usage(self.plan.users[user])
         missing = int(fraction * use.size_bytes) - use.used_bytes
         subprocess.run(
             ["podman", "exec", self.container(user), "sh", "-c", f"head -c {missing} /dev/zero > ~/{name}"],

@@ -114,6 +114,8 @@ let
   # public side stay reachable through the bridge. podman picks a free subnet
   # (no fixed one here could be known not to clash with the host's own networks).
   networkOptions = [ "isolate=true" ];
+  # On every container of the project: how the runner finds them all (departed users' too).
+  userLabel = "io.code-server-multi.user";
   # podman restarts a container whose code-server died; on NixOS the container's
   # systemd unit does (virtualisation.oci-containers sets Restart=always), and
   # podman's --restart cannot be combined with the unit's --rm.
@@ -576,12 +578,14 @@ let
         inherit healthCheck;
         socket = socketInContainer;   # where the idle check counts connections
         inherit (contract) healthPath;
+        healthTimeoutSeconds = 180;   # a (re)started container's time to pass it
+        labels = { ${userLabel} = name; };
         # The runner's `podman run --restart`; NixOS restarts through systemd.
         restart = restartPolicy;
         extraOptions = [
           "--network=${network}"
           "--hostname=${name}"
-          "--label=io.code-server-multi.user=${name}"
+          "--label=${userLabel}=${name}"
           "--memory=${toString memory}"
           "--memory-reservation=${toString memorySoft}"
           "--memory-swap=${toString memory}"   # equal to --memory: no escape into swap
@@ -652,6 +656,7 @@ let
     version = 1;
     inherit (s) domain workspaceBase image runtimeDir namePrefix;
     inherit gate;
+    labels = { user = userLabel; };
     users = listToAttrs (map (name: { inherit name; value = userPlan name; }) names);
     opencode = { config = opencodeConfig; };
     directories = [

@@ -30,7 +30,7 @@ def stack(live_stack_factory):
 
 
 def started_at(stack) -> str:
-    name = stack.plan["users"][NAME]["container"]["name"]
+    name = stack.plan.users[NAME].container.name
     return run(f"podman container inspect --format '{{{{.State.StartedAt}}}}' {name}").strip()
 
 
@@ -40,7 +40,7 @@ def stop_as_idle(stack, tab_open: bool = False):
     so then the proof of the stop is a new start time rather than a stopped container."""
     before = started_at(stack)
     assert stop_idle(stack.plan, Podman(state_dir=str(stack.state_dir)), NAME, time.time())
-    state = checks._running(run, stack.plan["users"][NAME])
+    state = checks._running(run, stack.plan.users[NAME])
     if tab_open and state == "true":
         assert started_at(stack) != before, "the container was never stopped"
     else:
@@ -49,7 +49,7 @@ def stop_as_idle(stack, tab_open: bool = False):
 
 def session_cookie(page) -> str:
     """The browser's session cookie, as curl sends it."""
-    (cookie,) = [c for c in page.context.cookies() if c["name"].endswith("csm-session")]
+    (cookie,) = [c for c in page.context.cookies() if c.name.endswith("csm-session")]
     return f"{cookie['name']}={cookie['value']}"
 
 
@@ -60,7 +60,7 @@ def test_a_strangers_visit_starts_nothing_and_the_owners_login_wakes_the_workben
     expect(page).to_have_title(re.compile(r"^Log in to "))
     screenshot("01-login-while-stopped")
     time.sleep(3)
-    assert checks._running(run, stack.plan["users"][NAME]) == "false", "a visit without a session started it"
+    assert checks._running(run, stack.plan.users[NAME]) == "false", "a visit without a session started it"
     password = password_box(page)
     password.fill(stack.password(NAME))
     password.press("Enter")

@@ -28,7 +28,7 @@ def limits(live_stack_factory):
 
 @pytest.fixture(scope="module")
 def greedy(limits):
-    return limits.plan["users"]["greedy"]
+    return limits.plan.users["greedy"]
 
 
 # ---- the shared stack: nothing changes ---------------------------------------------
@@ -36,31 +36,31 @@ def greedy(limits):
 
 @pytest.mark.parametrize("name", ["ada", "bo"])
 def test_memory_limit_matches_plan(live_stack, name):
-    limit_checks.memory_limit_matches_plan(run, live_stack.plan["users"][name])
+    limit_checks.memory_limit_matches_plan(run, live_stack.plan.users[name])
 
 
 @pytest.mark.parametrize("name", ["ada", "bo"])
 def test_processes_run_as_mapped_uid(live_stack, name):
-    host.processes_run_as_mapped_uid(run, live_stack.plan["users"][name])
+    host.processes_run_as_mapped_uid(run, live_stack.plan.users[name])
 
 
 @pytest.mark.parametrize("name", ["ada", "bo"])
 def test_no_tcp_port_only_the_socket(live_stack, name):
-    host.no_tcp_port(run, live_stack.plan["users"][name])
-    host.socket_only_for_root_and_nginx(run, live_stack.plan["users"][name])
+    host.no_tcp_port(run, live_stack.plan.users[name])
+    host.socket_only_for_root_and_nginx(run, live_stack.plan.users[name])
 
 
 def test_opencode_answers(live_stack):
-    host.opencode_answers(run, live_stack.plan["users"]["ada"])
+    host.opencode_answers(run, live_stack.plan.users["ada"])
 
 
 def test_image_extensions_listed(live_stack):
-    host.image_extensions_listed(run, live_stack.plan["users"]["ada"])
+    host.image_extensions_listed(run, live_stack.plan.users["ada"])
 
 
 def test_the_extension_check_requires_opencode_when_asked(live_stack):
-    ada = live_stack.plan["users"]["ada"]
-    image = run(f"podman inspect --format '{{{{.Image}}}}' {ada['container']['name']}").strip()
+    ada = live_stack.plan.users["ada"]
+    image = run(f"podman inspect --format '{{{{.Image}}}}' {ada.container.name}").strip()
     if host.EXTENSION_ID in run(f"podman image inspect --format '{{{{json .Config.Labels}}}}' {image}"):
         assert host.EXTENSION_ID in host.image_extensions_listed(run, ada, require_opencode=True)
     else:  # a portable image built without the VSIX
@@ -69,14 +69,14 @@ def test_the_extension_check_requires_opencode_when_asked(live_stack):
 
 
 def test_the_uid_check_sees_a_wrong_uid(live_stack):
-    wrong = {**live_stack.plan["users"]["ada"], "ids": {**live_stack.plan["users"]["ada"]["ids"], "hostUid": 0}}
+    wrong = {**live_stack.plan.users["ada"], "ids": {**live_stack.plan.users["ada"].ids, "hostUid": 0}}
     with pytest.raises(CheckFailed, match="not running as host uid 0"):
         host.processes_run_as_mapped_uid(run, wrong)
 
 
 def test_the_memory_check_sees_another_limit(live_stack):
-    ada = live_stack.plan["users"]["ada"]
-    wrong = {**ada, "limits": {**ada["limits"], "memoryBytes": ada["limits"]["memoryBytes"] * 2}}
+    ada = live_stack.plan.users["ada"]
+    wrong = {**ada, "limits": {**ada.limits, "memoryBytes": ada.limits.memoryBytes * 2}}
     with pytest.raises(CheckFailed, match="memory limit in force is"):
         limit_checks.memory_limit_matches_plan(run, wrong)
 
@@ -101,7 +101,7 @@ def test_deployment_checks_over_tls(limits, check):
 
 def test_unknown_host_over_tls_gets_landing_page(limits):
     target = http.Target(limits.url("calm"), ca_file=str(limits.ca_file))
-    proxy.unknown_host_gets_landing_page(target, limits.plan["nginx"]["defaultServer"]["landingHtml"])
+    proxy.unknown_host_gets_landing_page(target, limits.plan.nginx["defaultServer"]["landingHtml"])
 
 
 def test_small_memory_limit_in_force(greedy):
@@ -109,7 +109,7 @@ def test_small_memory_limit_in_force(greedy):
 
 
 def test_memory_hog_killed_neighbour_healthy(limits, greedy):
-    limit_checks.memory_hog_killed_neighbour_healthy(run, greedy, limits.plan["users"]["calm"])
+    limit_checks.memory_hog_killed_neighbour_healthy(run, greedy, limits.plan.users["calm"])
 
 
 def test_fork_bomb_stopped_by_pids_limit(greedy):

@@ -31,7 +31,7 @@ def ada(targets):
 
 @pytest.fixture(scope="module")
 def landing_html(live_stack):
-    return live_stack.plan["nginx"]["defaultServer"]["landingHtml"]
+    return live_stack.plan.nginx["defaultServer"]["landingHtml"]
 
 
 def test_nginx_listens_on_a_non_default_port(ada):
@@ -84,13 +84,13 @@ def test_unknown_host_gets_landing_page(ada, landing_html):
 
 
 def test_large_upload_passes_proxy(live_stack, ada):
-    host.start_upload_sink(subprocess_runner, live_stack.plan["users"]["ada"], 18765)
+    host.start_upload_sink(subprocess_runner, live_stack.plan.users["ada"], 18765)
     assert "100 MiB" in proxy.large_upload_passes_proxy(ada, 18765)
 
 
 def test_an_upload_beyond_the_plans_body_limit_is_refused_by_nginx(live_stack, ada):
     # Refused on its Content-Length, before anything reaches the container.
-    config = " ".join(live_stack.plan["users"]["ada"]["nginx"]["config"])
+    config = " ".join(live_stack.plan.users["ada"].nginx["config"])
     limit_mib = int(re.search(r"client_max_body_size (\d+)m;", config).group(1))
     with pytest.raises(CheckFailed, match="HTTP 413.*nginx"):
         proxy.large_upload_passes_proxy(ada, 18766, size=(limit_mib + 1) * 2**20)

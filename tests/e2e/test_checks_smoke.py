@@ -18,7 +18,7 @@ def smoke(*args, stdin):
 
 
 def domain_url(live_stack):
-    return f"http://{live_stack.plan['domain']}:{live_stack.http_port}"
+    return f"http://{live_stack.plan.domain}:{live_stack.http_port}"
 
 
 def test_smoke_passes_on_a_working_deployment(live_stack):

@@ -50,7 +50,7 @@ def status(s) -> dict:
 
 
 def host_free(s) -> int:
-    st = os.statvfs(s.plan["workspaceBase"])
+    st = os.statvfs(s.plan.workspaceBase)
     return st.f_bavail * st.f_frsize
 
 
@@ -65,7 +65,7 @@ def apply(s, settings: dict) -> None:
 
 
 def test_a_full_disk_stops_only_its_owner(pair):
-    image = pair.plan["users"]["quin"]["disk"]["image"]
+    image = pair.plan.users["quin"].disk.image
     free_before = host_free(pair)
     full = inside(pair, "quin", "head -c 2G /dev/zero > ~/project/big")  # twice the quota
     assert full.returncode != 0 and "No space left on device" in full.stderr, full
@@ -107,7 +107,7 @@ def test_a_quota_rises_without_losing_a_byte_and_never_falls_below_use(pair):
     assert "users.quin.diskQuota = 1.0G" in message and "1.9G quin stores" in message, message
     info = podman.inspect(pair.stack.host, pair.container("quin"))
     assert info["Id"] == cid and info["State"]["Running"]
-    assert os.stat(pair.plan["users"]["quin"]["disk"]["image"]).st_size == 2 * GIB
+    assert os.stat(pair.plan.users["quin"].disk.image).st_size == 2 * GIB
 
     # With room made it falls, as far as ext4 can shrink around where the files lie:
     # further is refused after a look at the stopped disk, which is then as it was.
@@ -115,7 +115,7 @@ def test_a_quota_rises_without_losing_a_byte_and_never_falls_below_use(pair):
     with pytest.raises(BadInput, match="users.quin.diskQuota = 1.0G: the disk can shrink to no less than"):
         apply(pair, {"users": {"quin": {"diskQuota": "1G"}}})
     assert podman.inspect(pair.stack.host, pair.container("quin"))["State"]["Running"]
-    assert os.stat(pair.plan["users"]["quin"]["disk"]["image"]).st_size == 2 * GIB
+    assert os.stat(pair.plan.users["quin"].disk.image).st_size == 2 * GIB
     apply(pair, {"users": {"quin": {"diskQuota": "1.5G"}}})
     assert status(pair)["quin"]["disk_quota_bytes"] == 1.5 * GIB
     assert inside(pair, "quin", "sha256sum < ~/project/keep").stdout == digest
@@ -123,7 +123,7 @@ def test_a_quota_rises_without_losing_a_byte_and_never_falls_below_use(pair):
 
 
 def test_a_quota_set_later_moves_the_files_onto_the_disk(pair):
-    rhea = pair.plan["users"]["rhea"]
+    rhea = pair.plan.users["rhea"]
     assert disks.usage(rhea) is None and status(pair)["rhea"]["disk_used_bytes"] is None
     inside(pair, "rhea", "mkdir -p ~/project/src && printf hello > ~/project/src/a && chmod 640 ~/project/src/a")
     listing = (
@@ -131,7 +131,7 @@ def test_a_quota_set_later_moves_the_files_onto_the_disk(pair):
     )
     before = inside(pair, "rhea", listing).stdout
     apply(pair, {"users": {"rhea": {"diskQuota": "1G"}}})
-    assert disks.usage(pair.plan["users"]["rhea"]).quota_bytes == GIB
+    assert disks.usage(pair.plan.users["rhea"]).quota_bytes == GIB
     after = inside(pair, "rhea", listing).stdout
     assert after == before
     assert inside(pair, "rhea", "cat ~/project/src/a").stdout == "hello"
@@ -144,16 +144,16 @@ def test_down_unmount_unmounts_every_disk_and_reset_and_up_bring_them_back(pair)
     assert os.path.exists(os.path.join(pair.workspace("quin"), "keep"))  # a plain down keeps them in view
     pair.stack.up()
     pair.stack.down(unmount=True)
-    assert not any(disks.is_mounted(u["disk"]) for u in pair.plan["users"].values())
+    assert not any(disks.is_mounted(u.disk) for u in pair.plan.users.values())
     assert not os.path.exists(os.path.join(pair.workspace("quin"), "keep"))
     pair.stack.up()
     assert hashlib.sha256(open(os.path.join(pair.workspace("quin"), "keep"), "rb").read()).hexdigest() == digest
 
     # As after a reboot: the containers and networks are there, the disks not mounted.
     # A reset before any `up` mounts quin's disk before the new container starts.
-    for user in pair.plan["users"].values():
-        podman.podman(pair.stack.host, "stop", user["container"]["name"])
-    disks.unmount_all(pair.plan["workspaceBase"])
+    for user in pair.plan.users.values():
+        podman.podman(pair.stack.host, "stop", user.container.name)
+    disks.unmount_all(pair.plan.workspaceBase)
     pair.stack.reset("quin")
     assert inside(pair, "quin", "sha256sum < ~/project/keep").stdout.split()[0] == digest
     pair.stack.up()

@@ -63,12 +63,12 @@ def test_a_login_posted_from_another_site_is_refused(pair):
 
 def test_no_tcp_port_and_the_socket_refuses_other_host_accounts(pair):
     for name in ("gil", "hal"):
-        user = pair.plan["users"][name]
+        user = pair.plan.users[name]
         print(host.no_tcp_port(RUN, user))
         print(host.socket_only_for_root_and_nginx(RUN, user, account="nobody"))
-    gate = pair.plan["gate"]
+    gate = pair.plan.gate
     probe = ["runuser", "-u", "nobody", "--", "python3", "-c", host.SOCKET_PROBE]
-    for where in (gate["socket"], gate["control"]["socket"]):
+    for where in (gate.socket, gate.control.socket):
         out = subprocess.run(probe + [where], capture_output=True, text=True).stdout.strip()
         assert out == "Permission denied", f"the host account nobody connecting to {where}: {out!r}"
     listeners = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
@@ -78,8 +78,8 @@ def test_no_tcp_port_and_the_socket_refuses_other_host_accounts(pair):
 def _state_files(stack) -> list[Path]:
     roots = [
         stack.state_dir,
-        Path(stack.plan["gate"]["stateDir"]),
-        Path(stack.plan["runtimeDir"]),
+        Path(stack.plan.gate.stateDir),
+        Path(stack.plan.runtimeDir),
         Path(stack.settings["users"]["gil"]["hashedPasswordFile"]).parent,
     ]
     return [p for root in roots for p in root.rglob("*") if p.is_file()]
@@ -88,7 +88,7 @@ def _state_files(stack) -> list[Path]:
 def test_the_session_is_not_the_hash_and_not_in_any_file(pair):
     t = target(pair, "gil", "127.0.0.85")
     cookie = t.session()
-    hashed = Path(pair.plan["users"]["gil"]["password"]["file"]).read_text().strip()
+    hashed = Path(pair.plan.users["gil"].password.file).read_text().strip()
     assert cookie != hashed and len(cookie) >= 43, "256 random bits, not the password hash"
     for path in _state_files(pair):
         assert cookie.encode() not in path.read_bytes(), f"{path} holds the session value"
@@ -152,27 +152,27 @@ def test_csm_sessions_revoke_and_csm_passwd_end_every_session(pair, tmp_path):
 
 
 def test_the_gate_runs_as_its_own_account_and_only_asks_the_root_side(pair):
-    gate = pair.plan["gate"]
-    account = pwd.getpwnam(gate["user"])
+    gate = pair.plan.gate
+    account = pwd.getpwnam(gate.user)
     pid = int((pair.state_dir / "gate.pid").read_text().split()[0])
     uids = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:")][0]
     assert uids.split()[1:] == [str(account.pw_uid)] * 4, uids
     owned = subprocess.run(
-        ["find", str(pair.base), "/etc", "/usr", "-xdev", "-user", gate["user"]], capture_output=True, text=True
+        ["find", str(pair.base), "/etc", "/usr", "-xdev", "-user", gate.user], capture_output=True, text=True
     ).stdout.split()
-    allowed = (Path(gate["directory"]), Path(gate["stateDir"]), pair.state_dir / "credentials")
+    allowed = (Path(gate.directory), Path(gate.stateDir), pair.state_dir / "credentials")
     for path in owned:
-        assert any(Path(path) == a or a in Path(path).parents for a in allowed), f"{gate['user']} owns {path}"
-    as_gate = ["runuser", "-u", gate["user"], "--"]
+        assert any(Path(path) == a or a in Path(path).parents for a in allowed), f"{gate.user} owns {path}"
+    as_gate = ["runuser", "-u", gate.user, "--"]
     for argv in (
         ["podman", "start", pair.container("gil")],
         ["touch", str(pair.state_dir / "x")],
-        ["cat", pair.plan["users"]["gil"]["password"]["file"]],
+        ["cat", pair.plan.users["gil"].password.file],
     ):
-        assert subprocess.run(as_gate + argv, capture_output=True).returncode != 0, f"{gate['user']} could {argv}"
+        assert subprocess.run(as_gate + argv, capture_output=True).returncode != 0, f"{gate.user} could {argv}"
     for verb in ("stop", "restart", "exec"):
         with pytest.raises(control.ControlError):
-            control.ask(gate["control"]["socket"], verb, "gil")
+            control.ask(gate.control.socket, verb, "gil")
 
 
 def test_a_link_planted_in_ones_socket_directory_never_reaches_another_users_code_server(pair):
@@ -180,7 +180,7 @@ def test_a_link_planted_in_ones_socket_directory_never_reaches_another_users_cod
     code-server's socket was. nginx connects to root's link (csm/sockets.py), so gil's
     session still reaches gil's code-server only: not an app of hal's, not hal's
     workbench, even after root's refresh (the idle service's round, a wake)."""
-    gil, hal = pair.plan["users"]["gil"], pair.plan["users"]["hal"]
+    gil, hal = pair.plan.users["gil"], pair.plan.users["hal"]
     secret = f"hal-{os.urandom(6).hex()}"
     subprocess.run(
         [
@@ -210,7 +210,7 @@ def test_a_link_planted_in_ones_socket_directory_never_reaches_another_users_cod
         ],
         check=True,
     )
-    inside = gil["container"]["socket"]
+    inside = gil.container.socket
     planted = subprocess.run(
         [
             "podman",
@@ -218,7 +218,7 @@ def test_a_link_planted_in_ones_socket_directory_never_reaches_another_users_cod
             pair.container("gil"),
             "sh",
             "-c",
-            f"mv {inside} {inside}.real && ln -s {hal['socketSource']} {inside} && ls -l {inside}",
+            f"mv {inside} {inside}.real && ln -s {hal.socketSource} {inside} && ls -l {inside}",
         ],
         capture_output=True,
         text=True,

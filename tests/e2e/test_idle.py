@@ -33,7 +33,7 @@ def stack(live_stack_factory):
 
 
 def user(stack, name):
-    return stack.plan["users"][name]
+    return stack.plan.users[name]
 
 
 def visit(stack, name, source="127.0.0.1", logged_in=True):
@@ -68,7 +68,7 @@ def test_idle_user_is_stopped_with_files_intact_and_up_leaves_them_stopped(stack
         assert (stack.workspace("idla") / "kept.txt").read_text() == "kept\n"
         print(checks.keeps_running(run, user(stack, "idlb"), 5))
         # The busy loop is what keeps idlb active: its last activity is the last check.
-        interval = stack.plan["idle"]["checkIntervalSeconds"]
+        interval = stack.plan.idle.checkIntervalSeconds
         assert time.time() - service.last_activity(stack.plan)["idlb"] <= 2 * interval + 2
         status = {u.name: u for u in stack.stack.status().users}
         assert status["idla"].activity == "stopped-idle" and status["idla"].since and status["idla"].last_activity
@@ -133,7 +133,7 @@ def test_a_container_that_cannot_start_is_not_started_again_and_again(stack):
     name = "idlf"
     stop_as_idle(stack, name)
     # The directory of its socket is gone: podman cannot mount it, the start fails.
-    socket_dir = Path(user(stack, name)["socket"]).parent
+    socket_dir = Path(user(stack, name).socket).parent
     moved = socket_dir.with_name("moved-away")
     socket_dir.rename(moved)
     try:

@@ -28,7 +28,7 @@ def pair(live_stack_factory):
 
 
 def user(stack, name):
-    return stack.plan["users"][name]
+    return stack.plan.users[name]
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -75,7 +75,7 @@ def test_the_way_out_stays_open(pair, host_server):
 
 
 def test_each_user_has_a_network_of_its_own(pair):
-    names = {user(pair, u)["network"]["name"] for u in ("ivy", "jon")}
+    names = {user(pair, u).network.name for u in ("ivy", "jon")}
     ours = set(podman.networks(pair.stack.host, f"{podman.STACK_LABEL}={pair.state_dir}"))
     assert ours == names
     for name in names:

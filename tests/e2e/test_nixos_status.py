@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from csm import plan as planlib
 from csm.testing.systemctl import SystemctlStandIn
 
 pytestmark = pytest.mark.live
@@ -31,7 +32,7 @@ def unit(stack) -> str:
 
 def status(stack, tmp_path, systemd, *args):
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps(stack.plan))
+    plan.write_text(json.dumps(planlib.to_json(stack.plan)))
     return subprocess.run(
         [sys.executable, "-m", "csm.cli", "status", "--plan", str(plan), "--state-dir", str(tmp_path / "state"), *args],
         capture_output=True,
@@ -43,12 +44,12 @@ def status(stack, tmp_path, systemd, *args):
 def test_status_is_healthy_when_nginx_the_unit_and_the_container_are(nixos_stack, tmp_path):
     systemd = SystemctlStandIn(tmp_path)
     systemd.set("nginx.service", "active", pid=4242)
-    systemd.set(nixos_stack.plan["gate"]["unit"], "active", pid=4343)
+    systemd.set(nixos_stack.plan.gate.unit, "active", pid=4343)
     systemd.set(unit(nixos_stack), "active", restarts=3)
     proc = status(nixos_stack, tmp_path, systemd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "nginx (nginx.service): running (pid 4242), port 80" in proc.stdout
-    assert f"gate ({nixos_stack.plan['gate']['unit']}): running (pid 4343)" in proc.stdout
+    assert f"gate ({nixos_stack.plan.gate.unit}): running (pid 4343)" in proc.stdout
     assert f"{nixos_stack.container(USER)}  running" in proc.stdout and "healthy" in proc.stdout
     # systemd recreates the container on each restart: its count is the unit's NRestarts.
     user = json.loads(status(nixos_stack, tmp_path, systemd, "--json").stdout)["users"][0]
@@ -58,12 +59,12 @@ def test_status_is_healthy_when_nginx_the_unit_and_the_container_are(nixos_stack
 def test_status_is_unhealthy_when_nginx_or_the_unit_is_not(nixos_stack, tmp_path):
     systemd = SystemctlStandIn(tmp_path)
     systemd.set(unit(nixos_stack), "active")
-    systemd.set(nixos_stack.plan["gate"]["unit"], "active", pid=4343)
+    systemd.set(nixos_stack.plan.gate.unit, "active", pid=4343)
     assert status(nixos_stack, tmp_path, systemd).returncode == 1  # nginx.service inactive
     systemd.set("nginx.service", "active", pid=4242)
-    systemd.set(nixos_stack.plan["gate"]["unit"], "failed")
+    systemd.set(nixos_stack.plan.gate.unit, "failed")
     assert status(nixos_stack, tmp_path, systemd).returncode == 1  # nobody can log in
-    systemd.set(nixos_stack.plan["gate"]["unit"], "active", pid=4343)
+    systemd.set(nixos_stack.plan.gate.unit, "active", pid=4343)
     systemd.set(unit(nixos_stack), "deactivating")
     proc = status(nixos_stack, tmp_path, systemd, "--json")
     assert proc.returncode == 1 and json.loads(proc.stdout)["units"] == {USER: "deactivating"}
@@ -90,5 +91,5 @@ def test_logs_with_the_plan_show_the_containers_log(nixos_stack, tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    socket = nixos_stack.plan["users"][USER]["container"]["socket"]
+    socket = nixos_stack.plan.users[USER].container.socket
     assert f"HTTP server listening on {socket}" in proc.stdout + proc.stderr

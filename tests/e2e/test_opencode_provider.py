@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from csm import plan as planlib
 from csm.testing.fake_openai import MODEL, FakeOpenAI, host_address, opencode_settings
 from csm.testing.stacks import TEST_PREFIX, free_port
 
@@ -162,8 +163,8 @@ def test_the_key_is_not_in_podmans_record_of_the_command(answered):
 
 def test_the_key_is_not_in_the_plan_or_the_stacks_state(ai, answered):
     stack, _, _ = ai
-    assert KEY not in json.dumps(stack.plan)
-    assert "{env:FAKE_API_KEY}" in json.dumps(stack.plan)
+    assert KEY not in json.dumps(planlib.to_json(stack.plan))
+    assert "{env:FAKE_API_KEY}" in json.dumps(planlib.to_json(stack.plan))
     for path in stack.state_dir.rglob("*"):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), f"the API key is in {path}"

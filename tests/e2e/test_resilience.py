@@ -42,7 +42,7 @@ def code_server_pid(cname: str) -> int:
 
 
 def test_a_killed_code_server_is_healthy_again_within_30_s(kim):
-    cname = kim.plan["users"]["kim"]["container"]["name"]
+    cname = kim.plan.users["kim"].container.name
     victim = code_server_pid(cname)
     assert (
         b"code-server" in Path(f"/proc/{victim}/cmdline").read_bytes().replace(b"\0", b" ")
@@ -71,7 +71,7 @@ def test_a_killed_code_server_is_healthy_again_within_30_s(kim):
 
 def test_backup_delete_everything_restore_before_up_then_up(kim, tmp_path):
     def inside(script: str) -> str:
-        return RUN(f"podman exec {kim.plan['users']['kim']['container']['name']} sh -c '{script}'")
+        return RUN(f"podman exec {kim.plan.users['kim'].container.name} sh -c '{script}'")
 
     kim.stack.up()  # running, whatever the test before left
 
@@ -82,19 +82,19 @@ def test_backup_delete_everything_restore_before_up_then_up(kim, tmp_path):
     )
     user_dir = kim.user_dir("kim")
     # Stopped, so code-server's own logs do not change between the snapshot and the archive.
-    podman.podman(kim.stack.host, "stop", kim.plan["users"]["kim"]["container"]["name"])
+    podman.podman(kim.stack.host, "stop", kim.plan.users["kim"].container.name)
     before = tree_snapshot(user_dir)
     del before["workspace/pipe"]  # a fifo holds no data: the backup leaves it out (restore refuses one)
     archive = kim.stack.backup(tmp_path / "backups")
-    network = kim.plan["users"]["kim"]["network"]["name"]
+    network = kim.plan.users["kim"].network.name
 
     # A fresh host: the stack is gone, with its state, workspaces and runtime files;
     # only the archive and the password hash (brought along, as docs/admin.md says) remain.
     kim.stack.down(unmount=True)
     assert podman.inspect_network(kim.stack.host, network) is None, "down left the user's network behind"
-    shutil.rmtree(kim.plan["workspaceBase"])
+    shutil.rmtree(kim.plan.workspaceBase)
     shutil.rmtree(kim.state_dir)
-    shutil.rmtree(kim.plan["runtimeDir"], ignore_errors=True)
+    shutil.rmtree(kim.plan.runtimeDir, ignore_errors=True)
     fresh = Stack(kim.plan, kim.base / "fresh-state", kim.http_port)
     kim.stack = fresh  # so that close() stops this one
 

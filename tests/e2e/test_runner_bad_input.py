@@ -123,7 +123,7 @@ def test_image_missing(attempt):
 def test_a_container_name_taken_by_something_else(attempt):
     a = attempt()
     subprocess.run(
-        ["podman", "create", "--name=csm-test-eli", "--pull=never", *HOST.run_args, a.plan["image"], "true"],
+        ["podman", "create", "--name=csm-test-eli", "--pull=never", *HOST.run_args, a.plan.image, "true"],
         check=True,
         capture_output=True,
     )
@@ -141,7 +141,7 @@ def broken(a: Attempt, cmd: list[str]) -> dict:
     """The plan with a container command that cannot serve: only the runner's
     reaction is under test here."""
     plan = json.loads(json.dumps(a.plan))
-    plan["users"]["eli"]["container"]["cmd"] = cmd
+    plan.users["eli"].container.cmd = cmd
     return plan
 
 

@@ -88,7 +88,7 @@ class CliStack:
         return podman.inspect(HOST, mine[0]["Names"][0]) if mine else None
 
     def container_name(self, user: str) -> str:
-        return self.plan["users"][user]["container"]["name"]
+        return self.plan.users[user].container.name
 
     def user_dir(self, user: str) -> Path:
         return Path(self.settings["workspaceBase"]) / user
@@ -138,9 +138,9 @@ def test_the_running_config_passes_nginx_and_gixy(cli, stack_kit):
 def test_directories_have_the_plans_owners_and_modes(cli):
     cli.given()
     plan = cli.plan
-    for d in plan["directories"] + [d for u in plan["users"].values() for d in u["directories"]]:
-        st = Path(d["path"]).stat()
-        owner = (files.account_id(d["uid"], "user"), files.account_id(d["gid"], "group"), oct(int(d["mode"], 8)))
+    for d in plan.directories + [d for u in plan.users.values() for d in u.directories]:
+        st = Path(d.path).stat()
+        owner = (files.account_id(d.uid, "user"), files.account_id(d.gid, "group"), oct(int(d.mode, 8)))
         assert (st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode))) == owner, d
 
 
@@ -149,7 +149,7 @@ def test_the_password_reaches_only_the_gate_and_no_command_line(cli):
     account's alone (0400 in a 0700 directory)."""
     cli.given()
     plan = cli.plan
-    gate_user = pwd.getpwnam(plan["gate"]["user"])
+    gate_user = pwd.getpwnam(plan.gate.user)
     credentials = cli.state / "credentials"
     assert (credentials.stat().st_uid, stat.S_IMODE(credentials.stat().st_mode)) == (gate_user.pw_uid, 0o700)
     for user in USERS:
@@ -161,7 +161,7 @@ def test_the_password_reaches_only_the_gate_and_no_command_line(cli):
         assert not any(hashed in e or "PASSWORD" in e for e in info["Config"]["Env"]), "the container got the password"
         create_command = " ".join(info["Config"]["CreateCommand"])
         assert hashed not in create_command and cli.passwords[user] not in create_command
-        config = plan["users"][user]["container"]["environment"]["OPENCODE_CONFIG_CONTENT"]
+        config = plan.users[user].container.environment["OPENCODE_CONFIG_CONTENT"]
         assert config not in create_command  # config arrives by env file too: `ps` shows none of it
         assert not any(hashed in v or config in v for v in info["Config"]["Labels"].values())
         assert f"OPENCODE_CONFIG_CONTENT={config}" in info["Config"]["Env"]
@@ -216,7 +216,7 @@ def test_status_reports_health_memory_oom_and_activity(cli, web_client):
     for u in status["users"]:
         assert (u["state"], u["health"]) == ("running", "healthy")
         assert 0 < u["memory_bytes"] < u["memory_limit_bytes"]
-        assert u["memory_limit_bytes"] == cli.plan["users"][u["name"]]["limits"]["memoryBytes"]
+        assert u["memory_limit_bytes"] == cli.plan.users[u["name"]].limits.memoryBytes
         assert isinstance(u["oom_kills"], int)  # the kernel's count; the next test makes it move
         assert u["last_activity"] is not None
     table = cli.csm("status")
@@ -292,7 +292,7 @@ def test_reset_gives_a_fresh_container_and_keeps_workspace_and_home(cli):
     assert cli.exec("rita", "cat ~/project/hello.txt ~/.config/demo/setting") == "kept\nyes\n"
     assert cli.exec("rita", "test -e /tmp/scratch && echo there || echo gone") == "gone\n"
     host_file = cli.user_dir("rita") / "workspace" / "hello.txt"
-    assert host_file.stat().st_uid == cli.plan["users"]["rita"]["ids"]["hostUid"]
+    assert host_file.stat().st_uid == cli.plan.users["rita"].ids.hostUid
 
 
 def test_backup_and_restore_into_the_running_stack(cli):
@@ -358,7 +358,7 @@ def test_logs_show_code_server(cli):
 def test_down_stops_everything_and_keeps_workspaces(cli):
     cli.given()
     cli.exec("rita", "echo kept over down > ~/project/down.txt")
-    env_file = Path(cli.plan["runtimeDir"]) / "rita.config.env"
+    env_file = Path(cli.plan.runtimeDir) / "rita.config.env"
     assert env_file.exists()
     proc = cli.csm("down")
     assert proc.returncode == 0, proc.stderr

@@ -33,7 +33,7 @@ def in_container(name: str, script: str) -> str:
 
 
 def container(stack, user: str) -> str:
-    return stack.plan["users"][user]["container"]["name"]
+    return stack.plan.users[user].container.name
 
 
 def bind_mounts(name: str) -> dict[str, tuple[str, str]]:
@@ -60,15 +60,15 @@ def test_a_container_mounts_only_its_own_directories_and_socket(live_stack, user
     from_podman = {p for p, (root, _) in mounts.items() if root.startswith(PODMAN_STORAGE)}
     assert from_podman <= PODMAN_FILES, from_podman
     ours = {p: shown for p, shown in mounts.items() if p not in from_podman}
-    planned = dict(v.split(":")[1::-1] for v in live_stack.plan["users"][user]["container"]["volumes"])
-    socket_dir = live_stack.plan["users"][user]["container"]["socket"].rsplit("/", 1)[0]
+    planned = dict(v.split(":")[1::-1] for v in live_stack.plan.users[user].container.volumes)
+    socket_dir = live_stack.plan.users[user].container.socket.rsplit("/", 1)[0]
     assert set(ours) == set(planned) == {"/home/coder", "/home/coder/project", socket_dir}, ours
     for point, (root, device) in ours.items():
         # root is relative to the file system holding it (the user's own disk for the
         # home and workspace): the planned host path ends with it, on that device
         assert planned[point].endswith(root), f"{point} shows {root}, the plan says {planned[point]}"
         assert device == device_of(planned[point]), f"{point} lies on {device}, {planned[point]} on another"
-    assert device_of(planned["/home/coder"]) != device_of(live_stack.plan["workspaceBase"])  # the user's disk
+    assert device_of(planned["/home/coder"]) != device_of(live_stack.plan.workspaceBase)  # the user's disk
 
 
 @pytest.mark.parametrize("user", ["ada", "bo"])
@@ -122,5 +122,5 @@ def test_a_forged_forwarded_header_does_not_pass_the_origin_check(live_stack):
     # the refusal above is nginx's doing, not code-server's.
     direct = socket.socket(socket.AF_UNIX)
     direct.settimeout(30)
-    direct.connect(live_stack.plan["users"]["ada"]["socket"])
+    direct.connect(live_stack.plan.users["ada"].socket)
     assert forged_websocket_status(ada, direct, cookie) == 101

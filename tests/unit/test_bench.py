@@ -51,7 +51,7 @@ def image_tree(root: Path, link: str) -> Path:
 @pytest.mark.parametrize("link", ["relative", "absolute"])
 def test_the_bare_baseline_runs_the_plans_command_with_host_places(tmp_path, link):
     entry = image_tree(tmp_path, link)
-    cmd = planlib.load(ROOT / "examples" / "demo.nix")["users"]["demo"]["container"]["cmd"]
+    cmd = planlib.load(ROOT / "examples" / "demo.nix").users["demo"].container.cmd
     argv = bench.BareCodeServer(tmp_path, cmd).argv("/tmp/h")
     assert argv[:2] == [f"{tmp_path}/usr/local/bin/node", str(entry)]
     assert Path(argv[1]).read_text() == "// code-server\n"

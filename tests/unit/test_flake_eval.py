@@ -85,7 +85,7 @@ def test_the_module_defaults_to_the_flakes_image_and_csm(flake):
 @pytest.mark.parametrize("example", ["demo", "team"])
 def test_lib_plan_is_the_runners_plan(flake, example):
     outputs, _ = flake
-    assert outputs["plans"][example] == planlib.load(ROOT / f"examples/{example}.nix")
+    assert outputs["plans"][example] == planlib.to_json(planlib.load(ROOT / f"examples/{example}.nix"))
 
 
 def test_checks_are_the_vm_tests_with_their_nodes_and_scripts(flake):

@@ -72,18 +72,18 @@ def gate_for(tmp_path):
                 "users": {"ada": {"hashedPasswordFile": str(tmp_path / "ada.hash")}},
             }
         )
-        plan["gate"].update(readyHoldSeconds=hold, heldAtOnce=held)
-        plan["gate"]["control"]["socket"] = str(tmp_path / "control.sock")
-        user = plan["users"]["ada"]
+        plan.gate.readyHoldSeconds, plan.gate.heldAtOnce = hold, held
+        plan.gate.control.socket = str(tmp_path / "control.sock")
+        user = plan.users["ada"]
         # code-server's socket as the container makes it (owned here by this test's
         # uid), and root's link to it, which the waker makes before it asks.
-        user["socketSource"] = str(tmp_path / "code-server.sock")
-        user["socket"] = str(tmp_path / "link.sock")
-        user["ids"]["hostUid"] = os.getuid()
-        health = Health(user["socketSource"], user["container"]["healthPath"], healthy_after)
+        user.socketSource = str(tmp_path / "code-server.sock")
+        user.socket = str(tmp_path / "link.sock")
+        user.ids.hostUid = os.getuid()
+        health = Health(user.socketSource, user.container.healthPath, healthy_after)
         waker = Waker(plan, NoPodman(), podman="false")
         waker.starting.add("ada")  # as when the waker has begun to start ada's container
-        root = control.Server(plan["gate"]["control"]["socket"], {"ada"}, waker.answer, group=None)
+        root = control.Server(plan.gate.control.socket, {"ada"}, waker.answer, group=None)
         threading.Thread(target=root.serve_forever, daemon=True).start()
         servers.extend([health.server, root])
         (tmp_path / "gate").mkdir(exist_ok=True)
@@ -135,7 +135,7 @@ def test_only_so_many_questions_are_held_at_once(gate_for):
 
 def test_the_control_socket_answers_only_its_verbs_for_its_users(gate_for, tmp_path):
     gate, _ = gate_for(healthy_after=0)
-    where = gate.settings["control"]["socket"]
+    where = gate.settings.control.socket
     assert control.ask(where, "state", "ada")["state"] in ("ready", "starting")
     for verb, user in (("stop", "ada"), ("start", "bo"), ("exec", "ada"), ("state", "../ada")):
         with pytest.raises(control.ControlError, match="ask one of start, state for a user of the plan"):

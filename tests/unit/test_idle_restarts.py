@@ -17,8 +17,9 @@ def test_only_a_restart_podman_began_and_left_created_is_finished():
     assert not restarts.half_restarted(info("running", 2))
 
 
-def test_counts_belong_to_one_container(tmp_path):
-    plan = {"idle": {"stateDir": str(tmp_path / "idle")}}
+def test_counts_belong_to_one_container(tmp_path, planned_plan):
+    plan = planned_plan
+    plan.idle.stateDir = str(tmp_path / "idle")
     assert restarts.count(plan, "ada", "c1") == 0
     restarts._record(plan, "ada", "c1")
     restarts._record(plan, "ada", "c1")

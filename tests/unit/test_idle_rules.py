@@ -21,42 +21,42 @@ def settings(top="unset", **user) -> dict:
 
 def test_idle_stop_after_defaults_to_an_hour_and_users_override_it():
     plan = planlib.from_settings(settings())
-    assert plan["users"]["ada"]["idle"]["stopAfterSeconds"] == 3600
+    assert plan.users["ada"].idle.stopAfterSeconds == 3600
     plan = planlib.from_settings(settings("30m", idleStopAfter=None))
-    assert plan["users"]["ada"]["idle"]["stopAfterSeconds"] is None
-    assert plan["users"]["bo"]["idle"]["stopAfterSeconds"] == 1800
-    assert plan["idle"]["users"] == ["bo"]
-    assert planlib.from_settings(settings(90, idleStopAfter="2d"))["users"]["ada"]["idle"]["stopAfterSeconds"] == 172800
+    assert plan.users["ada"].idle.stopAfterSeconds is None
+    assert plan.users["bo"].idle.stopAfterSeconds == 1800
+    assert plan.idle.users == ["bo"]
+    assert planlib.from_settings(settings(90, idleStopAfter="2d")).users["ada"].idle.stopAfterSeconds == 172800
 
 
 def test_null_keeps_everyone_on():
     plan = planlib.from_settings(settings(None))
-    assert plan["idle"]["enable"] is False and plan["idle"]["users"] == []
+    assert plan.idle.enable is False and plan.idle.users == []
 
 
 def test_every_location_to_code_server_hands_a_refusal_to_the_gates_wake():
     """Only a request that passed the gate (auth_request) reaches code-server's socket,
     so only a logged-in person's request meets the 502 of a stopped container."""
     plan = planlib.from_settings(settings("20m"))
-    paths = plan["gate"]["paths"]
-    for name, user in plan["users"].items():
-        locations = user["nginx"]["locations"]
+    paths = plan.gate.paths
+    for name, user in plan.users.items():
+        locations = user.nginx["locations"]
         for where, loc in locations.items():
-            if loc["proxyPass"] == f"http://unix:{user['socket']}:":
+            if loc["proxyPass"] == f"http://unix:{user.socket}:":
                 assert "error_page 502 = @csm_wake;" in loc["config"], where
-                assert loc["config"][0] == f"auth_request {paths['auth']};", where
+                assert loc["config"][0] == f"auth_request {paths.auth};", where
         wake = locations["@csm_wake"]
         assert wake["proxyPass"] == "http://csm_gate"
-        assert f"rewrite ^ {paths['wake']}? break;" in wake["config"]
+        assert f"rewrite ^ {paths.wake}? break;" in wake["config"]
         assert f"proxy_set_header X-CSM-User {name};" in wake["config"]
-        assert paths["ready"] in user["pages"]["starting"]
-        assert "Starting" in user["pages"]["starting"] and name in user["pages"]["starting"]
+        assert paths.ready in user.pages["starting"]
+        assert "Starting" in user.pages["starting"] and name in user.pages["starting"]
 
 
 def test_the_check_interval_follows_the_shortest_idle_time():
-    assert planlib.from_settings(settings("1h"))["idle"]["checkIntervalSeconds"] == 30
-    assert planlib.from_settings(settings("1h", idleStopAfter=40))["idle"]["checkIntervalSeconds"] == 4
-    assert planlib.from_settings(settings(10))["idle"]["checkIntervalSeconds"] == 2
+    assert planlib.from_settings(settings("1h")).idle.checkIntervalSeconds == 30
+    assert planlib.from_settings(settings("1h", idleStopAfter=40)).idle.checkIntervalSeconds == 4
+    assert planlib.from_settings(settings(10)).idle.checkIntervalSeconds == 2
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 a value in a copy of it and plan.nix, the portable recipe's settings and the contract
 check all follow."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from csm import plan as planlib
 from csm.checks import image as check
 from csm.image import assemble, inputs
 
@@ -47,27 +49,27 @@ def plan_of(tree: Path) -> dict:
     out = subprocess.run(
         ["nix-instantiate", "--eval", "--strict", "--json", "-E", expr], capture_output=True, text=True, check=True
     ).stdout
-    return json.loads(out)
+    return planlib.from_json(json.loads(out), "the changed tree's plan")
 
 
 def test_plan_follows_the_contract(changed_tree):
     plan, c = plan_of(changed_tree), CHANGED
-    ada = plan["users"]["ada"]["container"]
-    assert plan["image"] == "localhost/other-image:v9"
-    assert ada["user"] == "1234:1235"
-    assert ada["ports"] == []  # the plan runs code-server on a socket: the contract's port is the image's default only
-    assert any(v.endswith(f":{c['home']}") for v in ada["volumes"])
-    assert any(v.endswith(f":{c['project']}") for v in ada["volumes"])
-    assert ada["cmd"][ada["cmd"].index("--extensions-dir") + 1] == "/opt/ext"
-    assert c["project"] in ada["cmd"] and "9090" not in json.dumps(ada)
-    assert ada["healthCheck"][-1] == "http://localhost/alive" and ada["healthPath"] == "/alive"
-    assert plan["users"]["ada"]["ids"]["hostGid"] - plan["users"]["ada"]["ids"]["hostUid"] == 1
+    ada = plan.users["ada"].container
+    assert plan.image == "localhost/other-image:v9"
+    assert ada.user == "1234:1235"
+    assert ada.ports == []  # the plan runs code-server on a socket: the contract's port is the image's default only
+    assert any(v.endswith(f":{c['home']}") for v in ada.volumes)
+    assert any(v.endswith(f":{c['project']}") for v in ada.volumes)
+    assert ada.cmd[ada.cmd.index("--extensions-dir") + 1] == "/opt/ext"
+    assert c["project"] in ada.cmd and "9090" not in json.dumps(dataclasses.asdict(ada))
+    assert ada.healthCheck[-1] == "http://localhost/alive" and ada.healthPath == "/alive"
+    assert plan.users["ada"].ids.hostGid - plan.users["ada"].ids.hostUid == 1
 
 
 def test_the_checkout_plan_uses_the_checkout_contract():
     plan, c = plan_of(ROOT), inputs.load_contract()
-    assert plan["image"] == f"{c['imageName']}:{c['imageTag']}"
-    assert plan["users"]["ada"]["container"]["user"] == f"{c['uid']}:{c['gid']}"
+    assert plan.image == f"{c['imageName']}:{c['imageTag']}"
+    assert plan.users["ada"].container.user == f"{c['uid']}:{c['gid']}"
 
 
 def test_portable_recipe_follows_the_contract(changed_tree, tmp_path):

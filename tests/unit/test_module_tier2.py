@@ -17,6 +17,7 @@ import pytest
 from tier2 import MARKS, NIXPKGS_LIB, OCI_CONTAINERS, ROOT
 
 from csm import plan as planlib
+from csm.plan_types import Directory
 from csm.runner import disks, files
 
 pytestmark = MARKS
@@ -58,7 +59,9 @@ def service(thing: dict) -> str:
 
 @pytest.fixture(scope="module")
 def team():
-    return evaluate(ROOT / "examples/team.nix"), planlib.load(ROOT / "examples/team.nix")
+    return evaluate(ROOT / "examples/team.nix"), planlib.to_json(
+        planlib.load(ROOT / "examples/team.nix")
+    )  # as the module sees it: JSON
 
 
 def test_containers_are_the_plans(team):
@@ -195,7 +198,7 @@ def test_prestart_writes_the_seed_byte_for_byte_and_the_socket_directory(own_pat
     module = evaluate(settings)
     user = module["plan"]["users"]["ada"]
     for d in module["plan"]["directories"]:  # what tmpfiles' `d` rules do first
-        files.ensure_directory(d)
+        files.ensure_directory(Directory(**d))
     proc = _run_prestart(module, "ada", tmp_path)
     assert proc.returncode == 0, proc.stderr
     seed = user["seedFiles"][0]
@@ -216,7 +219,7 @@ def test_prestart_never_reads_the_password_file(own_paths, tmp_path):
     settings, hash_file = own_paths
     module = evaluate(settings)
     for d in module["plan"]["directories"]:
-        files.ensure_directory(d)
+        files.ensure_directory(Directory(**d))
     assert not hash_file.exists()
     proc = _run_prestart(module, "ada", tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -238,17 +241,18 @@ def test_prestart_mounts_the_users_disk_of_the_quotas_size(tmp_path):
     unit = module["services"][service(user["container"])]
     assert {"/nix/store/util-linux", "/nix/store/e2fsprogs"} <= set(unit["path"])
     assert [json.loads(t) for t in unit["restartTriggers"]] == [user["disk"]]
+    typed = planlib.from_json(module["plan"], "the module's plan").users["ada"]
     for d in module["plan"]["directories"]:
-        files.ensure_directory(d)
+        files.ensure_directory(Directory(**d))
     try:
         proc = _run_prestart(module, "ada", tmp_path)
         assert proc.returncode == 0, proc.stderr
-        use = disks.usage(user)
+        use = disks.usage(typed)
         assert use and use.quota_bytes == 2**30 and 0.9 * 2**30 < use.size_bytes <= 2**30
         assert disks.mounted_device(user["disk"]["mountPoint"]) is not None
         assert Path(user["seedFiles"][0]["path"]).is_file()  # written onto the disk
     finally:
-        disks.unmount(user["disk"])
+        disks.unmount(typed.disk)
         disks.release_base(module["plan"]["workspaceBase"])
     assert not Path(user["seedFiles"][0]["path"]).exists()  # it was on the disk, not beneath it
 

@@ -42,12 +42,12 @@ class NixosHost:
         self.plan = planlib.load(settings)
         # The module declares the gate's accounts; this stand-in host (any fresh Debian)
         # has only its own, so the sockets' guard directories get Debian's nogroup.
-        self.plan["gate"]["proxyGroup"] = "nogroup"
-        for user in self.plan["users"].values():
-            for d in user["directories"]:
-                d["gid"] = "nogroup" if d["gid"] == "csm-proxy" else d["gid"]
+        self.plan.gate.proxyGroup = "nogroup"
+        for user in self.plan.users.values():
+            for d in user.directories:
+                d.gid = "nogroup" if d.gid == "csm-proxy" else d.gid
         self.plan_file = tmp_path / "plan.json"
-        self.plan_file.write_text(json.dumps(self.plan))
+        self.plan_file.write_text(json.dumps(planlib.to_json(self.plan)))
         self.systemd = SystemctlStandIn(tmp_path)
 
     def csm(self, *args, stdin: str = "", **env) -> subprocess.CompletedProcess:
@@ -76,7 +76,7 @@ def test_passwd_with_the_plan_writes_the_hash_ends_her_sessions_and_restarts_the
     hash takes a restart of the gate, never of her container (which has no password)."""
     host.systemd.set(GATE_UNIT, "active")
     host.systemd.set(UNA_UNIT, "active")
-    Path(host.plan["gate"]["stateDir"]).mkdir(mode=0o700)
+    Path(host.plan.gate.stateDir).mkdir(mode=0o700)
     store = session_store(host.plan)
     store.create("una", "$argon2id$old")
     proc = host.with_plan("passwd", "una", stdin="correct horse\n")
@@ -188,18 +188,18 @@ def test_prepare_makes_the_directories_and_seeds_settings_without_any_password(h
     assert not host.hash_file.exists()
     proc = host.with_plan("prepare", "una")
     assert proc.returncode == 0, proc.stderr
-    user = host.plan["users"]["una"]
-    for d in user["directories"]:
-        assert Path(d["path"]).is_dir(), d["path"]
-    socket_dir = Path(user["socketSource"]).parent
-    assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o711 and socket_dir.stat().st_uid == user["ids"]["hostUid"]
+    user = host.plan.users["una"]
+    for d in user.directories:
+        assert Path(d.path).is_dir(), d.path
+    socket_dir = Path(user.socketSource).parent
+    assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o711 and socket_dir.stat().st_uid == user.ids.hostUid
     assert stat.S_IMODE(socket_dir.parent.stat().st_mode) == 0o710
-    assert not list(Path(host.plan["runtimeDir"]).rglob("*.env"))  # nothing composed with a secret
-    seed = user["seedFiles"][0]
-    assert Path(seed["path"]).read_bytes() == seed["content"].encode()
-    Path(seed["path"]).write_text('{"mine": true}')
+    assert not list(Path(host.plan.runtimeDir).rglob("*.env"))  # nothing composed with a secret
+    seed = user.seedFiles[0]
+    assert Path(seed.path).read_bytes() == seed.content.encode()
+    Path(seed.path).write_text('{"mine": true}')
     assert host.with_plan("prepare", "una").returncode == 0
-    assert Path(seed["path"]).read_text() == '{"mine": true}'  # a person's own settings are kept
+    assert Path(seed.path).read_text() == '{"mine": true}'  # a person's own settings are kept
 
 
 # ---- csm status --------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def make_backup(host: NixosHost) -> tuple[Path, Path]:
     assert host.with_plan("prepare", "una").returncode == 0
     (host.base / "secrets" / "ned.plain").write_text("pw\n")
     assert host.with_plan("prepare", "ned").returncode == 0
-    notes = Path(host.plan["workspaceBase"]) / "una" / "workspace" / "notes.md"
+    notes = Path(host.plan.workspaceBase) / "una" / "workspace" / "notes.md"
     notes.write_text("as backed up")
     proc = host.with_plan("backup", "--to", host.base / "backups")
     assert proc.returncode == 0, proc.stderr

@@ -89,21 +89,21 @@ def test_nodes_are_the_machines_the_script_drives(vm_test):
 @pytest.mark.parametrize("settings_file", ["server-settings.nix", "acme-settings.nix"])
 def test_server_settings_make_a_valid_plan(settings_file):
     plan = planlib.load(TESTS / settings_file)
-    assert sorted(plan["users"]) == (["ada", "bo", "cy"] if settings_file == "server-settings.nix" else ["ada", "bo"])
+    assert sorted(plan.users) == (["ada", "bo", "cy"] if settings_file == "server-settings.nix" else ["ada", "bo"])
     passwords = nix_value(TESTS / "passwords.nix")
-    for name, user in plan["users"].items():
-        assert user["hostname"] == f"{name}.{plan['domain']}"
+    for name, user in plan.users.items():
+        assert user.hostname == f"{name}.{plan.domain}"
         # server-node.nix writes each user's password file from passwords.nix, under /etc.
-        assert user["password"]["file"].startswith("/etc/code-server-multi-test/") and passwords[name]
-    kinds = {u["password"]["hashed"] for u in plan["users"].values()}
+        assert user.password.file.startswith("/etc/code-server-multi-test/") and passwords[name]
+    kinds = {u.password.hashed for u in plan.users.values()}
     assert kinds == {True, False}, "both password kinds (a hash, a plain password) are exercised"
 
 
 def test_acme_settings_ask_for_a_wildcard_by_dns01():
-    acme = planlib.load(TESTS / "acme-settings.nix")["acme"]
-    assert acme["enable"] and acme["dnsProvider"] == "exec"
-    assert acme["extraDomainNames"] == [f"*.{acme['domain']}"]
-    assert acme["credentialsFile"].startswith("/etc/code-server-multi-test/")
+    acme = planlib.load(TESTS / "acme-settings.nix").acme
+    assert acme.enable and acme.dnsProvider == "exec"
+    assert acme.extraDomainNames == [f"*.{acme.domain}"]
+    assert acme.credentialsFile.startswith("/etc/code-server-multi-test/")
 
 
 def test_script_constants_carry_the_plan_unchanged(vm_test):
@@ -112,7 +112,7 @@ def test_script_constants_carry_the_plan_unchanged(vm_test):
     prelude = script[: script.index("\n#")]  # the constants, up to the script's first comment
     names: dict = {}
     exec(prelude, names)
-    assert names["PLAN"] == planlib.load(settings_file)
+    assert names["PLAN"] == planlib.to_json(planlib.load(settings_file))
 
 
 def test_the_server_script_finds_the_image_contract_in_the_store():
@@ -195,15 +195,15 @@ def test_the_module_accepts_the_server_settings(settings_file):
     module = evaluate(TESTS / settings_file)
     assert module["assertions"] == []
     plan = planlib.load(TESTS / settings_file)
-    assert sorted(module["containers"]) == sorted(f"code-server-{n}" for n in plan["users"])
+    assert sorted(module["containers"]) == sorted(f"code-server-{n}" for n in plan.users)
     # The gate gets exactly the files server-node.nix writes (one per user, under /etc).
-    gate = module["services"][plan["gate"]["unit"].removesuffix(".service")]
+    gate = module["services"][plan.gate.unit.removesuffix(".service")]
     assert sorted(gate["serviceConfig"]["LoadCredential"]) == sorted(
-        f"{n}:{u['password']['file']}" for n, u in plan["users"].items()
+        f"{n}:{u.password.file}" for n, u in plan.users.items()
     )
 
 
 def test_the_server_test_has_a_user_who_is_stopped_when_idle_and_two_who_stay_on():
     plan = planlib.load(TESTS / "server-settings.nix")
-    assert plan["users"]["cy"]["idle"]["stopAfterSeconds"] == 30 and plan["idle"]["users"] == ["cy"]
-    assert planlib.load(TESTS / "acme-settings.nix")["idle"]["enable"] is False
+    assert plan.users["cy"].idle.stopAfterSeconds == 30 and plan.idle.users == ["cy"]
+    assert planlib.load(TESTS / "acme-settings.nix").idle.enable is False

@@ -13,6 +13,7 @@ import pytest
 from invariants import DEFAULTS, assert_plan_meets_invariants, size_bytes
 
 from csm import plan as planlib
+from csm.plan_types import Password
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.nix"))
@@ -39,14 +40,14 @@ def test_example_plan_meets_invariants(path):
 
 def test_team_example_overrides_only_what_it_says():
     team = planlib.load(ROOT / "examples/team.nix")
-    grace, ada = team["users"]["grace"], team["users"]["ada"]
-    assert grace["limits"]["memoryBytes"] == 6 * 1024**3 and grace["limits"]["cpus"] == "2"
-    assert ada["limits"]["memoryBytes"] == size_bytes(DEFAULTS["user"]["memoryLimit"])
-    assert ada["limits"]["cpus"] == DEFAULTS["user"]["cpuLimit"]
-    assert team["users"]["linus"]["password"] == {"file": "/run/secrets/code-server/linus", "hashed": False}
-    assert ada["password"]["hashed"] is True
-    assert team["acme"]["extraDomainNames"] == ["*.code.example.org"]
-    assert sorted(team["backup"]["paths"]) == [f"/var/lib/vscode/{n}" for n in ("ada", "grace", "linus")]
+    grace, ada = team.users["grace"], team.users["ada"]
+    assert grace.limits.memoryBytes == 6 * 1024**3 and grace.limits.cpus == "2"
+    assert ada.limits.memoryBytes == size_bytes(DEFAULTS["user"]["memoryLimit"])
+    assert ada.limits.cpus == DEFAULTS["user"]["cpuLimit"]
+    assert team.users["linus"].password == Password(file="/run/secrets/code-server/linus", hashed=False)
+    assert ada.password.hashed is True
+    assert team.acme.extraDomainNames == ["*.code.example.org"]
+    assert sorted(team.backup.paths) == [f"/var/lib/vscode/{n}" for n in ("ada", "grace", "linus")]
 
 
 def test_uids_do_not_move_when_a_user_is_added():
@@ -54,7 +55,7 @@ def test_uids_do_not_move_when_a_user_is_added():
     two = planlib.from_settings(
         {"domain": "c.test", "users": {"ada": {"passwordFile": "/s/a"}, "aaron": {"passwordFile": "/s/b"}}}
     )
-    assert one["users"]["ada"]["ids"] == two["users"]["ada"]["ids"]
+    assert one.users["ada"].ids == two.users["ada"].ids
 
 
 def test_secret_contents_never_reach_the_plan(tmp_path):
@@ -65,18 +66,18 @@ def test_secret_contents_never_reach_the_plan(tmp_path):
     plan = planlib.from_settings(
         {"domain": "c.test", "users": {"ada": {"hashedPasswordFile": str(secret), "environmentFiles": [str(keys)]}}}
     )
-    text = json.dumps(plan)
+    text = json.dumps(planlib.to_json(plan))
     assert "TOPSECRETHASHVALUE" not in text and "sk-ant-NEVER-IN-PLAN" not in text
     assert str(secret) in text  # only the path
 
 
 def test_free_provider_disabled_unless_asked_and_sharing_off():
     base = {"domain": "c.test", "users": {"ada": {"passwordFile": "/s/a"}}}
-    cfg = planlib.from_settings(base)["opencode"]["config"]
+    cfg = planlib.from_settings(base).opencode["config"]
     assert cfg["disabled_providers"] == ["opencode"] and cfg["share"] == "disabled" and cfg["autoupdate"] is False
-    allowed = planlib.from_settings({**base, "opencode": {"allowFreeProvider": True}})["opencode"]["config"]
+    allowed = planlib.from_settings({**base, "opencode": {"allowFreeProvider": True}}).opencode["config"]
     assert "disabled_providers" not in allowed
-    env = json.loads(planlib.from_settings(base)["users"]["ada"]["container"]["environment"]["OPENCODE_CONFIG_CONTENT"])
+    env = json.loads(planlib.from_settings(base).users["ada"].container.environment["OPENCODE_CONFIG_CONTENT"])
     assert env == cfg
 
 
@@ -273,9 +274,9 @@ BAD_SETTINGS = {
 
 
 def test_the_name_prefix_names_the_containers():
-    assert planlib.from_settings(good())["users"]["ada"]["container"]["name"] == "code-server-ada"
+    assert planlib.from_settings(good()).users["ada"].container.name == "code-server-ada"
     other = planlib.from_settings({**good(), "namePrefix": "csm-test"})
-    assert other["users"]["ada"]["container"]["name"] == "csm-test-ada"
+    assert other.users["ada"].container.name == "csm-test-ada"
 
 
 @pytest.mark.parametrize("settings, fragments", BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
@@ -343,7 +344,7 @@ def test_file_paths_reach_nix_exactly_as_they_are(tmp_path, monkeypatch):
         )
     )
     from_file = planlib.load(settings)
-    assert from_file["users"]["ada"]["password"]["file"] == secret
+    assert from_file.users["ada"].password.file == secret
     monkeypatch.setattr(tempfile, "tempdir", str(odd))  # where from_settings writes its JSON
     from_data = planlib.from_settings({"domain": "code.test", "users": {"ada": {"hashedPasswordFile": secret}}})
     assert from_data == from_file
@@ -369,7 +370,7 @@ def test_ordinary_directories_are_accepted(base):
             "users": {"ada": {"hashedPasswordFile": "/s", "extraVolumes": ["/srv/d:/d:ro,Z"]}},
         }
     )
-    assert plan["workspaceBase"] == base
+    assert plan.workspaceBase == base
 
 
 @pytest.mark.parametrize(
@@ -430,6 +431,6 @@ def test_secrets_given_as_references_pass_wherever_they_sit():
             },
         }
     )
-    config = plan["opencode"]["config"]
+    config = plan.opencode["config"]
     assert config["provider"]["x"]["options"]["headers"]["Authorization"] == "Bearer {env:X_TOKEN}"
     assert config["keybinds"] == {"leader": "ctrl+x"}

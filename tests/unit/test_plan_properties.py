@@ -69,7 +69,7 @@ CLASH = re.compile(r"users\.([a-z0-9-]+) and users\.([a-z0-9-]+) both get (host 
 def alone(settings: dict, name: str) -> dict:
     """What the user gets in a plan of their own: automatic ids depend on the name
     only, so the same as beside anyone else."""
-    return planlib.from_settings({**settings, "users": {name: settings["users"][name]}})["users"][name]
+    return planlib.from_settings({**settings, "users": {name: settings["users"][name]}}).users[name]
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -83,7 +83,7 @@ def test_valid_settings_give_a_plan_meeting_the_invariants(settings):
         clash = CLASH.search(str(err))
         assert clash and "set users." in str(err), str(err)
         a, b = alone(settings, clash.group(1)), alone(settings, clash.group(2))
-        assert a["ids"]["base"] == b["ids"]["base"], f"{clash.group(0)}: alone they get {a['ids']} and {b['ids']}"
+        assert a.ids.base == b.ids.base, f"{clash.group(0)}: alone they get {a.ids} and {b.ids}"
         return
     assert_plan_meets_invariants(plan, settings)  # distinct sockets, disjoint id ranges, names nginx takes
 

@@ -31,15 +31,15 @@ def make_stack(tmp_path: Path, domain: str = "code.localhost", keep: int = 7, **
         "users": {u: {"hashedPasswordFile": f"/nonexistent/{u}", **user_settings.get(u, {})} for u in ("ada", "bo")},
     }
     stack = Stack(planlib.from_settings(settings), tmp_path / "state", progress=lambda m: None)
-    for d in stack.plan["directories"] + [d for u in stack.plan["users"].values() for d in u["directories"]]:
+    for d in stack.plan.directories + [d for u in stack.plan.users.values() for d in u.directories]:
         files.ensure_directory(d)
     return stack
 
 
 def populate(stack: Stack, user: str) -> dict[str, tuple[int, int, int, bytes | None]]:
     """Files as the container would leave them; returns path -> (uid, gid, mode, content)."""
-    uid = stack.plan["users"][user]["ids"]["hostUid"]
-    root = Path(stack.plan["workspaceBase"]) / user
+    uid = stack.plan.users[user].ids.hostUid
+    root = Path(stack.plan.workspaceBase) / user
     made = {
         "workspace/notes.md": (uid, uid, 0o644, b"# notes\n"),
         "workspace/run.sh": (uid, uid, 0o755, b"#!/bin/sh\necho hi\n"),
@@ -65,7 +65,7 @@ def populate(stack: Stack, user: str) -> dict[str, tuple[int, int, int, bytes | 
 
 
 def snapshot(stack: Stack, user: str) -> dict[str, tuple]:
-    return tree_snapshot(Path(stack.plan["workspaceBase"]) / user)
+    return tree_snapshot(Path(stack.plan.workspaceBase) / user)
 
 
 def test_round_trip_keeps_owners_modes_and_contents(tmp_path):
@@ -83,7 +83,7 @@ def test_round_trip_keeps_owners_modes_and_contents(tmp_path):
         assert manifest["domain"] == "code.localhost" and sorted(manifest["users"]) == ["ada", "bo"]
         assert all(m.uname == "" for m in tar.getmembers())
 
-    ws = Path(stack.plan["workspaceBase"])
+    ws = Path(stack.plan.workspaceBase)
     (ws / "ada" / "workspace" / "notes.md").write_text("changed")
     (ws / "ada" / "workspace" / "run.sh").unlink()
     (ws / "ada" / "workspace" / "new-file").write_text("made after the backup")
@@ -102,7 +102,7 @@ def test_a_fifo_is_left_out_of_the_backup(tmp_path):
     # It carries no data, and restore refuses special files.
     stack = make_stack(tmp_path)
     populate(stack, "ada")
-    os.mkfifo(Path(stack.plan["workspaceBase"]) / "ada" / "workspace" / "pipe")
+    os.mkfifo(Path(stack.plan.workspaceBase) / "ada" / "workspace" / "pipe")
     _, members = backup.read(stack.backup(tmp_path / "backups"))
     assert "ada/workspace/pipe" not in {m.name for m in members}
 
@@ -121,10 +121,10 @@ def test_restore_on_a_fresh_host_before_any_up(tmp_path):
         "users": {u: {"hashedPasswordFile": f"/nonexistent/{u}"} for u in ("ada", "bo")},
     }
     fresh = Stack(planlib.from_settings(settings), tmp_path / "new" / "state", progress=lambda m: None)
-    assert not Path(fresh.plan["workspaceBase"]).exists()
+    assert not Path(fresh.plan.workspaceBase).exists()
     assert fresh.restore(archive) == ["ada", "bo"]
     assert {u: snapshot(fresh, u) for u in ("ada", "bo")} == before
-    assert stat.S_IMODE(Path(fresh.plan["workspaceBase"]).stat().st_mode) == 0o711
+    assert stat.S_IMODE(Path(fresh.plan.workspaceBase).stat().st_mode) == 0o711
 
 
 def test_restore_shifts_owners_to_a_new_uid_range(tmp_path):
@@ -132,12 +132,12 @@ def test_restore_shifts_owners_to_a_new_uid_range(tmp_path):
     populate(old, "ada")
     archive = old.backup(tmp_path / "backups")
     new = make_stack(tmp_path, ada={"uidBase": 65536 * 100})
-    new_uid = new.plan["users"]["ada"]["ids"]["hostUid"]
-    assert new_uid != old.plan["users"]["ada"]["ids"]["hostUid"]
+    new_uid = new.plan.users["ada"].ids.hostUid
+    assert new_uid != old.plan.users["ada"].ids.hostUid
     new.restore(archive, ["ada"])
     owners = {v[0] for k, v in snapshot(new, "ada").items() if k != "."}
     assert owners == {new_uid}
-    assert Path(new.plan["workspaceBase"], "ada").stat().st_uid == 0  # the user dir stays root's
+    assert Path(new.plan.workspaceBase, "ada").stat().st_uid == 0  # the user dir stays root's
 
 
 def test_retention_keeps_the_newest(tmp_path):
@@ -352,7 +352,7 @@ def test_every_bad_archive_is_refused_before_anything_changes(tmp_path):
 def test_cli_restore_of_a_corrupt_archive_exits_2(tmp_path):
     stack = make_stack(tmp_path)
     plan_file = tmp_path / "plan.json"
-    plan_file.write_text(json.dumps(stack.plan))
+    plan_file.write_text(json.dumps(planlib.to_json(stack.plan)))
     corrupt = tmp_path / "corrupt.tar.gz"
     corrupt.write_bytes(gzip.compress(b"x" * 1000)[:-20])
     proc = subprocess.run(
@@ -380,7 +380,7 @@ def test_cli_backup_with_a_plan_file_as_nixos_runs_it(tmp_path):
     stack = make_stack(tmp_path)
     populate(stack, "ada")
     plan_file = tmp_path / "plan.json"
-    plan_file.write_text(json.dumps(stack.plan))
+    plan_file.write_text(json.dumps(planlib.to_json(stack.plan)))
     proc = subprocess.run(
         [
             sys.executable,
@@ -453,9 +453,9 @@ def test_extraction_itself_never_writes_through_a_link(tmp_path):
             entry("ada/workspace/x", tarfile.REGTYPE, data=b"written through the link"),
         ],
     )
-    ids = stack.plan["users"]["ada"]["ids"]
+    ids = stack.plan.users["ada"].ids
     with pytest.raises(BadInput, match="stopped before replacing anything"):
-        backup._swap_in(stack, archive, "ada", Path(stack.plan["workspaceBase"]), 0, ids["base"], ids["size"])
+        backup._swap_in(stack, archive, "ada", Path(stack.plan.workspaceBase), 0, ids.base, ids.size)
     assert os.listdir(tmp_path / "outside") == []
     assert snapshot(stack, "ada") == before
-    assert sorted(os.listdir(stack.plan["workspaceBase"])) == ["ada", "bo"]
+    assert sorted(os.listdir(stack.plan.workspaceBase)) == ["ada", "bo"]

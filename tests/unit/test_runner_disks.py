@@ -37,11 +37,11 @@ def test_quotas_beyond_the_hosts_free_space_are_named(tmp_path):
 
 def test_a_quota_below_what_a_directory_holds_is_refused_before_its_disk_exists(tmp_path):
     plan = plan_of(tmp_path, diskQuota="1G")
-    ada = plan["users"]["ada"]
+    ada = plan.users["ada"]
     work = tmp_path / "ws" / "ada" / "workspace"
     work.mkdir(parents=True)
     with open(work / "big", "wb") as f:
         f.write(os.urandom(2**20) * 1100)  # 1.1 GiB of blocks, more than a 1G disk offers
     why = disks.refusal(ada)
     assert why and why.startswith("users.ada.diskQuota = 1.0G is less than the 1.1G ada stores"), why
-    assert disks.refusal(plan["users"]["bo"]) is None
+    assert disks.refusal(plan.users["bo"]) is None

@@ -7,21 +7,28 @@ import stat
 
 import pytest
 
+from csm.plan_types import Directory, SeedFile
 from csm.runner import BadInput, files
 
 
-def user_with(tmp_path, content: bytes, hashed: bool = True, extra: list[str] = ()) -> dict:
-    f = tmp_path / "secret0"
-    f.write_bytes(content)
-    return {"name": "ada", "password": {"file": str(f), "hashed": hashed}, "container": {"environmentFiles": [*extra]}}
+@pytest.fixture
+def user_with(tmp_path, planned_user):
+    def make(content: bytes, hashed: bool = True, extra: list[str] = ()):
+        f = tmp_path / "secret0"
+        f.write_bytes(content)
+        planned_user.password.file, planned_user.password.hashed = str(f), hashed
+        planned_user.container.environmentFiles = [*extra]
+        return planned_user
+
+    return make
 
 
-def test_password_file_strips_trailing_newlines_only(tmp_path):
+def test_password_file_strips_trailing_newlines_only(tmp_path, user_with):
     assert (
-        files.password_text(user_with(tmp_path, b"$argon2id$v=19$m=65536,t=3,p=4$abc$def\n"))
+        files.password_text(user_with(b"$argon2id$v=19$m=65536,t=3,p=4$abc$def\n"))
         == "$argon2id$v=19$m=65536,t=3,p=4$abc$def"
     )
-    assert files.password_text(user_with(tmp_path, b"  spaced value  \n\n", hashed=False)) == "  spaced value  "
+    assert files.password_text(user_with(b"  spaced value  \n\n", hashed=False)) == "  spaced value  "
 
 
 @pytest.mark.parametrize(
@@ -43,17 +50,18 @@ def test_password_file_strips_trailing_newlines_only(tmp_path):
         (False, "passwordFile", "write the secret alone on one line"),
     ],
 )
-def test_password_file_refuses_what_is_not_one_line(tmp_path, content, message, hashed, field, fix):
+def test_password_file_refuses_what_is_not_one_line(tmp_path, user_with, content, message, hashed, field, fix):
     """The one rule for secret files, on both paths: the runner's `up` checks it before
     the gate gets its copy; the gate reads the same files (NixOS: as credentials)."""
     with pytest.raises(BadInput, match=message) as e:
-        files.password_text(user_with(tmp_path, content, hashed))
+        files.password_text(user_with(content, hashed))
     assert f"users.ada.{field}" in str(e.value) and str(tmp_path / "secret0") in str(e.value)
     assert fix in str(e.value)  # and what to do
 
 
-def test_missing_password_file_names_it_and_the_fix(tmp_path):
-    user = {"name": "ada", "password": {"file": str(tmp_path / "nope"), "hashed": True}}
+def test_missing_password_file_names_it_and_the_fix(tmp_path, user_with):
+    user = user_with(b"")
+    user.password.file = str(tmp_path / "nope")
     with pytest.raises(BadInput, match=r"nope does not exist; .*csm passwd"):
         files.password_text(user)
 
@@ -76,21 +84,21 @@ def test_write_private_is_root_only_and_atomic(tmp_path):
 
 def test_ensure_directory_sets_owner_and_mode_and_keeps_contents(tmp_path):
     d = tmp_path / "a" / "b"
-    files.ensure_directory({"path": str(d), "uid": 201000, "gid": 201001, "mode": "0700"})
+    files.ensure_directory(Directory(**{"path": str(d), "uid": 201000, "gid": 201001, "mode": "0700"}))
     st = d.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (201000, 201001, 0o700)
     (d / "keep").write_text("x")
     os.chmod(d, 0o755)
-    files.ensure_directory({"path": str(d), "uid": 0, "gid": 0, "mode": "0711"})
+    files.ensure_directory(Directory(**{"path": str(d), "uid": 0, "gid": 0, "mode": "0711"}))
     st = d.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o711)
     assert (d / "keep").read_text() == "x"
 
 
-def test_secrets_digest_follows_the_key_files(tmp_path):
+def test_secrets_digest_follows_the_key_files(tmp_path, user_with):
     keys = tmp_path / "keys.env"
     keys.write_text("OPENROUTER_API_KEY=one\n")
-    user = user_with(tmp_path, b"h", extra=[str(keys)])
+    user = user_with(b"h", extra=[str(keys)])
     first = files.secrets_digest(user)
     assert files.secrets_digest(user) == first
     keys.write_text("OPENROUTER_API_KEY=two\n")
@@ -100,14 +108,16 @@ def test_secrets_digest_follows_the_key_files(tmp_path):
 
 def test_a_directory_owner_may_be_an_account_name(tmp_path):
     d = tmp_path / "gate"
-    files.ensure_directory({"path": str(d), "uid": "root", "gid": "nogroup", "mode": "0750"})
+    files.ensure_directory(Directory(**{"path": str(d), "uid": "root", "gid": "nogroup", "mode": "0750"}))
     assert (d.stat().st_uid, d.stat().st_gid) == (0, 65534)
     with pytest.raises(Exception, match="does not exist on this host"):
-        files.ensure_directory({"path": str(d), "uid": "csm-no-such-account", "gid": 0, "mode": "0750"})
+        files.ensure_directory(Directory(**{"path": str(d), "uid": "csm-no-such-account", "gid": 0, "mode": "0750"}))
 
 
 def test_a_seed_file_is_written_once_and_a_persons_own_version_kept(tmp_path):
-    f = {"path": str(tmp_path / "settings.json"), "content": '{"a":1}', "uid": 4242, "gid": 4343, "mode": "0600"}
+    f = SeedFile(
+        **{"path": str(tmp_path / "settings.json"), "content": '{"a":1}', "uid": 4242, "gid": 4343, "mode": "0600"}
+    )
     assert files.seed_file(f) is True
     st = (tmp_path / "settings.json").stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4242, 4343, 0o600)
@@ -120,7 +130,7 @@ def test_a_seed_file_is_written_once_and_a_persons_own_version_kept(tmp_path):
 def test_a_seed_file_is_written_byte_for_byte(tmp_path):
     """What tmpfiles' `f` would have expanded (% specifiers, \\ escapes) arrives as it is."""
     content = '{"terminal.integrated.cwd":"%h/project","x":"a\\nb \\x41 %%","é":"ü"}'
-    f = {"path": str(tmp_path / "settings.json"), "content": content, "uid": 0, "gid": 0, "mode": "0600"}
+    f = SeedFile(**{"path": str(tmp_path / "settings.json"), "content": content, "uid": 0, "gid": 0, "mode": "0600"})
     old = os.umask(0o077)  # mode from the plan whatever the umask
     try:
         assert files.seed_file(f)
@@ -141,23 +151,27 @@ def test_a_link_planted_in_a_users_directory_is_never_followed(tmp_path):
     os.chown(home, 201000, 201000)
     (home / "User").symlink_to(victim)
     with pytest.raises(BadInput, match="refusing to follow it"):
-        files.ensure_directory({"path": str(home / "User"), "uid": 201000, "gid": 201000, "mode": "0700"})
+        files.ensure_directory(Directory(**{"path": str(home / "User"), "uid": 201000, "gid": 201000, "mode": "0700"}))
     with pytest.raises(BadInput, match="refusing to follow it"):
         files.seed_file(
-            {
-                "path": str(home / "User" / "settings.json"),
-                "content": "{}",
-                "uid": 201000,
-                "gid": 201000,
-                "mode": "0600",
-            }
+            SeedFile(
+                **{
+                    "path": str(home / "User" / "settings.json"),
+                    "content": "{}",
+                    "uid": 201000,
+                    "gid": 201000,
+                    "mode": "0600",
+                }
+            )
         )
     st = victim.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755) and list(victim.iterdir()) == []
     (home / "settings.json").symlink_to(victim / "planted")
     assert (
         files.seed_file(
-            {"path": str(home / "settings.json"), "content": "{}", "uid": 201000, "gid": 201000, "mode": "0600"}
+            SeedFile(
+                **{"path": str(home / "settings.json"), "content": "{}", "uid": 201000, "gid": 201000, "mode": "0600"}
+            )
         )
         is False
     )  # exists: kept

@@ -21,7 +21,7 @@ GIXY = Path(sys.executable).with_name("gixy")
 def without_accounts(plan: dict) -> dict:
     """nginx -t looks up the workers' account, which `csm up` creates: this host may
     not have it yet (a fresh one running `make test-fast`), so root stands in."""
-    plan["gate"]["proxyGroup"] = "root"
+    plan.gate.proxyGroup = "root"
     return plan
 
 
@@ -62,7 +62,7 @@ def test_nginx_takes_the_longest_names_the_plan_accepts(tmp_path):
 def render(plan, state: Path, tls: bool) -> Path:
     state.mkdir(exist_ok=True)
     nginx.prepare(state, plan)
-    cert = nginx.ensure_certificate(state, plan["domain"], 8443) if tls else None
+    cert = nginx.ensure_certificate(state, plan.domain, 8443) if tls else None
     conf = state / "nginx.conf"
     conf.write_text(nginx.render(plan, state, 8080, cert))
     return conf
@@ -95,18 +95,18 @@ def test_gixy_finds_nothing(plan, tmp_path, tls):
 def test_one_server_per_user_with_the_plans_locations(plan, tmp_path):
     text = render(plan, tmp_path, tls=False).read_text()
     blocks = servers(text)
-    assert len(blocks) == 1 + len(plan["users"])
-    for user in plan["users"].values():
-        (block,) = [b for b in blocks if f"server_name {user['nginx']['serverName']};" in b]
+    assert len(blocks) == 1 + len(plan.users)
+    for user in plan.users.values():
+        (block,) = [b for b in blocks if f"server_name {user.nginx['serverName']};" in b]
         assert "listen 8080;" in block
-        for line in user["nginx"]["config"]:
+        for line in user.nginx["config"]:
             assert line in block
-        for location, loc in user["nginx"]["locations"].items():
+        for location, loc in user.nginx["locations"].items():
             body = re.search(rf"location {re.escape(location)} \{{\n(.*?)\n        \}}", block, re.S).group(1)
             lines = [ln.strip() for ln in body.splitlines()]
             proxy = [f"proxy_pass {loc['proxyPass']};"] if loc["proxyPass"] else []
             assert lines == proxy + loc["config"]
-    for line in plan["nginx"]["httpConfig"]:
+    for line in plan.nginx["httpConfig"]:
         assert f"\n    {line}\n" in text
 
 
@@ -115,10 +115,10 @@ def test_default_server_serves_the_landing_page(plan, tmp_path):
     (default,) = [b for b in servers(text) if "default_server" in b]
     assert "listen 8080 default_server;" in default
     assert f'root "{tmp_path}/landing";' in default
-    for line in plan["nginx"]["defaultServer"]["config"]:
+    for line in plan.nginx["defaultServer"]["config"]:
         assert line in default
     page = tmp_path / "landing" / "index.html"
-    assert page.read_text() == plan["nginx"]["defaultServer"]["landingHtml"]
+    assert page.read_text() == plan.nginx["defaultServer"]["landingHtml"]
     assert page.stat().st_mode & 0o777 == 0o644  # nginx's workers are not root
 
 
@@ -129,28 +129,28 @@ def test_tls_redirects_and_sends_hsts_everywhere(plan, tmp_path):
     assert "listen 8080 default_server;" in redirect
     assert "return 301 https://$host:8443$request_uri;" in redirect
     tls_blocks = [b for b in blocks if "listen 8443 ssl" in b]
-    assert len(tls_blocks) == 1 + len(plan["users"])
+    assert len(tls_blocks) == 1 + len(plan.users)
     for block in tls_blocks:
-        for line in plan["nginx"]["tlsConfig"]:
+        for line in plan.nginx["tlsConfig"]:
             assert line in block
-    assert f'ssl_certificate "{tmp_path}/tls/{plan["domain"]}.crt";' in text
+    assert f'ssl_certificate "{tmp_path}/tls/{plan.domain}.crt";' in text
 
 
 def test_certificate_covers_the_domain_and_its_subdomains(plan, tmp_path):
     render(plan, tmp_path, tls=True)
-    crt = tmp_path / "tls" / f"{plan['domain']}.crt"
+    crt = tmp_path / "tls" / f"{plan.domain}.crt"
     text = subprocess.run(
         ["openssl", "x509", "-in", str(crt), "-noout", "-ext", "subjectAltName"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert f"DNS:*.{plan['domain']}" in text and f"DNS:{plan['domain']}" in text
+    assert f"DNS:*.{plan.domain}" in text and f"DNS:{plan.domain}" in text
     verify = subprocess.run(
         ["openssl", "verify", "-CAfile", str(tmp_path / "tls" / "ca.crt"), str(crt)], capture_output=True, text=True
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert (tmp_path / "tls" / f"{plan['domain']}.key").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "tls" / f"{plan.domain}.key").stat().st_mode & 0o077 == 0
 
 
 def test_skeleton_points_everything_at_the_state_dir(plan, tmp_path):
