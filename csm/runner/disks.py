@@ -367,7 +367,7 @@ def unmount_all(base: str | os.PathLike) -> list[str]:
     for m in mounts():
         image = backing_file(m.device)
         if os.path.dirname(m.point) == base and image and os.path.dirname(image) == os.path.join(base, ".disks"):
-            unmount({"mountPoint": m.point, "image": image})
+            unmount(Disk(quotaBytes=None, image=image, mountPoint=m.point))
             done.append(image)
     release_base(base)
     return done

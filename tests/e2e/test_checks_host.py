@@ -7,6 +7,8 @@ whose `calm` is the neighbour; it also serves HTTPS, so the deployment checks ru
 over TLS as well.
 """
 
+from dataclasses import replace
+
 import pytest
 
 from csm.checks import CheckFailed, host, http, proxy, workbench
@@ -69,14 +71,15 @@ def test_the_extension_check_requires_opencode_when_asked(live_stack):
 
 
 def test_the_uid_check_sees_a_wrong_uid(live_stack):
-    wrong = {**live_stack.plan.users["ada"], "ids": {**live_stack.plan.users["ada"].ids, "hostUid": 0}}
+    ada = live_stack.plan.users["ada"]
+    wrong = replace(ada, ids=replace(ada.ids, hostUid=0))
     with pytest.raises(CheckFailed, match="not running as host uid 0"):
         host.processes_run_as_mapped_uid(run, wrong)
 
 
 def test_the_memory_check_sees_another_limit(live_stack):
     ada = live_stack.plan.users["ada"]
-    wrong = {**ada, "limits": {**ada.limits, "memoryBytes": ada.limits.memoryBytes * 2}}
+    wrong = replace(ada, limits=replace(ada.limits, memoryBytes=ada.limits.memoryBytes * 2))
     with pytest.raises(CheckFailed, match="memory limit in force is"):
         limit_checks.memory_limit_matches_plan(run, wrong)
 
