@@ -128,7 +128,7 @@ let
 
   # ---- everything, in the order the message lists it ---------------------------
   errors =
-    unknownOrRemoved "" (attrNames (removeAttrs defaults [ "user" ]) ++ [ "domain" "users" ]) removedSettings.top settings
+    unknownOrRemoved "" (import ../setting-names.nix) removedSettings.top settings
     ++ optional (!(settings ? domain)) "domain is not set; give the domain whose subdomains the users get, e.g. \"code.example.org\""
     ++ optional (settings ? domain && !isHostname s.domain)
       "domain = ${toJSON s.domain} is not a hostname; use lowercase DNS labels separated by dots, e.g. \"code.example.org\""
