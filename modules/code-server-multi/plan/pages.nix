@@ -26,11 +26,5 @@ in
   # Served by nginx itself, so in a quoted string: the pages hold no double quote or $.
   rateLimited = replaceStrings [ "\n" ] [ "" ] (page "Too many login attempts" (body "rate-limited.html" { }));
   # What unknown subdomains and Host headers get, with 404.
-  landing = ''
-    <!doctype html>
-    <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-    <title>${escapeHtml cfg.landingPage.title}</title>
-    <style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}</style></head>
-    <body><h1>${escapeHtml cfg.landingPage.title}</h1><p>${escapeHtml cfg.landingPage.message}</p></body></html>
-  '';
+  landing = page (escapeHtml cfg.landingPage.title) (body "landing.html" { "@MESSAGE@" = escapeHtml cfg.landingPage.message; });
 }
