@@ -70,6 +70,7 @@ in
   testScript = { nodes, ... }:
     pythonConstants {
       PLAN = nodes.server.services.code-server-multi.plan;
+      PLAN_FILE = nodes.server.services.code-server-multi.planFile;   # where csm finds it
       SERVER_IP = nodes.server.networking.primaryIPAddress;
       CLIENT_IP = nodes.client.networking.primaryIPAddress;
       OUTSIDE_PORT = outsidePort;

@@ -1,6 +1,7 @@
 # Runbook of server.nix: two users behind nginx over HTTPS.
 # server.nix defines above this script: PLAN (the server's plan, from the module),
-# SERVER_IP, CLIENT_IP, CA_FILE, PASSWORD_FILES (on the client), OUTSIDE_PORT (the
+# PLAN_FILE (where the module writes it for csm, its planFile option), SERVER_IP,
+# CLIENT_IP, CA_FILE, PASSWORD_FILES (on the client), OUTSIDE_PORT (the
 # client's stand-in for the internet), LOCKOUT_ADDRESSES (five more addresses of the
 # client's), SERVER_IP6, CLIENT_IP6, LOCKOUT_ADDRESSES_6 (addresses of one /64 of the
 # client's) and IMAGE_DIR (image/contract.json and versions.json, which the image
@@ -35,7 +36,6 @@ server.wait_for_unit(PLAN.gate.unit)
 for user in USERS.values():
     server.wait_for_unit(unit_of(user))
 client.wait_for_unit("multi-user.target")
-PLAN_FILE = "/etc/code-server-multi/plan.json"
 
 with subtest("csm status --plan sees nginx, the units and the containers healthy"):
     print(server.succeed(f"csm status --plan {PLAN_FILE}"))

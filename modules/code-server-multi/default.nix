@@ -365,9 +365,9 @@ in
       assertion = u.port == null;
       message = "services.code-server-multi.users.${name}.port: ${noPorts}";
     }) cfg.users;
-    services.code-server-multi.plan = import ./plan.nix {
-      inherit (cfg) domain workspaceBase image runtimeDir namePrefix opencode acme tls backup landingPage vscodeSettings idleStopAfter diskQuota gate;
+    # Every setting the plan takes (setting-names.nix) has an option of the same name.
+    services.code-server-multi.plan = import ./plan.nix (lib.getAttrs (import ./setting-names.nix) cfg // {
       users = lib.mapAttrs (_: u: removeAttrs u [ "port" ]) cfg.users;
-    };
+    });
   };
 }

@@ -69,6 +69,9 @@ let
     inherit client;
     server = {
       services.code-server-multi.plan = plan settingsOf.${name};
+      # The module's default (with nixpkgsLib the real option is read, and
+      # test_nixos_tests.py checks the script against it).
+      services.code-server-multi.planFile = "/etc/code-server-multi/plan.json";
       networking = { primaryIPAddress = "192.0.2.10"; primaryIPv6Address = "2001:db8:1::2"; };
     };
   };

@@ -438,7 +438,9 @@ def test_module_types_refuse_a_nix_path_secret(tmp_path):
 def test_csm_is_installed_and_the_plan_published_for_it(team):
     module, _ = team
     assert module["systemPackages"] == ["csm"]
-    assert module["etc"]["code-server-multi/plan.json"]["source"] == "/nix/store/code-server-multi-plan.json"
+    # The path is pinned on purpose: docs/admin.md tells admins to run csm with it.
+    assert module["planFile"] == "/etc/code-server-multi/plan.json"
+    assert module["etc"][module["planFile"].removeprefix("/etc/")]["source"] == "/nix/store/code-server-multi-plan.json"
 
 
 def tls_settings(tmp_path, tls: str, acme: str = "") -> Path:
@@ -494,10 +496,10 @@ def test_idle_service_runs_csm_idle_on_the_published_plan_through_systemd(team):
     service = module["services"]["code-server-multi-idle"]
     assert (
         service["serviceConfig"]["ExecStart"]
-        == "/nix/store/csm/bin/csm idle serve --plan /etc/code-server-multi/plan.json --systemd"
+        == f"/nix/store/csm/bin/csm idle serve --plan {module['planFile']} --systemd"
     )
     assert service["wantedBy"] == ["multi-user.target"] and service["path"]
-    assert service["restartTriggers"] == [module["etc"]["code-server-multi/plan.json"]["source"]]
+    assert service["restartTriggers"] == [module["etc"][module["planFile"].removeprefix("/etc/")]["source"]]
     assert "User" not in service["serviceConfig"]  # the root side: it starts and stops units
     # A stopped workspace is woken by the gate (after login), never by nginx directly.
     for u in plan["users"].values():
@@ -539,7 +541,7 @@ def test_the_gate_runs_csm_gate_as_its_own_system_account_never_root(team):
     )
     assert config["RestrictAddressFamilies"] == ["AF_UNIX"] and config["PrivateNetwork"] is True
     assert unit["wantedBy"] == ["multi-user.target"]
-    assert unit["restartTriggers"] == [module["etc"]["code-server-multi/plan.json"]["source"]]
+    assert unit["restartTriggers"] == [module["etc"][module["planFile"].removeprefix("/etc/")]["source"]]
 
 
 def test_the_gate_is_hardened_and_writes_only_its_socket_and_state_directories(team):

@@ -203,6 +203,32 @@ def test_the_module_accepts_the_server_settings(settings_file):
     )
 
 
+@FOUND
+def test_the_server_script_reads_the_plan_where_the_module_writes_it():
+    """PLAN_FILE comes from the server node's planFile: the csm commands the script runs
+    take the same --plan as the units the module writes."""
+    from tier2 import NIXPKGS_LIB
+
+    server = evaluate("outputs", nixpkgs_lib=NIXPKGS_LIB)["checks"]["server"]
+    names: dict = {}
+    exec(server["testScript"][: server["testScript"].index("\n#")], names)
+    assert f" --plan {names['PLAN_FILE']} " in server["server"]["gate"]["execStart"]
+
+
+def test_the_plan_files_path_is_written_once_as_the_planfile_option():
+    """The module's units and the VM tests read services.code-server-multi.planFile;
+    a second copy of its path would go stale the day it moves."""
+    path = "/etc/code-server-multi/plan.json"
+    copies = [
+        f"{f.relative_to(ROOT)}:{i}"
+        for f in sorted([*(ROOT / "modules").rglob("*.nix"), *TESTS.iterdir()])
+        for i, line in enumerate(f.read_text().splitlines(), 1)
+        if path in line and not line.lstrip().startswith("#")
+    ]
+    # one line of default.nix: planFile's default
+    assert [c.split(":")[0] for c in copies] == ["modules/code-server-multi/default.nix"], copies
+
+
 def test_the_server_test_has_a_user_who_is_stopped_when_idle_and_two_who_stay_on():
     plan = planlib.load(TESTS / "server-settings.nix")
     assert plan.users["cy"].idle.stopAfterSeconds == 30 and plan.idle.users == ["cy"]

@@ -19,16 +19,18 @@ def test_options_doc_is_in_step_with_the_declarations():
 
 
 def test_options_and_plan_settings_are_the_same_names():
-    """Every setting the plan takes is an option, and every option but the
+    """Every setting the plan takes (setting-names.nix: the top-level names of
+    defaults.nix, and those without a default) is an option, and every option but the
     NixOS-only ones is a setting (so the module passes everything through)."""
     options = nix_value(ROOT / "scripts/options-json.nix")
     prefix = "services.code-server-multi."
     names = {o["name"].removeprefix(prefix).replace("users.<name>.", "user.") for o in options}
-    nixos_only = {"enable", "imageStream", "package", "users"}
+    nixos_only = {"enable", "imageStream", "package"}
     defaults = nix_value(ROOT / "modules/code-server-multi/defaults.nix")
+    without_default = set(nix_value(ROOT / "modules/code-server-multi/setting-names.nix")) - set(defaults)
     free_form = {"vscodeSettings"}  # one option holding any VS Code settings, not a section
     section = lambda k, v: isinstance(v, dict) and v and k not in free_form  # noqa: E731
     settings = {
         f"{k}.{sub}" if section(k, v) else k for k, v in defaults.items() for sub in (v if section(k, v) else [None])
     }
-    assert names - nixos_only == settings | {"domain"}
+    assert names - nixos_only == settings | without_default

@@ -1,0 +1,50 @@
+# The gate: the one front door (csm/gate). nginx asks it about every request to a
+# user's host (auth_request); it serves the login, keeps the sessions, and wakes a
+# stopped workspace for its logged-in owner. It runs as its own account and reaches
+# the root side (csm idle) only through the control socket's verbs.
+{ lib, cfg }:
+let
+  inherit (builtins) hashString substring;
+  inherit (cfg) s gateSettings;
+in
+rec {
+  paths = rec {
+    prefix = "/_csm/";
+    login = "${prefix}login";
+    logout = "${prefix}logout";
+    auth = "${prefix}auth";
+    wake = "${prefix}wake";
+    ready = "${prefix}ready";
+    health = "${prefix}health";
+  };
+  # Each user's socket as nginx reaches it, named by a hash of the name: a socket's path
+  # must fit in 107 bytes (sun_path), and a user name alone may take 63.
+  socketLinks = "${s.runtimeDir}/sockets";
+  socketOf = name: "${socketLinks}/${substring 0 16 (hashString "sha256" name)}.sock";
+
+  plan =
+    let
+      gateDir = "${s.runtimeDir}/gate";
+      controlDir = "${s.runtimeDir}/control";
+    in {
+      unit = "code-server-multi-gate.service";   # NixOS
+      user = "csm-gate";            # the gate's own account (and group)
+      proxyGroup = "csm-proxy";     # nginx's workers are in it: only they reach the sockets
+      directory = gateDir;
+      socket = "${gateDir}/gate.sock";
+      control = { directory = controlDir; socket = "${controlDir}/control.sock"; };
+      inherit (gateSettings) stateDir ipv6Prefix;
+      inherit paths;
+      # Host-only: __Host- needs Secure, so plain http (the demo) gets a plain name.
+      cookie = { http = "csm-session"; https = "__Host-csm-session"; };
+      sessionIdleSeconds = lib.parseDuration gateSettings.sessionIdleTimeout;
+      sessionLifetimeSeconds = lib.parseDuration gateSettings.sessionLifetime;
+      # Wrong passwords per client address (IPv6: per ipv6Prefix), per user: 2 a minute
+      # plus 12 an hour, charged before the hash is checked and given back when right.
+      wrongPasswords = { perMinute = 2; perHour = 12; };
+      verificationsAtOnce = 2;      # argon2 takes 64 MiB each: more wait as "busy"
+      retryAfterSeconds = 2;        # the starting page's refresh without JavaScript
+      readyHoldSeconds = 10;        # the starting page's question is held this long at most
+      heldAtOnce = 64;              # starting-page questions held at once
+    };
+}
