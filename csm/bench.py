@@ -38,6 +38,7 @@ from csm.runner import status as stack_status
 from csm.runner.host import Host
 from csm.testing import browser as chromium
 from csm.testing.stacks import IMAGE, ThrowawayStack, require_image
+from csm.waiting import wait_until
 
 IMAGE_BIN = "usr/local/bin"  # where the image puts node, code-server and opencode
 USERS = ["bn1", "bn2", "bn3", "bn4", "bn5"]
@@ -100,13 +101,13 @@ def socket_get(path: str, url: str, timeout: float = 10) -> tuple[int, dict, byt
 def wait_for_health(path: str, timeout: float = 120) -> None:
     """Poll code-server's /healthz on its socket every 20 ms until it answers 200 (a
     socket file left by the last run refuses connections until code-server binds)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         with contextlib.suppress(OSError, http.client.HTTPException):
-            if socket_get(path, checks_http.health_path(), timeout=2)[0] == 200:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"code-server on {path} did not answer within {timeout} s")
+            return socket_get(path, checks_http.health_path(), timeout=2)[0] == 200
+        return False
+
+    wait_until(answers, timeout, f"code-server on {path}", interval=0.02)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -17,13 +17,14 @@ saying so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shlex
-import time
 from collections.abc import Callable
 
 from csm.checks import CheckFailed
+from csm.waiting import wait_until
 
 Runner = Callable[[str], str]
 PODMAN = "podman"
@@ -57,11 +58,10 @@ def _healthy(run: Runner, user: dict) -> bool:
 
 
 def wait_healthy(run: Runner, user: dict, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not _healthy(run, user):
-        if time.monotonic() > deadline:
-            raise CheckFailed(f"{_name(user)} did not pass its health check within {timeout:.0f} s")
-        time.sleep(1)
+    try:
+        wait_until(lambda: _healthy(run, user), timeout, f"{_name(user)} healthy", interval=1)
+    except TimeoutError:
+        raise CheckFailed(f"{_name(user)} did not pass its health check within {timeout:.0f} s") from None
 
 
 def _running(run: Runner, user: dict) -> bool:
@@ -178,9 +178,8 @@ def workspace_survives_kill(
     run(_exec(user, "sh", "-c", f"printf %s {token} > {inside_dir}/{filename}"))
     try:
         run(f"{PODMAN} kill --signal KILL {shlex.quote(cname)}")
-        deadline = time.monotonic() + 30
-        while _running(run, user) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        with contextlib.suppress(TimeoutError):  # still running: the start below says what is wrong
+            wait_until(lambda: not _running(run, user), 30, f"{cname} stopped", interval=0.5)
         if restart is None:
             run(f"{PODMAN} start {shlex.quote(cname)}")
         else:

@@ -21,6 +21,7 @@ import time
 
 from csm.checks import CheckFailed
 from csm.checks.http import GATE
+from csm.waiting import wait_until
 
 PODMAN = "podman"
 GATE_LOGIN, GATE_WAKE, GATE_READY = GATE["login"], GATE["wake"], GATE["ready"]
@@ -43,15 +44,17 @@ def stopped_for_being_idle(run, plan: dict, user: dict, timeout: float = 300) ->
     """The container stops by itself within idleStopAfter plus a few checks, marked as idle."""
     stop_after = user["idle"]["stopAfterSeconds"]
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if _running(run, user) != "true" and _marked(run, plan, user):
-            seen = time.monotonic() - start
-            return (
-                f"{user['name']} was stopped for being idle "
-                f"({stop_after} s idle; seen {seen:.0f} s after the check began)"
-            )
-        time.sleep(1)
-    raise CheckFailed(f"{user['name']} (idleStopAfter {stop_after} s) still runs after {timeout:.0f} s")
+    try:
+        wait_until(
+            lambda: _running(run, user) != "true" and _marked(run, plan, user),
+            timeout,
+            f"{user['name']} stopped for being idle",
+            interval=1,
+        )
+    except TimeoutError:
+        raise CheckFailed(f"{user['name']} (idleStopAfter {stop_after} s) still runs after {timeout:.0f} s") from None
+    seen = time.monotonic() - start
+    return f"{user['name']} was stopped for being idle ({stop_after} s idle; seen {seen:.0f} s after the check began)"
 
 
 def keeps_running(run, user: dict, seconds: float) -> str:
@@ -163,16 +166,26 @@ def told_ready(run, url: str, plan: dict, timeout: float = 300, **connection) ->
     address then gives code-server's own page, not the starting page or a hang."""
     path, hold = plan["gate"]["paths"]["ready"], plan["gate"]["readyHoldSeconds"]
     start = time.monotonic()
-    while True:
+    answer: tuple = ()
+
+    def failed() -> CheckFailed:
+        return CheckFailed(
+            f"{path} answered {answer[0]} ({answer[1]}) {time.monotonic() - start:.0f} s after the "
+            "first question, not 'ready' once code-server answers"
+        )
+
+    def ready() -> bool:  # the gate holds each question up to `hold`: no pause between them
+        nonlocal answer
         status, headers, _ = get(run, url.rstrip("/") + path, **connection, max_time=hold + 5)
-        said = headers.get("x-csm-wake")
-        if status == 200 and said == "ready":
-            break
-        if said != "starting" or time.monotonic() - start > timeout:
-            raise CheckFailed(
-                f"{path} answered {status} ({said}) {time.monotonic() - start:.0f} s after the "
-                "first question, not 'ready' once code-server answers"
-            )
+        answer = (status, headers.get("x-csm-wake"))
+        if answer != (200, "ready") and answer[1] != "starting":
+            raise failed()
+        return answer == (200, "ready")
+
+    try:
+        wait_until(ready, timeout, f"{path} ready", interval=0)
+    except TimeoutError:
+        raise failed() from None
     held = time.monotonic() - start
     status, headers, _ = get(run, url, **connection, max_time=5)
     if status not in (200, 302) or "x-csm-wake" in headers:
@@ -185,15 +198,21 @@ def woken(run, url: str, timeout: float = 300, **connection) -> float:
     the connection's cookie), asking the address itself (the starting page asks the gate
     instead, see told_ready). A request that gets no answer is given up after 1.5 s."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
+    answer: tuple = ()
+
+    def code_server() -> bool:
+        nonlocal answer
         status, headers, _ = get(run, url, **connection, max_time=1.5)
-        if status in (200, 302) and "x-csm-wake" not in headers:
-            return time.monotonic() - start
-        time.sleep(0.25)
-    raise CheckFailed(
-        f"{url} did not turn into code-server within {timeout:.0f} s; it last answered "
-        f"{status} ({headers.get('x-csm-wake', 'not the gate')})"
-    )
+        answer = (status, headers.get("x-csm-wake", "not the gate"))
+        return status in (200, 302) and "x-csm-wake" not in headers
+
+    try:
+        wait_until(code_server, timeout, f"{url} answered by code-server", interval=0.25)
+    except TimeoutError:
+        raise CheckFailed(
+            f"{url} did not turn into code-server within {timeout:.0f} s; it last answered {answer[0]} ({answer[1]})"
+        ) from None
+    return time.monotonic() - start
 
 
 def wake_refused(run, url: str, page: str, **connection) -> str:

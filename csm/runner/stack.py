@@ -26,9 +26,11 @@ from pathlib import Path
 
 from .. import plan as planlib
 from .. import sockets
+from ..waiting import wait_until
 from . import BadInput, HostNotReady, RunnerError, backup, disks, files, gate, idle, nginx, passwd, podman, preflight
 from . import status as stack_status
 from .host import Host
+from .local_ca import ensure_certificate
 
 DEFAULT_STATE_DIR = Path("/var/lib/code-server-multi")
 DEFAULT_HTTP_PORT = 8080
@@ -309,7 +311,9 @@ class Stack:
         pending = list(names)
         self.progress(f"waiting for {', '.join(pending)} to pass the health check (up to {self.health_timeout:.0f} s)")
         start = last_report = time.monotonic()
-        while pending:
+
+        def all_healthy() -> bool:
+            nonlocal last_report
             for name in list(pending):
                 cname = self.plan["users"][name]["container"]["name"]
                 info = podman.inspect(self.host, cname)
@@ -325,23 +329,24 @@ class Stack:
                 ):
                     pending.remove(name)
                     self.progress(f"{name} is healthy ({time.monotonic() - start:.0f} s)")
-            if not pending:
-                break
             now = time.monotonic()
-            if now - start > self.health_timeout:
-                raise RunnerError(
-                    f"{', '.join(pending)} did not pass the health check within "
-                    f"{self.health_timeout:.0f} s; look at `csm logs {pending[0]}`"
-                )
-            if now - last_report >= 10:
+            if pending and now - last_report >= 10:
                 self.progress(f"still waiting for {', '.join(pending)} ({now - start:.0f} s)")
                 last_report = now
-            time.sleep(0.5)
+            return not pending
+
+        try:
+            wait_until(all_healthy, self.health_timeout, "the health checks", interval=0.5)
+        except TimeoutError:
+            raise RunnerError(
+                f"{', '.join(pending)} did not pass the health check within "
+                f"{self.health_timeout:.0f} s; look at `csm logs {pending[0]}`"
+            ) from None
 
     def _apply_nginx(self, undo: list) -> str:
         state = self.state_dir
         nginx.prepare(state, self.plan)
-        tls = nginx.ensure_certificate(state, self.plan["domain"], self.tls_port) if self.tls_port else None
+        tls = ensure_certificate(state, self.plan["domain"], self.tls_port) if self.tls_port else None
         text = nginx.render(self.plan, state, self.http_port, tls)
         conf = state / "nginx.conf"
         pid = nginx.running_pid(state)
