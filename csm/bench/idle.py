@@ -25,7 +25,7 @@ import requests
 from csm.bench.common import goal_text, log_in_until_rendered, say, verdict, write_json
 from csm.checks import http as checks_http
 from csm.checks import idle as checks
-from csm.checks.image import subprocess_runner
+from csm.checks.commands import subprocess_runner
 from csm.idle.control import Podman
 from csm.idle.service import stop_idle
 from csm.testing import browser as chromium
