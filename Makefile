@@ -41,11 +41,11 @@ down: deps
 	$(CSM) down
 
 bench: deps image
-	$(PY) -m csm.bench
-	$(PY) -m csm.bench_idle
-	$(PY) -m csm.bench_memory
-	$(PY) -m csm.bench_gate
-	$(PY) -m csm.bench_disk
+	$(PY) -m csm.bench.stack
+	$(PY) -m csm.bench.idle
+	$(PY) -m csm.bench.memory
+	$(PY) -m csm.bench.gate
+	$(PY) -m csm.bench.disk
 
 docs: deps
 	$(PY) scripts/options-doc.py > docs/options.md

@@ -13,8 +13,21 @@ buildPythonApplication {
   pname = "csm";
   version = "0.1.0";
   pyproject = true;
+  # csm/ without what only tests and benchmarks use: csm/testing (it needs playwright)
+  # and csm/bench (it drives Chromium through csm/testing). Nothing shipped imports
+  # either (tests/unit/test_imports.py).
   # (not lib.fileset: it needs Nix 2.14+, and this file is evaluated by Nix 2.8 in tests)
-  src = lib.sourceByRegex ./. [ "pyproject\\.toml" "csm" "csm/.*" ];
+  src = builtins.path {
+    path = ./.;
+    name = "source";
+    filter =
+      path: _type:
+      let
+        relative = lib.removePrefix "${toString ./.}/" path;
+      in
+      (relative == "pyproject.toml" || relative == "csm" || lib.hasPrefix "csm/" relative)
+      && !(builtins.elem relative [ "csm/testing" "csm/bench" ]);
+  };
   build-system = [ setuptools ];
   dependencies = [ requests websocket-client argon2-cffi ];
   makeWrapperArgs = [ "--set-default" "CSM_IMAGE_DIR" "${imageDir}" ];

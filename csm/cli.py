@@ -22,6 +22,7 @@ from . import sockets
 from .gate.core import session_store
 from .runner import BadInput, RunnerError, backup, files, nixos, passwd, units
 from .runner.stack import DEFAULT_HTTP_PORT, DEFAULT_STATE_DIR, DEFAULT_TLS_PORT, Stack, load_settings
+from .waiting import wait_until
 
 EXIT_CODES = """\
 exit codes:
@@ -270,14 +271,13 @@ def cmd_prepare(args) -> int:
         raise BadInput(f"no user {args.user!r} in the plan {args.plan} (users: {', '.join(sorted(plan.users))})")
     user = plan.users[args.user]
     if args.started:
-        deadline = time.monotonic() + 60
-        while not sockets.link(user):
-            if time.monotonic() > deadline:
-                raise RunnerError(
-                    f"{user.socketSource} is no socket of {args.user}'s container after 60 s; "
-                    f"nginx cannot reach {args.user}: see `journalctl -u {user.container.unit}`"
-                )
-            time.sleep(0.5)
+        try:
+            wait_until(lambda: sockets.link(user), 60, f"{args.user}'s socket", interval=0.5)
+        except TimeoutError:
+            raise RunnerError(
+                f"{user.socketSource} is no socket of {args.user}'s container after 60 s; "
+                f"nginx cannot reach {args.user}: see `journalctl -u {user.container.unit}`"
+            ) from None
         print(f"{args.user}: code-server's socket linked for nginx", file=sys.stderr)
         return 0
     files.prepare_user(user, progress=lambda m: print(m, file=sys.stderr, flush=True))

@@ -4,8 +4,8 @@
 # the same HTTP and WebSocket checks, through nginx. Run it as described in
 # docs/nixos-tests.md.
 #
-# HTTPS comes from a fixed test CA's wildcard certificate, given to the module's
-# `tls` option as files (acme-wildcard.nix tests the ACME path).
+# HTTPS comes from a test CA's wildcard certificate (csm/runner/local_ca.py), given
+# to the module's `tls` option as files (acme-wildcard.nix tests the ACME path).
 { pkgs, self }:
 let
   inherit (pkgs) lib;
@@ -18,26 +18,14 @@ let
   passwordFiles = builtins.mapAttrs (name: _: "${testDir}/${name}.password") passwords;
   outsidePort = 8000;  # the client's stand-in for the internet, as the containers see it
 
-  # A CA and a certificate for <domain> and *.<domain>, with the extensions Python's
-  # strict X.509 verification asks for.
-  tls = pkgs.runCommand "code-server-multi-test-tls" { nativeBuildInputs = [ pkgs.openssl ]; } ''
-    mkdir $out && cd $out
-    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -subj "/CN=code-server-multi VM test CA" \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
-      -keyout ca.key -out ca.pem
-    openssl req -new -newkey rsa:2048 -nodes -subj "/CN=*.${settings.domain}" -keyout server.key -out server.csr
-    cat > ext <<EOF
-    subjectAltName=DNS:*.${settings.domain},DNS:${settings.domain}
-    basicConstraints=critical,CA:FALSE
-    keyUsage=critical,digitalSignature,keyEncipherment
-    extendedKeyUsage=serverAuth
-    subjectKeyIdentifier=hash
-    authorityKeyIdentifier=keyid
-    EOF
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
-      -extfile ext -out server.pem
-    rm ca.key server.csr ext
+  # A CA and a certificate for <domain> and *.<domain>, by the recipe `csm up
+  # --tls-port` uses (csm/runner/local_ca.py). The CA's key is not kept.
+  csmPython = pkgs.python3.withPackages (p: [ (p.toPythonModule self.packages.${system}.csm) ]);
+  tls = pkgs.runCommand "code-server-multi-test-tls" { nativeBuildInputs = [ pkgs.openssl csmPython ]; } ''
+    python3 -m csm.runner.local_ca $out ${settings.domain}
+    rm $out/ca.key
   '';
+  caCertificate = "${tls}/ca.crt";
 in
 {
   name = "code-server-multi-server";
@@ -47,7 +35,7 @@ in
   nodes = {
     server = {
       imports = [ (import ./server-node.nix { inherit self settings; }) ];
-      services.code-server-multi.tls = { certificateFile = "${tls}/server.pem"; keyFile = "${tls}/server.key"; };
+      services.code-server-multi.tls = { certificateFile = "${tls}/${settings.domain}.crt"; keyFile = "${tls}/${settings.domain}.key"; };
     };
 
     # A team member's machine: trusts the test CA, knows the users' names, and has
@@ -56,12 +44,12 @@ in
       environment.systemPackages = [ self.packages.${system}.csm pkgs.curl pkgs.python3 ];
       networking.firewall.allowedTCPPorts = [ outsidePort ];
       environment.etc = {
-        ${lib.removePrefix "/etc/" caFile}.source = "${tls}/ca.pem";
+        ${lib.removePrefix "/etc/" caFile}.source = caCertificate;
       } // lib.mapAttrs' (name: file: lib.nameValuePair (lib.removePrefix "/etc/" file) {
         text = passwords.${name};
         mode = "0400";
       }) passwordFiles;
-      security.pki.certificateFiles = [ "${tls}/ca.pem" ];
+      security.pki.certificateFiles = [ caCertificate ];
       networking.hosts.${nodes.server.networking.primaryIPAddress} =
         map (u: u.hostname) (lib.attrValues nodes.server.services.code-server-multi.plan.users);
     };

@@ -8,7 +8,7 @@ of what it saw that proves it, or raises `CheckFailed` with what it saw instead.
   websocket-client). `csm smoke URL` runs them against a real server.
 - `csm.checks.host` (and `csm.checks.limits`, `csm.checks.network`, `csm.checks.idle`):
   on the host, through a `run(shell_command) -> stdout` callable
-  (`machine.succeed` in a NixOS VM test, `csm.checks.image.subprocess_runner` here).
+  (`machine.succeed` in a NixOS VM test, `csm.checks.commands.subprocess_runner` here).
 - `csm.checks.image`: the image contract.
 """
 

@@ -3,7 +3,7 @@ and the tools inside (its resource limits: csm.checks.limits).
 
 Every check takes `run`, a callable that runs one shell command line on the host and
 returns its stdout, raising if the command exits non-zero (`machine.succeed` in a
-NixOS VM test, `csm.checks.image.subprocess_runner` on this host), and `user`, the
+NixOS VM test, `csm.checks.commands.subprocess_runner` on this host), and `user`, the
 plan's entry for the user (`plan.users[name]`). Commands expected to fail
 report their exit status on stdout instead, so `run` only raises on real trouble.
 
@@ -17,68 +17,17 @@ saying so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shlex
-import time
 from collections.abc import Callable
 
 from csm.checks import CheckFailed
+from csm.checks.commands import Runner
+from csm.checks.container import PODMAN, container_name, exec_in, running, wait_healthy, workspace
 from csm.plan_types import User
-
-Runner = Callable[[str], str]
-PODMAN = "podman"
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _name(user: User) -> str:
-    return user.container.name
-
-
-def _exec(user: User, *argv: str) -> str:
-    """A command line running argv inside the user's container."""
-    return shlex.join([PODMAN, "exec", _name(user), *argv])
-
-
-def _python(run: Runner, user: User, script: str, *args: object) -> dict:
-    """Runs a Python script inside the container; it prints one JSON object."""
-    out = run(_exec(user, "python3", "-c", script, *map(str, args)))
-    try:
-        return json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError) as e:
-        raise CheckFailed(f"the probe inside {_name(user)} printed {out[-400:]!r}") from e
-
-
-def _healthy(run: Runner, user: User) -> bool:
-    """The plan's health check, run inside the container."""
-    probe = _exec(user, *user.container.healthCheck)
-    return run(f"{probe} >/dev/null 2>&1 && echo healthy || echo not").strip() == "healthy"
-
-
-def wait_healthy(run: Runner, user: User, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not _healthy(run, user):
-        if time.monotonic() > deadline:
-            raise CheckFailed(f"{_name(user)} did not pass its health check within {timeout:.0f} s")
-        time.sleep(1)
-
-
-def _running(run: Runner, user: User) -> bool:
-    state = run(f"{PODMAN} inspect --format '{{{{.State.Running}}}}' {shlex.quote(_name(user))} 2>/dev/null || true")
-    return state.strip() == "true"
-
-
-def _workspace(user: User) -> tuple[str, str]:
-    """(host path, container path) of the folder code-server opens: its last argument."""
-    inside = user.container.cmd[-1]
-    for volume in user.container.volumes:
-        host, target = volume.split(":")[:2]
-        if target == inside:
-            return host, inside
-    raise CheckFailed(f"no volume of {_name(user)} is mounted at {inside}, the folder code-server opens")
-
+from csm.waiting import wait_until
 
 # ---------------------------------------------------------------- isolation
 
@@ -86,7 +35,7 @@ def _workspace(user: User) -> tuple[str, str]:
 def processes_run_as_mapped_uid(run: Runner, user: User) -> str:
     """Every process of the container is the user's mapped host uid (uid 1000 inside),
     none is root on the host."""
-    out = run(f"{PODMAN} top {shlex.quote(_name(user))} huser user pid comm")
+    out = run(f"{PODMAN} top {shlex.quote(container_name(user))} huser user pid comm")
     rows = [line.split(None, 3) for line in out.strip().splitlines()[1:] if line.strip()]
     want_host, want_inside = str(user.ids.hostUid), str(user.ids.containerUid)
     if not rows:
@@ -125,13 +74,13 @@ print(len(held))
 def no_tcp_port(run: Runner, user: User) -> str:
     """Nothing of the container is published on the host, and code-server listens on
     no TCP port inside it either: its only door is the Unix socket."""
-    published = run(f"{PODMAN} port {shlex.quote(_name(user))}").strip()
+    published = run(f"{PODMAN} port {shlex.quote(container_name(user))}").strip()
     if published:
-        raise CheckFailed(f"{_name(user)} publishes {published!r}; code-server must listen on its socket only")
-    held = run(_exec(user, "python3", "-c", CODE_SERVER_LISTENERS)).strip()
+        raise CheckFailed(f"{container_name(user)} publishes {published!r}; code-server must listen on its socket only")
+    held = run(exec_in(user, "python3", "-c", CODE_SERVER_LISTENERS)).strip()
     if held != "0":
-        raise CheckFailed(f"inside {_name(user)} code-server holds {held} TCP listener(s); it must not")
-    return f"{_name(user)} publishes no port and code-server listens on no TCP port: only its socket"
+        raise CheckFailed(f"inside {container_name(user)} code-server holds {held} TCP listener(s); it must not")
+    return f"{container_name(user)} publishes no port and code-server listens on no TCP port: only its socket"
 
 
 SOCKET_PROBE = (
@@ -172,22 +121,21 @@ def workspace_survives_kill(
 
     restart: brings the killed container back; default `podman start`. Under systemd
     (NixOS), which restarts it by itself, pass a callable that waits for that."""
-    cname = _name(user)
-    host_dir, inside_dir = _workspace(user)
+    cname = container_name(user)
+    host_dir, inside_dir = workspace(user)
     token = secrets.token_hex(16)
     filename = f".csm-check-{token[:8]}"
-    run(_exec(user, "sh", "-c", f"printf %s {token} > {inside_dir}/{filename}"))
+    run(exec_in(user, "sh", "-c", f"printf %s {token} > {inside_dir}/{filename}"))
     try:
         run(f"{PODMAN} kill --signal KILL {shlex.quote(cname)}")
-        deadline = time.monotonic() + 30
-        while _running(run, user) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        with contextlib.suppress(TimeoutError):  # still running: the start below says what is wrong
+            wait_until(lambda: not running(run, user), 30, f"{cname} stopped", interval=0.5)
         if restart is None:
             run(f"{PODMAN} start {shlex.quote(cname)}")
         else:
             restart()
         wait_healthy(run, user, timeout)
-        inside = run(_exec(user, "cat", f"{inside_dir}/{filename}"))
+        inside = run(exec_in(user, "cat", f"{inside_dir}/{filename}"))
         owner, _, on_host = run(
             f"stat -c %u {shlex.quote(host_dir)}/{filename}; cat {shlex.quote(host_dir)}/{filename}"
         ).partition("\n")
@@ -237,10 +185,10 @@ def start_upload_sink(run: Runner, user: User, port: int, timeout: float = 120) 
     """Starts, in the container, an app on 127.0.0.1:port that takes one POST and
     answers {"received": <bytes>}, then exits (after `timeout` s without one, too).
     For csm.checks.proxy.large_upload_passes_proxy."""
-    run(shlex.join([PODMAN, "exec", "-d", _name(user), "python3", "-c", UPLOAD_SINK, str(port), str(timeout)]))
+    run(shlex.join([PODMAN, "exec", "-d", container_name(user), "python3", "-c", UPLOAD_SINK, str(port), str(timeout)]))
     listening = f"0100007F:{port:04X} 00000000:0000 0A"  # /proc/net/tcp: 127.0.0.1:port, LISTEN
     run(
-        _exec(
+        exec_in(
             user,
             "sh",
             "-c",
@@ -267,7 +215,7 @@ kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf $home
 def opencode_answers(run: Runner, user: User) -> str:
     """Inside the running container, `opencode --version` answers and `opencode serve`
     reports itself healthy (no API key needed). Uses a scratch HOME: the user's stays untouched."""
-    out = run(_exec(user, "sh", "-c", OPENCODE_SERVE)).strip().splitlines()
+    out = run(exec_in(user, "sh", "-c", OPENCODE_SERVE)).strip().splitlines()
     version = out[0].strip() if out else ""
     if not version or not version.lstrip("v")[:1].isdigit():
         raise CheckFailed(f"opencode --version printed {out[:1]}")
@@ -295,10 +243,10 @@ def image_extensions_listed(run: Runner, user: User, require_opencode: bool = Fa
     built with its VSIX)."""
     cmd = user.container.cmd
     extensions_dir = cmd[cmd.index("--extensions-dir") + 1]
-    out = run(_exec(user, "code-server", "--extensions-dir", extensions_dir, "--list-extensions", "--show-versions"))
+    out = run(exec_in(user, "code-server", "--extensions-dir", extensions_dir, "--list-extensions", "--show-versions"))
     listed = sorted(line.strip() for line in out.splitlines() if "@" in line)
     # The image this container runs, which need not be what the tag names now.
-    image_id = run(f"{PODMAN} inspect --format '{{{{.Image}}}}' {shlex.quote(_name(user))}").strip()
+    image_id = run(f"{PODMAN} inspect --format '{{{{.Image}}}}' {shlex.quote(container_name(user))}").strip()
     label = run(
         f"{PODMAN} image inspect --format '{{{{index .Config.Labels \"{IMAGE_EXTENSIONS_LABEL}\"}}}}' {image_id}"
     ).strip()

@@ -1,7 +1,7 @@
 """Reaching a deployment from outside: HTTP and WebSocket through the proxy, as a browser.
 
     ada = Target("http://ada.code.localhost:8080", password)
-    print(last_heartbeat(ada))
+    print(ada.session())
 
 The checks built on this are in csm.checks.workbench (one user's workbench: login,
 session, VS Code's WebSocket) and csm.checks.proxy (what nginx does in front of them).
@@ -33,7 +33,7 @@ import urllib3
 import websocket
 
 from csm.checks import CheckFailed
-from csm.checks.image import facts
+from csm.checks.facts import facts
 
 # What every deployment's gate answers (plan.gate.paths and plan.gate.cookie): the
 # checks run against any address, with no plan at hand.
@@ -296,17 +296,3 @@ def _has_session(t: Target, cookie: str | None) -> bool:
     raise CheckFailed(
         f"GET {t.origin}/ gave neither the login page nor the workbench: HTTP {r.status_code} {r.text[:200]!r}"
     )
-
-
-# ---------------------------------------------------------------- readings
-
-
-def last_heartbeat(t: Target) -> float | None:
-    """Epoch seconds of code-server's last heartbeat (its last sign that someone works
-    there), from /healthz behind the gate (t's session); None when it does not answer
-    or has had none."""
-    try:
-        beat = _http(t, "GET", health_path(), cookie=t.session()).json().get("lastHeartbeat")
-    except (CheckFailed, ValueError, AttributeError):
-        return None
-    return beat / 1000 if beat else None

@@ -8,8 +8,8 @@ nginx listens on, for names the machine does not resolve), `ca_file`, `source` (
 local address to send from) and `cookie` (the session, "name=value", from log_in).
 
     cookie = idle.log_in(client.succeed, url, "/tmp/cy.password")
-    print(idle.stopped_for_being_idle(server.succeed, plan, plan["users"]["cy"]))
-    print(idle.stranger_starts_nothing(client.succeed, server.succeed, url, plan["users"]["cy"], 60))
+    print(idle.stopped_for_being_idle(server.succeed, plan, plan.users["cy"]))
+    print(idle.stranger_starts_nothing(client.succeed, server.succeed, url, plan.users["cy"], 60))
     print(idle.visit_shows_starting_page(client.succeed, url, "cy", cookie=cookie))
     print(idle.woken(client.succeed, url, cookie=cookie))
 """
@@ -22,6 +22,7 @@ import time
 from csm.checks import CheckFailed
 from csm.checks.http import GATE
 from csm.plan_types import Plan, User
+from csm.waiting import wait_until
 
 PODMAN = "podman"
 GATE_LOGIN, GATE_WAKE, GATE_READY = GATE["login"], GATE["wake"], GATE["ready"]
@@ -29,30 +30,32 @@ GATE_LOGIN, GATE_WAKE, GATE_READY = GATE["login"], GATE["wake"], GATE["ready"]
 
 def _running(run, user: User) -> str:
     """ "true", "false", or "absent" (NixOS units remove their container on stop)."""
-    name = shlex.quote(user["container"]["name"])
+    name = shlex.quote(user.container.name)
     return run(
         f"{PODMAN} container inspect --format '{{{{.State.Running}}}}' {name} 2>/dev/null || echo absent"
     ).strip()
 
 
 def _marked(run, plan: Plan, user: User) -> bool:
-    marker = shlex.quote(f"{plan['idle']['stateDir']}/{user['name']}.json")
+    marker = shlex.quote(f"{plan.idle.stateDir}/{user.name}.json")
     return run(f"test -f {marker} && echo yes || echo no").strip() == "yes"
 
 
 def stopped_for_being_idle(run, plan: Plan, user: User, timeout: float = 300) -> str:
     """The container stops by itself within idleStopAfter plus a few checks, marked as idle."""
-    stop_after = user["idle"]["stopAfterSeconds"]
+    stop_after = user.idle.stopAfterSeconds
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if _running(run, user) != "true" and _marked(run, plan, user):
-            seen = time.monotonic() - start
-            return (
-                f"{user['name']} was stopped for being idle "
-                f"({stop_after} s idle; seen {seen:.0f} s after the check began)"
-            )
-        time.sleep(1)
-    raise CheckFailed(f"{user['name']} (idleStopAfter {stop_after} s) still runs after {timeout:.0f} s")
+    try:
+        wait_until(
+            lambda: _running(run, user) != "true" and _marked(run, plan, user),
+            timeout,
+            f"{user.name} stopped for being idle",
+            interval=1,
+        )
+    except TimeoutError:
+        raise CheckFailed(f"{user.name} (idleStopAfter {stop_after} s) still runs after {timeout:.0f} s") from None
+    seen = time.monotonic() - start
+    return f"{user.name} was stopped for being idle ({stop_after} s idle; seen {seen:.0f} s after the check began)"
 
 
 def keeps_running(run, user: User, seconds: float) -> str:
@@ -62,11 +65,11 @@ def keeps_running(run, user: User, seconds: float) -> str:
         state = _running(run, user)
         if state != "true":
             raise CheckFailed(
-                f"{user['name']}'s container stopped ({state}) after {time.monotonic() - start:.0f} s, "
+                f"{user.name}'s container stopped ({state}) after {time.monotonic() - start:.0f} s, "
                 "although it was busy"
             )
         time.sleep(1)
-    return f"{user['name']} kept running for {seconds:.0f} s"
+    return f"{user.name} kept running for {seconds:.0f} s"
 
 
 def _curl(
@@ -140,9 +143,9 @@ def stranger_starts_nothing(
                     f"({headers.get('x-csm-wake')}), not the login page"
                 )
         if _running(server_run, user) == "true":
-            raise CheckFailed(f"{user['name']}'s container started after {visits} visits without a session")
+            raise CheckFailed(f"{user.name}'s container started after {visits} visits without a session")
         time.sleep(every)
-    return f"{visits} visits without a session in {seconds:.0f} s got the login page; {user['name']} stayed stopped"
+    return f"{visits} visits without a session in {seconds:.0f} s got the login page; {user.name} stayed stopped"
 
 
 def visit_shows_starting_page(run, url: str, name: str, **connection) -> str:
@@ -162,18 +165,28 @@ def told_ready(run, url: str, plan: Plan, timeout: float = 300, **connection) ->
     """The starting page's question (the plan's gate.paths.ready, which the gate holds
     while the container starts) is answered "ready" once code-server answers, and the
     address then gives code-server's own page, not the starting page or a hang."""
-    path, hold = plan["gate"]["paths"]["ready"], plan["gate"]["readyHoldSeconds"]
+    path, hold = plan.gate.paths.ready, plan.gate.readyHoldSeconds
     start = time.monotonic()
-    while True:
+    answer: tuple = ()
+
+    def failed() -> CheckFailed:
+        return CheckFailed(
+            f"{path} answered {answer[0]} ({answer[1]}) {time.monotonic() - start:.0f} s after the "
+            "first question, not 'ready' once code-server answers"
+        )
+
+    def ready() -> bool:  # the gate holds each question up to `hold`: no pause between them
+        nonlocal answer
         status, headers, _ = get(run, url.rstrip("/") + path, **connection, max_time=hold + 5)
-        said = headers.get("x-csm-wake")
-        if status == 200 and said == "ready":
-            break
-        if said != "starting" or time.monotonic() - start > timeout:
-            raise CheckFailed(
-                f"{path} answered {status} ({said}) {time.monotonic() - start:.0f} s after the "
-                "first question, not 'ready' once code-server answers"
-            )
+        answer = (status, headers.get("x-csm-wake"))
+        if answer != (200, "ready") and answer[1] != "starting":
+            raise failed()
+        return answer == (200, "ready")
+
+    try:
+        wait_until(ready, timeout, f"{path} ready", interval=0)
+    except TimeoutError:
+        raise failed() from None
     held = time.monotonic() - start
     status, headers, _ = get(run, url, **connection, max_time=5)
     if status not in (200, 302) or "x-csm-wake" in headers:
@@ -186,15 +199,21 @@ def woken(run, url: str, timeout: float = 300, **connection) -> float:
     the connection's cookie), asking the address itself (the starting page asks the gate
     instead, see told_ready). A request that gets no answer is given up after 1.5 s."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
+    answer: tuple = ()
+
+    def code_server() -> bool:
+        nonlocal answer
         status, headers, _ = get(run, url, **connection, max_time=1.5)
-        if status in (200, 302) and "x-csm-wake" not in headers:
-            return time.monotonic() - start
-        time.sleep(0.25)
-    raise CheckFailed(
-        f"{url} did not turn into code-server within {timeout:.0f} s; it last answered "
-        f"{status} ({headers.get('x-csm-wake', 'not the gate')})"
-    )
+        answer = (status, headers.get("x-csm-wake", "not the gate"))
+        return status in (200, 302) and "x-csm-wake" not in headers
+
+    try:
+        wait_until(code_server, timeout, f"{url} answered by code-server", interval=0.25)
+    except TimeoutError:
+        raise CheckFailed(
+            f"{url} did not turn into code-server within {timeout:.0f} s; it last answered {answer[0]} ({answer[1]})"
+        ) from None
+    return time.monotonic() - start
 
 
 def wake_refused(run, url: str, page: str, **connection) -> str:

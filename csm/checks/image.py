@@ -20,130 +20,20 @@ this host's `podman run` flags).
 from __future__ import annotations
 
 import functools
-import json
-import os
 import re
-import secrets
-import shlex
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
+
+from csm.checks.commands import Podman, saw
+from csm.checks.facts import default_image, facts, versions
+from csm.checks.image_serving import healthz, socket_without_login
 
 EXTENSION_ID = "sst-dev.opencode"
 LABEL = "code-server-multi."  # prefix of the labels both recipes write
-
-
-def image_dir() -> Path:
-    return Path(os.environ.get("CSM_IMAGE_DIR") or Path(__file__).resolve().parents[2] / "image")
-
-
-@functools.cache
-def _read(name: str, directory: str) -> dict:
-    path = Path(directory) / name
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise RuntimeError(
-            f"the image contract needs {path} ({e}): set CSM_IMAGE_DIR to the project's image/ directory"
-        ) from e
-
-
-def facts() -> dict:
-    """image/contract.json: what the image and the plan agree on."""
-    return _read("contract.json", str(image_dir()))
-
-
-def versions() -> dict:
-    """image/versions.json: what the image must contain."""
-    return _read("versions.json", str(image_dir()))
-
-
-def default_image() -> str:
-    return f"{facts()['imageName']}:{facts()['imageTag']}"
-
-
-Runner = Callable[[str], str]
-Check = Callable[[str, "Podman"], str]
-
-
-class CommandFailed(RuntimeError):
-    def __init__(self, command: str, returncode: int, stdout: str, stderr: str):
-        self.command, self.returncode, self.stdout, self.stderr = command, returncode, stdout, stderr
-        detail = (stderr or stdout).strip()[-600:]
-        super().__init__(f"`{command}` exited with {returncode}" + (f": {detail}" if detail else ""))
-
-
-def subprocess_runner(command: str, timeout: float = 300) -> str:
-    """A `machine.succeed` for this host: runs a shell command, returns stdout.
-    Each command runs in a scratch directory: a container it starts keeps that as its
-    conmon's working directory, where conmon writes a file `oom` on every OOM kill."""
-    with tempfile.TemporaryDirectory(prefix="csm-run-") as scratch:
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout, cwd=scratch)
-    if done.returncode != 0:
-        raise CommandFailed(command, done.returncode, done.stdout, done.stderr)
-    return done.stdout
-
-
-class Podman:
-    """podman, driven through a runner (see the module docstring)."""
-
-    def __init__(self, run: Runner = subprocess_runner, podman: str = "podman", run_args: Sequence[str] = ()):
-        self._run = run
-        self.podman = podman
-        self.run_args = tuple(run_args)
-
-    @classmethod
-    def local(cls) -> Podman:
-        from csm.runner.host import Host
-
-        host = Host.detect()
-        return cls(subprocess_runner, host.podman, host.run_args)
-
-    def __call__(self, *args: str) -> str:
-        return self._run(shlex.join([self.podman, *args]))
-
-    def host(self, command: str) -> str:
-        """A shell command on the host that runs podman (e.g. curl to a published port)."""
-        return self._run(command)
-
-    def run(self, image: str, *command: str, options: Sequence[str] = ()) -> str:
-        """`podman run --rm` with this host's flags; returns the command's stdout."""
-        return self("run", "--rm", "--pull=never", *self.run_args, *options, image, *command)
-
-    def sh(self, image: str, script: str, options: Sequence[str] = ()) -> str:
-        return self.run(image, "sh", "-c", script, options=options)
-
-    def inspect(self, image: str) -> dict:
-        out = self("image", "inspect", image)
-        data = json.loads(out)
-        return data[0] if isinstance(data, list) else data
-
-
-def password_env_file(podman: Podman) -> str:
-    """A fresh random PASSWORD in an env file (for --env-file) that only its owner can
-    read, on the host that runs podman, made there so that it is on no command line;
-    its path. The caller removes it (podman.host(f"rm -f {shlex.quote(path)}"))."""
-    return podman.host(
-        "umask 077; f=$(mktemp); "  # printf is the shell's own: no argv shows it
-        "printf 'PASSWORD=%s\\n' \"$(head -c 18 /dev/urandom | base64 | tr -d '/+=')\" > \"$f\"; "
-        'echo "$f"'
-    ).strip()
-
-
-def _saw(what: str, action: Callable[[], str]) -> str:
-    """Runs a podman command; a failure becomes an AssertionError saying what it saw."""
-    try:
-        return action()
-    except AssertionError:
-        raise
-    except Exception as e:  # machine.succeed raises a plain Exception
-        raise AssertionError(f"{what}: {e}") from e
+Check = Callable[[str, Podman], str]
 
 
 def _labels(image: str, podman: Podman) -> dict[str, str]:
-    info = _saw(f"{image} is not an image podman knows", lambda: podman.inspect(image))
+    info = saw(f"{image} is not an image podman knows", lambda: podman.inspect(image))
     return (info.get("Config") or {}).get("Labels") or info.get("Labels") or {}
 
 
@@ -166,7 +56,7 @@ def image_config(image: str, podman: Podman) -> str:
     """Entrypoint tini, the contract's user, workdir, port and the environment the plan relies on."""
     c = facts()
     home, port = c["home"], f"{c['port']}/tcp"
-    info = _saw(f"{image} is not an image podman knows", lambda: podman.inspect(image))
+    info = saw(f"{image} is not an image podman knows", lambda: podman.inspect(image))
     config = info.get("Config") or {}
     problems = []
     entrypoint = config.get("Entrypoint") or []
@@ -194,14 +84,14 @@ def image_config(image: str, podman: Podman) -> str:
 
 def init_is_tini(image: str, podman: Podman) -> str:
     """PID 1 is an init that reaps zombies."""
-    out = _saw("reading /proc/1/comm", lambda: podman.sh(image, "cat /proc/1/comm"))
+    out = saw("reading /proc/1/comm", lambda: podman.sh(image, "cat /proc/1/comm"))
     if out.strip() != "tini":
         raise AssertionError(f"PID 1 is {out.strip()!r}, not tini")
     return "PID 1 is tini"
 
 
 def code_server_version(image: str, podman: Podman) -> str:
-    out = _saw("code-server --version", lambda: podman.run(image, "code-server", "--version"))
+    out = saw("code-server --version", lambda: podman.run(image, "code-server", "--version"))
     line = _first_line(out)
     version = line.split()[0] if line else ""
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
@@ -211,7 +101,7 @@ def code_server_version(image: str, podman: Podman) -> str:
 
 
 def opencode_version(image: str, podman: Podman) -> str:
-    out = _saw("opencode --version", lambda: podman.sh(image, 'HOME="$(mktemp -d)" opencode --version'))
+    out = saw("opencode --version", lambda: podman.sh(image, 'HOME="$(mktemp -d)" opencode --version'))
     version = _first_line(out)
     if not re.fullmatch(r"v?\d+\.\d+\.\d+\S*", version):
         raise AssertionError(f"opencode --version printed {out.strip()!r}")
@@ -235,7 +125,7 @@ def extension(image: str, podman: Podman, *, required: bool = True) -> str:
     Required for the Nix image. For a portable image it is required only if the image
     says it was built with it (a VSIX in image/extensions/); otherwise its absence is
     reported, never papered over."""
-    out = _saw(
+    out = saw(
         "code-server --list-extensions",
         lambda: podman.run(
             image, "code-server", "--list-extensions", "--show-versions", "--extensions-dir", facts()["extensionsDir"]
@@ -260,7 +150,7 @@ def session_extension(image: str, podman: Podman) -> str:
     in both images: it is built from the checkout, never downloaded."""
     from csm.image.extensions import SESSION_ID
 
-    out = _saw(
+    out = saw(
         "code-server --list-extensions",
         lambda: podman.run(image, "code-server", "--list-extensions", "--extensions-dir", facts()["extensionsDir"]),
     )
@@ -274,7 +164,7 @@ def tools(image: str, podman: Podman) -> str:
     names = ("python3", "node", "npm", "git", "rg", "curl", "less")
     script = "; ".join(f'printf "%s\\t%s\\n" {n} "$({n} --version 2>&1 | head -n1 || true)"' for n in names)
     script += '; printf "cacert\\t%s\\n" "$(test -s "$SSL_CERT_FILE" && echo "$SSL_CERT_FILE")"'
-    out = _saw("running the tools", lambda: podman.sh(image, script))
+    out = saw("running the tools", lambda: podman.sh(image, script))
     found = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
     missing = [n for n in names if not _version(found.get(n, "")) or "not found" in found.get(n, "")]
     if not found.get("cacert", "").strip():
@@ -288,7 +178,7 @@ def tools(image: str, podman: Podman) -> str:
 
 
 def default_user(image: str, podman: Podman) -> str:
-    out = _saw("id", lambda: podman.sh(image, 'id -u; id -g; echo "$HOME"; cat /etc/passwd'))
+    out = saw("id", lambda: podman.sh(image, 'id -u; id -g; echo "$HOME"; cat /etc/passwd'))
     lines = out.splitlines()
     if len(lines) < 3:
         raise AssertionError(f"expected uid, gid, HOME; saw {out!r}")
@@ -315,98 +205,11 @@ def no_privilege_escalation(image: str, podman: Podman) -> str:
         "for c in sudo doas pkexec; do command -v $c; done; "
         "find / -xdev \\( -perm -4000 -o -perm -2000 \\) -type f 2>/dev/null; true"
     )
-    out = _saw("searching for setuid files", lambda: podman.sh(image, script, options=("--user", "0")))
+    out = saw("searching for setuid files", lambda: podman.sh(image, script, options=("--user", "0")))
     found = [line for line in out.splitlines() if line.strip()]
     if found:
         raise AssertionError(f"privilege escalation possible via: {found}")
     return "no sudo, no setuid or setgid files"
-
-
-def healthz(image: str, podman: Podman, *, within: float = 10.0) -> str:
-    """code-server, started by the image's own default command, answers /healthz within seconds."""
-    name = f"csm-contract-{secrets.token_hex(4)}"
-    env_file = password_env_file(podman)
-    options = ["--detach", "--name", name, "--env-file", env_file]
-    started = time.monotonic()
-    try:
-        _saw("starting code-server", lambda: podman("run", "--pull=never", *podman.run_args, *options, image))
-    finally:
-        podman.host(f"rm -f {shlex.quote(env_file)}")
-    try:
-        tries = int(within / 0.1)
-        url = f"http://127.0.0.1:{facts()['port']}{facts()['healthPath']}"
-        poll = f"n=0; until curl -fsS {url}; do n=$((n+1)); [ $n -ge {tries} ] && exit 1; sleep 0.1; done"
-        try:
-            body = podman("exec", name, "sh", "-c", poll)
-        except Exception as e:
-            logs = ""
-            try:
-                logs = podman("logs", "--tail", "20", name)
-            except Exception:
-                pass
-            raise AssertionError(f"/healthz did not answer within {within:.0f} s ({e}); logs: {logs}") from e
-        elapsed = time.monotonic() - started
-        status = json.loads(body).get("status")
-        if status not in ("alive", "expired"):
-            raise AssertionError(f"/healthz answered {body!r}")
-        if elapsed > within:
-            raise AssertionError(f"/healthz answered only after {elapsed:.1f} s")
-        return f"/healthz answered {status!r} {elapsed:.1f} s after start"
-    finally:
-        _remove(podman, name)
-
-
-def _remove(podman: Podman, name: str) -> None:
-    try:
-        podman("rm", "--force", "--time", "0", name)
-    except Exception:
-        pass
-
-
-SOCKET_CHECK = """
-n=0; until curl -fsS --unix-socket "$1" http://localhost"$2"; do n=$((n+1)); [ $n -ge 100 ] && exit 1; sleep 0.1; done
-"""
-
-
-def socket_without_login(image: str, podman: Podman) -> str:
-    """code-server as the plan runs it: on a Unix socket of the given mode, with its own
-    login off (the gate in front does the login), answering its health path there."""
-    c = facts()
-    name = f"csm-contract-socket-{secrets.token_hex(4)}"
-    sock = "/tmp/csm-contract/code-server.sock"
-    try:
-        _saw(
-            "starting code-server on a socket",
-            lambda: podman(
-                "run",
-                "--pull=never",
-                *podman.run_args,
-                "--detach",
-                "--name",
-                name,
-                image,
-                "sh",
-                "-c",
-                f"mkdir -p /tmp/csm-contract && exec code-server --socket {sock} --socket-mode 666 --auth none "
-                f"--extensions-dir {c['extensionsDir']} {c['project']}",
-            ),
-        )
-        body = _saw(
-            "the health path on the socket",
-            lambda: podman("exec", name, "sh", "-c", SOCKET_CHECK, "sh", sock, c["healthPath"]),
-        )
-        mode = _saw("the socket's mode", lambda: podman("exec", name, "stat", "-c", "%a", sock)).strip()
-        ports = _saw("listening TCP ports", lambda: podman("exec", name, "cat", "/proc/net/tcp", "/proc/net/tcp6"))
-    finally:
-        _remove(podman, name)
-    if json.loads(body).get("status") not in ("alive", "expired"):
-        raise AssertionError(f"{c['healthPath']} on the socket answered {body!r}")
-    if mode != "666":
-        raise AssertionError(f"the socket has mode {mode}, not 666 (--socket-mode)")
-    listening = [line for line in ports.splitlines()[1:] if line.split()[3:4] == ["0A"]]
-    if listening:
-        raise AssertionError(f"code-server on a socket still listens on TCP: {listening}")
-    return f"{c['healthPath']} answers on the socket (mode 666), no TCP listener, no login"
 
 
 def contract(require_extension: bool) -> list[tuple[str, Check]]:

@@ -11,7 +11,8 @@ Same conventions as csm.checks.host: `run(shell_command) -> stdout` runs on the 
 from __future__ import annotations
 
 from csm.checks import CheckFailed
-from csm.checks.host import Runner, _exec, _healthy, _name, _python, wait_healthy
+from csm.checks.commands import Runner
+from csm.checks.container import container_name, exec_in, healthy, python_in, wait_healthy
 from csm.plan_types import User
 
 # Inside the container: a cgroup file under v2 or v1 names, whichever this host has.
@@ -31,7 +32,7 @@ def keyed(text):
 
 def memory_limit_matches_plan(run: Runner, user: User) -> str:
     """The kernel's memory limit for the container is the plan's, with no swap beyond it."""
-    seen = _python(
+    seen = python_in(
         run,
         user,
         CGROUP
@@ -71,20 +72,22 @@ def memory_hog_killed_neighbour_healthy(run: Runner, user: User, neighbour: User
     """A process allocating past the limit is killed (exit 137); the container's
     code-server and the neighbour's container keep answering their health checks."""
     for u in (user, neighbour):
-        if not _healthy(run, u):
-            raise CheckFailed(f"{_name(u)} was not healthy before the memory hog started")
+        if not healthy(run, u):
+            raise CheckFailed(f"{container_name(u)} was not healthy before the memory hog started")
     limit = user.limits.memoryBytes
-    out = run(_exec(user, "python3", "-c", HOG, str(limit)) + ' 2>&1; echo "exit=$?"')
+    out = run(exec_in(user, "python3", "-c", HOG, str(limit)) + ' 2>&1; echo "exit=$?"')
     status = out.strip().splitlines()[-1]
     if status != "exit=137":
         raise CheckFailed(f"a hog allocating up to twice the {limit}-byte limit was not killed: {out.strip()[-300:]}")
-    if not _healthy(run, neighbour):
-        raise CheckFailed(f"the neighbour {_name(neighbour)} fails its health check after the hog in {_name(user)}")
-    if not _healthy(run, user):
-        raise CheckFailed(f"{_name(user)}'s code-server fails its health check after its hog was killed")
+    if not healthy(run, neighbour):
+        raise CheckFailed(
+            f"the neighbour {container_name(neighbour)} fails its health check after the hog in {container_name(user)}"
+        )
+    if not healthy(run, user):
+        raise CheckFailed(f"{container_name(user)}'s code-server fails its health check after its hog was killed")
     return (
-        f"a hog in {_name(user)} was killed at the {limit}-byte limit (exit 137); "
-        f"its code-server and {_name(neighbour)} stay healthy"
+        f"a hog in {container_name(user)} was killed at the {limit}-byte limit (exit 137); "
+        f"its code-server and {container_name(neighbour)} stay healthy"
     )
 
 
@@ -119,7 +122,7 @@ def fork_bomb_stopped_by_pids_limit(run: Runner, user: User) -> str:
     """Starting processes until the kernel refuses stops at the plan's pids limit
     (the cgroup counts the refusal); then they are all killed."""
     want = user.limits.pids
-    seen = _python(run, user, FORK_BOMB, want)
+    seen = python_in(run, user, FORK_BOMB, want)
     if seen["max"] != str(want):
         raise CheckFailed(f"the pids limit in force is {seen['max']}, the plan's is {want}")
     if seen["refused"] is None:
@@ -170,7 +173,7 @@ def cpu_quota_holds(run: Runner, user: User, seconds: float = 3) -> str:
     """The CPU quota in force is the plan's, and busy processes beyond it together get
     no more CPU time than it allows."""
     cpus = float(user.limits.cpus)
-    seen = _python(run, user, CPU_LOAD, cpus, seconds)
+    seen = python_in(run, user, CPU_LOAD, cpus, seconds)
     if seen["quota"] == "max" or int(seen["quota"]) < 0:
         raise CheckFailed(f"no CPU quota in force (the plan's is {cpus} CPUs)")
     in_force = int(seen["quota"]) / int(seen["period"])

@@ -17,7 +17,8 @@ import json
 import shlex
 
 from csm.checks import CheckFailed
-from csm.checks.host import PODMAN, Runner, _exec, _name
+from csm.checks.commands import Runner
+from csm.checks.container import PODMAN, container_name, exec_in
 from csm.plan_types import User
 
 # curl's exit codes when nothing answered: cannot resolve, refused, timed out, no route.
@@ -25,10 +26,10 @@ UNREACHED = {"6": "cannot resolve", "7": "refused", "28": "timed out", "56": "re
 
 
 def _networks(run: Runner, user: User) -> dict:
-    out = run(f"{PODMAN} inspect --format '{{{{json .NetworkSettings.Networks}}}}' {shlex.quote(_name(user))}")
+    out = run(f"{PODMAN} inspect --format '{{{{json .NetworkSettings.Networks}}}}' {shlex.quote(container_name(user))}")
     networks = json.loads(out)
     if not networks:
-        raise CheckFailed(f"{_name(user)} is on no podman network")
+        raise CheckFailed(f"{container_name(user)} is on no podman network")
     return networks
 
 
@@ -44,7 +45,7 @@ def gateway(run: Runner, user: User) -> str:
 
 def _curl_from(run: Runner, user: User, url: str, timeout: int = 5) -> str:
     """curl's exit status for url from inside the user's container ("0": something answered)."""
-    probe = _exec(user, "curl", "-sS", "-o", "/dev/null", "--max-time", str(timeout), url)
+    probe = exec_in(user, "curl", "-sS", "-o", "/dev/null", "--max-time", str(timeout), url)
     return run(f"{probe} >/dev/null 2>&1; echo $?").strip()
 
 
@@ -58,7 +59,7 @@ def _unreached(run: Runner, user: User, urls: list[str]) -> dict[str, str]:
     reached = [url for url, code in seen.items() if code not in UNREACHED]
     if reached:
         raise CheckFailed(
-            f"from inside {_name(user)}, {', '.join(reached)} answered "
+            f"from inside {container_name(user)}, {', '.join(reached)} answered "
             f"(curl exit {', '.join(seen[u] for u in reached)}); only nginx may reach a code-server"
         )
     return {url: UNREACHED[code] for url, code in seen.items()}
@@ -67,10 +68,10 @@ def _unreached(run: Runner, user: User, urls: list[str]) -> dict[str, str]:
 def serve_in(run: Runner, user: User, port: int, seconds: int = 120) -> None:
     """A throwaway web server in the user's container on port (all addresses), as a
     learner's app would run; it exits by itself after `seconds`."""
-    run(f"{PODMAN} exec -d {shlex.quote(_name(user))} timeout {seconds} python3 -m http.server {port}")
+    run(f"{PODMAN} exec -d {shlex.quote(container_name(user))} timeout {seconds} python3 -m http.server {port}")
     listening = f":{port:04X} 00000000:0000 0A"
     run(
-        f"for i in $(seq 50); do {_exec(user, 'cat', '/proc/net/tcp')} | grep -q '{listening}' && exit 0; "
+        f"for i in $(seq 50); do {exec_in(user, 'cat', '/proc/net/tcp')} | grep -q '{listening}' && exit 0; "
         "sleep 0.1; done; exit 1"
     )
 
@@ -83,10 +84,10 @@ def neighbour_unreachable(run: Runner, user: User, neighbour: User, port: int = 
     there = address(run, neighbour)
     direct = f"http://{there}:{port}/"
     if _curl_from_host(run, direct) != "0":
-        raise CheckFailed(f"the app in {_name(neighbour)} does not answer the host at {direct}")
-    urls = [direct] + [f"http://{name}:{port}/" for name in (_name(neighbour), neighbour.name)]
+        raise CheckFailed(f"the app in {container_name(neighbour)} does not answer the host at {direct}")
+    urls = [direct] + [f"http://{name}:{port}/" for name in (container_name(neighbour), neighbour.name)]
     why = _unreached(run, user, urls)
-    return f"from {_name(user)}, an app in {neighbour.name}'s container is unreachable: " + "; ".join(
+    return f"from {container_name(user)}, an app in {neighbour.name}'s container is unreachable: " + "; ".join(
         f"{url} {reason}" for url, reason in why.items()
     )
 
@@ -101,7 +102,7 @@ def host_loopback_unreachable(run: Runner, user: User, ports: list[int]) -> str:
     host_side = gateway(run, user)
     urls = [f"http://{ip}:{p}/" for p in ports for ip in (host_side, "127.0.0.1")]
     why = _unreached(run, user, urls)
-    return f"from {_name(user)}, the host's loopback ports {ports} are unreachable: " + "; ".join(
+    return f"from {container_name(user)}, the host's loopback ports {ports} are unreachable: " + "; ".join(
         f"{url} {reason}" for url, reason in why.items()
     )
 
@@ -112,16 +113,16 @@ def outside_reachable(run: Runner, user: User, url: str) -> str:
     code = _curl_from(run, user, url, timeout=10)
     if code != "0":
         raise CheckFailed(
-            f"from inside {_name(user)}, {url} did not answer (curl exit {code}); "
+            f"from inside {container_name(user)}, {url} did not answer (curl exit {code}); "
             "containers must reach package registries and AI providers"
         )
-    return f"from {_name(user)}, {url} answers"
+    return f"from {container_name(user)}, {url} answers"
 
 
 def dns_resolves(run: Runner, user: User, name: str) -> str:
     """From user's container, a public name resolves."""
     script = "import socket, sys; print(socket.getaddrinfo(sys.argv[1], 443)[0][4][0])"
-    out = run(_exec(user, "python3", "-c", script, name) + ' 2>&1; echo " exit=$?"').strip()
+    out = run(exec_in(user, "python3", "-c", script, name) + ' 2>&1; echo " exit=$?"').strip()
     if not out.endswith("exit=0"):
-        raise CheckFailed(f"from inside {_name(user)}, {name} does not resolve: {out[-300:]}")
-    return f"from {_name(user)}, {name} resolves to {out.split()[0]}"
+        raise CheckFailed(f"from inside {container_name(user)}, {name} does not resolve: {out[-300:]}")
+    return f"from {container_name(user)}, {name} resolves to {out.split()[0]}"

@@ -25,6 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from csm.plan_types import Plan
 
+from ..waiting import wait_until
 from . import control
 from .limits import Allowance, InFlight, client_key
 from .sessions import SessionStore, StoreError
@@ -187,10 +188,16 @@ class Gate:
         if state["state"] != "starting" or not self._held.acquire(blocking=False):
             return state
         try:
-            deadline = time.monotonic() + self.settings.readyHoldSeconds
-            while state["state"] == "starting" and time.monotonic() < deadline:
-                time.sleep(0.2)
+
+            def settled() -> bool:
+                nonlocal state
                 state = self.ask("state", user)
+                return state["state"] != "starting"
+
+            try:
+                wait_until(settled, self.settings.readyHoldSeconds, f"{user} ready", interval=0.2)
+            except TimeoutError:
+                pass  # still starting: the answer says so
             return state
         finally:
             self._held.release()

@@ -18,6 +18,7 @@ import time
 from csm.plan_types import Plan, User
 
 from .. import sockets
+from ..waiting import wait_until
 from . import markers, restarts, signals
 
 log = logging.getLogger("csm.idle")
@@ -80,20 +81,22 @@ class Waker:
         try:
             self._wait_stopped(user)
             self.control.start(user)
-            checked = 0.0
-            while self.clock() < deadline:
+            checked = [0.0]
+
+            def up() -> bool:
                 if self._healthy(name):
-                    markers.clear(self.plan, name)
-                    log.info("%s is up", name)
-                    return
-                if self.clock() - checked >= 2:  # gave up already: no need to wait it out
-                    checked = self.clock()
-                    info = signals.inspect(self.podman, user.container.name)
-                    if not signals.running(info) and not self.control.starting(user):
-                        code = info["State"].get("ExitCode") if info else None
-                        raise RuntimeError(f"the container stopped (exit code {code})")
-                time.sleep(0.25)
-            raise TimeoutError(f"not healthy within {self.plan.idle.healthTimeoutSeconds} s")
+                    return True
+                if self.clock() - checked[0] >= 2:  # gave up already: no need to wait it out
+                    checked[0] = self.clock()
+                    self._raise_if_stopped(user)
+                return False
+
+            try:
+                wait_until(up, deadline - self.clock(), f"{name} healthy", interval=0.25, clock=self.clock)
+            except TimeoutError:
+                raise TimeoutError(f"not healthy within {self.plan.idle.healthTimeoutSeconds} s") from None
+            markers.clear(self.plan, name)
+            log.info("%s is up", name)
         except Exception as e:  # noqa: BLE001 - whatever failed, the start failed
             log.error(
                 "starting %s failed (%s); not trying again for %d s",
@@ -113,9 +116,18 @@ class Waker:
     def _wait_stopped(self, user: User, timeout: float = 30) -> None:
         """A request can come while the container is still stopping (the idle stop of a
         tab's last connection): start it once it has stopped."""
-        deadline = self.clock() + timeout
-        while self.clock() < deadline:
+
+        def stopped() -> bool:
             info = signals.inspect(self.podman, user.container.name)
-            if not info or info["State"].get("Status") != "stopping":
-                return
-            time.sleep(0.25)
+            return not info or info["State"].get("Status") != "stopping"
+
+        try:
+            wait_until(stopped, timeout, f"{user.container.name} stopped", interval=0.25, clock=self.clock)
+        except TimeoutError:
+            pass  # still stopping: the start says what is wrong
+
+    def _raise_if_stopped(self, user: User) -> None:
+        info = signals.inspect(self.podman, user.container.name)
+        if not signals.running(info) and not self.control.starting(user):
+            code = info["State"].get("ExitCode") if info else None
+            raise RuntimeError(f"the container stopped (exit code {code})")

@@ -12,20 +12,17 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .inputs import BuildError
 from .shell import CA_FILE, PATH, in_root, remove_tree
 from .trim import strip_setuid, trim_debian
-
-if TYPE_CHECKING:
-    from .build import Build
+from .workshop import Workshop
 
 CODE_SERVER_DIR = "usr/local/lib/code-server"
 RIPGREP = "lib/vscode/node_modules/@vscode/ripgrep-universal/bin/linux-x64/rg"
 
 
-def _copy(b: Build, source: str | Path, target: str | Path, what: str) -> None:
+def _copy(b: Workshop, source: str | Path, target: str | Path, what: str) -> None:
     b.log.run(["cp", "-a", str(source), str(target)], what)
 
 
@@ -46,7 +43,7 @@ def add_user(root: Path, c: dict) -> None:
         path.write_text("\n".join([*lines, line]) + "\n")
 
 
-def root_filesystem(b: Build, base: Path, node: Path, code_server: Path, opencode: Path) -> Path:
+def root_filesystem(b: Workshop, base: Path, node: Path, code_server: Path, opencode: Path) -> Path:
     c = b.contract
     b.work = b.cache / "work" / f"build-{secrets.token_hex(4)}"
     b.work.mkdir(parents=True)
@@ -74,7 +71,7 @@ def root_filesystem(b: Build, base: Path, node: Path, code_server: Path, opencod
     return root
 
 
-def install_extensions(b: Build, root: Path, vsix: Sequence[Path]) -> list[str]:
+def install_extensions(b: Workshop, root: Path, vsix: Sequence[Path]) -> list[str]:
     """Each VSIX, installed by code-server itself inside the new tree (offline)."""
     c = b.contract
     if not vsix:
@@ -102,7 +99,7 @@ def install_extensions(b: Build, root: Path, vsix: Sequence[Path]) -> list[str]:
     return installed
 
 
-def finish(b: Build, root: Path) -> None:
+def finish(b: Workshop, root: Path) -> None:
     """Ownership, trims, no setuid, and no host leftovers."""
     c = b.contract
     for path in (c["home"], c["extensionsDir"]):
@@ -154,7 +151,7 @@ def podman_changes(contract: dict, versions: dict, key: str, installed: Sequence
     ]
 
 
-def import_image(b: Build, root: Path, installed: Sequence[str]) -> None:
+def import_image(b: Workshop, root: Path, installed: Sequence[str]) -> None:
     changes = podman_changes(b.contract, b.versions, b.key, installed)
     argv = [
         b.podman,

@@ -12,15 +12,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .inputs import BUILD_SCRIPT, BuildError, mirror
 from .shell import in_root
 from .sources import http_get
 from .trim import hardlink_duplicates, trim_node_modules
-
-if TYPE_CHECKING:
-    from .build import Build
+from .workshop import Workshop
 
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # What users get besides code-server, opencode, node and npm. rg is the one
@@ -38,7 +35,7 @@ def reach_debian(suite: str) -> None:
     )
 
 
-def debootstrap(b: Build, name: str, packages: tuple[str, ...]) -> Path:
+def debootstrap(b: Workshop, name: str, packages: tuple[str, ...]) -> Path:
     suite = b.versions["debian"]
     reach_debian(suite)
     temp = b.new_temp_dir(name)
@@ -61,7 +58,7 @@ def debootstrap(b: Build, name: str, packages: tuple[str, ...]) -> Path:
     return b.commit(temp, name) / "rootfs"
 
 
-def unpack(b: Build, tarball: Path, into: Path, *members: str) -> None:
+def unpack(b: Workshop, tarball: Path, into: Path, *members: str) -> None:
     into.mkdir(parents=True, exist_ok=True)
     b.log.run(
         ["tar", "-xzf", str(tarball), "-C", str(into), "--strip-components=1", "--no-same-owner", *members],
@@ -69,7 +66,7 @@ def unpack(b: Build, tarball: Path, into: Path, *members: str) -> None:
     )
 
 
-def node(b: Build) -> Path:
+def node(b: Workshop) -> Path:
     """bin/node, include/ (headers for node-gyp), lib/node_modules/npm, bin/npm, bin/npx."""
     m = b.manifest
     files = b.downloads.get_all([m["node"], m["npm"]], "the npm registry")
@@ -84,7 +81,7 @@ def node(b: Build) -> Path:
     return b.commit(temp, "node")
 
 
-def code_server(b: Build, builder: Path, node_dir: Path) -> tuple[Path, dict[str, int]]:
+def code_server(b: Workshop, builder: Path, node_dir: Path) -> tuple[Path, dict[str, int]]:
     """Every manifest tarball, verified, then image/build-code-server.sh offline."""
     m = b.manifest
     files = b.downloads.get_all([m["codeServer"], *m["npmDependencies"]], "the npm registry")
@@ -118,7 +115,7 @@ def code_server(b: Build, builder: Path, node_dir: Path) -> tuple[Path, dict[str
     return b.commit(temp, "code-server"), saved
 
 
-def opencode(b: Build) -> Path:
+def opencode(b: Workshop) -> Path:
     """bin/opencode from the opencode-linux-x64 package (no npm install, no postinstall)."""
     entry = b.manifest["opencode"]
     tarball = b.downloads.get_all([entry], "the npm registry")[entry["file"]]

@@ -26,6 +26,7 @@ from pathlib import Path
 from csm.plan_types import Disk, Plan, User
 
 from . import BadInput, RunnerError
+from .mounts import attached, backing_file, mounted_device, mounts, release_base, run_tool, share_parent
 
 # -m 0: nothing reserved for root, the quota is the user's. Lazy init and no discard:
 # the sparse file stays as small as what is written in it.
@@ -46,76 +47,6 @@ class Usage:
     @property
     def percent(self) -> int:
         return round(100 * self.used_bytes / self.size_bytes) if self.size_bytes else 0
-
-
-def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True)
-    except FileNotFoundError:
-        raise RunnerError(
-            f"{argv[0]} is not installed; it is needed for the users' disks "
-            "(Debian: apt-get install e2fsprogs mount; scripts/install-deps installs them)"
-        ) from None
-    if proc.returncode not in ok:
-        raise RunnerError(f"{' '.join(argv)} failed: {(proc.stderr or proc.stdout).strip()}")
-    return proc
-
-
-def _unescape(field: str) -> str:
-    """A path as /proc/self/mountinfo writes it (space, tab, newline and \\ octal-escaped)."""
-    return field.encode().decode("unicode_escape").encode("latin-1").decode()
-
-
-@dataclass
-class Mount:
-    point: str
-    root: str  # the directory of its file system that is mounted there (a bind: not "/")
-    device: str
-    shared: bool  # mounts and unmounts below it reach every copy of it
-
-
-def mounts() -> list[Mount]:
-    """This mount namespace's mounts, in mount order."""
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields, _, rest = line.partition(" - ")
-        f = fields.split()
-        out.append(
-            Mount(_unescape(f[4]), _unescape(f[3]), rest.split()[1], any(o.startswith("shared:") for o in f[6:]))
-        )
-    return out
-
-
-def _mount_at(path: str | os.PathLike) -> Mount | None:
-    """The mount in effect at exactly path (the last one mounted there), or None."""
-    path = os.path.abspath(path)
-    return next((m for m in reversed(mounts()) if m.point == path), None)
-
-
-def _covering(path: str) -> Mount:
-    """The mount that holds path."""
-    return max(
-        (m for m in mounts() if path == m.point or path.startswith(m.point.rstrip("/") + "/")),
-        key=lambda m: len(m.point),
-    )
-
-
-def mounted_device(path: str | os.PathLike) -> str | None:
-    """The device mounted at path (this mount namespace), or None."""
-    m = _mount_at(path)
-    return m.device if m else None
-
-
-def backing_file(device: str) -> str | None:
-    """The file behind a loop device, or None for any other device."""
-    try:
-        return Path(f"/sys/block/{Path(device).name}/loop/backing_file").read_text().strip()
-    except OSError:
-        return None
-
-
-def _attached(image: Path) -> bool:
-    return bool(_run("losetup", "--associated", str(image)).stdout.strip())
 
 
 def is_mounted(disk: Disk) -> bool:
@@ -267,16 +198,16 @@ def _create(user: User, progress: Callable[[str], None]) -> None:
     new.unlink(missing_ok=True)
     with open(new, "wb") as f:
         f.truncate(_target_size(disk))
-    _run(*MKFS, str(new))
+    run_tool(*MKFS, str(new))
     filling.mkdir(mode=0o700, exist_ok=True)
-    _share_parent(mount_point.parent)
-    _run("mount", "-o", MOUNT_OPTIONS, str(new), str(filling))
+    share_parent(mount_point.parent)
+    run_tool("mount", "-o", MOUNT_OPTIONS, str(new), str(filling))
     try:
         if mount_point.is_dir() and any(mount_point.iterdir()):
             progress(f"moving {mount_point} onto {user.name}'s new disk of {_size(_target_size(disk))}")
-            _run("cp", "-a", f"{mount_point}/.", f"{filling}/")
+            run_tool("cp", "-a", f"{mount_point}/.", f"{filling}/")
     finally:
-        _run("umount", str(filling))
+        run_tool("umount", str(filling))
         filling.rmdir()
     os.replace(new, image)
     if mount_point.is_dir() and any(mount_point.iterdir()):
@@ -286,39 +217,10 @@ def _create(user: User, progress: Callable[[str], None]) -> None:
     progress(f"{user.name}'s files now live on a disk of their own ({image})")
 
 
-def _share_parent(base: Path) -> None:
-    """Make the workspaceBase a shared mount unless the mount holding it is one
-    (systemd hosts share /). A process that starts in a mount namespace of its own
-    (podman's conmon does, on hosts without systemd) copies every mount there is; an
-    unmount reaches those copies only through a shared parent, and a copy left
-    behind keeps the disk busy, unsafe to resize."""
-    if _covering(str(base)).shared:
-        return
-    if _mount_at(base) is None:
-        _run("mount", "--rbind", str(base), str(base))  # r: disks mounted before stay in view
-    _run("mount", "--make-shared", str(base))
-
-
-def release_base(base: str | os.PathLike) -> bool:
-    """Undo _share_parent's bind of workspaceBase onto itself once no disk is mounted
-    below it (`csm down`), so the directory can go. Another mount there is the admin's
-    and stays. True if unmounted."""
-    base = os.path.abspath(base)
-    here = _mount_at(base)
-    if here is None or any(m.point.startswith(base + "/") for m in mounts()):
-        return False
-    below = _covering(os.path.dirname(base))
-    if here.device != below.device or here.root != os.path.normpath(
-        os.path.join(below.root, os.path.relpath(base, below.point))
-    ):
-        return False
-    return _run("umount", base, ok=(0, 32)).returncode == 0
-
-
 def _mount(disk: Disk, progress: Callable[[str], None]) -> None:
     """Mount the disk at the user's directory, below a shared workspaceBase."""
     mount_point, image = Path(disk.mountPoint), Path(disk.image)
-    _share_parent(mount_point.parent)
+    share_parent(mount_point.parent)
     mount_point.mkdir(mode=0o711, parents=True, exist_ok=True)
     if any(mount_point.iterdir()):
         # Written while the disk was not mounted: kept, never hidden under the mount.
@@ -327,7 +229,7 @@ def _mount(disk: Disk, progress: Callable[[str], None]) -> None:
         progress(f"{mount_point} held files outside its disk; they were moved to {aside}")
         os.rename(mount_point, aside)
         mount_point.mkdir(mode=0o711)
-    _run("mount", "-o", MOUNT_OPTIONS, str(image), str(mount_point))
+    run_tool("mount", "-o", MOUNT_OPTIONS, str(image), str(mount_point))
     # Direct I/O: the file's pages are not cached twice (once for the loop device), which
     # makes a flushed write ~2.5x faster; a host file system without O_DIRECT keeps the default.
     subprocess.run(["losetup", "--direct-io=on", mounted_device(mount_point)], capture_output=True)
@@ -349,7 +251,7 @@ def unmount(disk: Disk) -> bool:
             f"cannot unmount {disk.mountPoint}: {proc.stderr.strip()}; "
             f"a process still uses it (`fuser -vm {disk.mountPoint}` names it)"
         )
-    if _attached(Path(disk.image)):
+    if attached(Path(disk.image)):
         raise RunnerError(
             f"{disk.image} is still in use after its unmount (another mount namespace "
             "holds it: a container started before csm shared its mounts); stop the stack's "
@@ -375,19 +277,19 @@ def unmount_all(base: str | os.PathLike) -> list[str]:
 
 def _resize(image: Path, size: int) -> str | None:
     """Resize the (unmounted) disk, or say why it cannot shrink that far."""
-    _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))  # resize2fs wants a checked file system
+    run_tool("e2fsck", "-f", "-p", str(image), ok=(0, 1))  # resize2fs wants a checked file system
     if size > os.stat(image).st_size:
         os.truncate(image, size)
-        _run("resize2fs", str(image))
+        run_tool("resize2fs", str(image))
         return None
     # Where the files lie decides how far ext4 can shrink, not only how much they are.
-    estimate = _run("resize2fs", "-P", str(image)).stdout.rsplit(":", 1)[-1]
+    estimate = run_tool("resize2fs", "-P", str(image)).stdout.rsplit(":", 1)[-1]
     minimum = int(estimate) * BLOCK
     if size < minimum:
         return (
             f"the disk can shrink to no less than {_size(minimum)} (what is stored, and ext4's own "
             f"room for it); keep the quota at {_size(minimum)} or more"
         )
-    _run("resize2fs", str(image), f"{size // 1024}K")
+    run_tool("resize2fs", str(image), f"{size // 1024}K")
     os.truncate(image, size)
     return None

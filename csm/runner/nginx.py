@@ -1,5 +1,6 @@
 """nginx: the plan's servers rendered into one nginx.conf, run as the runner's own
-master process (`nginx -c <state>/nginx.conf -p <state>`), stopped by its pid file.
+master process (`nginx -c <state>/nginx.conf -p <state>`), stopped by its pid file
+(runner/supervisor.py). Its certificate comes from runner/local_ca.py.
 
 Everything inside the servers comes from the plan. The skeleton around them (pid,
 logs, temp paths, `server_tokens off`) is what NixOS's nginx module writes around
@@ -8,17 +9,19 @@ the same servers, pointed at the state directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from csm.plan_types import Plan, User
 
+from ..waiting import wait_until
 from . import BadInput, HostNotReady, RunnerError
+from .local_ca import Tls
+from .supervisor import Supervised
 
 INDENT = "    "
 # NixOS's services.nginx defaults (sslProtocols, sslCiphers: Mozilla's intermediate list).
@@ -28,13 +31,6 @@ SSL_CIPHERS = (
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 )
-
-
-@dataclass(frozen=True)
-class Tls:
-    port: int
-    certificate: Path
-    key: Path
 
 
 def quoted(path: str | Path) -> str:
@@ -166,18 +162,16 @@ def test(state: Path, conf: Path) -> None:
         raise RunnerError(f"nginx rejected the rendered config {conf}:\n{proc.stderr.strip()}")
 
 
+def supervised(state: Path) -> Supervised:
+    # nginx writes the pid file; only our master names our config
+    # ("nginx: master process /usr/sbin/nginx -c <state>/nginx.conf ...").
+    return Supervised(state / "nginx.pid", ("nginx", f"-c {state / 'nginx.conf'} "))
+
+
 def running_pid(state: Path) -> int | None:
     """The pid of the nginx master this state directory started, if it runs."""
-    try:
-        pid = int((state / "nginx.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    # A reused pid belongs to some other program: only our master names our config
-    # ("nginx: master process /usr/sbin/nginx -c <state>/nginx.conf ...").
-    return (
-        pid if b"nginx" in cmdline and f"-c {state / 'nginx.conf'} ".encode() in cmdline.replace(b"\0", b" ") else None
-    )
+    found = supervised(state).running()
+    return found[0] if found else None
 
 
 def start(state: Path) -> int:
@@ -185,12 +179,10 @@ def start(state: Path) -> int:
     proc = subprocess.run(_args(state, conf), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RunnerError(f"nginx did not start:\n{proc.stderr.strip()}\n(log: {state}/logs/error.log)")
-    for _ in range(100):
-        pid = running_pid(state)
-        if pid:
-            return pid
-        time.sleep(0.05)
-    raise RunnerError(f"nginx started but wrote no pid file; see {state}/logs/error.log")
+    try:
+        return supervised(state).wait_running(5, "nginx's pid file")
+    except TimeoutError:
+        raise RunnerError(f"nginx started but wrote no pid file; see {state}/logs/error.log") from None
 
 
 def _workers(master: int) -> set[int]:
@@ -212,9 +204,8 @@ def reload(state: Path, timeout: float = 10) -> None:
         return
     old = _workers(pid)
     os.kill(pid, signal.SIGHUP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not (_workers(pid) - old):
-        time.sleep(0.05)
+    with contextlib.suppress(TimeoutError):  # old workers serve on; the next request shows any error
+        wait_until(lambda: _workers(pid) - old, timeout, "nginx's new workers", interval=0.05)
 
 
 def stop(state: Path, timeout: float = 10) -> bool:
@@ -222,95 +213,6 @@ def stop(state: Path, timeout: float = 10) -> bool:
     pid = running_pid(state)
     if not pid:
         return False
-    os.kill(pid, signal.SIGQUIT)  # graceful: finish the requests in flight
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-        time.sleep(0.05)
-    if Path(f"/proc/{pid}").exists():
-        os.kill(pid, signal.SIGTERM)
-        while Path(f"/proc/{pid}").exists():
-            time.sleep(0.05)
+    # graceful first: finish the requests in flight
+    supervised(state).stop(pid, signal.SIGQUIT, timeout, signal.SIGTERM)
     return True
-
-
-def ensure_certificate(state: Path, domain: str, port: int) -> Tls:
-    """A local CA (<state>/tls/ca.crt, to trust in a browser or client) and a
-    certificate for `domain` and `*.domain` signed by it, made once with openssl."""
-    tls_dir = state / "tls"
-    tls_dir.mkdir(mode=0o700, exist_ok=True)
-    ca_key, ca_crt = tls_dir / "ca.key", tls_dir / "ca.crt"
-    key, crt = tls_dir / f"{domain}.key", tls_dir / f"{domain}.crt"
-    openssl = shutil.which("openssl")
-    if not openssl:
-        raise HostNotReady("openssl is not installed; run scripts/install-deps")
-
-    def run(*args: str, stdin: str | None = None) -> None:
-        proc = subprocess.run([openssl, *args], capture_output=True, text=True, input=stdin)
-        if proc.returncode != 0:
-            raise RunnerError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
-
-    if not (ca_key.exists() and ca_crt.exists()):
-        run(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-sha256",
-            "-days",
-            "3650",
-            "-keyout",
-            str(ca_key),
-            "-out",
-            str(ca_crt),
-            "-subj",
-            "/CN=code-server-multi local CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        )
-    if not (key.exists() and crt.exists()):
-        csr = tls_dir / f"{domain}.csr"
-        run(
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-            # A CN holds 64 characters at most; browsers read the names from subjectAltName.
-            "-subj",
-            f"/CN={f'*.{domain}' if len(domain) <= 62 else 'code-server-multi'}",
-        )
-        extensions = tls_dir / f"{domain}.ext"
-        extensions.write_text(
-            f"subjectAltName=DNS:*.{domain},DNS:{domain}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        )
-        run(
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca_crt),
-            "-CAkey",
-            str(ca_key),
-            "-CAcreateserial",
-            "-days",
-            "825",
-            "-sha256",
-            "-extfile",
-            str(extensions),
-            "-out",
-            str(crt),
-        )
-        csr.unlink()
-        extensions.unlink()
-    for f in (ca_key, key):
-        os.chmod(f, 0o600)
-    os.chmod(ca_crt, 0o644)
-    return Tls(port=port, certificate=crt, key=key)

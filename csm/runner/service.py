@@ -1,11 +1,12 @@
 """The runner's background services (the gate, and the root side `csm idle serve`):
 each a child process started by `csm up`, logging to <state>/logs/<name>.log, with a
 pid file that records the plan it serves, so an `up` that changes nothing keeps it
-running, and `csm down` stops it by that file.
+running, and `csm down` stops it by that file (runner/supervisor.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,7 +15,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,9 @@ from pathlib import Path
 from csm import plan as planlib
 from csm.plan_types import Plan
 
+from ..waiting import wait_until
 from . import HostNotReady, RunnerError
+from .supervisor import Supervised
 
 SOURCE = str(Path(__file__).resolve().parents[2])  # this checkout's csm, for `python -m`
 
@@ -65,22 +67,14 @@ class Service:
     def log(self, state: Path) -> Path:
         return Path(state) / "logs" / f"{self.name}.log"
 
+    def supervised(self, state: Path) -> Supervised:
+        # Ours names our module and our stack file; the pid file records the plan it serves.
+        return Supervised(self.pid_file(state), (f"{self.module} serve", str(Path(state) / "stack.json")))
+
     def running(self, state: Path) -> tuple[int, str] | None:
         """(pid, plan digest) of the service this state directory started, if it runs."""
-        try:
-            pid_text, digest = self.pid_file(state).read_text().split()
-            pid = int(pid_text)
-        except (OSError, ValueError):
-            return None
-        # A reused pid is some other program's: ours names our module and our stack file.
-        return (pid, digest) if self._is_ours(pid, state) else None
-
-    def _is_ours(self, pid: int, state: Path) -> bool:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            return False
-        return f"{self.module} serve".encode() in cmdline and str(Path(state) / "stack.json").encode() in cmdline
+        found = self.supervised(state).running()
+        return (found[0], found[1][0]) if found and len(found[1]) == 1 else None
 
     def start(
         self,
@@ -114,37 +108,32 @@ class Service:
                 extra_groups=[] if user else None,
                 umask=0o077 if user else -1,
             )
-        self.pid_file(state).write_text(f"{proc.pid} {plan_digest(plan)}\n")
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                self.stop(state)
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                raise RunnerError(
-                    f"the {self.name} service (`csm {self.name} serve`) did not start: "
-                    + " / ".join(tail)
-                    + f" (log: {log})"
-                )
-            time.sleep(0.1)
+        self.supervised(state).record(proc.pid, plan_digest(plan))
+        answered = False
+
+        def settled() -> bool:  # it serves, or it has ended
+            nonlocal answered
+            answered = ready()
+            return answered or proc.poll() is not None
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(settled, timeout, f"the {self.name} service", interval=0.1)
+        if not answered:
+            self.stop(state)
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RunnerError(
+                f"the {self.name} service (`csm {self.name} serve`) did not start: "
+                + " / ".join(tail)
+                + f" (log: {log})"
+            )
         if proc.poll() is not None:
             raise RunnerError(f"the {self.name} service (`csm {self.name} serve`) stopped at once (log: {log})")
         return "started"
 
     def stop(self, state: Path, timeout: float = 15) -> bool:
-        found = self.running(state)
-        self.pid_file(state).unlink(missing_ok=True)
-        if not found:
-            return False
-        pid = found[0]
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            try:  # our own child when up() started it in this process: reap it
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            except ChildProcessError:
-                pass
-            time.sleep(0.05)
-        if self._is_ours(pid, state):
-            os.kill(pid, signal.SIGKILL)
-        return True
+        supervised = self.supervised(state)
+        found = supervised.running()
+        supervised.pid_file.unlink(missing_ok=True)
+        if found:
+            supervised.stop(found[0], signal.SIGTERM, timeout, signal.SIGKILL)
+        return found is not None

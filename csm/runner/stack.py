@@ -28,9 +28,11 @@ from csm.plan_types import Plan, User
 
 from .. import plan as planlib
 from .. import sockets
+from ..waiting import wait_until
 from . import BadInput, HostNotReady, RunnerError, backup, disks, files, gate, idle, nginx, passwd, podman, preflight
 from . import status as stack_status
 from .host import Host
+from .local_ca import ensure_certificate
 
 DEFAULT_STATE_DIR = Path("/var/lib/code-server-multi")
 DEFAULT_HTTP_PORT = 8080
@@ -156,7 +158,7 @@ class Stack:
             return None
         password = text.rstrip("\n")
         p = self.user(name).password
-        hashed = files.read_text(p.file) if p.hashed else None
+        hashed = files.read_text(p["file"]) if p["hashed"] else None
         return password if hashed and passwd.verify(hashed.strip(), password) else None
 
     def _env_paths(self, user: User) -> tuple[Path, Path]:
@@ -228,13 +230,13 @@ class Stack:
     def _create_missing_passwords(self) -> None:
         for name, user in self.plan.users.items():
             p = user.password
-            if p.hashed and not os.path.lexists(p.file):
+            if p["hashed"] and not os.path.lexists(p["file"]):
                 password = passwd.generate()
-                passwd.write_hash_file(p.file, passwd.hash_password(password))
+                passwd.write_hash_file(p["file"], passwd.hash_password(password))
                 kept = self.password_file(name)
                 kept.parent.mkdir(mode=0o700, exist_ok=True)
                 files.write_private(kept, password + "\n", mode=0o600)
-                self.progress(f"created a password for {name}: its hash is in {p.file}, the password in {kept}")
+                self.progress(f"created a password for {name}: its hash is in {p['file']}, the password in {kept}")
 
     def _prepare(self, user: User, undo: list) -> None:
         """The user's disk, directories and seed (files.prepare_user, as the NixOS unit
@@ -320,7 +322,9 @@ class Stack:
         pending = list(names)
         self.progress(f"waiting for {', '.join(pending)} to pass the health check (up to {self.health_timeout:.0f} s)")
         start = last_report = time.monotonic()
-        while pending:
+
+        def all_healthy() -> bool:
+            nonlocal last_report
             for name in list(pending):
                 cname = self.plan.users[name].container.name
                 info = podman.inspect(self.host, cname)
@@ -336,23 +340,24 @@ class Stack:
                 ):
                     pending.remove(name)
                     self.progress(f"{name} is healthy ({time.monotonic() - start:.0f} s)")
-            if not pending:
-                break
             now = time.monotonic()
-            if now - start > self.health_timeout:
-                raise RunnerError(
-                    f"{', '.join(pending)} did not pass the health check within "
-                    f"{self.health_timeout:.0f} s; look at `csm logs {pending[0]}`"
-                )
-            if now - last_report >= 10:
+            if pending and now - last_report >= 10:
                 self.progress(f"still waiting for {', '.join(pending)} ({now - start:.0f} s)")
                 last_report = now
-            time.sleep(0.5)
+            return not pending
+
+        try:
+            wait_until(all_healthy, self.health_timeout, "the health checks", interval=0.5)
+        except TimeoutError:
+            raise RunnerError(
+                f"{', '.join(pending)} did not pass the health check within "
+                f"{self.health_timeout:.0f} s; look at `csm logs {pending[0]}`"
+            ) from None
 
     def _apply_nginx(self, undo: list) -> str:
         state = self.state_dir
         nginx.prepare(state, self.plan)
-        tls = nginx.ensure_certificate(state, self.plan.domain, self.tls_port) if self.tls_port else None
+        tls = ensure_certificate(state, self.plan.domain, self.tls_port) if self.tls_port else None
         text = nginx.render(self.plan, state, self.http_port, tls)
         conf = state / "nginx.conf"
         pid = nginx.running_pid(state)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from csm import plan as planlib
-from csm.checks.image import default_image
+from csm.checks.facts import default_image
 from csm.runner import disks, passwd
 from csm.runner.stack import Stack
 

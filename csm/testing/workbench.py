@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from playwright.sync_api import Page, expect
+
+from csm.waiting import wait_until
 
 LOAD = 90_000  # ms: the workbench's first load on a busy 2-core host, extension host included
 
@@ -31,16 +31,17 @@ def run_command(page: Page, command: str, title: str) -> None:
     # The entry by its command id, which only this attribute carries: its accessible
     # name is the title plus keybinding and "similar commands" hints, which vary.
     entry = page.locator(f'.quick-input-list-entry[data-quick-input-id="{command}"]')
-    deadline = time.monotonic() + LOAD / 1000
-    while True:
+
+    def listed() -> bool:
         page.keyboard.press("F1")
         expect(box).to_be_visible()
         box.fill(f">{title}")
         try:
             expect(entry).to_be_visible(timeout=2_000)
-            break
+            return True
         except AssertionError:
             page.keyboard.press("Escape")
-            if time.monotonic() > deadline:
-                raise
+            return False
+
+    wait_until(listed, LOAD / 1000, f"{title!r} in the command palette", interval=0)
     entry.click()

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from csm.checks import idle as checks
-from csm.checks.image import subprocess_runner as run
+from csm.checks.commands import subprocess_runner as run
 from csm.idle.control import Podman
 from csm.idle.service import stop_idle
 from csm.testing.workbench import LOAD, password_box

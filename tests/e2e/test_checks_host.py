@@ -13,7 +13,7 @@ import pytest
 
 from csm.checks import CheckFailed, host, http, proxy, workbench
 from csm.checks import limits as limit_checks  # `limits` is the limits stack's fixture
-from csm.checks.image import subprocess_runner
+from csm.checks.commands import subprocess_runner
 
 pytestmark = pytest.mark.live
 run = subprocess_runner

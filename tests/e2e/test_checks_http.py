@@ -12,7 +12,7 @@ import re
 import pytest
 
 from csm.checks import CheckFailed, host, http, proxy, workbench
-from csm.checks.image import subprocess_runner
+from csm.checks.commands import subprocess_runner
 
 pytestmark = pytest.mark.live
 SOURCE = "127.0.0.10"

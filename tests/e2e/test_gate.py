@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 
 from csm import sockets
-from csm.checks import host, http, image, login
+from csm.checks import commands, host, http, login
 from csm.gate import control
 from csm.runner import passwd
 
 pytestmark = pytest.mark.live
-RUN = image.subprocess_runner
+RUN = commands.subprocess_runner
 
 
 @pytest.fixture(scope="module")

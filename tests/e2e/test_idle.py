@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from csm.checks import idle as checks
-from csm.checks.image import subprocess_runner as run
+from csm.checks.commands import subprocess_runner as run
 from csm.idle import markers, service
 from csm.idle.control import Podman
 from csm.idle.service import stop_idle

@@ -12,12 +12,12 @@ import threading
 
 import pytest
 
-from csm.checks import image, network
+from csm.checks import commands, network
 from csm.runner import podman
 from csm.testing.stacks import free_port
 
 pytestmark = pytest.mark.live
-RUN = image.subprocess_runner
+RUN = commands.subprocess_runner
 
 
 @pytest.fixture(scope="module")

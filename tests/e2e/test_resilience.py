@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from csm.checks import http, image, workbench
+from csm.checks import commands, http, workbench
 from csm.runner import podman
 from csm.runner.host import Host
 from csm.runner.stack import Stack
 from csm.testing.stacks import tree_snapshot
 
 pytestmark = pytest.mark.live
-RUN = image.subprocess_runner
+RUN = commands.subprocess_runner
 HOST = Host.detect()
 SOURCE = "127.0.0.61"  # logins from an address of their own
 

@@ -11,24 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from csm import bench, bench_gate
 from csm import plan as planlib
+from csm.bench import code_server, common, flood, gate, gate_requests, stack
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_percentiles_of_a_known_sample():
     xs = [i / 1000 for i in range(1, 101)]
-    assert bench.percentile(xs, 50) in (0.05, 0.051)
-    assert bench.percentile(xs, 99) == 0.099
-    assert bench.percentile([0.2], 99) == 0.2
+    assert common.percentile(xs, 50) in (0.05, 0.051)
+    assert common.percentile(xs, 99) == 0.099
+    assert common.percentile([0.2], 99) == 0.2
 
 
 def test_a_figure_meets_its_goal_when_at_or_below_it():
-    assert bench.verdict(1.10, 1.10) == {"value": 1.10, "goal": 1.10, "met": True}
-    assert not bench.verdict(1.11, 1.10)["met"]
-    assert bench.goal_text(bench.verdict(0.4, 1), " s") == "goal <= 1 s: met"
-    assert bench.goal_text(bench.verdict(2, 1)) == "goal <= 1: MISSED"
+    assert common.verdict(1.10, 1.10) == {"value": 1.10, "goal": 1.10, "met": True}
+    assert not common.verdict(1.11, 1.10)["met"]
+    assert common.goal_text(common.verdict(0.4, 1), " s") == "goal <= 1 s: met"
+    assert common.goal_text(common.verdict(2, 1)) == "goal <= 1: MISSED"
 
 
 def image_tree(root: Path, link: str) -> Path:
@@ -52,7 +52,7 @@ def image_tree(root: Path, link: str) -> Path:
 def test_the_bare_baseline_runs_the_plans_command_with_host_places(tmp_path, link):
     entry = image_tree(tmp_path, link)
     cmd = planlib.load(ROOT / "examples" / "demo.nix").users["demo"].container.cmd
-    argv = bench.BareCodeServer(tmp_path, cmd).argv("/tmp/h")
+    argv = stack.BareCodeServer(tmp_path, cmd).argv("/tmp/h")
     assert argv[:2] == [f"{tmp_path}/usr/local/bin/node", str(entry)]
     assert Path(argv[1]).read_text() == "// code-server\n"
     assert argv[-1] == "/tmp/h" and len(argv) == len(cmd) + 1  # the folder: the bare home
@@ -145,7 +145,7 @@ def echo_socket(tmp_path):
 
 def test_the_forwarder_passes_bytes_both_ways_and_the_half_close(echo_socket):
     payload = bytes(range(256)) * 1024  # 256 KiB: more than one read
-    with bench.UnixForwarder(echo_socket) as fwd:
+    with code_server.UnixForwarder(echo_socket) as fwd:
         assert fwd.url == f"http://127.0.0.1:{fwd.port}" and fwd.port
         for _ in range(2):  # one connection after another
             with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as c:
@@ -157,7 +157,7 @@ def test_the_forwarder_passes_bytes_both_ways_and_the_half_close(echo_socket):
 
 
 def test_the_forwarder_closes_a_connection_it_cannot_pass_on(tmp_path):
-    with bench.UnixForwarder(str(tmp_path / "absent.sock")) as fwd:
+    with code_server.UnixForwarder(str(tmp_path / "absent.sock")) as fwd:
         with socket.create_connection(("127.0.0.1", fwd.port), timeout=5) as c:
             assert c.recv(10) == b""
 
@@ -184,9 +184,9 @@ def test_http_on_a_unix_socket(tmp_path):
     path = str(tmp_path / "cs.sock")
     with Server(path, Hello) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        bench.wait_for_health(path, timeout=5)
-        assert bench.socket_get(path, "/nothing")[0] == 404
-        with bench.UnixForwarder(path) as fwd:  # what Chromium gets
+        code_server.wait_for_health(path, timeout=5)
+        assert code_server.socket_get(path, "/nothing")[0] == 404
+        with code_server.UnixForwarder(path) as fwd:  # what Chromium gets
             assert urllib.request.urlopen(f"{fwd.url}/healthz", timeout=5).read() == b"alive"
         server.shutdown()
 
@@ -196,7 +196,7 @@ def answer(raw: bytes):
         reader = asyncio.StreamReader()
         reader.feed_data(raw)
         reader.feed_eof()
-        first = await bench_gate._read_answer(reader)
+        first = await flood._read_answer(reader)
         return first, await reader.read()
 
     # A loop of its own, in a thread: the browser tests' loop may be running in this one.
@@ -227,18 +227,18 @@ WORKBENCH_PAGE = """\
 
 def test_the_static_assets_are_found_in_the_workbench_page():
     page = html.unescape(WORKBENCH_PAGE)
-    assert sorted(bench_gate.ASSET.findall(page)) == [
+    assert sorted(gate_requests.ASSET.findall(page)) == [
         "stable-53c2f/static/out/nls.messages.js",
         "stable-53c2f/static/out/vs/code/browser/workbench/workbench.css",
     ]
-    assert bench_gate.WEBVIEW.findall(page) == ["stable-53c2f/static/out/vs/workbench/contrib/webview/browser/pre"]
+    assert gate_requests.WEBVIEW.findall(page) == ["stable-53c2f/static/out/vs/workbench/contrib/webview/browser/pre"]
 
 
 def test_the_gate_bench_defaults_are_the_issues_figures():
-    args = bench_gate.parser().parse_args([])
+    args = gate.parser().parse_args([])
     assert (args.flood_rate, args.flood_seconds, args.rounds) == (1000, 60, 3)
-    assert bench_gate.parser().parse_args(["--flood-seconds", "10", "--json", "x.json"]).flood_seconds == 10
-    assert bench_gate.GOALS == {
+    assert gate.parser().parse_args(["--flood-seconds", "10", "--json", "x.json"]).flood_seconds == 10
+    assert gate_requests.GOALS == {
         "workbench_ratio": 1.10,
         "asset_added_p50_ms": 1.0,
         "websocket_ratio": 1.3,

@@ -67,7 +67,9 @@ def test_packages_instantiate(flake):
     csm = Drv(outputs["packages"]["csm"])
     src = Path(csm.env["src"])
     assert sorted(p.name for p in src.iterdir()) == ["csm", "pyproject.toml"], "csm's source is the package alone"
-    assert (src / "csm/cli.py").is_file()
+    assert (src / "csm/cli.py").is_file() and (src / "csm/checks/smoke.py").is_file()
+    # test helpers (playwright) and benches stay out of the runtime package
+    assert not (src / "csm/testing").exists() and not (src / "csm/bench").exists()
     deps = {Drv(d).env.get("pname") for d in csm.inputs}
     assert {"requests", "websocket-client", "argon2-cffi", "setuptools"} <= deps
 

@@ -15,10 +15,10 @@ MARKUP = re.compile(r"<\s*(!doctype|html|head|body|title|style|script|meta|h1|p|
 
 
 def every_page(plan: dict) -> dict[str, str]:
-    pages = {f"users.{n}.pages.{k}": html for n, u in plan["users"].items() for k, html in u["pages"].items()}
-    pages["nginx.defaultServer.landingHtml"] = plan["nginx"]["defaultServer"]["landingHtml"]
-    for n, u in plan["users"].items():
-        (limited,) = [line for line in u["nginx"]["locations"]["@csm_rate_limited"]["config"] if "return 429" in line]
+    pages = {f"users.{n}.pages.{k}": html for n, u in plan.users.items() for k, html in u.pages.items()}
+    pages["nginx.defaultServer.landingHtml"] = plan.nginx["defaultServer"]["landingHtml"]
+    for n, u in plan.users.items():
+        (limited,) = [line for line in u.nginx["locations"]["@csm_rate_limited"]["config"] if "return 429" in line]
         pages[f"users.{n}: nginx's 429 page"] = re.fullmatch(r'return 429 "(.*)";', limited).group(1)
     return pages
 
@@ -41,7 +41,7 @@ def test_every_page_is_the_one_template_around_a_body_file():
     tail = rest.split("@BODY@", 1)[1]
     plan = planlib.load(ROOT / "examples/team.nix")
     pages = every_page(plan)
-    assert len(pages) == 5 * len(plan["users"]) + 1 + len(plan["users"])
+    assert len(pages) == 5 * len(plan.users) + 1 + len(plan.users)
     for where, html in pages.items():
         flat = html.replace("\n", "")
         assert flat.startswith(head) and flat.endswith(tail), f"{where} is not made from pages/page.html"
@@ -59,6 +59,6 @@ def test_the_landing_page_says_what_the_settings_say_escaped():
             "landingPage": {"title": "Nobody <here>", "message": 'Ask "Dan" & co'},
         }
     )
-    html = plan["nginx"]["defaultServer"]["landingHtml"]
+    html = plan.nginx["defaultServer"]["landingHtml"]
     assert html.count("Nobody &lt;here&gt;") == 2  # <title> and <h1>
     assert "<p>Ask &quot;Dan&quot; &amp; co</p>" in html

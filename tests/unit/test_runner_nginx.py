@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from csm import plan as planlib
-from csm.runner import nginx
+from csm.runner import local_ca, nginx
 
 ROOT = Path(__file__).resolve().parents[2]
 GIXY = Path(sys.executable).with_name("gixy")
@@ -62,7 +62,7 @@ def test_nginx_takes_the_longest_names_the_plan_accepts(tmp_path):
 def render(plan, state: Path, tls: bool) -> Path:
     state.mkdir(exist_ok=True)
     nginx.prepare(state, plan)
-    cert = nginx.ensure_certificate(state, plan.domain, 8443) if tls else None
+    cert = local_ca.ensure_certificate(state, plan.domain, 8443) if tls else None
     conf = state / "nginx.conf"
     conf.write_text(nginx.render(plan, state, 8080, cert))
     return conf

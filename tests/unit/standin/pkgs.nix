@@ -141,7 +141,9 @@ let
     nodejs_24 = package "nodejs" "24.11.1" { meta.mainProgram = "node"; };
     glibc = package "glibc" "2.40-66" { };
     makeWrapper = package "make-wrapper-hook" "1" { };
-    python3 = package "python3" "3.13.9" { };
+    python3 = package "python3" "3.13.9" { } // {
+      withPackages = f: mkDerivation { name = "python3-3.13.9-env"; packages = f python3Packages; };
+    };
     pkg-config = package "pkg-config-wrapper" "0.29.2" { };
     gnumake = package "gnumake" "4.4.1" { };
     krb5 = package "krb5" "1.22.1" { };

@@ -1,214 +1,44 @@
 """Benchmarks of the portable stack, each against its own baseline in the same run.
 
-    make bench            # or: python -m csm.bench [--rounds N] [--json FILE]
+    make bench            # or: python -m csm.bench.stack [--rounds N] [--json FILE]
 
 These machines are shared and noisy: read the ratios (container / bare process,
 first start / a restart), which are measured side by side, more than the times.
 The figures of the gate in front (login, proxied requests, WebSocket, flood) are
-csm.bench_gate's. Everything started here is stopped here.
+csm.bench.gate's. Everything started here is stopped here.
 
 code-server listens on a Unix socket (--auth none) behind the gate; "direct" below
-means that socket, which root (the bench) may open. The helpers here for reaching it
-(an HTTP connection over AF_UNIX, a TCP forwarder for Chromium) are shared by the
-other bench modules.
+means that socket, which root (the bench) may open. The helpers for reaching it
+are in csm/bench/code_server.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import http.client
 import json
 import os
 import platform
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from csm import progress
-from csm.checks import http as checks_http
+from csm.bench.code_server import wait_for_health
+from csm.bench.common import (
+    load_workbench,
+    median,
+    podman,
+    say,
+    write_json,
+)
 from csm.runner import podman as podman_runner
 from csm.runner import status as stack_status
 from csm.runner.host import Host
-from csm.testing import browser as chromium
 from csm.testing.stacks import IMAGE, ThrowawayStack, require_image
 
 IMAGE_BIN = "usr/local/bin"  # where the image puts node, code-server and opencode
 USERS = ["bn1", "bn2", "bn3", "bn4", "bn5"]
-WORKBENCH = ".monaco-workbench .part.editor"  # drawn once the workbench has rendered
-
-
-def say(text: str) -> None:
-    progress.say(f"==> {text}")
-
-
-def podman(*args: str) -> str:
-    return subprocess.run(["podman", *args], check=True, capture_output=True, text=True).stdout
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
-def percentile(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
-def verdict(value: float, goal: float) -> dict:
-    """A figure with its goal (an upper bound) and whether it was met, for --json."""
-    return {"value": value, "goal": goal, "met": value <= goal}
-
-
-def goal_text(v: dict, unit: str = "") -> str:
-    return f"goal <= {v['goal']:g}{unit}: {'met' if v['met'] else 'MISSED'}"
-
-
-# ---- code-server directly, on its Unix socket ---------------------------------------
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP/1.1 (keep-alive) to a Unix socket; Host is "localhost"."""
-
-    def __init__(self, path: str, timeout: float = 10):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def socket_get(path: str, url: str, timeout: float = 10) -> tuple[int, dict, bytes]:
-    """One GET on a Unix socket: (status, headers, body)."""
-    conn = UnixHTTPConnection(path, timeout)
-    try:
-        conn.request("GET", url)
-        r = conn.getresponse()
-        return r.status, dict(r.getheaders()), r.read()
-    finally:
-        conn.close()
-
-
-def wait_for_health(path: str, timeout: float = 120) -> None:
-    """Poll code-server's /healthz on its socket every 20 ms until it answers 200 (a
-    socket file left by the last run refuses connections until code-server binds)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if socket_get(path, checks_http.health_path(), timeout=2)[0] == 200:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"code-server on {path} did not answer within {timeout} s")
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Bytes from reader to writer until EOF, then a half-close (the other way may go on)."""
-    with contextlib.suppress(OSError, ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-
-
-class UnixForwarder:
-    """127.0.0.1:<free port> to a Unix socket, byte for byte, on a thread of its own:
-    Chromium cannot open a Unix socket. It adds no auth (code-server runs with --auth
-    none), listens on loopback only and lives for one measurement.
-
-        with UnixForwarder(plan.users["bn1"].socket) as fwd:
-            page.goto(fwd.url)
-    """
-
-    def __init__(self, socket_path: str):
-        self.socket_path = socket_path
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="unix-forwarder", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> UnixForwarder:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the forwarder did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
-        except OSError:
-            writer.close()
-            return
-        try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-        except asyncio.CancelledError:
-            pass  # the forwarder closes with connections open (a workbench's WebSockets)
-        finally:
-            up_writer.close()
-            writer.close()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            server.close()
-            while tasks := asyncio.all_tasks(self._loop):  # a connection accepted meanwhile adds one
-                for task in tasks:
-                    task.cancel()
-                self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            self._loop.close()
-
-
-# ---- the workbench in Chromium ---------------------------------------------------------
-
-
-def log_in_until_rendered(page, url: str, password: str | None) -> None:
-    """Open the address; with a password, log in on the gate's page that answers it
-    (by its labelled field); wait until the editor area is drawn. Without one (code-server
-    directly) the address leads to the workbench at once."""
-    from csm.testing.workbench import password_box
-
-    # Timed to the rendered workbench, not to the page's load event: one slow
-    # subresource once held `load` past playwright's 30 s.
-    page.goto(url, wait_until="commit")
-    if password is not None:
-        box = password_box(page)
-        box.fill(password, timeout=60_000)
-        box.press("Enter")
-    page.wait_for_selector(WORKBENCH, timeout=120_000)
-
-
-def load_workbench(url: str, password: str, settle: float = 5) -> None:
-    """Log in and let the workbench load fully (extension host included), then leave."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = chromium.launch(p)
-        try:
-            log_in_until_rendered(browser.new_page(), url, password)
-            time.sleep(settle)
-        finally:
-            browser.close()
 
 
 # ---- cold start ------------------------------------------------------------------------
@@ -367,14 +197,8 @@ def report(r: dict) -> str:
     )
 
 
-def write_json(path: Path | str | None, results: dict) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(results, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m csm.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m csm.bench.stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each timed start (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Idle stop and wake after login in figures, each beside its baseline in the same run.
 
-    python -m csm.bench_idle [--rounds N] [--json FILE]      (part of `make bench`)
+    python -m csm.bench.idle [--rounds N] [--json FILE]      (part of `make bench`)
 
 - memory of five users who each logged in and had code-server answer once, all
   running, then with four of them stopped for being idle (as the idle checker stops them);
@@ -22,10 +22,10 @@ import time
 
 import requests
 
-from csm.bench import goal_text, log_in_until_rendered, say, verdict, write_json
+from csm.bench.common import goal_text, log_in_until_rendered, say, verdict, write_json
 from csm.checks import http as checks_http
 from csm.checks import idle as checks
-from csm.checks.image import subprocess_runner
+from csm.checks.commands import subprocess_runner
 from csm.idle.control import Podman
 from csm.idle.service import stop_idle
 from csm.testing import browser as chromium
@@ -132,7 +132,7 @@ def run(rounds: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m csm.bench_idle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m csm.bench.idle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--rounds", type=int, default=3, help="wakes to time, each way (default 3)")
     p.add_argument("--json", metavar="FILE")

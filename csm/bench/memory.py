@@ -1,7 +1,7 @@
 """The memory of a running idle user, and what each memory lever changes, side by side
 in one run.
 
-    python -m csm.bench_memory [--idle SECONDS] [--json FILE]      (part of `make bench`)
+    python -m csm.bench.memory [--idle SECONDS] [--json FILE]      (part of `make bench`)
 
 One stack, one user per variant, each with the same small project in its workspace
 (a git repository with a node_modules folder). Each user logs in at the gate with Chromium, opens
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from csm import plan as planlib
-from csm.bench import podman, say, write_json
+from csm.bench.common import podman, say, write_json
 from csm.testing import browser as chromium
 from csm.testing import memory
 from csm.testing.stacks import IMAGE, ThrowawayStack, require_image
@@ -94,7 +94,7 @@ def write_settings(stack: ThrowawayStack, user: str, extra: dict) -> None:
 def open_workbench_and_terminal(browser, url: str, password: str):
     from playwright.sync_api import expect
 
-    from csm.bench import log_in_until_rendered
+    from csm.bench.common import log_in_until_rendered
     from csm.testing.workbench import run_command
 
     page = browser.new_context(viewport=chromium.VIEWPORT).new_page()
@@ -180,7 +180,7 @@ def run(variants: list[str], idle_s: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m csm.bench_memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m csm.bench.memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--idle", type=float, default=60, help="seconds to leave the tabs idle (default 60)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")

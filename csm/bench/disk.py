@@ -1,7 +1,7 @@
 """What a user's own disk (diskQuota: an ext4 file in a loop device) costs a write,
 side by side in one run with a user without one (files straight on the host's disk).
 
-    python -m csm.bench_disk [--rounds N] [--json FILE]      (part of `make bench`)
+    python -m csm.bench.disk [--rounds N] [--json FILE]      (part of `make bench`)
 
 One stack, two users: one with a 4G disk, one with diskQuota = null. Inside each
 container, taking turns round by round: a 512 MiB sequential write flushed to disk
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from csm.bench import say, write_json
+from csm.bench.common import say, write_json
 from csm.testing.stacks import ThrowawayStack, require_image
 
 USERS = {"bdquota": "4G", "bdplain": None}

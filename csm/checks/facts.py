@@ -1,0 +1,39 @@
+"""What the image contract checks against, written once: image/contract.json (user,
+home, port, ...) and image/versions.json (code-server, node, opencode), read from
+$CSM_IMAGE_DIR or the checkout's image/ directory."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+
+def image_dir() -> Path:
+    return Path(os.environ.get("CSM_IMAGE_DIR") or Path(__file__).resolve().parents[2] / "image")
+
+
+@functools.cache
+def _read(name: str, directory: str) -> dict:
+    path = Path(directory) / name
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RuntimeError(
+            f"the image contract needs {path} ({e}): set CSM_IMAGE_DIR to the project's image/ directory"
+        ) from e
+
+
+def facts() -> dict:
+    """image/contract.json: what the image and the plan agree on."""
+    return _read("contract.json", str(image_dir()))
+
+
+def versions() -> dict:
+    """image/versions.json: what the image must contain."""
+    return _read("versions.json", str(image_dir()))
+
+
+def default_image() -> str:
+    return f"{facts()['imageName']}:{facts()['imageTag']}"
