@@ -122,9 +122,12 @@ let
       }
       {
         apiVersion = "apps/v1"; kind = "StatefulSet";
-        metadata = m (if u.idle.stopAfterSeconds == null then { } else {
-          annotations."code-server-multi/idle-stop-after-seconds" = toString u.idle.stopAfterSeconds;
-        });
+        # What the cluster enforces elsewhere: the front door's idle stop, the kubelet's podPidsLimit.
+        metadata = m { annotations = {
+          "code-server-multi/pids-limit" = toString u.limits.pids;
+        } // (if u.idle.stopAfterSeconds == null then { } else {
+          "code-server-multi/idle-stop-after-seconds" = toString u.idle.stopAfterSeconds;
+        }); };
         spec = {
           replicas = 1;
           serviceName = name;
