@@ -35,11 +35,9 @@ let
     u.nginx.locations."= ${plan.gate.paths.auth}".config));
   quote = s: "'${s}'";   # plan paths below the mount point hold no quote (plan.nix: plainCharsProblem)
 
-  objects = { u, namespace, meta, tlsSecret }:
+  # The pod of a user's StatefulSet (tests/e2e/test_kube_play.py runs it as a Pod).
+  podOf = u: name:
     let
-      name = objectName u.name u.container.name;
-      labels = labelsOf u.name;
-      m = extra: (meta name extra) // { labels = labels; };
       c = u.container;
       port = contract.port;
       disk = map volumeParts c.volumes;
@@ -97,6 +95,15 @@ let
           readinessProbe = probe // { periodSeconds = 5; };
         } ];
       };
+    in pod;
+
+  objects = { u, namespace, meta, tlsSecret }:
+    let
+      name = objectName u.name u.container.name;
+      labels = labelsOf u.name;
+      m = extra: (meta name extra) // { labels = labels; };
+      pod = podOf u name;
+      port = contract.port;
       middlewares = n: concatStringsSep "," (map (x: "${namespace}-${x}@kubernetescrd") n);
       ingress = suffix: path: service: mws: {
         apiVersion = "networking.k8s.io/v1"; kind = "Ingress";
