@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from csm.testing.kube_play import KubePlay
+from csm.testing.kube_play import SUBID_FILES, KubePlay
 from csm.testing.stacks import fresh_base_dir, require_image, stack_settings, write_password
 
 pytestmark = pytest.mark.live
@@ -22,6 +22,29 @@ pytestmark = pytest.mark.live
 CSM = str(Path(sys.executable).parent / "csm")
 USER = "kp"  # no other live stack of a session uses it
 MARKER = "kube-" + secrets.token_hex(8)
+
+
+def test_a_play_that_fails_leaves_nothing():
+    """A pod whose image does not exist: kube play fails, and its claim, network, pod
+    and the subordinate id ranges are gone or restored before the error is raised."""
+    base = fresh_base_dir("csm-kube-")
+    try:
+        settings = stack_settings(
+            base, ["kq"], {"image": "localhost/csm-kube-missing:none", "diskQuota": "2G"}, name_prefix="csm-kube"
+        )
+        write_password(settings, "kq")
+        before = {p: p.read_text() for p in SUBID_FILES}
+        with pytest.raises(AssertionError, match="podman kube play"):
+            KubePlay(settings, base)
+        assert {p: p.read_text() for p in SUBID_FILES} == before
+        for what in (
+            ["pod", "exists", "csm-kube-kq"],
+            ["volume", "exists", "csm-kube-kq"],
+            ["network", "exists", "csm-kube-kube"],
+        ):
+            assert subprocess.run(["podman", *what], capture_output=True).returncode == 1, f"left: {what}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
