@@ -69,8 +69,7 @@ def played_objects(rendered: dict, host_port: int) -> list[dict]:
     }
     (pvc,) = [o for o in rendered["objects"] if o["kind"] == "PersistentVolumeClaim"]
     secrets = [env_file_secret(s["name"], s["fromEnvFile"]) for s in rendered["secrets"] if "fromEnvFile" in s]
-    strip = lambda o: {**o, "metadata": {"name": o["metadata"]["name"]}}  # noqa: E731 (no namespace here)
-    return [strip(pvc), *secrets, pod]
+    return [{**pvc, "metadata": {"name": pvc["metadata"]["name"]}}, *secrets, pod]  # no namespace in podman
 
 
 class KubePlay:

@@ -132,4 +132,10 @@ def test_generated_settings_render_objects_meeting_the_policy(tmp_path_factory, 
             n for n in sts_names if objects["StatefulSet", n]["spec"]["template"]["spec"]["hostname"] == u["name"]
         ]
         assert_user_policy(objects, u, plan)
+    # The front door may scale these StatefulSets and read pods, nothing else.
+    (role,) = [o for (k, _), o in objects.items() if k == "Role"]
+    scale, pods = role["rules"]
+    assert sorted(scale.pop("resourceNames")) == sts_names
+    assert scale == {"apiGroups": ["apps"], "resources": ["statefulsets/scale"], "verbs": ["get", "patch", "update"]}
+    assert pods == {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
     assert core_problems(rendered["objects"]) == []
