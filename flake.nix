@@ -11,6 +11,9 @@
     {
       # The pure plan: settings -> everything a deployment runs (builtins only).
       lib.plan = import ./modules/code-server-multi/plan.nix;
+      # The same plan as Kubernetes objects (docs/kubernetes.md):
+      #   lib.kube { settings = ...; namespace = "code-server-multi"; } -> { objects, secrets, notes }
+      lib.kube = import ./modules/code-server-multi/kube.nix;
 
       nixosModules.code-server-multi = { lib, pkgs, ... }: {
         imports = [ ./modules/code-server-multi ];

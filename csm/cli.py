@@ -42,6 +42,7 @@ DELEGATED = {
         "the root side: stop idle users, start them for the gate (`csm idle serve`; `csm up` runs it)",
     ),
     "gate": ("csm.gate.__main__", "the login gate in front of every workspace (`csm gate serve`; `csm up` runs it)"),
+    "kube": ("csm.kube", "the same plan as Kubernetes objects (`csm kube render SETTINGS | kubectl apply -f -`)"),
 }
 
 

@@ -85,14 +85,25 @@ def _error_text(stderr: str) -> str:
     return "\n".join(lines[:6]).removeprefix("error: ").strip() or "nix-instantiate failed"
 
 
-def load(settings_file: str | os.PathLike) -> Plan:
-    """The plan for a settings file written in Nix."""
+def evaluate(expr: str, **argstr: str | os.PathLike):
+    """A Nix function of string arguments (--argstr: file paths stay strings), as
+    Python data; PlanError with the plan's own message when settings are refused."""
+    return _instantiate("--expr", expr, *[a for k, v in sorted(argstr.items()) for a in ("--argstr", k, str(v))])
+
+
+def settings_path(settings_file: str | os.PathLike) -> Path:
+    """A settings file that exists and can be read, as an absolute path."""
     path = Path(settings_file)
     if not path.is_file():
         raise PlanError(f"settings file {path} does not exist; give a .nix file such as examples/demo.nix")
     if not os.access(path, os.R_OK):
         raise PlanError(f"settings file {path} is not readable")
-    return from_json(_evaluate(_FROM_NIX, path.resolve()), f"the plan of {path}")
+    return path.resolve()
+
+
+def load(settings_file: str | os.PathLike) -> Plan:
+    """The plan for a settings file written in Nix."""
+    return from_json(_evaluate(_FROM_NIX, settings_path(settings_file)), f"the plan of {settings_file}")
 
 
 def from_settings(settings: dict) -> Plan:

@@ -137,6 +137,8 @@ in
       demo = plan (root + "/examples/demo.nix");
       team = plan (root + "/examples/team.nix");
     };
+    # lib.kube: the plan as Kubernetes objects (csm kube render).
+    kube.team = self.lib.kube { settings = import (root + "/examples/team.nix"); };
     checks = builtins.mapAttrs describeTest vmTests;
   };
 

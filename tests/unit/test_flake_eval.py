@@ -22,6 +22,7 @@ import pytest
 from flake_outputs import Drv, NixError, closure, copy_tree, evaluate, instantiate
 from tier2 import FOUND, MARKS, NIXPKGS_LIB, ROOT
 
+from csm import kube
 from csm import plan as planlib
 
 LIBS = ["builtins-lib", pytest.param("nixpkgs-lib", marks=MARKS)]
@@ -88,6 +89,11 @@ def test_the_module_defaults_to_the_flakes_image_and_csm(flake):
 def test_lib_plan_is_the_runners_plan(flake, example):
     outputs, _ = flake
     assert outputs["plans"][example] == planlib.to_json(planlib.load(ROOT / f"examples/{example}.nix"))
+
+
+def test_lib_kube_is_what_csm_kube_renders(flake):
+    outputs, _ = flake
+    assert outputs["kube"]["team"] == kube.render(ROOT / "examples/team.nix")
 
 
 def test_checks_are_the_vm_tests_with_their_nodes_and_scripts(flake):

@@ -1,0 +1,140 @@
+"""Policy over the rendered Kubernetes objects, for generated settings (hypothesis):
+every user has limits, a PVC of the quota's size, a NetworkPolicy beside the
+namespace's default deny, a host that matches, the plan's ports/paths/uids/image,
+the hardening a restricted namespace demands; no secret's content anywhere; every
+core object valid under Kubernetes 1.33 --strict."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from pathlib import Path
+
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from test_kube_schema import core_problems
+
+from csm import kube
+from csm import plan as planlib
+from csm.plan_types import Plan, User
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT = json.loads((ROOT / "image/contract.json").read_text())
+DNS_1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+MARKER = "s3cr3t-" + secrets.token_hex(8)  # in every secret file; never in the output
+
+# Short names, and long ones (up to 63) whose object names must be shortened.
+names = st.one_of(
+    st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True),
+    st.from_regex(r"[a-z0-9][a-z0-9-]{40,61}[a-z0-9]", fullmatch=True),
+).filter(lambda s: s not in {"www", "mail", "admin", "api", "static", "ns", "mx", "ftp"})
+
+
+@st.composite
+def user_settings(draw, name):
+    hard = draw(st.integers(512, 8192))
+    u = {
+        draw(st.sampled_from(["hashedPasswordFile", "passwordFile"])): f"@/{name}.pw",
+        "memoryLimit": f"{hard}m",
+        "memorySoftLimit": f"{draw(st.integers(256, hard))}m",
+        "cpuLimit": draw(st.sampled_from(["0.05", "0.5", "1", "1.5", "4"])),
+        "diskQuota": draw(st.sampled_from(["default", "1G", "5g", "20G", "100g"])),
+        "idleStopAfter": draw(st.sampled_from(["default", None, "30m"])),
+    }
+    if draw(st.booleans()):
+        u["environmentFiles"] = [f"@/{name}-keys.env"]
+    return u
+
+
+@st.composite
+def team_settings(draw):
+    users = draw(st.lists(names, min_size=1, max_size=4, unique=True))
+    s = {"domain": "class.example.org", "users": {n: draw(user_settings(n)) for n in users}}
+    s["namePrefix"] = draw(st.sampled_from(["code-server", "c", "a-long-prefix-for-this-school-class-7b"]))
+    tls = draw(st.sampled_from(["acme", "files", "none"]))
+    if tls == "acme":
+        s["acme"] = {"enable": True, "dnsProvider": "cloudflare", "credentialsFile": "@/dns.env"}
+    elif tls == "files":
+        s["tls"] = {"certificateFile": "@/cert.pem", "keyFile": "@/key.pem"}
+    return s
+
+
+def with_secret_files(settings: dict, directory: Path) -> dict:
+    """Settings whose files ("@/x") exist under `directory`, each holding MARKER."""
+    text = json.dumps(settings)
+    for f in set(re.findall(r'"@/([^"]+)"', text)):
+        (directory / f).write_text(f"KEY={MARKER}\n")
+    return json.loads(text.replace('"@/', f'"{directory}/'))
+
+
+def assert_user_policy(objects: dict, u: User, plan: Plan, name: str) -> None:
+    sts = objects["StatefulSet", name]
+    pod = sts["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert sts["spec"]["replicas"] == 1 and sts["spec"]["selector"]["matchLabels"] == labels
+    assert c["resources"]["limits"] == {"memory": str(u.limits.memoryBytes), "cpu": u.limits.cpus}
+    assert c["resources"]["requests"]["memory"] == str(u.limits.memorySoftBytes)
+    assert c["image"] == plan.image and c["ports"][0]["containerPort"] == CONTRACT["port"]
+    assert c["livenessProbe"]["httpGet"]["path"] == u.container.healthPath
+    assert (
+        pod["securityContext"]["runAsUser"] == CONTRACT["uid"]
+        and pod["securityContext"]["runAsGroup"] == CONTRACT["gid"]
+    )
+    assert (
+        pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    )
+    assert pod["hostUsers"] is False and pod["automountServiceAccountToken"] is False
+    for container in pod["containers"] + pod["initContainers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    mounts = {m["mountPath"]: m["subPath"] for m in c["volumeMounts"]}
+    assert mounts == {CONTRACT["home"]: "config", CONTRACT["project"]: "workspace"}
+    assert [a for a in c["args"] if a.startswith("--socket")] == [] and c["args"][-1] == f"0.0.0.0:{CONTRACT['port']}"
+    pvc = objects["PersistentVolumeClaim", name]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == str(u.disk.quotaBytes)
+    assert pod["volumes"] == [{"name": "home", "persistentVolumeClaim": {"claimName": name}}]
+    policy = objects["NetworkPolicy", name]["spec"]
+    assert policy["podSelector"]["matchLabels"] == labels and policy["policyTypes"] == ["Ingress", "Egress"]
+    assert [p["port"] for p in policy["ingress"][0]["ports"]] == ["http"]
+    assert objects["Service", name]["spec"]["selector"] == labels
+    for ingress in (objects["Ingress", name], objects["Ingress", name + "-gate"]):
+        assert [r["host"] for r in ingress["spec"]["rules"]] == [u.hostname]
+        assert all(t["hosts"] == [u.hostname] for t in ingress["spec"].get("tls", []))
+    assert objects["Middleware", name]["spec"]["headers"]["customRequestHeaders"] == {"X-CSM-User": u.name}
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(team_settings())
+def test_generated_settings_render_objects_meeting_the_policy(tmp_path_factory, settings):
+    directory = tmp_path_factory.mktemp("secrets")
+    settings = with_secret_files(settings, directory)
+    path = directory / "settings.json"
+    path.write_text(json.dumps(settings))
+    try:
+        plan = planlib.from_settings(settings)
+    except planlib.PlanError as e:
+        assert "both get host id range" in str(e)  # two generated names on one uid range
+        return
+    rendered = kube.render(path)
+    out = kube.yaml_stream(rendered["objects"])
+    assert MARKER not in out and MARKER not in json.dumps(rendered)
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in rendered["objects"]}
+    assert len(objects) == len(rendered["objects"]), "two objects of one kind share a name"
+    assert objects["NetworkPolicy", "default-deny"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    for kind, name in objects:
+        assert kind == "Certificate" or DNS_1035.fullmatch(name), f"{kind} {name} is no DNS-1035 label"
+    sts_names = sorted(n for k, n in objects if k == "StatefulSet")
+    assert len(sts_names) == len(plan.users)
+    for u in plan.users.values():
+        (sts,) = [n for n in sts_names if objects["StatefulSet", n]["spec"]["template"]["spec"]["hostname"] == u.name]
+        assert_user_policy(objects, u, plan, sts)
+    # The front door may scale these StatefulSets and read pods, nothing else.
+    (role,) = [o for (k, _), o in objects.items() if k == "Role"]
+    scale, pods = role["rules"]
+    assert sorted(scale.pop("resourceNames")) == sts_names
+    assert scale == {"apiGroups": ["apps"], "resources": ["statefulsets/scale"], "verbs": ["get", "patch", "update"]}
+    assert pods == {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    assert core_problems(rendered["objects"]) == []
