@@ -6,7 +6,7 @@ let
   imageDir = builtins.path {
     path = ./image;
     name = "code-server-multi-image-contract";
-    filter = path: _type: builtins.elem (baseNameOf path) [ "contract.json" "versions.json" ];
+    filter = path: _type: builtins.elem (baseNameOf path) [ "contract.json" "versions.json" "gate.json" ];
   };
 in
 buildPythonApplication {

@@ -106,8 +106,8 @@ def cmd_up(args) -> int:
 
 def cmd_install_units(args) -> int:
     state = _state_dir(args).absolute()
-    settings, http_port, tls_port = _stack_choice(args, state)
-    settings = Path(settings).absolute()
+    chosen, http_port, tls_port = _stack_choice(args, state)
+    settings = Path(chosen).absolute()
     load_settings(settings)  # a unit that could not bring the stack up is not written
     program = units.csm_program()
     units.check_root_only(program)  # root runs it at boot

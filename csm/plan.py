@@ -158,7 +158,7 @@ def _typed(tp, value, source: str, where: str):
         if missing or unknown:
             what = f"lacks {', '.join(missing)}" if missing else f"has unknown fields {', '.join(unknown)}"
             _refuse(source, where, what)
-        return tp(**{n: _typed(t, value[n], source, f"{where}.{n}") for n, t in hints.items()})
+        return typing.cast(Any, tp)(**{n: _typed(t, value[n], source, f"{where}.{n}") for n, t in hints.items()})
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         for option in args:

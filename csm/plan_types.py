@@ -125,12 +125,6 @@ class GatePaths:
 
 
 @dataclass
-class GateCookie:
-    http: str
-    https: str
-
-
-@dataclass
 class GateControl:
     directory: str
     socket: str
@@ -151,7 +145,7 @@ class Gate:
     socket: str
     stateDir: str
     control: GateControl
-    cookie: GateCookie
+    cookie: dict[str, str]  # the session cookie's name by scheme (http, https)
     paths: GatePaths
     heldAtOnce: int
     verificationsAtOnce: int

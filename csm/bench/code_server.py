@@ -10,7 +10,7 @@ import http.client
 import socket
 import threading
 
-from csm.checks import http as checks_http
+from csm.checks import facts as checks_facts
 from csm.waiting import wait_until
 
 # ---- code-server directly, on its Unix socket ---------------------------------------
@@ -46,7 +46,7 @@ def wait_for_health(path: str, timeout: float = 120) -> None:
 
     def answers() -> bool:
         with contextlib.suppress(OSError, http.client.HTTPException):
-            return socket_get(path, checks_http.health_path(), timeout=2)[0] == 200
+            return socket_get(path, checks_facts.health_path(), timeout=2)[0] == 200
         return False
 
     wait_until(answers, timeout, f"code-server on {path}", interval=0.02)

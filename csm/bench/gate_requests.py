@@ -16,6 +16,7 @@ from csm.bench.common import (
     percentile,
     verdict,
 )
+from csm.checks import facts as checks_facts
 from csm.checks import http as checks_http
 from csm.testing.stacks import ThrowawayStack
 
@@ -84,7 +85,7 @@ def asset_latency(stack: ThrowawayStack, user: str, cookie: str, asset: tuple[st
     path, size = asset
     front_headers = {
         "Host": f"{stack.plan.users[user].hostname}:{stack.http_port}",
-        "Cookie": f"{checks_http.GATE['cookie']['http']}={cookie}",
+        "Cookie": f"{checks_facts.cookie_names()['http']}={cookie}",
     }
     front, direct = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10), UnixHTTPConnection(sock)
     via, straight = [], []
@@ -113,10 +114,10 @@ def front_websocket(stack: ThrowawayStack, user: str, cookie: str) -> websocket.
     """code-server's /healthz WebSocket (it answers every message) through nginx, with a session."""
     host = f"{stack.plan.users[user].hostname}:{stack.http_port}"
     return websocket.create_connection(
-        f"ws://{host}{checks_http.health_path()}",
+        f"ws://{host}{checks_facts.health_path()}",
         timeout=10,
         origin=f"http://{host}",
-        cookie=f"{checks_http.GATE['cookie']['http']}={cookie}",
+        cookie=f"{checks_facts.cookie_names()['http']}={cookie}",
         socket=socket.create_connection(("127.0.0.1", stack.http_port)),
     )
 
@@ -126,7 +127,7 @@ def socket_websocket(stack: ThrowawayStack, user: str) -> websocket.WebSocket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(stack.plan.users[user].socket)
     return websocket.create_connection(
-        f"ws://localhost{checks_http.health_path()}", timeout=10, origin="http://localhost", socket=sock
+        f"ws://localhost{checks_facts.health_path()}", timeout=10, origin="http://localhost", socket=sock
     )
 
 

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 Runner = Callable[[str], str]
 
@@ -78,7 +79,10 @@ def password_env_file(podman: Podman) -> str:
     ).strip()
 
 
-def saw(what: str, action: Callable[[], str]) -> str:
+T = TypeVar("T")
+
+
+def saw(what: str, action: Callable[[], T]) -> T:
     """Runs a podman command; a failure becomes an AssertionError saying what it saw."""
     try:
         return action()

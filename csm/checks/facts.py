@@ -35,5 +35,27 @@ def versions() -> dict:
     return _read("versions.json", str(image_dir()))
 
 
+def gate() -> dict:
+    """image/gate.json: what any client of a deployment meets (the gate's paths, the
+    session cookie's names); the plan's gate.paths and gate.cookie are these."""
+    return _read("gate.json", str(image_dir()))
+
+
+def health_path() -> str:
+    """code-server's unauthenticated health endpoint."""
+    return str(facts()["healthPath"])
+
+
+def gate_path(name: str) -> str:
+    """One of every deployment's gate paths (login, logout, ready, wake), as the plan's
+    gate.paths: the checks run against any address, with no plan at hand."""
+    return str(gate()["paths"][name])
+
+
+def cookie_names() -> dict[str, str]:
+    """The session cookie's name by scheme, as the plan's gate.cookie."""
+    return dict(gate()["cookie"])
+
+
 def default_image() -> str:
     return f"{facts()['imageName']}:{facts()['imageTag']}"

@@ -12,7 +12,7 @@ do); the Host header, the TLS name and the Origin stay the real ones.
 `source_address` sends from a given local address (a separate loopback address keeps
 a rate-limit check from limiting everyone else's logins).
 
-Logins go to the gate in front of every workspace (GATE below: its public paths and
+Logins go to the gate in front of every workspace (gate_path and cookie_name below: its public paths and
 cookie). Login budget: the gate allows 2 wrong passwords a minute (plus 12 an hour)
 per client address; only `workbench.wrong_password_gives_no_session` spends one, the
 right password costs nothing, and a `Target` logs in once and reuses its session.
@@ -25,7 +25,7 @@ import socket
 import ssl
 import warnings
 from dataclasses import dataclass, field, replace
-from http.cookies import CookieError, SimpleCookie
+from http.cookies import CookieError, Morsel, SimpleCookie
 from urllib.parse import urlsplit
 
 import requests
@@ -33,26 +33,11 @@ import urllib3
 import websocket
 
 from csm.checks import CheckFailed
-from csm.checks.facts import facts
-
-# What every deployment's gate answers (plan.gate.paths and plan.gate.cookie): the
-# checks run against any address, with no plan at hand.
-GATE = {
-    "login": "/_csm/login",
-    "logout": "/_csm/logout",
-    "ready": "/_csm/ready",
-    "wake": "/_csm/wake",
-    "cookie": {"http": "csm-session", "https": "__Host-csm-session"},
-}
+from csm.checks.facts import cookie_names, gate_path
 
 
 def cookie_name(t: Target) -> str:
-    return GATE["cookie"][t.scheme]
-
-
-def health_path() -> str:
-    """code-server's unauthenticated health endpoint, from image/contract.json."""
-    return facts()["healthPath"]
+    return cookie_names()[t.scheme]
 
 
 UNKNOWN_HOST = "csm-check.invalid"  # RFC 2606: .invalid is never anyone's
@@ -70,6 +55,12 @@ class Target:
     ca_file: str | None = None  # trust this CA for https (a test or private CA)
     timeout: float = 30.0
     _cookie: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def secret(self) -> str:
+        """The password, for a check that logs in with it."""
+        if self.password is None:
+            raise CheckFailed(f"this check logs in to {self.url}: give the user's password")
+        return self.password
 
     def __post_init__(self):
         parts = urlsplit(self.url)
@@ -127,7 +118,7 @@ class Target:
         if self.connect_ip:
             return self.connect_ip
         try:
-            return socket.getaddrinfo(self.hostname, self.port, type=socket.SOCK_STREAM)[0][4][0]
+            return str(socket.getaddrinfo(self.hostname, self.port, type=socket.SOCK_STREAM)[0][4][0])
         except OSError as e:
             raise CheckFailed(f"{self.hostname} does not resolve: {e}") from e
 
@@ -149,7 +140,7 @@ class _Adapter(requests.adapters.HTTPAdapter):
         super().__init__()
 
     def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs, **self._pool_kwargs)
+        super().init_poolmanager(*args, **{**kwargs, **self._pool_kwargs})
 
 
 def _http(
@@ -239,11 +230,11 @@ def _error_text(html: str) -> str:
 
 def _login(
     t: Target, password: str, path: str | None = None, origin: str | None = "own"
-) -> tuple[requests.Response, SimpleCookie | None]:
+) -> tuple[requests.Response, Morsel[str] | None]:
     """POSTs the login form as the user's own page would (its Origin); returns the
     answer and its session cookie, if any. `origin`: another site's, or None for none."""
     headers = {"Origin": t.origin if origin == "own" else origin} if origin else {}
-    r = _http(t, "POST", path or GATE["login"], data={"password": password, "next": "/"}, headers=headers)
+    r = _http(t, "POST", path or gate_path("login"), data={"password": password, "next": "/"}, headers=headers)
     name = cookie_name(t)
     for header in r.raw.headers.getlist("Set-Cookie"):
         jar = SimpleCookie()

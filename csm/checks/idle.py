@@ -20,12 +20,11 @@ import shlex
 import time
 
 from csm.checks import CheckFailed
-from csm.checks.http import GATE
+from csm.checks.facts import gate_path
 from csm.plan_types import Plan, User
 from csm.waiting import wait_until
 
 PODMAN = "podman"
-GATE_LOGIN, GATE_WAKE, GATE_READY = GATE["login"], GATE["wake"], GATE["ready"]
 
 
 def _running(run, user: User) -> str:
@@ -118,7 +117,7 @@ def log_in(run, url: str, password_file: str, **connection) -> str:
         f"Origin: {origin}",
         "--data-urlencode",
         f"password@{password_file}",
-        origin + GATE_LOGIN,
+        origin + gate_path("login"),
     ]
     status, headers, body = _answer(run, shlex.join(argv), url)
     cookie = headers.get("set-cookie", "").split(";")[0]
@@ -134,7 +133,7 @@ def stranger_starts_nothing(
     page (401) and start nothing: the container stays stopped all along."""
     start, visits = time.monotonic(), 0
     while time.monotonic() - start < seconds:
-        for path in ("/", "/healthz", GATE_WAKE, GATE_READY):
+        for path in ("/", "/healthz", gate_path("wake"), gate_path("ready")):
             status, headers, body = get(run, url.rstrip("/") + path, **connection)
             visits += 1
             if status != 401:

@@ -21,7 +21,8 @@ import threading
 import time
 
 from csm.checks import CheckFailed
-from csm.checks.http import GATE, Target, _http, _login, _login_answer
+from csm.checks.facts import gate_path
+from csm.checks.http import Target, _http, _login, _login_answer
 
 # The gate's allowance per address: 2 wrong passwords a minute, plus 12 more an hour.
 GUESSES_PER_MINUTE = 2
@@ -70,10 +71,10 @@ def _wrong() -> str:
 
 def login_page_loads_not_limited(t: Target, loads: int = 60) -> str:
     """Loading the login page (GET) is never limited: `loads` quick loads from one address."""
-    statuses = collections.Counter(_http(t, "GET", GATE["login"]).status_code for _ in range(loads))
+    statuses = collections.Counter(_http(t, "GET", gate_path("login")).status_code for _ in range(loads))
     if set(statuses) != {200}:
         raise CheckFailed(
-            f"{loads} loads of {t.origin}{GATE['login']} from {t.source_address}: {dict(statuses)}; "
+            f"{loads} loads of {t.origin}{gate_path('login')} from {t.source_address}: {dict(statuses)}; "
             "loading the page must never be limited"
         )
     return f"{loads} loads of the login page from {t.source_address} all got 200"
@@ -99,10 +100,10 @@ def classroom_logs_in(t: Target, logins: int = 20, typos: int = 8, guesses: int 
         )
     ]
     pause = seconds / (len(order) + guesses)
-    seen = {"right": collections.Counter(), "wrong": collections.Counter()}
+    seen: dict[str, collections.Counter[str]] = {"right": collections.Counter(), "wrong": collections.Counter()}
     for kind in order + ["wrong"] * guesses:
         started = time.monotonic()
-        seen[kind][_attempt(t, t.password if kind == "right" else _wrong())] += 1
+        seen[kind][_attempt(t, t.secret() if kind == "right" else _wrong())] += 1
         time.sleep(max(0.0, pause - (time.monotonic() - started)))
     if seen["right"]["session"] != logins:
         raise CheckFailed(
@@ -135,7 +136,7 @@ def owner_never_locked_out(
     if owner.source_address in {a.source_address for a in attackers}:
         raise ValueError("the owner needs an address no attacker uses")
     stop = time.monotonic() + minutes * 60
-    tallies = {a.source_address: collections.Counter() for a in attackers}
+    tallies: dict[str | None, collections.Counter[str]] = {a.source_address: collections.Counter() for a in attackers}
     errors: list[str] = []
 
     def attack(a: Target) -> None:
@@ -154,7 +155,7 @@ def owner_never_locked_out(
     time.sleep(min(owner_every, 5))  # the attack is under way
     while time.monotonic() < stop:
         started = time.monotonic()
-        owner_logins.append(_attempt(owner, owner.password))
+        owner_logins.append(_attempt(owner, owner.secret()))
         time.sleep(max(0.0, min(owner_every - (time.monotonic() - started), stop - time.monotonic())))
     for th in threads:
         th.join()
@@ -207,7 +208,7 @@ def concurrent_guesses_charged_first(
             f"{guesses} wrong passwords at once from {t.source_address}: {dict(seen)}; at most "
             f"{allowed} may be checked, the rest refused unchecked"
         )
-    if owner is not None and (answer := _attempt(owner, owner.password)) != "session":
+    if owner is not None and (answer := _attempt(owner, owner.secret())) != "session":
         raise CheckFailed(f"after the burst the owner, from {owner.source_address}, got {answer!r}, not in")
     return f"{guesses} wrong passwords at once from {t.source_address}: {dict(seen)} (at most {allowed} checked)" + (
         "; the owner got in from another address" if owner else ""
@@ -239,12 +240,12 @@ def login_path_variants_check_nothing(t: Target, rounds: int = 3) -> str:
     seen: collections.Counter = collections.Counter()
     for _ in range(rounds):
         for path in LOGIN_VARIANTS:
-            for password in (t.password, _wrong()):
+            for password in (t.secret(), _wrong()):
                 r, cookie = _login(t, password, path)
                 kind = r.headers.get("X-CSM-Login")
                 if cookie is not None or kind in ("ok", "wrong"):
                     raise CheckFailed(
-                        f"POST {path} checked a password (HTTP {r.status_code}, {kind}); only {GATE['login']} may"
+                        f"POST {path} checked a password (HTTP {r.status_code}, {kind}); only {gate_path('login')} may"
                     )
                 seen[f"{path} {r.status_code}"] += 1
     return f"{len(LOGIN_VARIANTS)} other spellings of the login path, {rounds} rounds: none checked a password"
@@ -254,9 +255,9 @@ def cross_site_login_refused(t: Target, evil: str = "https://evil.example") -> s
     """A login form posted from another site (its Origin, or Sec-Fetch-Site cross-site)
     is refused before anything is counted, even with the right password."""
     for origin in (evil, f"{t.scheme}://{t.sibling('csm-other').netloc}"):
-        if (answer := _attempt(t, t.password, origin=origin)) != "refused":
+        if (answer := _attempt(t, t.secret(), origin=origin)) != "refused":
             raise CheckFailed(f"a login from {origin} with the right password got {answer!r}, not refused")
-    r = _http(t, "POST", GATE["login"], data={"password": t.password}, headers={"Sec-Fetch-Site": "cross-site"})
+    r = _http(t, "POST", gate_path("login"), data={"password": t.password}, headers={"Sec-Fetch-Site": "cross-site"})
     if r.status_code != 403:
         raise CheckFailed(f"a cross-site login (Sec-Fetch-Site) got HTTP {r.status_code}, not 403")
     refused = collections.Counter(_attempt(t, _wrong(), origin=evil) for _ in range(GUESSES_PER_HOUR + 3))
@@ -286,7 +287,7 @@ def one_prefix_shares_an_allowance(guessers: list[Target], owner: Target, guesse
             f"{guesses} wrong passwords from {len(guessers)} addresses of one network: {dict(seen)}; "
             f"at most {allowed} may be checked in all"
         )
-    if (answer := _attempt(owner, owner.password)) != "session":
+    if (answer := _attempt(owner, owner.secret())) != "session":
         raise CheckFailed(f"the owner, from {owner.source_address}, got {answer!r}, not in")
     return (
         f"{guesses} wrong passwords from {len(guessers)} addresses of one /64: {dict(seen)}; "

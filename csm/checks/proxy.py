@@ -16,7 +16,8 @@ import time
 import websocket
 
 from csm.checks import CheckFailed
-from csm.checks.http import GATE, Target, _http, _ws, health_path
+from csm.checks.facts import gate_path, health_path
+from csm.checks.http import Target, _http, _ws
 
 
 def _landing_page(probe: Target, landing_html: str | None, verify: bool = True) -> str:
@@ -75,7 +76,7 @@ def login_attempts_rate_limited(t: Target, attempts: int = 60) -> str:
     only passwords given."""
     statuses = []
     for _ in range(attempts):
-        r = _http(t, "POST", GATE["login"], data={"password": ""}, headers={"Origin": t.origin})
+        r = _http(t, "POST", gate_path("login"), data={"password": ""}, headers={"Origin": t.origin})
         statuses.append(r.status_code)
         if statuses[-1] == 429:
             break

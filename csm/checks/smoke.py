@@ -113,7 +113,7 @@ def deployment_checks(
     return [(getattr(c, "func", c).__name__, c) for c in checks]
 
 
-def lockout_checks(addresses: list[str]) -> list[tuple[str, object]]:
+def lockout_checks(addresses: list[str]) -> list[tuple[str, Callable[[http.Target], str]]]:
     """The login-limit checks from five local addresses, as (name, check(target))."""
     if len(addresses) != 5 or len(set(addresses)) != 5:
         raise ValueError(f"--lockout needs five different local addresses, got {addresses}")

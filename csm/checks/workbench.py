@@ -20,8 +20,8 @@ import uuid
 import websocket
 
 from csm.checks import CheckFailed
+from csm.checks.facts import gate_path, health_path
 from csm.checks.http import (
-    GATE,
     Target,
     _has_session,
     _http,
@@ -30,7 +30,6 @@ from csm.checks.http import (
     _session_cookie,
     _ws,
     _ws_refusal,
-    health_path,
 )
 
 FOREIGN_ORIGIN = "https://attacker.invalid"
@@ -52,7 +51,7 @@ def _vscode_handshake(ws: websocket.WebSocket) -> dict:
     auth = json.dumps({"type": "auth", "auth": "0" * 20, "data": secrets.token_hex(16)}).encode()
     ws.send_binary(VSCODE_HEADER.pack(VSCODE_CONTROL, 0, 0, len(auth)) + auth)
     buffer = b""
-    seen = []
+    seen: list[str] = []
     while True:
         try:
             opcode, data = ws.recv_data()
@@ -91,9 +90,11 @@ def login_page_served(t: Target) -> str:
     """The gate's login page, with a labelled password field and the user's name; and
     in place of any page asked for without a session (HTTP 401), code-server's health
     path included."""
-    r = _http(t, "GET", GATE["login"])
+    r = _http(t, "GET", gate_path("login"))
     if r.status_code != 200 or not re.search(r'<input[^>]*name="password"', r.text):
-        raise CheckFailed(f"{GATE['login']} answered HTTP {r.status_code} without a password field: {r.text[:200]!r}")
+        raise CheckFailed(
+            f"{gate_path('login')} answered HTTP {r.status_code} without a password field: {r.text[:200]!r}"
+        )
     if '<label for="password">' not in r.text or t.name not in r.text:
         raise CheckFailed(f"the login page has no label for its password field or does not name {t.name}")
     for path in ("/", health_path(), "/static/x.js"):
@@ -104,7 +105,8 @@ def login_page_served(t: Target) -> str:
                 f"with 401: {wall.text[:200]!r}"
             )
     return (
-        f"{GATE['login']} serves a labelled password form naming {t.name}; without a session every path gets it (401)"
+        f"{gate_path('login')} serves a labelled password form naming {t.name}; "
+        "without a session every path gets it (401)"
     )
 
 

@@ -207,7 +207,7 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def _form(self) -> dict:
-        return dict(urllib.parse.parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
+        return dict(urllib.parse.parse_qsl((self.body or b"").decode("utf-8", "replace"), keep_blank_values=True))
 
     # ---- wake -----------------------------------------------------------------------------
     def _wake(self) -> None:

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 SESSIONS_FILE = "sessions.json"
 REVOKED_FILE = "revoked.json"
@@ -196,7 +197,7 @@ class SessionStore:
         self._dirty, self._written_at = False, self._clock()
 
 
-def _load_json(path: Path) -> object | None:
+def _load_json(path: Path) -> Any:
     """The parsed file, None if it does not exist."""
     try:
         text = path.read_text()

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TypeGuard
 
 from csm.plan_types import User
 
@@ -28,8 +29,8 @@ def inspect(podman: str, container: str) -> dict | None:
     return found[0] if found else None
 
 
-def running(info: dict | None) -> bool:
-    return bool(info) and info["State"].get("Running", False) and not info["State"].get("Paused", False)
+def running(info: dict | None) -> TypeGuard[dict]:
+    return info is not None and bool(info["State"].get("Running")) and not info["State"].get("Paused")
 
 
 def parse_time(text: str | None) -> float | None:

@@ -76,6 +76,7 @@ def install_extensions(b: Workshop, root: Path, vsix: Sequence[Path]) -> list[st
     c = b.contract
     if not vsix:
         return []
+    assert b.work is not None, "a build has its work directory while it runs"
     staging = b.work / "vsix"
     staging.mkdir()
     names = []
@@ -167,7 +168,8 @@ def import_image(b: Workshop, root: Path, installed: Sequence[str]) -> None:
         ["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE, stderr=b.log.file
     )
     imported = subprocess.run(argv, stdin=tar.stdout, stdout=b.log.file, stderr=subprocess.STDOUT)
-    tar.stdout.close()
+    if tar.stdout:
+        tar.stdout.close()
     if tar.wait() != 0 or imported.returncode != 0:
         raise BuildError(
             f"podman import failed (tar {tar.returncode}, podman {imported.returncode})\n"

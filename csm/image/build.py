@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..progress import Steps
 from . import assemble, stages
-from .extensions import resolve, session_vsix
+from .extensions import Resolved, resolve, session_vsix
 from .inputs import (
     BuildError,
     cache_dir,
@@ -34,7 +34,7 @@ TEMP_TAG_PREFIX = "build-"
 STEPS = 8
 
 
-def current_inputs(downloads: Downloads, probe: bool = True) -> tuple[dict, dict, dict, list]:
+def current_inputs(downloads: Downloads, probe: bool = True) -> tuple[dict, dict, dict, Resolved]:
     """(contract, versions, manifest, resolved extensions) of the checkout."""
     contract = load_contract()
     versions = load_versions()

@@ -125,9 +125,8 @@ def read(archive: str | os.PathLike) -> tuple[dict, list[tarfile.TarInfo]]:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
             first = members[0] if members else None
-            manifest_data = (
-                tar.extractfile(first).read() if first and first.name == MANIFEST and first.isfile() else None
-            )
+            extracted = tar.extractfile(first) if first and first.name == MANIFEST and first.isfile() else None
+            manifest_data = extracted.read() if extracted else None
     except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise BadInput(
             f"{archive} is not a readable tar.gz (corrupt or truncated: {e}); nothing was restored"

@@ -73,7 +73,7 @@ def usage(user: User) -> Usage | None:
 
 
 def _target_size(disk: Disk) -> int:
-    return disk.quotaBytes // BLOCK * BLOCK
+    return (disk.quotaBytes or 0) // BLOCK * BLOCK  # callers ask only with a quota
 
 
 def _tree_bytes(path: Path) -> int:
@@ -232,7 +232,7 @@ def _mount(disk: Disk, progress: Callable[[str], None]) -> None:
     run_tool("mount", "-o", MOUNT_OPTIONS, str(image), str(mount_point))
     # Direct I/O: the file's pages are not cached twice (once for the loop device), which
     # makes a flushed write ~2.5x faster; a host file system without O_DIRECT keeps the default.
-    subprocess.run(["losetup", "--direct-io=on", mounted_device(mount_point)], capture_output=True)
+    subprocess.run(["losetup", "--direct-io=on", mounted_device(mount_point) or ""], capture_output=True)
     # mkfs and e2fsck make it; in the user's directory it would be one more thing to
     # back up and explain (e2fsck makes it again when it needs one).
     lost = mount_point / "lost+found"

@@ -13,7 +13,7 @@ import pwd
 from collections.abc import Callable
 from pathlib import Path
 
-from csm.plan_types import User
+from csm.plan_types import Directory, SeedFile, User
 
 from . import BadInput, HostNotReady, disks
 
@@ -53,7 +53,7 @@ def _open_directory(path: str | os.PathLike, create: bool = False) -> int:
         raise
 
 
-def ensure_directory(d: dict) -> None:
+def ensure_directory(d: Directory) -> None:
     """Create a plan Directory ({path, uid, gid, mode}) or fix its owner and mode
     (like systemd-tmpfiles' `d`); its contents are never touched."""
     fd = _open_directory(d.path, create=True)
@@ -76,7 +76,7 @@ def account_id(value: int | str, kind: str) -> int:
         ) from None
 
 
-def seed_file(f: dict) -> bool:
+def seed_file(f: SeedFile) -> bool:
     """Create a plan SeedFile ({path, content, uid, gid, mode}) with exactly its
     content's bytes, unless it exists (like systemd-tmpfiles' `f`, without its
     specifier and escape expansion): a person's own version is never replaced.

@@ -28,7 +28,14 @@ def generate() -> str:
 # `argon2.hash(password)` of the npm package argon2 0.44.0, whose defaults are
 # argon2id, 64 MiB, 3 passes, 4 lanes, a 32-byte hash and a 16-byte salt.
 CODE_SERVER_COST = {"memory_cost": 65536, "time_cost": 3, "parallelism": 4}
-HASHER = PasswordHasher(**CODE_SERVER_COST, hash_len=32, salt_len=16, type=Type.ID)
+HASHER = PasswordHasher(
+    time_cost=CODE_SERVER_COST["time_cost"],
+    memory_cost=CODE_SERVER_COST["memory_cost"],
+    parallelism=CODE_SERVER_COST["parallelism"],
+    hash_len=32,
+    salt_len=16,
+    type=Type.ID,
+)
 
 
 def hash_password(password: str) -> str:

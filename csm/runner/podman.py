@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
+from typing import TypeGuard
 
 from csm.plan_types import User
 
@@ -110,7 +112,9 @@ def require(host: Host) -> None:
         )
 
 
-def podman(host: Host, *args: str, check: bool = True, cwd: str | None = None) -> subprocess.CompletedProcess:
+def podman(
+    host: Host, *args: str, check: bool = True, cwd: str | os.PathLike | None = None
+) -> subprocess.CompletedProcess:
     """Run podman. Give `cwd` (the stack's state directory) when it starts a container:
     its conmon keeps that working directory and writes a file `oom` there whenever the
     kernel kills a process of the container."""
@@ -169,8 +173,8 @@ def last_exit_code(host: Host, info: dict) -> int | None:
     return int(codes[-1]) if codes and codes[-1].lstrip("-").isdigit() else info["State"].get("ExitCode")
 
 
-def is_running(info: dict | None) -> bool:
-    return bool(info) and info["State"].get("Running", False) and not info["State"].get("Paused", False)
+def is_running(info: dict | None) -> TypeGuard[dict]:
+    return info is not None and bool(info["State"].get("Running")) and not info["State"].get("Paused")
 
 
 def remove(host: Host, name: str, attempts: int = 5) -> None:

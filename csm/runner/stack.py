@@ -158,7 +158,7 @@ class Stack:
             return None
         password = text.rstrip("\n")
         p = self.user(name).password
-        hashed = files.read_text(p["file"]) if p["hashed"] else None
+        hashed = files.read_text(p.file) if p.hashed else None
         return password if hashed and passwd.verify(hashed.strip(), password) else None
 
     def _env_paths(self, user: User) -> tuple[Path, Path]:
@@ -230,13 +230,13 @@ class Stack:
     def _create_missing_passwords(self) -> None:
         for name, user in self.plan.users.items():
             p = user.password
-            if p["hashed"] and not os.path.lexists(p["file"]):
+            if p.hashed and not os.path.lexists(p.file):
                 password = passwd.generate()
-                passwd.write_hash_file(p["file"], passwd.hash_password(password))
+                passwd.write_hash_file(p.file, passwd.hash_password(password))
                 kept = self.password_file(name)
                 kept.parent.mkdir(mode=0o700, exist_ok=True)
                 files.write_private(kept, password + "\n", mode=0o600)
-                self.progress(f"created a password for {name}: its hash is in {p['file']}, the password in {kept}")
+                self.progress(f"created a password for {name}: its hash is in {p.file}, the password in {kept}")
 
     def _prepare(self, user: User, undo: list) -> None:
         """The user's disk, directories and seed (files.prepare_user, as the NixOS unit
@@ -279,7 +279,7 @@ class Stack:
         spec = podman.spec_digest(argv, env, podman.image_id(self.host, user.container.image))
         secrets = files.secrets_digest(user)
         info = podman.inspect(self.host, cname)
-        same_spec = bool(info) and podman.labels(info).get(podman.SPEC_LABEL) == spec
+        same_spec = info is not None and podman.labels(info).get(podman.SPEC_LABEL) == spec
         same_secrets = files.read_text(digest_path) == secrets
         if info and same_spec and same_secrets and not force:
             if info["State"].get("Paused"):
@@ -362,7 +362,7 @@ class Stack:
         conf = state / "nginx.conf"
         pid = nginx.running_pid(state)
         rec = self.recorded(state)
-        same_ports = bool(rec) and (rec["http_port"], rec["tls_port"]) == (self.http_port, self.tls_port)
+        same_ports = rec is not None and (rec["http_port"], rec["tls_port"]) == (self.http_port, self.tls_port)
         if pid and same_ports and files.read_text(conf) == text:
             return "unchanged"
         new = state / "nginx.conf.new"

@@ -123,7 +123,10 @@ def memory_usage(host: Host, names: list[str]) -> dict[str, int]:
 
 def parse_bytes(text: str) -> int:
     """podman's "123.4MiB / 3GiB" (binary units, or decimal ones like "725kB") -> bytes in use."""
-    number, unit = re.fullmatch(r"([0-9.]+)\s*([kKMGT]?i?)B", text.split("/")[0].strip()).groups()
+    m = re.fullmatch(r"([0-9.]+)\s*([kKMGT]?i?)B", text.split("/")[0].strip())
+    if m is None:
+        raise ValueError(f"not a size podman prints: {text!r}")
+    number, unit = m.groups()
     scale = 1024 if unit.endswith("i") else 1000
     return int(float(number) * scale ** " KMGT".index(unit[:1].upper() or " "))
 

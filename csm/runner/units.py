@@ -198,8 +198,8 @@ def running_code_dirs() -> list[Path]:
 
 def check_root_only(program: str) -> None:
     """Refuse a unit whose csm, or anything it runs, someone other than root can change."""
-    program = Path(program)
-    interp = interpreter(program) if program.is_file() else None
+    path = Path(program)
+    interp = interpreter(path) if path.is_file() else None
     if (
         interp is None
         or os.path.realpath(interp) != os.path.realpath(sys.executable)
@@ -209,7 +209,7 @@ def check_root_only(program: str) -> None:
             f"{program} is not the csm running now ({sys.executable}); run install-units as the csm "
             "the unit should start, by its path, e.g. /opt/csm/bin/csm install-units"
         )
-    problems = not_roots_code(program, running_code_dirs(), UNIT_PATH.split(":"))
+    problems = not_roots_code(path, running_code_dirs(), UNIT_PATH.split(":"))
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise BadInput(

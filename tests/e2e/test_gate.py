@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from csm import sockets
-from csm.checks import commands, host, http, login
+from csm.checks import commands, facts, host, http, login
 from csm.gate import control
 from csm.runner import passwd
 
@@ -99,11 +99,13 @@ def test_the_session_is_not_the_hash_and_not_in_any_file(pair):
 def test_logout_ends_the_session(pair):
     t = target(pair, "gil", "127.0.0.86")
     cookie = t.session()
-    page = http._http(t, "GET", http.GATE["logout"], cookie=cookie)
+    page = http._http(t, "GET", facts.gate_path("logout"), cookie=cookie)
     assert page.status_code == 200 and 'action="/_csm/logout"' in page.text
-    refused = http._http(t, "POST", http.GATE["logout"], cookie=cookie, headers={"Origin": "https://evil.example"})
+    refused = http._http(
+        t, "POST", facts.gate_path("logout"), cookie=cookie, headers={"Origin": "https://evil.example"}
+    )
     assert refused.status_code == 403 and http._has_session(t, cookie), "another site ended the session"
-    out = http._http(t, "POST", http.GATE["logout"], cookie=cookie, headers={"Origin": t.origin})
+    out = http._http(t, "POST", facts.gate_path("logout"), cookie=cookie, headers={"Origin": t.origin})
     assert out.status_code == 303 and "Max-Age=0" in out.headers.get("Set-Cookie", "")
     assert not http._has_session(t, cookie)
 

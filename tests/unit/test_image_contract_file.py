@@ -34,6 +34,7 @@ def changed_tree(tmp_path):
     """A copy of the module and image/ with every contract value changed."""
     shutil.copytree(ROOT / "modules", tmp_path / "modules")
     (tmp_path / "image").mkdir()
+    shutil.copy(ROOT / "image/gate.json", tmp_path / "image/gate.json")
     shutil.copy(ROOT / "image/versions.json", tmp_path / "image/versions.json")
     contract = json.loads((ROOT / "image/contract.json").read_text())
     assert set(contract) == set(CHANGED), "the test changes every field of the contract"

@@ -7,16 +7,14 @@ let
   inherit (builtins) hashString substring;
   inherit (cfg) s gateSettings;
 in
+let
+  # What any client of a deployment meets (paths below one prefix, the session
+  # cookie's names), written once for the plan and for csm's checks, which run
+  # against an address with no plan at hand.
+  public = builtins.fromJSON (builtins.readFile ../../../image/gate.json);
+in
 rec {
-  paths = rec {
-    prefix = "/_csm/";
-    login = "${prefix}login";
-    logout = "${prefix}logout";
-    auth = "${prefix}auth";
-    wake = "${prefix}wake";
-    ready = "${prefix}ready";
-    health = "${prefix}health";
-  };
+  inherit (public) paths;
   # Each user's socket as nginx reaches it, named by a hash of the name: a socket's path
   # must fit in 107 bytes (sun_path), and a user name alone may take 63.
   socketLinks = "${s.runtimeDir}/sockets";
@@ -36,7 +34,7 @@ rec {
       inherit (gateSettings) stateDir ipv6Prefix;
       inherit paths;
       # Host-only: __Host- needs Secure, so plain http (the demo) gets a plain name.
-      cookie = { http = "csm-session"; https = "__Host-csm-session"; };
+      inherit (public) cookie;
       sessionIdleSeconds = lib.parseDuration gateSettings.sessionIdleTimeout;
       sessionLifetimeSeconds = lib.parseDuration gateSettings.sessionLifetime;
       # Wrong passwords per client address (IPv6: per ipv6Prefix), per user: 2 a minute
