@@ -1,5 +1,5 @@
 # The csm Python package (checks, portable runner, admin CLI) for Nix.
-{ lib, buildPythonApplication, setuptools, requests, websocket-client, argon2-cffi, ruff }:
+{ lib, buildPythonApplication, setuptools, requests, websocket-client, argon2-cffi, ruff, mypy }:
 let
   # What csm's checks and idle service read from image/ (the health path, the image's
   # user and port): the same files, copied beside the package.
@@ -34,11 +34,12 @@ buildPythonApplication {
   passthru = { inherit imageDir; };  # for Python that imports csm without the wrapper (VM tests)
   pythonImportsCheck = [ "csm" "csm.checks" ];
   # The gates of `make test-fast` (tests/unit/test_quality.py), on the package's source.
-  nativeCheckInputs = [ ruff ];
+  nativeCheckInputs = [ ruff mypy ];
   checkPhase = ''
     runHook preCheck
     ruff check csm
     ruff format --check csm
+    mypy
     runHook postCheck
   '';
   meta = {

@@ -20,7 +20,7 @@ from csm.plan_types import Plan
 from . import plan as planlib
 from . import sockets
 from .gate.core import session_store
-from .runner import BadInput, RunnerError, backup, files, nixos, passwd, units
+from .runner import BadInput, RunnerError, backends, backup, files, passwd, units
 from .runner.stack import DEFAULT_HTTP_PORT, DEFAULT_STATE_DIR, DEFAULT_TLS_PORT, Stack, load_settings
 from .waiting import wait_until
 
@@ -139,29 +139,22 @@ def _when(epoch: float | None) -> str:
     return f"{stamp} ({ago / 60:.0f} min ago)" if ago >= 120 else f"{stamp} ({ago:.0f} s ago)"
 
 
+def _backend(args, stack: Stack) -> backends.Backend:
+    """The one place that tells the hosts apart: with --plan (the module's plan.json) the
+    NixOS units run everything; otherwise the runner's own stack does."""
+    return backends.Systemd(stack.plan) if getattr(args, "plan", None) else stack.backend
+
+
 def cmd_status(args) -> int:
     stack = _stack(args)
     st = stack.status()
-    units = {}
-    if args.plan:  # the NixOS host: nginx and the containers are systemd's units
-        st.nginx_pid, st.http_port = nixos.main_pid(nixos.NGINX_UNIT), 80
-        gate_unit = nixos.gate_unit(stack.plan)
-        st.gate_pid = nixos.main_pid(gate_unit) if nixos.active_state(gate_unit) == "active" else None
-        st.tls_port = 443 if stack.plan.tls.enable else None
-        units = {u.name: nixos.active_state(nixos.unit(stack.plan.users[u.name])) for u in st.users}
-        for u in st.users:
-            u.restarts = nixos.restarts(nixos.unit(stack.plan.users[u.name]))
+    backend = _backend(args, stack)
+    units = backend.annotate(st)
     healthy = st.healthy and all(state == "active" for state in units.values())
     if args.json:
         print(json.dumps(asdict(st) | {"units": units, "healthy": healthy}, indent=1))
         return 0 if healthy else 1
-    ports = f"{st.http_port}" + (f", TLS on {st.tls_port}" if st.tls_port else "")
-    running = f"running (pid {st.nginx_pid})" if st.nginx_pid else "not running"
-    print(f"nginx{' (' + nixos.NGINX_UNIT + ')' if args.plan else ''}: {running}, port {ports}")
-    if args.plan:
-        print(nixos.gate_line(stack.plan))
-    else:
-        print(f"gate: running (pid {st.gate_pid})" if st.gate_pid else "gate: not running; `csm up` starts it")
+    print("\n".join(backend.front_lines(st)))
     rows = [
         (
             "USER",
@@ -207,37 +200,16 @@ def cmd_status(args) -> int:
 def cmd_passwd(args) -> int:
     if sum(map(bool, (args.output, args.plan, args.settings))) > 1:
         raise BadInput("give one of SETTINGS, --plan and --output")
-    plan = _read_plan(args.plan) if args.plan else None  # NixOS: the module's plan
-    stack = (
-        None
-        if args.output or plan
-        else Stack(args.settings, _state_dir(args))
-        if args.settings
-        else Stack.from_state(_state_dir(args))
-    )
-    file = args.output or passwd.hashed_password_file(plan or stack.plan, args.user)
+    stack = None if args.output else Stack(args.settings, _state_dir(args)) if args.settings else _stack(args)
+    file = passwd.hashed_password_file(stack.plan, args.user) if stack else args.output
     passwd.write_hash_file(file, passwd.hash_password(passwd.read()))
     print(f"wrote the argon2id hash for {args.user} to {file} (mode 0600)")
-    the_plan = plan or (stack.plan if stack else None)
-    if the_plan and Path(the_plan.gate.stateDir).is_dir():  # else the gate never ran: no sessions
-        revoked = session_store(the_plan).revoke(args.user)
+    if stack is None:  # a file for later: no deployment to tell
+        return 0
+    if Path(stack.plan.gate.stateDir).is_dir():  # else the gate never ran: no sessions
+        revoked = session_store(stack.plan).revoke(args.user)
         print(f"ended {args.user}'s {revoked} session(s): every browser logs in again with the new password")
-    if plan:
-        unit = nixos.gate_unit(plan)
-        print(
-            {
-                "restarted": f"{unit} was restarted (it reads the password files at its start): "
-                "the new password works now",
-                "started": f"{unit} had failed and was started: the new password works now",
-                "stopped": f"{unit} is stopped: the new password applies when it starts",
-            }[nixos.restart_gate(plan)]
-        )
-    elif stack:
-        stack.password_file(args.user).unlink(missing_ok=True)  # a generated one is no longer valid
-        if stack.refresh_credentials():
-            print("the gate has the new password: it works now")
-        else:
-            print("no stack runs here; the new password applies at the next `csm up`")
+    print(_backend(args, stack).passwords_changed(args.user))
     return 0
 
 
@@ -287,10 +259,8 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_reset(args) -> int:
-    if args.plan:  # NixOS: each start of the unit runs a new container
-        nixos.Units().restart(Stack(_read_plan(args.plan), _state_dir(args)).user(args.user))
-    else:
-        Stack.from_state(_state_dir(args)).reset(args.user)
+    stack = _stack(args)
+    _backend(args, stack).restart(stack.user(args.user))
     print(f"{args.user} has a fresh container; the workspace and settings were kept")
     return 0
 
@@ -302,17 +272,15 @@ def cmd_backup(args) -> int:
 
 def cmd_restore(args) -> int:
     stack = Stack(args.settings, _state_dir(args)) if args.settings else _stack(args)
-    if args.plan:  # NixOS: through the units, so Restart=always cannot interfere
-        with stack.lock():
-            users = backup.restore(stack, args.archive, args.user or None, service=nixos.Units())
-    else:
-        users = stack.restore(args.archive, args.user or None)
+    with stack.lock():
+        users = backup.restore(stack, args.archive, args.user or None, _backend(args, stack))
     print(f"restored {', '.join(users)} from {args.archive}")
     return 0
 
 
 def cmd_logs(args) -> int:
-    return _stack(args).logs(args.user, follow=args.follow, tail=args.tail)
+    stack = _stack(args)
+    return _backend(args, stack).logs(stack.user(args.user), follow=args.follow, tail=args.tail)
 
 
 class _Formatter(argparse.HelpFormatter):

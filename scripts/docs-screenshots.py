@@ -27,9 +27,8 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import Page, expect, sync_playwright
 
-from csm.idle.control import Podman
 from csm.idle.service import stop_idle
-from csm.runner import RunnerError
+from csm.runner import RunnerError, backends
 from csm.testing import browser as chromium
 from csm.testing import workbench
 from csm.testing.fake_openai import FakeOpenAI, host_address, opencode_settings
@@ -252,7 +251,7 @@ class Shooter:
         """Logging in once ada's space was stopped for being idle (what the idle checker
         does after idleStopAfter, done here at once): the page that starts it, which
         turns into the workbench by itself."""
-        stop_idle(self.stack.plan, Podman(state_dir=str(self.stack.state_dir)), USER, time.time())
+        stop_idle(self.stack.plan, backends.Podman(self.stack.plan, self.stack.state_dir), USER, time.time())
         page = self.new_page()
         response = page.goto(self.url)
         if response is None or response.status != 401:

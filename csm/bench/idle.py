@@ -26,8 +26,8 @@ from csm.bench.common import goal_text, log_in_until_rendered, say, verdict, wri
 from csm.checks import http as checks_http
 from csm.checks import idle as checks
 from csm.checks.commands import subprocess_runner
-from csm.idle.control import Podman
 from csm.idle.service import stop_idle
+from csm.runner import backends
 from csm.testing import browser as chromium
 from csm.testing.stacks import ThrowawayStack, require_image
 
@@ -59,7 +59,7 @@ def answer_seconds(stack: ThrowawayStack, user: str, cookie: str) -> float:
     return time.monotonic() - start
 
 
-def workbench_after_wake(stack: ThrowawayStack, control: Podman, user: str, rounds: int) -> dict:
+def workbench_after_wake(stack: ThrowawayStack, control: backends.Podman, user: str, rounds: int) -> dict:
     """Seconds from opening the address to a rendered workbench, logging in on the way
     (a fresh browser context each time): the container running, and stopped for being
     idle (after the login the starting page reloads by itself)."""
@@ -85,7 +85,7 @@ def workbench_after_wake(stack: ThrowawayStack, control: Podman, user: str, roun
     return {"running_s": running, "woken_s": woken, "ratio": verdict(woken / running, WAKE_GOAL), "rounds": times}
 
 
-def wakes(stack: ThrowawayStack, control: Podman, user: str, rounds: int) -> dict:
+def wakes(stack: ThrowawayStack, control: backends.Podman, user: str, rounds: int) -> dict:
     """A logged-in visit to the stopped user, then the starting page's question (held by
     the gate until code-server answers), against the same visit to it running."""
     url, cookie = stack.url(user), session_cookie(stack, user, "127.0.2.1")
@@ -109,7 +109,7 @@ def run(rounds: int) -> dict:
     require_image()
     say(f"a stack of {len(USERS)} users")
     stack = ThrowawayStack(USERS, {"idleStopAfter": "1h"}, prefix="csm-bench-idle-")
-    control = Podman(state_dir=str(stack.state_dir))
+    control = backends.Podman(stack.plan, stack.state_dir)
     try:
         for i, user in enumerate(USERS):
             answer_seconds(stack, user, session_cookie(stack, user, f"127.0.3.{i + 1}"))

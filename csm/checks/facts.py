@@ -41,6 +41,11 @@ def gate() -> dict:
     return _read("gate.json", str(image_dir()))
 
 
+def opencode_extension_id() -> str:
+    """The opencode extension the image carries (versions.json)."""
+    return str(next(e["id"] for e in versions()["extensions"] if e["id"].endswith(".opencode")))
+
+
 def health_path() -> str:
     """code-server's unauthenticated health endpoint."""
     return str(facts()["healthPath"])

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from csm.checks import CheckFailed
 from csm.checks.commands import Runner
 from csm.checks.container import PODMAN, container_name, exec_in, running, wait_healthy, workspace
+from csm.checks.facts import opencode_extension_id
 from csm.plan_types import User
 from csm.waiting import wait_until
 
@@ -228,7 +229,6 @@ def opencode_answers(run: Runner, user: User) -> str:
     return f"opencode {version} answers; opencode serve reports healthy (version {health.get('version')})"
 
 
-EXTENSION_ID = "sst-dev.opencode"
 IMAGE_EXTENSIONS_LABEL = "code-server-multi.extensions"  # "id@version,...", written by both image recipes
 
 
@@ -251,7 +251,7 @@ def image_extensions_listed(run: Runner, user: User, require_opencode: bool = Fa
         f"{PODMAN} image inspect --format '{{{{index .Config.Labels \"{IMAGE_EXTENSIONS_LABEL}\"}}}}' {image_id}"
     ).strip()
     carried = _ids(label.replace("<no value>", "").split(","))
-    wanted = carried | ({EXTENSION_ID} if require_opencode else set())
+    wanted = carried | ({opencode_extension_id()} if require_opencode else set())
     missing = wanted - _ids(listed)
     if missing:
         raise CheckFailed(

@@ -20,7 +20,7 @@ import shlex
 import time
 
 from csm.checks import CheckFailed
-from csm.checks.facts import gate_path
+from csm.checks.facts import gate_path, health_path
 from csm.plan_types import Plan, User
 from csm.waiting import wait_until
 
@@ -133,7 +133,7 @@ def stranger_starts_nothing(
     page (401) and start nothing: the container stays stopped all along."""
     start, visits = time.monotonic(), 0
     while time.monotonic() - start < seconds:
-        for path in ("/", "/healthz", gate_path("wake"), gate_path("ready")):
+        for path in ("/", health_path(), gate_path("wake"), gate_path("ready")):
             status, headers, body = get(run, url.rstrip("/") + path, **connection)
             visits += 1
             if status != 401:

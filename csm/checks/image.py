@@ -24,10 +24,9 @@ import re
 from collections.abc import Callable, Sequence
 
 from csm.checks.commands import Podman, saw
-from csm.checks.facts import default_image, facts, versions
+from csm.checks.facts import default_image, facts, opencode_extension_id, versions
 from csm.checks.image_serving import healthz, socket_without_login
 
-EXTENSION_ID = "sst-dev.opencode"
 LABEL = "code-server-multi."  # prefix of the labels both recipes write
 Check = Callable[[str, Podman], str]
 
@@ -132,17 +131,20 @@ def extension(image: str, podman: Podman, *, required: bool = True) -> str:
         ),
     )
     listed = [line.strip() for line in out.splitlines() if "@" in line]
-    found = [entry for entry in listed if entry.split("@")[0].lower() == EXTENSION_ID]
+    found = [entry for entry in listed if entry.split("@")[0].lower() == opencode_extension_id()]
     if found:
         return f"{found[0]} installed in {facts()['extensionsDir']}"
     baked = _labels(image, podman).get(LABEL + "extensions", "")
-    promised = EXTENSION_ID in [e.split("@")[0].lower() for e in baked.split(",") if e]
+    promised = opencode_extension_id() in [e.split("@")[0].lower() for e in baked.split(",") if e]
     if required or promised:
         why = "required" if required else f"the image says it ships {baked!r}"
         raise AssertionError(
-            f"{EXTENSION_ID} is not installed ({why}); --list-extensions printed {listed or 'nothing'}"
+            f"{opencode_extension_id()} is not installed ({why}); --list-extensions printed {listed or 'nothing'}"
         )
-    return f"{EXTENSION_ID} absent (optional here: this image was built without its VSIX; see docs/image.md to add it)"
+    return (
+        f"{opencode_extension_id()} absent (optional here: this image was built without its VSIX; "
+        "see docs/image.md to add it)"
+    )
 
 
 def session_extension(image: str, podman: Podman) -> str:
@@ -252,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("image", nargs="?", help="default: the name in image/contract.json")
     parser.add_argument(
-        "--require-extension", action="store_true", help=f"fail if {EXTENSION_ID} is absent (the Nix image)"
+        "--require-extension", action="store_true", help=f"fail if {opencode_extension_id()} is absent (the Nix image)"
     )
     args = parser.parse_args(argv)
     failed = 0

@@ -218,20 +218,23 @@ def concurrent_guesses_charged_first(
 # Spellings of the login path a router might take for it; only the gate's exact path
 # logs in. ("/_csm//login", "/_csm/./login" and "/%5Fcsm/login" are not among them:
 # nginx normalizes them into the login path itself, flood guard included.)
-LOGIN_VARIANTS = [
-    "/login",
-    "/LOGIN",
-    "/Login",
-    "/login/",
-    "/_csm/LOGIN",
-    "/_CSM/login",
-    "/_csm/login/",
-    "/_csm/login%2F",
-    "/_csm/login;x",
-    "/_csm/login.",
-    "/_csm/auth",
-    "/_csm/wake",
-]
+def login_variants() -> list[str]:
+    prefix, login = gate_path("prefix"), gate_path("login")
+    name = login.removeprefix(prefix)
+    return [
+        "/login",
+        "/LOGIN",
+        "/Login",
+        "/login/",
+        prefix + name.upper(),
+        prefix.upper() + name,
+        login + "/",
+        login + "%2F",
+        login + ";x",
+        login + ".",
+        gate_path("auth"),
+        gate_path("wake"),
+    ]
 
 
 def login_path_variants_check_nothing(t: Target, rounds: int = 3) -> str:
@@ -239,7 +242,7 @@ def login_path_variants_check_nothing(t: Target, rounds: int = 3) -> str:
     the right password or a wrong one: each gets the login page (401) or a 404."""
     seen: collections.Counter = collections.Counter()
     for _ in range(rounds):
-        for path in LOGIN_VARIANTS:
+        for path in login_variants():
             for password in (t.secret(), _wrong()):
                 r, cookie = _login(t, password, path)
                 kind = r.headers.get("X-CSM-Login")
@@ -248,7 +251,7 @@ def login_path_variants_check_nothing(t: Target, rounds: int = 3) -> str:
                         f"POST {path} checked a password (HTTP {r.status_code}, {kind}); only {gate_path('login')} may"
                     )
                 seen[f"{path} {r.status_code}"] += 1
-    return f"{len(LOGIN_VARIANTS)} other spellings of the login path, {rounds} rounds: none checked a password"
+    return f"{len(login_variants())} other spellings of the login path, {rounds} rounds: none checked a password"
 
 
 def cross_site_login_refused(t: Target, evil: str = "https://evil.example") -> str:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from csm.plan_types import Plan
 
+from ..runner import RunnerError
 from . import signals
-from .control import ControlError
 
 log = logging.getLogger("csm.idle")
 CHECK_SECONDS = 3
@@ -63,8 +63,8 @@ class Restarter:
                 continue
             self._recent[name].append(time.monotonic())
             try:
-                self.control.start(self.plan.users[name])
-            except ControlError as e:
+                self.control.start(self.plan.users[name], wait=False)
+            except RunnerError as e:
                 log.error("could not finish the restart of %s: %s", name, e)
                 continue
             _record(self.plan, name, info["Id"])

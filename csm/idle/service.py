@@ -28,8 +28,9 @@ from csm.plan_types import Plan
 from .. import sockets
 from ..gate.control import Server as ControlServer
 from ..plan import PlanError, load_plan
+from ..runner import RunnerError, backends
+from ..runner.host import Host
 from . import markers, restarts, signals
-from .control import ControlError, Podman, Systemd
 from .decision import IdleClock, should_stop
 from .waker import Waker
 
@@ -78,8 +79,8 @@ def stop_idle(plan: Plan, control, name: str, last_activity: float) -> bool:
     markers.clear(plan, name)
     markers.write(plan, name, stoppedAt=time.time(), lastActivity=last_activity)
     try:
-        control.stop(plan.users[name])
-    except ControlError as e:
+        control.stop(plan.users[name], "for being idle")
+    except RunnerError as e:
         log.error("%s", e)
         markers.clear(plan, name)
         return False
@@ -119,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if not idle_on and args.systemd:
         print("csm idle: no user has an idleStopAfter; nothing to do", file=sys.stderr)
         return 0
-    control = Systemd() if args.systemd else Podman(args.podman, args.state_dir)
+    # The one backend interface (csm/runner/backends.py): the units on NixOS, podman else.
+    control: backends.Backend = (
+        backends.Systemd(plan) if args.systemd else backends.Podman(plan, args.state_dir, Host(podman=args.podman))
+    )
     server = checker = waker = None
     if idle_on:
         waker = Waker(plan, control, args.podman)

@@ -80,7 +80,7 @@ class Waker:
         deadline = self.clock() + self.plan.idle.healthTimeoutSeconds
         try:
             self._wait_stopped(user)
-            self.control.start(user)
+            self.control.start(user, wait=False)
             checked = [0.0]
 
             def up() -> bool:
@@ -106,7 +106,7 @@ class Waker:
             )
             markers.write(self.plan, name, failedAt=self.clock())
             try:
-                self.control.stop(user)  # no restart loop: it stays stopped
+                self.control.stop(user, "after a failed start")  # no restart loop: it stays stopped
             except Exception as stop_error:  # noqa: BLE001
                 log.error("stopping %s after the failed start failed too: %s", name, stop_error)
         finally:

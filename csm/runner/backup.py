@@ -24,9 +24,10 @@ import tempfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from csm.plan_types import Plan, User
+from csm.plan_types import Plan
 
 from . import BadInput, RunnerError, disks, files, podman
+from .backends import Backend
 
 FORMAT = "code-server-multi-backup"
 VERSION = 1
@@ -237,35 +238,12 @@ def _refused(m: tarfile.TarInfo, user: str, root: Path) -> str | None:
     return None
 
 
-class Containers:
-    """The portable runner's way to stop and start a user's container (podman itself)."""
-
-    def __init__(self, stack):
-        self.stack = stack
-
-    def stop(self, user: User, why: str = "to restore its files") -> bool:
-        """Stop the container if it runs (paused counts); True if it did."""
-        cname = user.container.name
-        info = podman.inspect(self.stack.host, cname)
-        if not (info and info["State"].get("Running")):
-            return False
-        self.stack.progress(f"stopping {cname} {why}")
-        podman.podman(self.stack.host, "stop", "--time=10", cname)
-        return True
-
-    def start(self, user: User) -> None:
-        podman.podman(self.stack.host, "start", user.container.name, cwd=self.stack.state_dir)
-        self.stack.wait_healthy([user.name])
-
-
-def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, service=None) -> list[str]:
+def restore(stack, archive: str | os.PathLike, only: list[str] | None, backend: Backend) -> list[str]:
     """Replace users' directories with the archived ones, owners and modes kept
     (shifted if the user's uid range changed). A running container is stopped for it
-    and started again, by `service` (stop(user) -> was running, start(user)): the
-    runner's podman by default, the NixOS units with nixos.Units(). Returns the
-    restored users."""
+    and started again by the backend (podman's, or the NixOS units, so Restart=always
+    cannot interfere). Returns the restored users."""
     plan = stack.plan
-    service = service or Containers(stack)
     manifest, _ = read(archive)
     if manifest["domain"] != plan.domain:
         raise BadInput(
@@ -289,7 +267,7 @@ def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, se
         user = plan.users[u]
         old_base, size = manifest["users"][u]["idBase"], manifest["users"][u]["idSize"]
         shift = user.ids.base - old_base
-        was_running = service.stop(user)
+        was_running = backend.stop(user, "to restore its files")
         try:
             disks.ensure(user, progress=stack.progress)
             for d in user.directories:
@@ -299,7 +277,7 @@ def restore(stack, archive: str | os.PathLike, only: list[str] | None = None, se
                 files.ensure_directory(d)
         finally:
             if was_running:
-                service.start(user)
+                backend.start(user)
     return users
 
 

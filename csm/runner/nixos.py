@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-from collections.abc import Callable
 
-from csm.plan_types import Plan, User
+from csm.plan_types import Plan
 
 from . import HostNotReady, RunnerError
 
 NGINX_UNIT = "nginx.service"
-
-
-def unit(user: User) -> str:
-    """The systemd unit virtualisation.oci-containers makes for a user's container."""
-    return user.container.unit
 
 
 def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -89,37 +82,3 @@ def restarts(name: str) -> int | None:
     podman's own RestartCount is always 0 on NixOS)."""
     out = systemctl("show", "--property=NRestarts", "--value", name, check=False).stdout.strip()
     return int(out) if out.isdigit() else None
-
-
-class Units:
-    """Stops and starts users' containers through their units, so systemd's
-    Restart=always never brings one back in the middle of a restore."""
-
-    def __init__(self, progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)):
-        self.progress = progress
-
-    def stop(self, user: User) -> bool:
-        """Stop the user's unit; True if it was running (and is to be started again)."""
-        if active_state(unit(user)) not in RUNNING:
-            return False
-        self.progress(f"stopping {unit(user)} to restore {user.name}")
-        systemctl("stop", unit(user))
-        return True
-
-    def start(self, user: User) -> None:
-        # The unit is ready only once the container passes its health check
-        # (podman.sdnotify = "healthy"), so this returns when the user can log in.
-        self.progress(f"starting {unit(user)} (it is ready when code-server passes its health check)")
-        systemctl("start", unit(user))
-
-    def restart_if_running(self, user: User) -> bool:
-        was = active_state(unit(user)) in RUNNING
-        if was:
-            systemctl("try-restart", unit(user))
-        return was
-
-    def restart(self, user: User) -> None:
-        """A fresh container: the unit removes the old one and runs a new one, and is
-        ready when it passes its health check."""
-        self.progress(f"restarting {unit(user)}")
-        systemctl("restart", unit(user))

@@ -15,7 +15,6 @@ from csm.plan_types import User
 from . import HostNotReady, RunnerError
 from .host import Host
 
-USER_LABEL = "io.code-server-multi.user"  # set by the plan
 STACK_LABEL = "io.code-server-multi.stack"  # the runner's: which state directory owns it
 SPEC_LABEL = "io.code-server-multi.spec"  # the runner's: digest of the argv, to spot changes
 

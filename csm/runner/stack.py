@@ -18,7 +18,6 @@ import fcntl
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +28,21 @@ from csm.plan_types import Plan, User
 from .. import plan as planlib
 from .. import sockets
 from ..waiting import wait_until
-from . import BadInput, HostNotReady, RunnerError, backup, disks, files, gate, idle, nginx, passwd, podman, preflight
+from . import (
+    BadInput,
+    HostNotReady,
+    RunnerError,
+    backends,
+    backup,
+    disks,
+    files,
+    gate,
+    idle,
+    nginx,
+    passwd,
+    podman,
+    preflight,
+)
 from . import status as stack_status
 from .host import Host
 from .local_ca import ensure_certificate
@@ -247,7 +260,7 @@ class Stack:
     def _stop(self, user: User, undo: list) -> None:
         """Stop the user's container (for work on their disk); `up` starts it again,
         and so does its undo if `up` fails."""
-        if backup.Containers(self).stop(user, "to work on its disk"):
+        if self.backend.stop(user, "to work on its disk"):
             cname = user.container.name
             undo.append(lambda: podman.podman(self.host, "start", cname, check=False, cwd=self.state_dir))
 
@@ -255,7 +268,7 @@ class Stack:
         rec = self.recorded(self.state_dir)
         old_users = rec["plan"].users if rec and rec["plan"] else {}
         for c in podman.containers(self.host, f"{podman.STACK_LABEL}={self.state_dir}"):
-            user = (c.get("Labels") or {}).get(podman.USER_LABEL, "?")
+            user = (c.get("Labels") or {}).get(self.plan.labels.user, "?")
             cname = c["Names"][0]
             if user in self.plan.users and self.plan.users[user].container.name == cname:
                 continue
@@ -442,22 +455,13 @@ class Stack:
         """Restore users' directories from an archive made by backup(); checks the
         whole archive first. Running containers are stopped and started again."""
         with self.lock():
-            return backup.restore(self, archive, users)
+            return backup.restore(self, archive, users, self.backend)
 
     # ---- status --------------------------------------------------------------------------
     def status(self) -> stack_status.StackStatus:
         return stack_status.read(self)
 
-    def logs(self, name: str, follow: bool = False, tail: int | None = None) -> int:
-        cname = self.user(name).container.name
-        if podman.inspect(self.host, cname) is None:
-            raise RunnerError(
-                f"{name} has no container ({cname}); the stack is down or {name} was reset just now: see `csm status`"
-            )
-        argv = (
-            [self.host.podman, "logs"]
-            + (["--follow"] if follow else [])
-            + ([f"--tail={tail}"] if tail is not None else [])
-            + [self.user(name).container.name]
-        )
-        return subprocess.call(argv)
+    @property
+    def backend(self) -> backends.Podman:
+        """podman itself drives this stack's containers (csm/runner/backends.py)."""
+        return backends.Podman(self.plan, self.state_dir, self.host, self.progress, runner=self)

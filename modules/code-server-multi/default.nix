@@ -129,7 +129,7 @@ in
     image = mkOption {
       type = types.str;
       default = defaults.image;
-      example = "localhost/code-server-multi:latest";
+      example = "registry.example.org/team/code-server:1";
       description = "Image every user's container runs. The flake's module sets it to the name and tag of imageStream.";
     };
     imageStream = mkOption {

@@ -14,8 +14,8 @@ from playwright.sync_api import expect
 
 from csm.checks import idle as checks
 from csm.checks.commands import subprocess_runner as run
-from csm.idle.control import Podman
 from csm.idle.service import stop_idle
+from csm.runner import backends
 from csm.testing.workbench import LOAD, password_box
 
 pytestmark = pytest.mark.live
@@ -39,7 +39,7 @@ def stop_as_idle(stack, tab_open: bool = False):
     With a VS Code tab open, the tab's reconnect may wake the container again at once,
     so then the proof of the stop is a new start time rather than a stopped container."""
     before = started_at(stack)
-    assert stop_idle(stack.plan, Podman(state_dir=str(stack.state_dir)), NAME, time.time())
+    assert stop_idle(stack.plan, backends.Podman(stack.plan, stack.state_dir), NAME, time.time())
     state = checks._running(run, stack.plan.users[NAME])
     if tab_open and state == "true":
         assert started_at(stack) != before, "the container was never stopped"

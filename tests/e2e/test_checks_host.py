@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from csm.checks import CheckFailed, host, http, proxy, workbench
+from csm.checks import CheckFailed, facts, host, http, proxy, workbench
 from csm.checks import limits as limit_checks  # `limits` is the limits stack's fixture
 from csm.checks.commands import subprocess_runner
 
@@ -63,8 +63,8 @@ def test_image_extensions_listed(live_stack):
 def test_the_extension_check_requires_opencode_when_asked(live_stack):
     ada = live_stack.plan.users["ada"]
     image = run(f"podman inspect --format '{{{{.Image}}}}' {ada.container.name}").strip()
-    if host.EXTENSION_ID in run(f"podman image inspect --format '{{{{json .Config.Labels}}}}' {image}"):
-        assert host.EXTENSION_ID in host.image_extensions_listed(run, ada, require_opencode=True)
+    if facts.opencode_extension_id() in run(f"podman image inspect --format '{{{{json .Config.Labels}}}}' {image}"):
+        assert facts.opencode_extension_id() in host.image_extensions_listed(run, ada, require_opencode=True)
     else:  # a portable image built without the VSIX
         with pytest.raises(CheckFailed, match=r"does not list \['sst-dev.opencode'\]"):
             host.image_extensions_listed(run, ada, require_opencode=True)

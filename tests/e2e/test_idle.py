@@ -16,8 +16,8 @@ import pytest
 from csm.checks import idle as checks
 from csm.checks.commands import subprocess_runner as run
 from csm.idle import markers, service
-from csm.idle.control import Podman
 from csm.idle.service import stop_idle
+from csm.runner import backends
 
 pytestmark = pytest.mark.live
 
@@ -56,7 +56,7 @@ SESSIONS: dict[tuple[str, str], str] = {}
 
 def stop_as_idle(stack, name):
     """What the idle checker does once the window has passed, without waiting for it."""
-    assert stop_idle(stack.plan, Podman(state_dir=str(stack.state_dir)), name, time.time())
+    assert stop_idle(stack.plan, backends.Podman(stack.plan, stack.state_dir), name, time.time())
 
 
 def test_idle_user_is_stopped_with_files_intact_and_up_leaves_them_stopped(stack):

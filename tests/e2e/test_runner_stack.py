@@ -82,7 +82,7 @@ class CliStack:
         also after the user left the settings."""
         mine = [
             c
-            for c in podman.containers(HOST, f"{podman.USER_LABEL}={user}")
+            for c in podman.containers(HOST, f"{self.plan.labels.user}={user}")
             if (c.get("Labels") or {}).get(podman.STACK_LABEL) == str(self.state)
         ]
         return podman.inspect(HOST, mine[0]["Names"][0]) if mine else None

@@ -1,5 +1,5 @@
 """The code's own gates, as the package's Nix build runs them (package.nix): ruff's
-lint and its formatting, with the settings of pyproject.toml."""
+lint and its formatting, and mypy's types, with the settings of pyproject.toml."""
 
 from __future__ import annotations
 
@@ -21,3 +21,9 @@ def test_ruff(gate):
         + proc.stdout
         + proc.stderr
     )
+
+
+def test_mypy():
+    mypy = Path(sys.executable).with_name("mypy")
+    proc = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, "mypy (the settings are pyproject.toml's [tool.mypy]):\n" + proc.stdout + proc.stderr

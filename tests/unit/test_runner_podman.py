@@ -97,7 +97,7 @@ def test_spec_label_goes_before_the_image(team):
 def test_stack_label_names_the_state_dir(team):
     argv = argv_of(team.users["ada"])
     assert f"--label={podman.STACK_LABEL}=/var/lib/code-server-multi" in argv
-    assert f"--label={podman.USER_LABEL}=ada" in argv  # from the plan
+    assert f"--label={team.labels.user}=ada" in argv  # from the plan
 
 
 def test_the_container_restarts_and_joins_its_own_network(team):

@@ -16,11 +16,11 @@ MAX_FUNCTION_LINES = 60
 
 # Left as they are, and why.
 ALLOWED = {
-    # Owned by the typed-plan and backend rewrite of issue 18, which reshapes them;
-    # splitting them in parallel would only collide with it.
+    # Not split yet: the command table and its handlers (cli.py, 568 lines), the stack's
+    # up/down/reset with their undo steps (stack.py, 467) and backup's archive checks
+    # (backup.py, 333). Each is one concern; the split is a follow-up of its own.
     "csm/cli.py",
     "csm/cli.py:_parser",  # the argparse tree of every subcommand, one declaration
-    "csm/cli.py:cmd_status",
     "csm/runner/stack.py",
     "csm/runner/backup.py",
     "csm/runner/backup.py:_check_members",

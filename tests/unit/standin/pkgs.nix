@@ -86,6 +86,7 @@ let
     requests = package "requests" "2.32.5" { };
     websocket-client = package "websocket-client" "1.8.0" { };
     argon2-cffi = package "argon2-cffi" "25.1.0" { };
+    mypy = package "mypy" "1.17.1" { };
   };
   ruff = package "ruff" "0.13.1" { };
 
