@@ -7,31 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import socket
 import threading
 
 from csm.checks import facts as checks_facts
+from csm.idle.signals import UnixConnection
 from csm.waiting import wait_until
 
 # ---- code-server directly, on its Unix socket ---------------------------------------
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP/1.1 (keep-alive) to a Unix socket; Host is "localhost"."""
-
-    def __init__(self, path: str, timeout: float = 10):
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
 def socket_get(path: str, url: str, timeout: float = 10) -> tuple[int, dict, bytes]:
     """One GET on a Unix socket: (status, headers, body)."""
-    conn = UnixHTTPConnection(path, timeout)
+    conn = UnixConnection(path, timeout)
     try:
         conn.request("GET", url)
         r = conn.getresponse()

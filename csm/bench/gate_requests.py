@@ -11,13 +11,14 @@ import time
 
 import websocket
 
-from csm.bench.code_server import UnixHTTPConnection, socket_get
+from csm.bench.code_server import socket_get
 from csm.bench.common import (
     percentile,
     verdict,
 )
 from csm.checks import facts as checks_facts
 from csm.checks import http as checks_http
+from csm.idle.signals import UnixConnection
 from csm.testing.stacks import ThrowawayStack
 
 GOALS = {
@@ -87,7 +88,7 @@ def asset_latency(stack: ThrowawayStack, user: str, cookie: str, asset: tuple[st
         "Host": f"{stack.plan.users[user].hostname}:{stack.http_port}",
         "Cookie": f"{checks_facts.cookie_names()['http']}={cookie}",
     }
-    front, direct = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10), UnixHTTPConnection(sock)
+    front, direct = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10), UnixConnection(sock)
     via, straight = [], []
     try:
         for _ in range(10):

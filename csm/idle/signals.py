@@ -80,8 +80,10 @@ def cpu_seconds(pid: int) -> float | None:
     return None
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: str, timeout: float):
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 to a Unix socket (code-server's); Host is "localhost"."""
+
+    def __init__(self, socket_path: str, timeout: float = 10):
         super().__init__("localhost", timeout=timeout)
         self.socket_path = socket_path
 
@@ -93,7 +95,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 def unix_get(socket_path: str, path: str, timeout: float = 3) -> tuple[int, bytes]:
     """GET path from an HTTP server on a Unix socket: (status, body); OSError if none answers."""
-    conn = _UnixConnection(socket_path, timeout)
+    conn = UnixConnection(socket_path, timeout)
     try:
         conn.request("GET", path)
         r = conn.getresponse()
