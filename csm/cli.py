@@ -236,6 +236,12 @@ def _clock(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
 
 
+def cmd_check_plan(args) -> int:
+    plan = _read_plan(args.file)
+    print(f"{args.file}: a plan csm reads, for {', '.join(sorted(plan.users)) or 'no users'}")
+    return 0
+
+
 def cmd_prepare(args) -> int:
     if not args.plan:
         raise BadInput("give the plan: csm prepare --plan /etc/code-server-multi/plan.json USER")
@@ -465,6 +471,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("user", nargs="?", metavar="USER")
     c.add_argument("--revoke", action="store_true", help="end every session of USER")
+
+    c = command(
+        "check-plan",
+        cmd_check_plan,
+        "check a plan.json as csm reads it (the NixOS module's build runs it)",
+        "Read FILE as the gate, the idle service and `csm --plan` do, every field checked; "
+        "exit 2 with the field that differs when this csm cannot use it.",
+        parents=(),
+    )
+    c.add_argument("file", metavar="FILE")
 
     c = command(
         "prepare",

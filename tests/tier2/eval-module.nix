@@ -13,6 +13,8 @@ let
   fakePackage = name: { type = "derivation"; inherit name; outPath = "/nix/store/${name}"; meta.mainProgram = name; };
   pkgs = {
     writeText = name: _: "/nix/store/${name}";
+    # The build script itself, so a test runs it (with a real csm) as the build would.
+    runCommand = name: _env: script: builtins.toFile name script;
     writeTextDir = name: _: "/nix/store/landing-page";
     # The script itself, so the test reads what runs before `podman run` (oci-containers
     # calls it as <path>/bin/<name>); --read-write-mode writes it to the store.

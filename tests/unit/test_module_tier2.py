@@ -5,12 +5,15 @@ plan, down to the units oci-containers generates from it."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
+import os
 import re
 import shlex
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -440,7 +443,37 @@ def test_csm_is_installed_and_the_plan_published_for_it(team):
     assert module["systemPackages"] == ["csm"]
     # The path is pinned on purpose: docs/admin.md tells admins to run csm with it.
     assert module["planFile"] == "/etc/code-server-multi/plan.json"
-    assert module["etc"][module["planFile"].removeprefix("/etc/")]["source"] == "/nix/store/code-server-multi-plan.json"
+    build = Path(module["etc"][module["planFile"].removeprefix("/etc/")]["source"])
+    assert build.name.endswith("code-server-multi-plan.json")
+
+
+def test_the_published_plan_is_checked_by_csm_when_it_is_built(team, tmp_path):
+    """The module's plan.json is built by a script that runs `csm check-plan` on it (the
+    consumer checks what it is handed): run here with the real csm, it publishes the
+    module's plan, and refuses one csm cannot read, naming the field."""
+    module, _ = team
+    script = Path(module["etc"][module["planFile"].removeprefix("/etc/")]["source"]).read_text()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def build(plan: dict) -> subprocess.CompletedProcess:
+        source, out = tmp_path / "plan-input", tmp_path / "out"
+        source.write_text(json.dumps(plan))
+        out.unlink(missing_ok=True)
+        return subprocess.run(
+            ["bash", "-euc", script],
+            env={**env, "planPath": str(source), "out": str(out)},
+            capture_output=True,
+            text=True,
+        )
+
+    proc = build(module["plan"])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "out").read_text()) == module["plan"]
+    broken = copy.deepcopy(module["plan"])
+    del broken["users"]["ada"]["container"]["unit"]
+    proc = build(broken)
+    assert proc.returncode == 2 and "users.ada.container lacks unit" in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def tls_settings(tmp_path, tls: str, acme: str = "") -> Path:
