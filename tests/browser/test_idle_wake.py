@@ -49,7 +49,7 @@ def stop_as_idle(stack, tab_open: bool = False):
 
 def session_cookie(page) -> str:
     """The browser's session cookie, as curl sends it."""
-    (cookie,) = [c for c in page.context.cookies() if c.name.endswith("csm-session")]
+    (cookie,) = [c for c in page.context.cookies() if c["name"].endswith("csm-session")]
     return f"{cookie['name']}={cookie['value']}"
 
 

@@ -34,7 +34,7 @@ def test_the_workbench_works_with_a_secure_httponly_cookie(tia, browser):
         password.press("Enter")
         expect(page.locator(".explorer-folders-view")).to_be_visible(timeout=LOAD)
         # __Host-: Secure, Path=/, no Domain; so never sent to another user's host.
-        (cookie,) = [c for c in context.cookies() if c.name == "__Host-csm-session"]
+        (cookie,) = [c for c in context.cookies() if c["name"] == "__Host-csm-session"]
         assert cookie["secure"] and cookie["httpOnly"] and cookie["path"] == "/", cookie
         assert cookie["domain"] == urlsplit(tia.url("tia")).hostname, cookie
         assert "csm-session" not in page.evaluate("document.cookie")

@@ -207,7 +207,7 @@ def test_log_out_from_the_workbench(live_stack, page, screenshot):
     confirm.get_by_role("button", name="Log out").click()
     expect(confirm).to_have_title(re.compile(r"^Log in to "))
     confirm.close()
-    assert not [c for c in page.context.cookies() if c.name.endswith("csm-session")]
+    assert not [c for c in page.context.cookies() if c["name"].endswith("csm-session")]
     response = page.goto(live_stack.url(user(live_stack)))
     assert response.status == 401
     expect(password_box(page)).to_be_visible()
