@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import json
 import os
 import subprocess
@@ -76,12 +77,12 @@ class KubePlay:
     def __init__(self, settings: dict, base: Path):
         self.base, self.settings = base, settings
         self.plan = planlib.from_settings(settings)
-        (self.user,) = self.plan["users"].values()
+        (self.user,) = self.plan.users.values()
         settings_file = base / "settings.json"
         settings_file.write_text(json.dumps(settings))
         self.rendered = kube.render(settings_file, namespace="csm-kube-test")
         self.host_port, self.http_port = free_port("127.0.0.1"), free_port()
-        self.network = f"{self.plan['namePrefix']}-kube"
+        self.network = f"{self.plan.namePrefix}-kube"
         self.yaml = base / "play.yaml"
         objects = played_objects(self.rendered, self.host_port)
         files.write_private(self.yaml, kube.yaml_stream([o for o in objects if o["kind"] != "Secret"]), mode=0o600)
@@ -108,7 +109,7 @@ class KubePlay:
         return proc
 
     def _play(self) -> None:
-        ids = self.user["ids"]
+        ids = self.user.ids
         for p in SUBID_FILES:
             p.write_text(self._subids[p] + f"containers:{ids['base']}:{ids['size']}\n")
         self._podman("network", "create", self.network)
@@ -141,7 +142,7 @@ class KubePlay:
 
     def _healthy(self) -> bool:
         with contextlib.suppress(requests.RequestException):
-            url = f"http://127.0.0.1:{self.host_port}{self.user['container']['healthPath']}"
+            url = f"http://127.0.0.1:{self.host_port}{self.user.container.healthPath}"
             return requests.get(url, timeout=2).status_code == 200
         return False
 
@@ -152,16 +153,16 @@ class KubePlay:
     def _front(self) -> None:
         """The runner's gate and nginx for this plan, nginx sending the workspace's
         requests to the pod's port where the plan says its Unix socket."""
-        plan = json.loads(json.dumps(self.plan))
-        socket = f"http://unix:{self.user['socket']}:"
-        for loc in plan["users"][self.user["name"]]["nginx"]["locations"].values():
+        plan = copy.deepcopy(self.plan)
+        socket = f"http://unix:{self.user.socket}:"
+        for loc in plan.users[self.user.name].nginx["locations"].values():
             if loc["proxyPass"] == socket:
                 loc["proxyPass"] = f"http://127.0.0.1:{self.host_port}"
         self.stack = Stack(plan, self.base / "state", self.http_port)
         undo: list = []
         with self.stack.lock():
             gate.ensure_accounts(plan)
-            for d in plan["directories"]:
+            for d in plan.directories:
                 files.ensure_directory(d)
             gate.write_credentials(self.stack.state_dir, plan)
             self.stack._apply_nginx(undo)
@@ -169,7 +170,7 @@ class KubePlay:
             gate.start(self.stack, undo)
 
     def url(self) -> str:
-        return f"http://{self.plan['domain']}:{self.http_port}"
+        return f"http://{self.plan.domain}:{self.http_port}"
 
     # ---- nothing left behind ----------------------------------------------------------------
     def leftovers(self) -> list[str]:

@@ -72,7 +72,7 @@ def test_status_is_unhealthy_when_nginx_or_the_unit_is_not(nixos_stack, tmp_path
 
 def test_logs_with_the_plan_show_the_containers_log(nixos_stack, tmp_path):
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps(nixos_stack.plan))
+    plan.write_text(json.dumps(planlib.to_json(nixos_stack.plan)))
     proc = subprocess.run(
         [
             sys.executable,

@@ -6,6 +6,7 @@ a user removed from the settings in test_runner_stack.py.)"""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -140,7 +141,7 @@ def test_a_container_name_taken_by_something_else(attempt):
 def broken(a: Attempt, cmd: list[str]) -> dict:
     """The plan with a container command that cannot serve: only the runner's
     reaction is under test here."""
-    plan = json.loads(json.dumps(a.plan))
+    plan = copy.deepcopy(a.plan)
     plan.users["eli"].container.cmd = cmd
     return plan
 
