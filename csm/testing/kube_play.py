@@ -111,7 +111,7 @@ class KubePlay:
     def _play(self) -> None:
         ids = self.user.ids
         for p in SUBID_FILES:
-            p.write_text(self._subids[p] + f"containers:{ids['base']}:{ids['size']}\n")
+            p.write_text(self._subids[p] + f"containers:{ids.base}:{ids.size}\n")
         self._podman("network", "create", self.network)
         # Each Secret from a file (root's alone, deleted with base), never a command line;
         # podman 4.3 reads a Secret's data as the JSON map of its base64 values.

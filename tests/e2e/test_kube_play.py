@@ -91,7 +91,7 @@ def test_the_secret_reaches_the_environment_and_nowhere_else(play):
 
 
 def test_files_on_the_volume_belong_to_the_plans_host_uid(play):
-    project = next(v.split(":")[1] for v in play.user["container"]["volumes"] if "/workspace:" in v)
+    project = next(v.split(":")[1] for v in play.user.container.volumes if "/workspace:" in v)
     play._podman("exec", play.container, "sh", "-c", f"echo hi > {project}/hello.txt")
     claim = play.played("PersistentVolumeClaim")["metadata"]["name"]
     source = Path(play._podman("volume", "inspect", claim, "--format", "{{.Mountpoint}}").stdout.strip())
@@ -99,9 +99,9 @@ def test_files_on_the_volume_belong_to_the_plans_host_uid(play):
     # <volume>/workspace there): the file is found wherever the project lies.
     (written,) = source.rglob("hello.txt")
     assert written.read_text() == "hi\n"
-    assert written.stat().st_uid == play.user["ids"]["hostUid"]
+    assert written.stat().st_uid == play.user.ids.hostUid
     seed = source / "config" / ".local/share/code-server/User/settings.json"
-    assert seed.read_text() == play.user["seedFiles"][0]["content"]
+    assert seed.read_text() == play.user.seedFiles[0].content
 
 
 def test_smoke_login_and_workbench_through_the_gate(play):
