@@ -28,6 +28,7 @@
       packages = forAllSystems (pkgs: {
         image = pkgs.callPackage ./image { };
         csm = pkgs.python3Packages.callPackage ./package.nix { };
+        gate-image = pkgs.callPackage ./image/gate.nix { inherit (self.packages.${pkgs.stdenv.hostPlatform.system}) csm; };
         default = self.packages.${pkgs.stdenv.hostPlatform.system}.csm;
       });
 

@@ -11,7 +11,7 @@ let
 in
 buildPythonApplication {
   pname = "csm";
-  version = "0.1.0";
+  version = (builtins.fromTOML (builtins.readFile ./pyproject.toml)).project.version;
   pyproject = true;
   # csm/ without what only tests and benchmarks use: csm/testing (it needs playwright)
   # and csm/bench (it drives Chromium through csm/testing). Nothing shipped imports

@@ -78,32 +78,46 @@ class _Handler(socketserver.StreamRequestHandler):
         self.wfile.write(json.dumps(answer).encode() + b"\n")
 
 
-class BoundedUnixServer(socketserver.ThreadingUnixStreamServer):
+class _Bounded:
     """A thread per connection, at most `connections` at once: one more is closed
     unanswered, never queued without bound. The gate and the root side both serve so."""
 
     daemon_threads = True
     request_queue_size = 1024  # a burst waits in the backlog instead of failing to connect
+    _slots: threading.BoundedSemaphore
 
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+            return
+        super().process_request(request, client_address)  # type: ignore[misc]
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            self._slots.release()
+
+
+class BoundedUnixServer(_Bounded, socketserver.ThreadingUnixStreamServer):
     def __init__(self, socket_path: str, handler, connections: int):
         self._slots = threading.BoundedSemaphore(connections)
         super().__init__(socket_path, handler)
 
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
     def get_request(self):
         request, _ = super().get_request()
         return request, ("local", 0)  # a Unix socket has no client address
+
+
+class BoundedTCPServer(_Bounded, socketserver.ThreadingTCPServer):
+    """The same on a TCP port (the gate in a cluster, where a NetworkPolicy lets only
+    the ingress controller reach it)."""
+
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler, connections: int):
+        self._slots = threading.BoundedSemaphore(connections)
+        super().__init__(address, handler)
 
 
 class Server(BoundedUnixServer):

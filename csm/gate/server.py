@@ -21,7 +21,7 @@ import logging
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
-from .control import BoundedUnixServer
+from .control import BoundedTCPServer, BoundedUnixServer
 from .core import Gate, Refused
 
 log = logging.getLogger("csm.gate")
@@ -35,6 +35,9 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 60
     gate: Gate
+    # Traefik's forwardAuth hands the auth answer to the browser as it is (nginx shows
+    # its own error_page): in a cluster a 401 carries the login page itself.
+    forward_auth = False
 
     # ---- what nginx tells us ----------------------------------------------------
     @property
@@ -48,6 +51,11 @@ class Handler(BaseHTTPRequestHandler):
     @property
     def client(self) -> str:
         return self.headers.get("X-Real-IP", "")
+
+    def _original_uri(self) -> str | None:
+        """The address the person asked for: nginx's auth_request names it X-Original-URI,
+        Traefik's forwardAuth X-Forwarded-Uri."""
+        return self.headers.get("X-Original-URI") or self.headers.get("X-Forwarded-Uri")
 
     def _cookies(self) -> list[str]:
         """Every value of the session cookie: another site of the parent domain can set
@@ -110,7 +118,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b"no such user\n", content_type="text/plain")
             return
         if path == paths.auth:
-            self._send(204 if self._logged_in() else 401)
+            if self._logged_in():
+                self._send(204)
+            elif self.forward_auth:
+                self._login_page(401, self.gate.safe_next(self._original_uri()))
+            else:
+                self._send(401)
         elif path == paths.login:
             self._login(query)
         elif path == paths.logout:
@@ -146,7 +159,7 @@ class Handler(BaseHTTPRequestHandler):
     def _login(self, query: str) -> None:
         wall = query == "wall"  # shown by nginx in place of a page that needs a session
         next_path = self.gate.safe_next(
-            self.headers.get("X-Original-URI") if wall else dict(urllib.parse.parse_qsl(query)).get("next")
+            self._original_uri() if wall else dict(urllib.parse.parse_qsl(query)).get("next")
         )
         if self.command != "POST" or wall:  # a form posted anywhere but the login path checks nothing
             if not wall and self._logged_in():
@@ -212,7 +225,7 @@ class Handler(BaseHTTPRequestHandler):
     # ---- wake -----------------------------------------------------------------------------
     def _wake(self) -> None:
         if not self._logged_in():  # strangers start nothing
-            self._login_page(401, self.gate.safe_next(self.headers.get("X-Original-URI")))
+            self._login_page(401, self.gate.safe_next(self._original_uri()))
             return
         self._state_page(self.gate.ask("start", self.user))
 
@@ -237,6 +250,19 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+def _handler(gate: Gate, forward_auth: bool) -> type[Handler]:
+    return type("GateHandler", (Handler,), {"gate": gate, "forward_auth": forward_auth})
+
+
 class Server(BoundedUnixServer):
+    """On a host: nginx's, on the plan's Unix socket."""
+
     def __init__(self, socket_path: str, gate: Gate):
-        super().__init__(socket_path, type("GateHandler", (Handler,), {"gate": gate}), CONNECTIONS)
+        super().__init__(socket_path, _handler(gate, False), CONNECTIONS)
+
+
+class TCPServer(BoundedTCPServer):
+    """In a cluster: Traefik's, on the port kube.json names."""
+
+    def __init__(self, port: int, gate: Gate, host: str = "0.0.0.0"):
+        super().__init__((host, port), _handler(gate, True), CONNECTIONS)

@@ -31,13 +31,17 @@ class IdleClock:
         self._last: dict[str, float] = {}
         self._previous: dict[str, Sample] = {}
 
-    def observe(self, name: str, sample: Sample, started_at: float | None = None) -> float:
-        """Take a sample; returns the user's last activity (epoch seconds)."""
+    def observe(
+        self, name: str, sample: Sample, started_at: float | None = None, cpu_rate: float | None = None
+    ) -> float:
+        """Take a sample; returns the user's last activity (epoch seconds). `cpu_rate`
+        (cores now, where a cluster's metrics say it) counts like the CPU between samples."""
         last = max(self._last.get(name, self.since), started_at or 0, sample.heartbeat or 0)
         previous = self._previous.get(name)
         busy = False
         if previous and previous.cpu_seconds is not None and sample.cpu_seconds is not None and sample.at > previous.at:
             busy = (sample.cpu_seconds - previous.cpu_seconds) / (sample.at - previous.at) > self.cpu_threshold
+        busy = busy or (cpu_rate is not None and cpu_rate > self.cpu_threshold)
         if sample.connections > 0 or busy:
             last = sample.at
         self._last[name], self._previous[name] = last, sample

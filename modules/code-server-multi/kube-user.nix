@@ -2,12 +2,11 @@
 # the front door stops it for idleness), its Service, a PersistentVolumeClaim of the
 # disk quota's size, a NetworkPolicy, a Traefik Middleware naming the user to the
 # gate, and two Ingresses (the workspace behind the gate; the gate's own pages).
-{ plan, contract, labelsOf, objectName, gateName }:
+{ plan, contract, labelsOf, objectName, gateName, gate }:
 let
   inherit (builtins) concatLists concatStringsSep dirOf elem elemAt filter genList head
     length listToAttrs map match attrNames stringLength substring toJSON;
 
-  gatePort = 8000;          # the gate's TCP port inside the cluster (on a host: a Unix socket)
   volumeMount = "/data";    # where the init container sees the whole volume
   cpuRequest = "100m";      # what the scheduler reserves: idle people cost (almost) nothing
   # The z2jh default: the internet, never the cluster's or other private ranges.
@@ -148,7 +147,9 @@ let
         spec = {
           podSelector.matchLabels = labels;
           policyTypes = [ "Ingress" "Egress" ];
-          ingress = [ { from = [ ingressController ]; ports = [ { port = "http"; protocol = "TCP"; } ]; } ];
+          # Traefik, and the gate asking code-server's heartbeat.
+          ingress = [ { from = [ ingressController { podSelector.matchLabels = gate.podLabels; } ];
+                        ports = [ { port = "http"; protocol = "TCP"; } ]; } ];
           egress = [
             { to = [ dns ]; ports = [ { port = 53; protocol = "UDP"; } { port = 53; protocol = "TCP"; } ]; }
             { to = [ { ipBlock = { cidr = "0.0.0.0/0"; except = privateRanges; }; }
@@ -161,12 +162,11 @@ let
         metadata = m { };
         spec.headers.customRequestHeaders.${userHeader u} = u.name;   # never the client's
       }
-      (ingress "" "/" name [ name gateName ])
+      (ingress "" "/" name [ name gate.wake gateName ])
       (ingress "-gate" plan.gate.paths.prefix gateName [ name ])
     ];
 in
 {
-  inherit gatePort;
   objects = args: if args.u.disk.quotaBytes == null
     then throw "code-server-multi: invalid settings:\n  - users.${args.u.name}.diskQuota is null (no limit), but a Kubernetes volume needs a size; set users.${args.u.name}.diskQuota (e.g. \"20G\") for `csm kube render`"
     else objects args;

@@ -7,14 +7,17 @@
 # `csm up`) or from image/contract.json; what only Kubernetes needs is named here
 # once. Secrets are never inline: `secrets` lists what the admin creates from the
 # files the plan names (`csm kube render` prints the kubectl lines). docs/kubernetes.md.
-{ settings, namespace ? "code-server-multi" }:
+{ settings, namespace ? "code-server-multi"
+  # The gate's image: `nix build .#gate-image` (image/gate.nix), loaded into the cluster.
+, gateImage ? "code-server-multi-gate:${(builtins.fromTOML (builtins.readFile ../../pyproject.toml)).project.version}"
+}:
 let
   inherit (builtins) attrNames concatLists concatStringsSep elemAt filter genList hashString
     length listToAttrs map match stringLength substring toJSON;
 
   plan = import ./plan.nix settings;
   contract = builtins.fromJSON (builtins.readFile ../../image/contract.json);
-  user = import ./kube-user.nix { inherit plan contract labelsOf objectName gateName; };
+  user = import ./kube-user.nix { inherit plan contract labelsOf objectName gateName; gate = gate; };
 
   # ---- names Kubernetes needs, each once ----------------------------------------
   appLabel = "code-server-multi";
@@ -51,44 +54,16 @@ let
     spec = { podSelector = { }; policyTypes = [ "Ingress" "Egress" ]; };
   };
 
-  # ---- the front door: scale 0 <-> 1 and nothing else (the KubeSpawner pattern) --
-  gateAccount = { apiVersion = "v1"; kind = "ServiceAccount"; metadata = meta gateName { }; automountServiceAccountToken = true; };
-  gateRole = {
-    apiVersion = "rbac.authorization.k8s.io/v1"; kind = "Role";
-    metadata = meta gateName { };
-    rules = [
-      { apiGroups = [ "apps" ]; resources = [ "statefulsets/scale" ]; resourceNames = stsNames; verbs = [ "get" "patch" "update" ]; }
-      { apiGroups = [ "" ]; resources = [ "pods" ]; verbs = [ "get" "list" "watch" ]; }
-    ];
-  };
-  gateRoleBinding = {
-    apiVersion = "rbac.authorization.k8s.io/v1"; kind = "RoleBinding";
-    metadata = meta gateName { };
-    roleRef = { apiGroup = "rbac.authorization.k8s.io"; kind = "Role"; name = gateName; };
-    subjects = [ { kind = "ServiceAccount"; name = gateName; inherit namespace; } ];
-  };
-  # Traefik asks the gate about every request to a workspace (nginx's auth_request).
-  forwardAuth = {
-    apiVersion = "traefik.io/v1alpha1"; kind = "Middleware";
-    metadata = meta gateName { };
-    spec.forwardAuth = {
-      address = "http://${gateName}.${namespace}.svc.cluster.local:${toString user.gatePort}${plan.gate.paths.auth}";
-      trustForwardHeader = false;
-    };
-  };
-  gateService = {
-    apiVersion = "v1"; kind = "Service";
-    metadata = meta gateName { };
-    spec = {
-      selector = labelsOf gateName;
-      ports = [ { name = "http"; port = user.gatePort; targetPort = "http"; protocol = "TCP"; } ];
-    };
+  # ---- the front door: the gate, asked by Traefik, scaling users 0 <-> 1 -----------
+  gate = import ./kube-gate.nix {
+    inherit plan namespace meta labelsOf gateName gateImage stsNames contract;
+    users = map (u: { inherit (u) name; sts = objectName u.name u.container.name; }) users;
   };
 
   # ---- TLS: one wildcard certificate by ACME DNS-01 ----------------------------
   acme = import ./kube-acme.nix { inherit plan meta; };
 
-  objects = [ namespaceObject gateAccount gateRole gateRoleBinding defaultDeny gateService forwardAuth ]
+  objects = [ namespaceObject defaultDeny ] ++ gate.objects
     ++ acme.objects
     ++ concatLists (map (u: user.objects { inherit u namespace meta; tlsSecret = acme.tlsSecret; }) users);
   secrets = acme.secrets ++ [ {

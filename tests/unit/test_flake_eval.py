@@ -62,7 +62,7 @@ def fetched(drvs) -> dict[str, str]:
 
 def test_packages_instantiate(flake):
     outputs, lib = flake
-    assert sorted(outputs["packages"]) == ["csm", "default", "image"]
+    assert sorted(outputs["packages"]) == ["csm", "default", "gate-image", "image"]
     assert outputs["packages"]["default"] == outputs["packages"]["csm"]
     assert sorted(instantiate("packages", nixpkgs_lib=lib)) == sorted(set(outputs["packages"].values()))
     csm = Drv(outputs["packages"]["csm"])

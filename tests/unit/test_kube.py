@@ -108,7 +108,7 @@ def test_tls_files_become_a_tls_secret(tmp_path):
     assert all(i["spec"]["tls"] == [{"hosts": ["ada.c.test"], "secretName": "code-server-tls"}] for i in ingress)
 
 
-def test_one_users_memory_changes_only_their_statefulset(tmp_path):
+def test_one_users_memory_changes_their_statefulset_and_the_gates_plan(tmp_path):
     settings = planlib.nix_value(TEAM)
     changed = copy.deepcopy(settings)
     changed["users"]["grace"]["memoryLimit"] = "7g"
@@ -117,7 +117,13 @@ def test_one_users_memory_changes_only_their_statefulset(tmp_path):
     before = {key(o): o for o in kube.render(tmp_path / "a.json")["objects"]}
     after = {key(o): o for o in kube.render(tmp_path / "b.json")["objects"]}
     assert before.keys() == after.keys()
-    assert [k for k in before if before[k] != after[k]] == [("StatefulSet", "code-server-grace")]
+    # The gate reads the plan it serves from its ConfigMap; the Deployment's pod carries
+    # that plan's digest, so the gate restarts with it.
+    assert sorted(k for k in before if before[k] != after[k]) == [
+        ("ConfigMap", "code-server-gate"),
+        ("Deployment", "code-server-gate"),
+        ("StatefulSet", "code-server-grace"),
+    ]
     limits = after["StatefulSet", "code-server-grace"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert limits["limits"]["memory"] == str(7 * 1024**3)
 

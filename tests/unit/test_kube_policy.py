@@ -131,10 +131,47 @@ def test_generated_settings_render_objects_meeting_the_policy(tmp_path_factory, 
     for u in plan.users.values():
         (sts,) = [n for n in sts_names if objects["StatefulSet", n]["spec"]["template"]["spec"]["hostname"] == u.name]
         assert_user_policy(objects, u, plan, sts)
-    # The front door may scale these StatefulSets and read pods, nothing else.
+    # The front door may scale these StatefulSets and read pods and their metrics, nothing else.
     (role,) = [o for (k, _), o in objects.items() if k == "Role"]
-    scale, pods = role["rules"]
+    scale, pods, metrics = role["rules"]
     assert sorted(scale.pop("resourceNames")) == sts_names
-    assert scale == {"apiGroups": ["apps"], "resources": ["statefulsets/scale"], "verbs": ["get", "patch", "update"]}
-    assert pods == {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+    assert scale == {"apiGroups": ["apps"], "resources": ["statefulsets/scale"], "verbs": ["get", "patch"]}
+    assert pods == {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}
+    assert metrics == {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["get", "list"]}
+    assert_gate_policy(objects, plan, sts_names)
     assert core_problems(rendered["objects"]) == []
+
+
+def assert_gate_policy(objects: dict, plan: Plan, sts_names: list[str]) -> None:
+    """The gate: the plan it serves, a kube.json naming every user's StatefulSet, a
+    hardened pod with limits, reachable only from Traefik, in front of every workspace."""
+    (deployment,) = [o for (k, _), o in objects.items() if k == "Deployment"]
+    name = deployment["metadata"]["name"]
+    config = objects["ConfigMap", name]["data"]
+    assert planlib.from_json(json.loads(config["plan.json"]), "the ConfigMap") == plan
+    facts = json.loads(config["kube.json"])
+    assert sorted(facts["users"]) == sorted(plan.users)
+    assert sorted(f["statefulSet"] for f in facts["users"].values()) == sts_names
+    pod = deployment["spec"]["template"]["spec"]
+    (gate,) = pod["containers"]
+    assert gate["resources"]["limits"]["memory"] and gate["resources"]["limits"]["cpu"]
+    assert gate["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsUser"] != 0
+    assert gate["command"][:3] == ["csm", "gate", "serve"] and "--kube" in gate["command"]
+    assert {m["mountPath"] for m in gate["volumeMounts"]} >= {plan.gate.stateDir}
+    assert gate["ports"][0]["containerPort"] == facts["port"]
+    (allowed,) = objects["NetworkPolicy", name]["spec"]["ingress"]
+    assert allowed["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}},
+        }
+    ]
+    wake = objects["Middleware", f"{name}-wake"]["spec"]["errors"]
+    assert wake["query"] == plan.gate.paths.wake and wake["service"]["name"] == name
+    forward = objects["Middleware", name]["spec"]["forwardAuth"]
+    assert forward["address"].endswith(f":{facts['port']}{plan.gate.paths.auth}")
+    for (kind, _), o in objects.items():
+        if kind == "Ingress" and o["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/":
+            chain = o["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"].split(",")
+            prefix = deployment["metadata"]["namespace"] + "-"
+            assert [c.removeprefix(prefix).removesuffix("@kubernetescrd") for c in chain][1:] == [f"{name}-wake", name]
