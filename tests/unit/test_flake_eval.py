@@ -286,3 +286,15 @@ def test_the_build_gives_npm_rebuild_scripts_an_interpreter_the_sandbox_has(imag
     assert f"{node.out}/bin/npm" in done.stderr, "then it runs nodejs_24's npm"
     assert bin_js.read_text() == f"#!{coreutils.out}/bin/env node\nrequire('./')\n"
     assert comment.read_text() == "#!/bin/sh\n#!/usr/bin/env node\n"
+
+
+def test_the_gate_image_is_the_one_kube_renders(flake):
+    """`nix build .#gate-image` makes the image the rendered gate Deployment names
+    (the project's version as its tag), holding the flake's csm."""
+    outputs, _ = flake
+    image = Drv(outputs["packages"]["gate-image"])
+    (deployment,) = [o for o in kube.render(ROOT / "examples/team.nix")["objects"] if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert f"{image.env['imageName']}:{image.env['imageTag']}" == container["image"]
+    assert Drv(outputs["packages"]["csm"]).env["version"] == image.env["imageTag"]
+    assert outputs["packages"]["csm"] in image.inputs
