@@ -291,7 +291,8 @@ def test_the_build_gives_npm_rebuild_scripts_an_interpreter_the_sandbox_has(imag
 def test_the_gate_image_is_the_one_kube_renders(flake):
     """`nix build .#gate-image` makes the image the rendered gate Deployment names
     (the project's version as its tag), holding the flake's csm."""
-    outputs, _ = flake
+    outputs, lib = flake
+    instantiate("packages", nixpkgs_lib=lib)  # the .drv files Drv reads
     image = Drv(outputs["packages"]["gate-image"])
     (deployment,) = [o for o in kube.render(ROOT / "examples/team.nix")["objects"] if o["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
