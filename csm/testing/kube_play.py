@@ -52,7 +52,7 @@ def env_file_secret(name: str, path: str) -> dict:
 
 
 def played_objects(rendered: dict, host_port: int) -> list[dict]:
-    """The user's PVC, their Secrets, and a Pod of their StatefulSet's template (podman
+    """The user's PVC (not the gate's), their Secrets, and a Pod of their StatefulSet's template (podman
     4.3 cannot read back a Secret it played: _play creates them from files instead)."""
     (sts,) = [o for o in rendered["objects"] if o["kind"] == "StatefulSet"]
     name = sts["metadata"]["name"]
@@ -68,13 +68,14 @@ def played_objects(rendered: dict, host_port: int) -> list[dict]:
         "metadata": {"name": name, **template["metadata"], "annotations": annotations},
         "spec": template["spec"],
     }
-    (pvc,) = [o for o in rendered["objects"] if o["kind"] == "PersistentVolumeClaim"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    (pvc,) = [o for o in rendered["objects"] if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] in claims]
     secrets = [env_file_secret(s["name"], s["fromEnvFile"]) for s in rendered["secrets"] if "fromEnvFile" in s]
     return [{**pvc, "metadata": {"name": pvc["metadata"]["name"]}}, *secrets, pod]  # no namespace in podman
 
 
 class KubePlay:
-    def __init__(self, settings: dict, base: Path):
+    def __init__(self, settings: dict, base: Path, front: bool = True):
         self.base, self.settings = base, settings
         self.plan = planlib.from_settings(settings)
         (self.user,) = self.plan.users.values()
@@ -90,8 +91,10 @@ class KubePlay:
         self._subids = {p: p.read_text() for p in SUBID_FILES}
         self.stack: Stack | None = None
         try:
-            self._play()
-            self._front()
+            self._prepare()
+            self.play()
+            if front:
+                self._front()
         except BaseException:
             self.close()
             raise
@@ -108,7 +111,8 @@ class KubePlay:
             raise AssertionError(f"podman {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
 
-    def _play(self) -> None:
+    def _prepare(self) -> None:
+        """What the pod needs that a cluster has: the id ranges, a network, the Secrets."""
         ids = self.user.ids
         for p in SUBID_FILES:
             p.write_text(self._subids[p] + f"containers:{ids.base}:{ids.size}\n")
@@ -119,6 +123,9 @@ class KubePlay:
             path = self.base / f"{secret['metadata']['name']}.json"
             files.write_private(path, json.dumps(secret["data"]), mode=0o600)
             self._podman("secret", "create", secret["metadata"]["name"], str(path))
+
+    def play(self) -> None:
+        """The StatefulSet at one replica: its pod played, until code-server answers."""
         self._podman("kube", "play", "--network", self.network, str(self.yaml))
         deadline = time.monotonic() + 240
         while not self._healthy():
@@ -139,6 +146,10 @@ class KubePlay:
 
     def played(self, kind: str) -> dict:
         return next(o for o in played_objects(self.rendered, self.host_port) if o["kind"] == kind)
+
+    def down(self) -> None:
+        """The StatefulSet at zero replicas: the pod gone, the claim kept."""
+        self._podman("kube", "down", str(self.yaml))
 
     def _healthy(self) -> bool:
         with contextlib.suppress(requests.RequestException):

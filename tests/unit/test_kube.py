@@ -15,6 +15,7 @@ import yaml
 
 from csm import kube
 from csm import plan as planlib
+from csm.testing.kube_play import played_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 TEAM = ROOT / "examples/team.nix"
@@ -139,3 +140,14 @@ def test_out_writes_one_file_per_object_namespace_first(tmp_path, team):
     )
     again = csm("kube", "render", TEAM, "--out", out)
     assert again.returncode == 2 and "is not an empty directory" in again.stderr
+
+
+def test_the_played_pod_gets_its_users_claim_not_the_gates(tmp_path):
+    # csm/testing/kube_play.py plays one user's pod: the gate's claim renders too.
+    settings = planlib.nix_value(TEAM)
+    settings["users"] = {"ada": settings["users"]["ada"]}
+    del settings["acme"]  # env files the played pod would read
+    (tmp_path / "one.json").write_text(json.dumps(settings))
+    played = played_objects(kube.render(tmp_path / "one.json"), host_port=12345)
+    claims = [o["metadata"]["name"] for o in played if o["kind"] == "PersistentVolumeClaim"]
+    assert claims == ["code-server-ada"]
