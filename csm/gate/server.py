@@ -114,6 +114,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == paths.health:
             self._send(200, b"ok\n", content_type="text/plain")
             return
+        if self.forward_auth and not self.user:
+            # The cluster's catch-all route (a name no one is served on): the landing page,
+            # as nginx's default server gives it on a host.
+            self._send(404, self.gate.plan.nginx["defaultServer"]["landingHtml"].encode())
+            return
         if self.user not in self.gate.users:
             self._send(404, b"no such user\n", content_type="text/plain")
             return

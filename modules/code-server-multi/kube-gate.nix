@@ -2,7 +2,7 @@
 # asked by Traefik's forwardAuth about every request to a workspace, showing the
 # starting page when a stopped workspace is asked for (Traefik's errors middleware),
 # and scaling users' StatefulSets 0 <-> 1 with a Role that allows only that.
-{ plan, namespace, meta, labelsOf, gateName, gateImage, users, stsNames, contract }:
+{ plan, namespace, meta, labelsOf, gateName, gateImage, users, stsNames, contract, tlsSecret }:
 let
   inherit (builtins) listToAttrs map stringLength toJSON;
 
@@ -147,6 +147,19 @@ let
         address = "http://${gateName}.${namespace}.svc.cluster.local:${toString port}${plan.gate.paths.auth}";
         trustForwardHeader = false;
       };
+    }
+    {
+      # Names no one is served on get the gate's landing page (404), as nginx's default
+      # server gives it on a host: any other name of the domain, the domain itself, and
+      # (no host) what no other route of the cluster takes, at Traefik's lowest priority.
+      apiVersion = "networking.k8s.io/v1"; kind = "Ingress";
+      metadata = m { annotations."traefik.ingress.kubernetes.io/router.priority" = "1"; } // { name = "${gateName}-landing"; };
+      spec = {
+        ingressClassName = "traefik";
+        rules = map (host: (if host == null then { } else { inherit host; }) // { http.paths = [ {
+          path = "/"; pathType = "Prefix"; backend.service = { name = gateName; port.name = "http"; };
+        } ]; }) [ "*.${plan.domain}" plan.domain null ];
+      } // (if tlsSecret == null then { } else { tls = [ { hosts = [ "*.${plan.domain}" plan.domain ]; secretName = tlsSecret; } ]; });
     }
     {
       # A stopped workspace (no endpoints: Traefik's 503) shows the gate's starting page.

@@ -57,6 +57,7 @@ let
   # ---- the front door: the gate, asked by Traefik, scaling users 0 <-> 1 -----------
   gate = import ./kube-gate.nix {
     inherit plan namespace meta labelsOf gateName gateImage stsNames contract;
+    tlsSecret = acme.tlsSecret;
     users = map (u: { inherit (u) name; sts = objectName u.name u.container.name; }) users;
   };
 

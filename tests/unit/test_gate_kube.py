@@ -203,6 +203,10 @@ def test_forward_auth_answers_a_stranger_with_the_login_page(cluster, control):
         cookie = login.headers["Set-Cookie"].split(";")[0]
         assert request(url + plan.gate.paths.auth, {**traefik, "Cookie": cookie}).status == 204
         assert request(url + plan.gate.paths.auth, {**traefik, "X-CSM-User": "bo", "Cookie": cookie}).status == 401
+        # The catch-all route names no user: any path gets the landing page, with 404.
+        for path in ("/", "/healthz", plan.gate.paths.auth, plan.gate.paths.wake):
+            landing = request(url + path, {"X-Forwarded-Proto": "http", "Cookie": cookie})
+            assert (landing.status, landing.body) == (404, plan.nginx["defaultServer"]["landingHtml"]), path
     finally:
         server.shutdown()
         server.server_close()

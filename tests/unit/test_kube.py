@@ -106,7 +106,12 @@ def test_tls_files_become_a_tls_secret(tmp_path):
     rendered = kube.render(settings)
     assert "create secret tls code-server-tls --cert=/s/cert.pem --key=/s/key.pem" in kube.secret_commands(rendered)[0]
     ingress = [o for o in rendered["objects"] if o["kind"] == "Ingress"]
-    assert all(i["spec"]["tls"] == [{"hosts": ["ada.c.test"], "secretName": "code-server-tls"}] for i in ingress)
+    tls = {i["metadata"]["name"]: i["spec"]["tls"] for i in ingress}
+    assert tls == {
+        "code-server-ada": [{"hosts": ["ada.c.test"], "secretName": "code-server-tls"}],
+        "code-server-ada-gate": [{"hosts": ["ada.c.test"], "secretName": "code-server-tls"}],
+        "code-server-gate-landing": [{"hosts": ["*.c.test", "c.test"], "secretName": "code-server-tls"}],
+    }
 
 
 def test_one_users_memory_changes_their_statefulset_and_the_gates_plan(tmp_path):

@@ -170,8 +170,17 @@ def assert_gate_policy(objects: dict, plan: Plan, sts_names: list[str]) -> None:
     assert wake["query"] == plan.gate.paths.wake and wake["service"]["name"] == name
     forward = objects["Middleware", name]["spec"]["forwardAuth"]
     assert forward["address"].endswith(f":{facts['port']}{plan.gate.paths.auth}")
-    for (kind, _), o in objects.items():
-        if kind == "Ingress" and o["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/":
+    # Names no one is served on reach the gate's landing page, below every other route.
+    landing = objects["Ingress", f"{name}-landing"]
+    assert landing["metadata"]["annotations"] == {"traefik.ingress.kubernetes.io/router.priority": "1"}
+    assert [r.get("host") for r in landing["spec"]["rules"]] == [f"*.{plan.domain}", plan.domain, None]
+    assert {p["backend"]["service"]["name"] for r in landing["spec"]["rules"] for p in r["http"]["paths"]} == {name}
+    for (kind, ingress_name), o in objects.items():
+        if (
+            kind == "Ingress"
+            and ingress_name != f"{name}-landing"
+            and o["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/"
+        ):
             chain = o["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"].split(",")
             prefix = deployment["metadata"]["namespace"] + "-"
             assert [c.removeprefix(prefix).removesuffix("@kubernetescrd") for c in chain][1:] == [f"{name}-wake", name]
