@@ -88,6 +88,9 @@ class KubePlay:
         self.yaml = base / "play.yaml"
         objects = played_objects(self.rendered, self.host_port)
         files.write_private(self.yaml, kube.yaml_stream([o for o in objects if o["kind"] != "Secret"]), mode=0o600)
+        # Played again (scaled back to one), the claim exists: podman refuses to make it twice.
+        self.pod_yaml = base / "play-pod.yaml"
+        files.write_private(self.pod_yaml, kube.yaml_stream([o for o in objects if o["kind"] == "Pod"]), mode=0o600)
         self.host = Host.detect()
         self._subids = {p: p.read_text() for p in SUBID_FILES}
         self.stack: Stack | None = None
@@ -127,7 +130,9 @@ class KubePlay:
 
     def play(self) -> None:
         """The StatefulSet at one replica: its pod played, until code-server answers."""
-        self._podman("kube", "play", "--network", self.network, str(self.yaml))
+        claim = self.played("PersistentVolumeClaim")["metadata"]["name"]
+        again = self._exists("volume", claim)
+        self._podman("kube", "play", "--network", self.network, str(self.pod_yaml if again else self.yaml))
         deadline = time.monotonic() + 240
         while not self._healthy():
             if time.monotonic() > deadline:
@@ -149,8 +154,11 @@ class KubePlay:
         return next(o for o in played_objects(self.rendered, self.host_port) if o["kind"] == kind)
 
     def down(self) -> None:
-        """The StatefulSet at zero replicas: the pod gone, the claim kept."""
-        self._podman("kube", "down", str(self.yaml))
+        """The StatefulSet at zero replicas: the pod gone, the claim kept. (kube down
+        stops the pod but fails on the probes' timers without systemd: the pod's removal
+        is checked by pod rm.)"""
+        self._podman("kube", "down", str(self.yaml), check=False)
+        self._podman("pod", "rm", "-f", "--ignore", self.pod)
 
     def _healthy(self) -> bool:
         with contextlib.suppress(requests.RequestException):
