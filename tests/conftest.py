@@ -226,3 +226,12 @@ def planned_user(_team_plan):
     import copy
 
     return copy.deepcopy(_team_plan.users["ada"])
+
+
+@pytest.fixture(scope="session")
+def host_accounts(_team_plan):
+    """The accounts `csm up` creates first (the gate's, and nginx workers' group): a plan
+    names its directories' owners by them, and a fresh host has neither."""
+    from csm.runner import gate
+
+    gate.ensure_accounts(_team_plan)

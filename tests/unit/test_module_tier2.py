@@ -23,7 +23,8 @@ from csm import plan as planlib
 from csm.plan_types import Directory
 from csm.runner import disks, files
 
-pytestmark = MARKS
+# Its plans name directories' owners by the accounts `csm up` creates.
+pytestmark = [*MARKS, pytest.mark.usefixtures("host_accounts")]
 
 
 def evaluate(settings_file: Path, host_module: Path | None = None) -> dict:

@@ -21,6 +21,9 @@ from csm.gate.core import session_store
 from csm.runner import nixos
 from csm.testing.systemctl import SystemctlStandIn
 
+# Their plans name directories' owners by the accounts `csm up` creates.
+pytestmark = pytest.mark.usefixtures("host_accounts")
+
 # Names no other test uses: container names are global on the host.
 UNA_UNIT = "podman-code-server-una.service"
 GATE_UNIT = "code-server-multi-gate.service"

@@ -20,6 +20,9 @@ from csm.runner import BadInput, backup, files
 from csm.runner.stack import Stack
 from csm.testing.stacks import tree_snapshot
 
+# Their plans name directories' owners by the accounts `csm up` creates.
+pytestmark = pytest.mark.usefixtures("host_accounts")
+
 
 def make_stack(tmp_path: Path, domain: str = "code.localhost", keep: int = 7, **user_settings) -> Stack:
     settings = {
