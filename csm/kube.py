@@ -19,7 +19,6 @@ from pathlib import Path
 
 from csm import plan as planlib
 
-KUBE_NIX = planlib.PLAN_NIX.parent / "kube.nix"
 DEFAULT_NAMESPACE = "code-server-multi"
 
 # Settings in Nix (an admin's file) or JSON (generated ones); paths stay strings.
@@ -35,7 +34,7 @@ _EXPR = """{ kubeNix, settings, namespace }:
 def render(settings_file: str | Path, namespace: str = DEFAULT_NAMESPACE) -> dict:
     """{namespace, objects, secrets, notes} for a settings file (.nix or .json)."""
     path = planlib.settings_path(settings_file)
-    return planlib.evaluate(_EXPR, kubeNix=KUBE_NIX, settings=path, namespace=namespace)
+    return planlib.evaluate(_EXPR, kubeNix=planlib.nix_file("kube.nix"), settings=path, namespace=namespace)
 
 
 # ---- YAML: a deterministic subset (sorted keys, strings always quoted) --------------

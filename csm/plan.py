@@ -21,8 +21,24 @@ from typing import Any, NoReturn
 
 from .plan_types import Plan
 
-ROOT = Path(__file__).resolve().parent.parent
-PLAN_NIX = ROOT / "modules" / "code-server-multi" / "plan.nix"
+
+def source_dir() -> Path:
+    """Where the Nix files csm evaluates (modules/code-server-multi) and the data they
+    read (image/, pyproject.toml) are, in the checkout's layout: $CSM_SOURCE_DIR (the
+    Nix package's wrapper sets it to its copy of them, package.nix: sourceDir), else
+    the checkout this csm runs from."""
+    return Path(os.environ.get("CSM_SOURCE_DIR") or Path(__file__).resolve().parent.parent).absolute()
+
+
+def nix_file(name: str) -> Path:
+    """modules/code-server-multi/<name> of source_dir(): plan.nix, kube.nix."""
+    path = source_dir() / "modules" / "code-server-multi" / name
+    if not path.is_file():
+        raise PlanError(
+            f"{path} does not exist: set CSM_SOURCE_DIR to a checkout of code-server-multi "
+            "(the Nix package's csm sets it to its own copy)"
+        )
+    return path
 
 
 def nix_environment(environ: dict | None = None) -> dict[str, str]:
@@ -62,7 +78,9 @@ def _instantiate(*args: str):
 
 
 def _evaluate(expr: str, settings: Path) -> dict:
-    return _instantiate("--expr", expr, "--argstr", "planNix", str(PLAN_NIX), "--argstr", "settings", str(settings))
+    return _instantiate(
+        "--expr", expr, "--argstr", "planNix", str(nix_file("plan.nix")), "--argstr", "settings", str(settings)
+    )
 
 
 def nix_value(path: str | os.PathLike):

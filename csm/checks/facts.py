@@ -1,6 +1,6 @@
 """What the image contract checks against, written once: image/contract.json (user,
 home, port, ...) and image/versions.json (code-server, node, opencode), read from
-$CSM_IMAGE_DIR or the checkout's image/ directory."""
+$CSM_IMAGE_DIR, else image/ of the sources csm evaluates (csm.plan.source_dir)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import json
 import os
 from pathlib import Path
 
+from csm.plan import source_dir
+
 
 def image_dir() -> Path:
-    return Path(os.environ.get("CSM_IMAGE_DIR") or Path(__file__).resolve().parents[2] / "image")
+    return Path(os.environ.get("CSM_IMAGE_DIR") or source_dir() / "image")
 
 
 @functools.cache
@@ -21,7 +23,8 @@ def _read(name: str, directory: str) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise RuntimeError(
-            f"the image contract needs {path} ({e}): set CSM_IMAGE_DIR to the project's image/ directory"
+            f"the image contract needs {path} ({e}): set CSM_IMAGE_DIR to the project's image/ directory "
+            "(or CSM_SOURCE_DIR to a checkout)"
         ) from e
 
 

@@ -335,7 +335,7 @@ def test_file_paths_reach_nix_exactly_as_they_are(tmp_path, monkeypatch):
     odd = tmp_path / ODD_DIR
     for part in ("modules/code-server-multi", "image"):  # the plan reads image/contract.json
         shutil.copytree(ROOT / part, odd / part)
-    monkeypatch.setattr(planlib, "PLAN_NIX", odd / "modules/code-server-multi/plan.nix")
+    monkeypatch.setenv("CSM_SOURCE_DIR", str(odd))
     settings = odd / "settings.nix"
     secret = f"{odd}/ada.hash"
     settings.write_text(
