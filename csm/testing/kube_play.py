@@ -25,6 +25,7 @@ import copy
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -228,3 +229,18 @@ class KubePlay:
         for p, text in self._subids.items():
             if p.read_text() != text:
                 p.write_text(text)
+
+
+def smoke_passes(url: str, user: str, password: str) -> str:
+    """`csm smoke URL --user USER` (login and workbench) through a played front; its output."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "csm"), "smoke", url, "--user", user],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS right_password_gives_session" in done.stdout
+    assert "PASS websocket_speaks_vscode_protocol" in done.stdout
+    return done.stdout

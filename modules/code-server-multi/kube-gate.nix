@@ -2,7 +2,7 @@
 # asked by Traefik's forwardAuth about every request to a workspace, showing the
 # starting page when a stopped workspace is asked for (Traefik's errors middleware),
 # and scaling users' StatefulSets 0 <-> 1 with a Role that allows only that.
-{ plan, namespace, meta, labelsOf, gateName, gateImage, users, stsNames, contract, tlsSecret }:
+{ plan, namespace, meta, labelsOf, gateName, gateImage, users, stsNames, contract, tlsSecret, peers }:
 let
   inherit (builtins) listToAttrs map stringLength toJSON;
 
@@ -29,14 +29,7 @@ let
   # A ConfigMap holds 1 MiB; each user's plan is about 15 KB of it.
   tooLarge = stringLength planJson > 1000000;
 
-  ingressController = {   # k3s' Traefik
-    namespaceSelector.matchLabels."kubernetes.io/metadata.name" = "kube-system";
-    podSelector.matchLabels."app.kubernetes.io/name" = "traefik";
-  };
-  dns = {
-    namespaceSelector.matchLabels."kubernetes.io/metadata.name" = "kube-system";
-    podSelector.matchLabels."k8s-app" = "kube-dns";
-  };
+  inherit (peers) ingressController dns;
 
   objects = [
     { apiVersion = "v1"; kind = "ServiceAccount"; metadata = m { }; automountServiceAccountToken = true; }

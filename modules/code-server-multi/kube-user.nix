@@ -2,7 +2,7 @@
 # the front door stops it for idleness), its Service, a PersistentVolumeClaim of the
 # disk quota's size, a NetworkPolicy, a Traefik Middleware naming the user to the
 # gate, and two Ingresses (the workspace behind the gate; the gate's own pages).
-{ plan, contract, labelsOf, objectName, gateName, gate }:
+{ plan, contract, labelsOf, objectName, gateName, gate, peers }:
 let
   inherit (builtins) concatLists concatStringsSep dirOf elem elemAt filter genList head
     length listToAttrs map match attrNames stringLength substring toJSON;
@@ -11,14 +11,7 @@ let
   cpuRequest = "100m";      # what the scheduler reserves: idle people cost (almost) nothing
   # The z2jh default: the internet, never the cluster's or other private ranges.
   privateRanges = [ "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "169.254.0.0/16" "100.64.0.0/10" ];
-  ingressController = {   # k3s' Traefik
-    namespaceSelector.matchLabels."kubernetes.io/metadata.name" = "kube-system";
-    podSelector.matchLabels."app.kubernetes.io/name" = "traefik";
-  };
-  dns = {
-    namespaceSelector.matchLabels."kubernetes.io/metadata.name" = "kube-system";
-    podSelector.matchLabels."k8s-app" = "kube-dns";
-  };
+  inherit (peers) ingressController dns;
 
   # "--health-interval=30s" of the plan's podman options -> 30
   podmanSeconds = c: flag: let m = filter (m: m != null) (map (match "--${flag}=([0-9]+)s?") c.extraOptions);

@@ -17,7 +17,7 @@ let
 
   plan = import ./plan.nix settings;
   contract = builtins.fromJSON (builtins.readFile ../../image/contract.json);
-  user = import ./kube-user.nix { inherit plan contract labelsOf objectName gateName; gate = gate; };
+  user = import ./kube-user.nix { inherit plan contract labelsOf objectName gateName peers; gate = gate; };
 
   # ---- names Kubernetes needs, each once ----------------------------------------
   appLabel = "code-server-multi";
@@ -30,6 +30,17 @@ let
     "app.kubernetes.io/name" = appLabel;
     "app.kubernetes.io/part-of" = appLabel;
     "app.kubernetes.io/instance" = name;
+  };
+  # The pods of the cluster ours talk to, in NetworkPolicy terms (k3s' own labels).
+  peers = {
+    ingressController = {   # k3s' Traefik
+      namespaceSelector.matchLabels."kubernetes.io/metadata.name" = "kube-system";
+      podSelector.matchLabels."app.kubernetes.io/name" = "traefik";
+    };
+    dns = {
+      namespaceSelector.matchLabels."kubernetes.io/metadata.name" = "kube-system";
+      podSelector.matchLabels."k8s-app" = "kube-dns";
+    };
   };
   meta = name: extra: { inherit name namespace; labels = { "app.kubernetes.io/part-of" = appLabel; }; } // extra;
 
@@ -57,6 +68,7 @@ let
   # ---- the front door: the gate, asked by Traefik, scaling users 0 <-> 1 -----------
   gate = import ./kube-gate.nix {
     inherit plan namespace meta labelsOf gateName gateImage stsNames contract;
+    inherit peers;
     tlsSecret = acme.tlsSecret;
     users = map (u: { inherit (u) name; sts = objectName u.name u.container.name; }) users;
   };

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -23,11 +20,11 @@ import requests
 from csm.checks import idle as checks
 from csm.checks.commands import subprocess_runner as run
 from csm.testing.kube_gate import KubeGate
+from csm.testing.kube_play import smoke_passes
 from csm.testing.stacks import fresh_base_dir, require_image, stack_settings, write_password
 
 pytestmark = pytest.mark.live
 
-CSM = str(Path(sys.executable).parent / "csm")
 USER = "kg"  # no other live stack of a session uses it
 IDLE_AFTER = 20  # seconds: the shortened idleStopAfter of this front
 MARKER = "kept-" + secrets.token_hex(6)
@@ -70,16 +67,7 @@ def test_a_stranger_gets_the_login_page_from_traefik(front):
 
 
 def test_smoke_login_and_workbench_through_traefik_and_the_gate(front):
-    done = subprocess.run(
-        [CSM, "smoke", front.url(), "--user", USER],
-        input=front.password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "PASS right_password_gives_session" in done.stdout
-    assert "PASS websocket_speaks_vscode_protocol" in done.stdout
+    smoke_passes(front.url(), USER, front.password)
 
 
 def test_an_idle_user_is_scaled_to_zero_with_their_files_kept(front):

@@ -9,17 +9,15 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from csm.testing.kube_play import SUBID_FILES, KubePlay
+from csm.testing.kube_play import SUBID_FILES, KubePlay, smoke_passes
 from csm.testing.stacks import fresh_base_dir, require_image, stack_settings, write_password
 
 pytestmark = pytest.mark.live
 
-CSM = str(Path(sys.executable).parent / "csm")
 USER = "kp"  # no other live stack of a session uses it
 MARKER = "kube-" + secrets.token_hex(8)
 
@@ -105,16 +103,7 @@ def test_files_on_the_volume_belong_to_the_plans_host_uid(play):
 
 
 def test_smoke_login_and_workbench_through_the_gate(play):
-    done = subprocess.run(
-        [CSM, "smoke", play.url(), "--user", USER],
-        input=play.password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "PASS right_password_gives_session" in done.stdout
-    assert "PASS websocket_speaks_vscode_protocol" in done.stdout
+    smoke_passes(play.url(), USER, play.password)
 
 
 def test_kube_down_leaves_nothing(play):
