@@ -69,7 +69,8 @@ def played_objects(rendered: dict, host_port: int) -> list[dict]:
         "spec": template["spec"],
     }
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v}
-    (pvc,) = [o for o in rendered["objects"] if o["kind"] == "PersistentVolumeClaim" and o["metadata"]["name"] in claims]
+    pvcs = [o for o in rendered["objects"] if o["kind"] == "PersistentVolumeClaim"]
+    (pvc,) = [o for o in pvcs if o["metadata"]["name"] in claims]
     secrets = [env_file_secret(s["name"], s["fromEnvFile"]) for s in rendered["secrets"] if "fromEnvFile" in s]
     return [{**pvc, "metadata": {"name": pvc["metadata"]["name"]}}, *secrets, pod]  # no namespace in podman
 
