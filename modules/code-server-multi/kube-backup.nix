@@ -6,7 +6,7 @@
 # restricted profile's hardening. docs/kubernetes.md "Backups" has the restore.
 { plan, contract, meta, labelsOf, objectName }:
 let
-  inherit (builtins) attrNames baseNameOf concatStringsSep dirOf filter foldl' map toJSON;
+  inherit (builtins) attrNames baseNameOf dirOf filter foldl' map toJSON;
 
   backup = plan.backup;
   cron = import ./kube-schedule.nix backup.schedule;

@@ -11,8 +11,8 @@
 # together with days of the month (systemd needs both to match, cron either).
 schedule:
 let
-  inherit (builtins) all attrNames concatStringsSep elem elemAt filter fromJSON genList head
-    isString length listToAttrs map match split sort stringLength substring tail toJSON;
+  inherit (builtins) concatStringsSep elem elemAt filter fromJSON genList head
+    isString length listToAttrs map match split sort stringLength tail toJSON;
 
   lib = import ./plan/lib.nix;
   inherit (lib) toLower splitOn;
