@@ -76,9 +76,13 @@ let
   # ---- TLS: one wildcard certificate by ACME DNS-01 ----------------------------
   acme = import ./kube-acme.nix { inherit plan meta; };
 
+  # ---- backups: a CronJob per user into one claim --------------------------------
+  backup = import ./kube-backup.nix { inherit plan contract meta labelsOf objectName; };
+
   objects = [ namespaceObject defaultDeny ] ++ gate.objects
     ++ acme.objects
-    ++ concatLists (map (u: user.objects { inherit u namespace meta; tlsSecret = acme.tlsSecret; }) users);
+    ++ concatLists (map (u: user.objects { inherit u namespace meta; tlsSecret = acme.tlsSecret; }) users)
+    ++ backup.objects;
   secrets = acme.secrets ++ [ {
     name = "${plan.namePrefix}-passwords";
     what = "the password files the gate reads (users.<name>.hashedPasswordFile / passwordFile)";
@@ -90,5 +94,5 @@ if namespaceProblem then
 else {
   inherit namespace objects secrets;
   # What the Kubernetes mapping leaves out, said where it is rendered.
-  notes = acme.notes ++ concatLists (map user.notes users);
+  notes = acme.notes ++ concatLists (map user.notes users) ++ backup.notes;
 }

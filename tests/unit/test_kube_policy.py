@@ -1,8 +1,10 @@
 """Policy over the rendered Kubernetes objects, for generated settings (hypothesis):
 every user has limits, a PVC of the quota's size, a NetworkPolicy beside the
 namespace's default deny, a host that matches, the plan's ports/paths/uids/image,
-the hardening a restricted namespace demands; no secret's content anywhere; every
-core object valid under Kubernetes 1.33 --strict."""
+the hardening a restricted namespace demands on every pod template (the gate's and the
+backup CronJobs' too); backups, when on, a CronJob per user reading the user's claim
+read-only with no network; no secret's content anywhere; every core object valid under
+Kubernetes 1.33 --strict."""
 
 from __future__ import annotations
 
@@ -58,7 +60,16 @@ def team_settings(draw):
         s["acme"] = {"enable": True, "dnsProvider": "cloudflare", "credentialsFile": "@/dns.env"}
     elif tls == "files":
         s["tls"] = {"certificateFile": "@/cert.pem", "keyFile": "@/key.pem"}
+    s["backup"] = {
+        "enable": draw(st.booleans()),
+        "schedule": draw(st.sampled_from(SCHEDULES)),
+        "keep": draw(st.integers(1, 30)),
+    }
     return s
+
+
+# backup.schedule forms kube-schedule.nix translates (tests/unit/test_kube_backup.py: exactly how).
+SCHEDULES = ["daily", "weekly", "*-*-* 03:00:00", "Mon..Fri 02:30", "*-*-* 01:15 Europe/Berlin"]
 
 
 def with_secret_files(settings: dict, directory: Path) -> dict:
@@ -139,7 +150,101 @@ def test_generated_settings_render_objects_meeting_the_policy(tmp_path_factory, 
     assert pods == {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}
     assert metrics == {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["get", "list"]}
     assert_gate_policy(objects, plan, sts_names)
+    assert_backup_policy(objects, plan)
+    for kind, name, pod, _ in pod_templates(rendered["objects"]):
+        assert_restricted_pod(pod, f"{kind} {name}")
     assert core_problems(rendered["objects"]) == []
+
+
+def pod_templates(objects: list[dict]) -> list[tuple[str, str, dict, dict]]:
+    """(kind, name, pod spec, pod labels) of every object that makes pods."""
+    found = []
+    for o in objects:
+        kind, name = o["kind"], o["metadata"]["name"]
+        if kind in ("StatefulSet", "Deployment", "Job"):
+            template = o["spec"]["template"]
+        elif kind == "CronJob":
+            template = o["spec"]["jobTemplate"]["spec"]["template"]
+        elif kind == "Pod":
+            template = o
+        else:
+            continue
+        found.append((kind, name, template["spec"], template["metadata"].get("labels", {})))
+    return found
+
+
+def assert_restricted_pod(pod: dict, where: str) -> None:
+    """What Pod Security `restricted` demands of a pod, and limits on every container."""
+    sc = pod["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc.get("runAsUser") != 0, f"{where} may run as root"
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, f"{where} has no RuntimeDefault seccomp"
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod), f"{where} shares a host namespace"
+    assert all("hostPath" not in v for v in pod.get("volumes", [])), f"{where} mounts a host path"
+    for c in pod["containers"] + pod.get("initContainers", []):
+        limits = c.get("resources", {}).get("limits", {})
+        assert limits.get("memory") and limits.get("cpu"), f"{where}: {c['name']} has no memory and CPU limit"
+        csc = c["securityContext"]
+        assert csc["allowPrivilegeEscalation"] is False, f"{where}: {c['name']} may escalate privileges"
+        assert csc["capabilities"] == {"drop": ["ALL"]}, f"{where}: {c['name']} keeps capabilities"
+        assert csc.get("runAsUser") != 0 and csc.get("runAsNonRoot") is not False, f"{where}: {c['name']} as root"
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def assert_backup_policy(objects: dict, plan: Plan) -> None:
+    """Backups on: one ReadWriteOnce claim with room for keep archives of every full
+    disk, and per user a CronJob (never two runs at once, short history) whose hardened,
+    limited pod reads the user's claim read-only, writes only the backups claim, and is
+    selected by no NetworkPolicy but the default deny, nor by the gate's pod query.
+    Backups off: none of it."""
+    claim = f"{plan.namePrefix}-backups"
+    jobs = [o for (k, _), o in objects.items() if k == "CronJob"]
+    if not plan.backup.enable:
+        assert jobs == [] and ("PersistentVolumeClaim", claim) not in objects
+        return
+    spec = objects["PersistentVolumeClaim", claim]["spec"]
+    assert spec["accessModes"] == ["ReadWriteOnce"]
+    need = sum(u.disk.quotaBytes * plan.backup.keep for u in plan.users.values())
+    assert spec["resources"]["requests"]["storage"] == str(need)
+    assert len(jobs) == len(plan.users)
+    (gate,) = [o for (k, _), o in objects.items() if k == "Deployment"]
+    facts = json.loads(objects["ConfigMap", gate["metadata"]["name"]]["data"]["kube.json"])
+    policies = [o for (k, n), o in objects.items() if k == "NetworkPolicy" and n != "default-deny"]
+    by_claim = {}
+    for job in jobs:
+        js = job["spec"]
+        assert js["concurrencyPolicy"] == "Forbid"
+        assert 1 <= js["successfulJobsHistoryLimit"] <= 3 and 1 <= js["failedJobsHistoryLimit"] <= 3
+        assert len(js["schedule"].split()) == 5
+        assert ("timeZone" in js) == (plan.backup.schedule.split()[-1] == "Europe/Berlin")
+        template = js["jobTemplate"]["spec"]["template"]
+        pod, labels = template["spec"], template["metadata"]["labels"]
+        assert pod["restartPolicy"] in ("Never", "OnFailure") and pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsUser"] == CONTRACT["uid"] and pod["hostUsers"] is False
+        (c,) = pod["containers"]
+        assert c["image"] == plan.image and c["securityContext"]["readOnlyRootFilesystem"] is True
+        volumes = {v["name"]: v["persistentVolumeClaim"] for v in pod["volumes"]}
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert set(volumes) == set(mounts) == {"home", "backups"}
+        assert volumes["home"]["readOnly"] is True and mounts["home"]["readOnly"] is True
+        assert volumes["backups"] == {"claimName": claim} and not mounts["backups"].get("readOnly")
+        assert {e["name"]: e["value"] for e in c["env"]}["CSM_BACKUP_KEEP"] == str(plan.backup.keep)
+        by_claim[volumes["home"]["claimName"]] = labels
+        # No network: only the default deny selects the pod; and the gate never counts it
+        # as the user's workspace.
+        assert [p["metadata"]["name"] for p in policies if selects(p["spec"]["podSelector"], labels)] == []
+        for user in facts["users"].values():
+            key, value = user["selector"].split("=")
+            assert labels.get(key) != value, f"the gate would take {job['metadata']['name']}'s pod for a workspace"
+    users_claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for (k, _), o in objects.items()
+        if k == "StatefulSet"
+        for v in o["spec"]["template"]["spec"]["volumes"]
+    }
+    assert set(by_claim) == users_claims, "a CronJob per user, each reading that user's claim"
 
 
 def assert_gate_policy(objects: dict, plan: Plan, sts_names: list[str]) -> None:
