@@ -38,9 +38,6 @@ let
       || lib.hasPrefix "${modules}/plan/" relative
       || lib.hasPrefix "${modules}/pages/" relative;
   };
-  # What csm's checks and idle service read from image/ (the health path, the image's
-  # user and port); the VM tests' scripts, which import csm without the wrapper, name it.
-  imageDir = "${sourceDir}/image";
 in
 buildPythonApplication {
   pname = "csm";
@@ -64,7 +61,7 @@ buildPythonApplication {
   build-system = [ setuptools ];
   dependencies = [ requests websocket-client argon2-cffi ];
   makeWrapperArgs = [ "--set-default" "CSM_SOURCE_DIR" "${sourceDir}" ];
-  passthru = { inherit sourceDir imageDir; };  # for Python that imports csm without the wrapper (VM tests)
+  passthru = { inherit sourceDir; };  # for Python that imports csm without the wrapper (VM tests)
   pythonImportsCheck = [ "csm" "csm.checks" ];
   # The gates of `make test-fast` (tests/unit/test_quality.py), on the package's source.
   nativeCheckInputs = [ ruff mypy ];

@@ -72,8 +72,9 @@ in
       LOCKOUT_ADDRESSES_6 = map (n: "2001:db8:1::${toString n}") [ 201 202 203 204 205 ];
       CA_FILE = caFile;
       PASSWORD_FILES = passwordFiles;
-      # What csm.checks.image checks against (the csm package ships only csm/).
-      IMAGE_DIR = "${self.packages.${system}.csm.imageDir}";
+      # The sources csm reads (image/contract.json, versions.json for csm.checks.image):
+      # the package's copy, which its wrapper would name; this script imports csm without it.
+      SOURCE_DIR = "${self.packages.${system}.csm.sourceDir}";
     }
     + builtins.readFile ./server.py;
 }

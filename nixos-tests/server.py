@@ -4,15 +4,15 @@
 # CLIENT_IP, CA_FILE, PASSWORD_FILES (on the client), OUTSIDE_PORT (the
 # client's stand-in for the internet), LOCKOUT_ADDRESSES (five more addresses of the
 # client's), SERVER_IP6, CLIENT_IP6, LOCKOUT_ADDRESSES_6 (addresses of one /64 of the
-# client's) and IMAGE_DIR (image/contract.json and versions.json, which the image
-# contract reads).
+# client's) and SOURCE_DIR (the csm package's copy of the sources it reads, as its
+# wrapper's CSM_SOURCE_DIR).
 import json
 import os
 
 from csm.checks import host, idle, image, limits, network, smoke  # type: ignore  # csm ships no type information
 from csm.plan import from_json  # type: ignore
 
-os.environ["CSM_IMAGE_DIR"] = IMAGE_DIR
+os.environ["CSM_SOURCE_DIR"] = SOURCE_DIR
 PLAN = from_json(PLAN, "the server's plan")  # typed, as csm reads it: a plan csm refuses stops here
 
 DOMAIN = PLAN.domain

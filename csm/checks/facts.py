@@ -1,19 +1,18 @@
 """What the image contract checks against, written once: image/contract.json (user,
 home, port, ...) and image/versions.json (code-server, node, opencode), read from
-$CSM_IMAGE_DIR, else image/ of the sources csm evaluates (csm.plan.source_dir)."""
+image/ of the sources csm evaluates (csm.plan.source_dir: $CSM_SOURCE_DIR or the checkout)."""
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 from csm.plan import source_dir
 
 
 def image_dir() -> Path:
-    return Path(os.environ.get("CSM_IMAGE_DIR") or source_dir() / "image")
+    return source_dir() / "image"
 
 
 @functools.cache
@@ -23,8 +22,8 @@ def _read(name: str, directory: str) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise RuntimeError(
-            f"the image contract needs {path} ({e}): set CSM_IMAGE_DIR to the project's image/ directory "
-            "(or CSM_SOURCE_DIR to a checkout)"
+            f"the image contract needs {path} ({e}): set CSM_SOURCE_DIR to a checkout of code-server-multi "
+            "(the Nix package's csm sets it to its own copy)"
         ) from e
 
 

@@ -3,7 +3,7 @@
 Both recipes (the Nix image, image/default.nix, and the portable one, csm/image/)
 must pass the same checks. What they check against is written once: image/contract.json
 (user, home, port, ...) and image/versions.json (code-server, node, opencode), read from
-$CSM_IMAGE_DIR or image/ of csm's sources (csm/checks/facts.py). Each check is a small function
+image/ of csm's sources (csm/checks/facts.py). Each check is a small function
 
     check(image: str, podman: Podman) -> str
 

@@ -96,7 +96,7 @@ def test_portable_recipe_follows_the_contract(changed_tree, tmp_path):
 
 
 def test_contract_check_follows_the_contract(changed_tree, monkeypatch):
-    monkeypatch.setenv("CSM_IMAGE_DIR", str(changed_tree / "image"))
+    monkeypatch.setenv("CSM_SOURCE_DIR", str(changed_tree))
     assert check.default_image() == "localhost/other-image:v9"
     config = {
         "Entrypoint": ["/usr/bin/tini", "--"],
@@ -117,5 +117,5 @@ def test_contract_check_follows_the_contract(changed_tree, monkeypatch):
     old = dict(config, User="1000:1000", ExposedPorts={"8080/tcp": {}})
     with pytest.raises(AssertionError, match="not 1234.*not 9090/tcp"):
         check.image_config("img", check.Podman(lambda command: json.dumps([{"Config": old}])))
-    monkeypatch.delenv("CSM_IMAGE_DIR")
+    monkeypatch.delenv("CSM_SOURCE_DIR")
     assert check.default_image() == "{imageName}:{imageTag}".format(**inputs.load_contract())

@@ -116,13 +116,13 @@ def test_script_constants_carry_the_plan_unchanged(vm_test):
 
 
 def test_the_server_script_finds_the_image_contract_in_the_store():
-    """The csm package ships only csm/: the script points csm.checks.image at a store
-    copy of image/contract.json and versions.json, the files the checkout has."""
+    """The csm package ships only csm/: the script points csm at the package's copy of
+    the sources, whose image/contract.json and versions.json are the checkout's."""
     script = evaluate("outputs.checks.server.testScript", store=True)
     names: dict = {}
     exec(script[: script.index("\n#")], names)
     for file in ("contract.json", "versions.json"):
-        assert (Path(names["IMAGE_DIR"]) / file).read_bytes() == (ROOT / "image" / file).read_bytes()
+        assert (Path(names["SOURCE_DIR"]) / "image" / file).read_bytes() == (ROOT / "image" / file).read_bytes()
 
 
 def test_script_compiles_and_passes_pyflakes_with_the_driver_names(vm_test, monkeypatch):

@@ -46,7 +46,7 @@ def package(request, tmp_path_factory):
     lib = NIXPKGS_LIB if request.param == "nixpkgs-lib" else None
     csm = {
         attr: evaluate(f"packages.csm.{attr}", nixpkgs_lib=lib, store=True)
-        for attr in ("src", "sourceDir", "imageDir", "makeWrapperArgs")
+        for attr in ("src", "sourceDir", "makeWrapperArgs")
     }
     return csm, tmp_path_factory.mktemp("elsewhere")
 
@@ -55,7 +55,7 @@ def shipped_csm(package, *args: str, source_dir: bool = True) -> subprocess.Comp
     """`python *args` with the package's csm (not the checkout's) on the path, from a
     directory outside the checkout, with the wrapper's CSM_SOURCE_DIR (or none)."""
     csm, elsewhere = package
-    env = {k: v for k, v in os.environ.items() if k not in ("CSM_SOURCE_DIR", "CSM_IMAGE_DIR", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CSM_SOURCE_DIR", "PYTHONPATH")}
     env["PYTHONPATH"] = csm["src"]
     if source_dir:
         env["CSM_SOURCE_DIR"] = csm["sourceDir"]
@@ -66,7 +66,6 @@ def test_the_wrapper_points_csm_at_the_copy(package):
     csm, _ = package
     args = csm["makeWrapperArgs"]
     assert ["--set-default", "CSM_SOURCE_DIR", csm["sourceDir"]] == args[args.index("CSM_SOURCE_DIR") - 1 :][:3]
-    assert csm["imageDir"] == f"{csm['sourceDir']}/image", "the VM tests' IMAGE_DIR is the copy's image/"
 
 
 def test_the_copy_holds_what_csm_evaluates_and_not_the_nixos_module(package):
@@ -95,7 +94,7 @@ def test_the_shipped_csm_runs_from_its_own_copy(package):
     assert done.returncode == 0, done.stderr
     module, source_dir, image_dir = done.stdout.splitlines()
     assert module == f"{csm['src']}/csm/plan.py", "the package's csm, not the checkout's"
-    assert (source_dir, image_dir) == (csm["sourceDir"], csm["imageDir"])
+    assert (source_dir, image_dir) == (csm["sourceDir"], f"{csm['sourceDir']}/image")
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda p: p.name)
@@ -104,7 +103,7 @@ def test_kube_render_from_the_copy_is_the_checkouts(package, settings):
     here = subprocess.run(
         [sys.executable, "-m", "csm.cli", "kube", "render", str(settings)],
         cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if k not in ("CSM_SOURCE_DIR", "CSM_IMAGE_DIR")},
+        env={k: v for k, v in os.environ.items() if k != "CSM_SOURCE_DIR"},
         capture_output=True,
         text=True,
     )
