@@ -65,6 +65,7 @@ let
         initContainers = [ {
           name = "prepare";
           image = plan.image;
+          imagePullPolicy = "IfNotPresent";  # imported into the node, never pulled (a :latest tag defaults to Always)
           command = [ "sh" "-c" prepare ];
           env = genList (i: { name = "SEED_${toString i}"; value = (elemAt seeds i).content; }) (length seeds);
           securityContext = security;

@@ -153,6 +153,7 @@ def test_generated_settings_render_objects_meeting_the_policy(tmp_path_factory, 
     assert_backup_policy(objects, plan)
     for kind, name, pod, _ in pod_templates(rendered["objects"]):
         assert_restricted_pod(pod, f"{kind} {name}")
+        assert_images_not_pulled(pod, f"{kind} {name}")
     assert core_problems(rendered["objects"]) == []
 
 
@@ -187,6 +188,14 @@ def assert_restricted_pod(pod: dict, where: str) -> None:
         assert csc["allowPrivilegeEscalation"] is False, f"{where}: {c['name']} may escalate privileges"
         assert csc["capabilities"] == {"drop": ["ALL"]}, f"{where}: {c['name']} keeps capabilities"
         assert csc.get("runAsUser") != 0 and csc.get("runAsNonRoot") is not False, f"{where}: {c['name']} as root"
+
+
+def assert_images_not_pulled(pod: dict, where: str) -> None:
+    """The images are imported into each node (docs/kubernetes.md), not pulled: a
+    container left to the default policy, Always for a :latest tag, is pulled from
+    `localhost` and its pod never starts (ErrImagePull)."""
+    for c in pod["containers"] + pod.get("initContainers", []):
+        assert c.get("imagePullPolicy") == "IfNotPresent", f"{where}: {c['name']} would pull {c['image']}"
 
 
 def selects(selector: dict, labels: dict) -> bool:
