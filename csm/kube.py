@@ -94,8 +94,12 @@ def file_names(objects: list[dict]) -> list[str]:
 
 
 def secret_commands(rendered: dict) -> list[str]:
-    """The kubectl lines creating each Secret from its files: paths, never contents."""
+    """The kubectl lines creating or updating each Secret from its files: paths, never
+    contents. `create --dry-run=client` turns the files into the Secret, and a
+    server-side apply creates it or replaces its data, so the same lines run again after
+    adding a person or changing a password."""
     ns = rendered["namespace"]
+    apply = ["kubectl", "--namespace", ns, "apply", "--server-side", "--force-conflicts", "--filename=-"]
     lines = []
     for s in rendered["secrets"]:
         args = ["kubectl", "--namespace", ns, "create", "secret"]
@@ -105,7 +109,8 @@ def secret_commands(rendered: dict) -> list[str]:
             args += ["generic", s["name"], f"--from-env-file={s['fromEnvFile']}"]
         else:
             args += ["generic", s["name"], *(f"--from-file={k}={v}" for k, v in sorted(s["fromFile"].items()))]
-        lines.append(f"# {s['what']}\n{shlex.join(args)}")
+        args += ["--dry-run=client", "--output=yaml"]
+        lines.append(f"# {s['what']}\n{shlex.join(args)} | {shlex.join(apply)}")
     return lines
 
 

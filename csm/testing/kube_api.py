@@ -38,7 +38,8 @@ class KubeApi:
         (role,) = [o for o in rendered["objects"] if o["kind"] == "Role"]
         self.rules = role["rules"]
         statefulsets = [o for o in rendered["objects"] if o["kind"] == "StatefulSet"]
-        self.replicas = {o["metadata"]["name"]: o["spec"]["replicas"] for o in statefulsets}
+        # The render names no replicas: Kubernetes creates a StatefulSet with 1.
+        self.replicas = {o["metadata"]["name"]: o["spec"].get("replicas", 1) for o in statefulsets}
         self.instance = {o["metadata"]["name"]: o["spec"]["selector"]["matchLabels"] for o in statefulsets}
         self.on_scale: Callable[[str, int], None] = lambda sts, replicas: None
         self.pod_status: Callable[[str], dict | None] = lambda sts: None

@@ -128,8 +128,9 @@ let
         } // (if u.idle.stopAfterSeconds == null then { } else {
           "code-server-multi/idle-stop-after-seconds" = toString u.idle.stopAfterSeconds;
         }); };
+        # No replicas: created with Kubernetes' default (1), then the gate owns it (0 when
+        # idle), so applying the render again wakes nobody and conflicts with no one.
         spec = {
-          replicas = 1;
           serviceName = name;
           selector.matchLabels = labels;
           template = { metadata.labels = labels; spec = pod; };

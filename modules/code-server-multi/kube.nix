@@ -12,7 +12,7 @@
 , gateImage ? "code-server-multi-gate:${(builtins.fromTOML (builtins.readFile ../../pyproject.toml)).project.version}"
 }:
 let
-  inherit (builtins) attrNames concatLists concatStringsSep elemAt filter genList hashString
+  inherit (builtins) attrNames concatLists concatStringsSep elemAt filter foldl' genList hashString
     length listToAttrs map match stringLength substring toJSON;
 
   plan = import ./plan.nix settings;
@@ -83,6 +83,12 @@ let
     ++ acme.objects
     ++ concatLists (map (u: user.objects { inherit u namespace meta; tlsSecret = acme.tlsSecret; }) users)
     ++ backup.objects;
+  # A pod cannot set its pids limit: the kubelet's podPidsLimit does, one value per node.
+  pidsLimit = foldl' (a: u: if u.limits.pids > a then u.limits.pids else a) 0 users;
+  pidsNote = "the pids limit is the kubelet's podPidsLimit, one value per node: set it to ${toString pidsLimit} on every node (k3s: --kubelet-arg=pod-max-pids=${toString pidsLimit})"
+    + (let lower = filter (u: u.limits.pids < pidsLimit) users; in if lower == [ ] then "" else
+        "; the lower pidsLimit of ${concatStringsSep ", " (map (u: "${u.name} (${toString u.limits.pids})") lower)} is not enforced on a cluster");
+
   secrets = acme.secrets ++ [ {
     name = "${plan.namePrefix}-passwords";
     what = "the password files the gate reads (users.<name>.hashedPasswordFile / passwordFile)";
@@ -94,5 +100,5 @@ if namespaceProblem then
 else {
   inherit namespace objects secrets;
   # What the Kubernetes mapping leaves out, said where it is rendered.
-  notes = acme.notes ++ concatLists (map user.notes users) ++ backup.notes;
+  notes = [ pidsNote ] ++ acme.notes ++ concatLists (map user.notes users) ++ backup.notes;
 }

@@ -85,7 +85,8 @@ def test_secrets_are_created_from_the_files_never_inlined(team):
     assert (
         "kubectl --namespace code-server-multi create secret generic code-server-passwords "
         "--from-file=ada=/run/secrets/code-server/ada --from-file=grace=/run/secrets/code-server/grace "
-        "--from-file=linus=/run/secrets/code-server/linus"
+        "--from-file=linus=/run/secrets/code-server/linus --dry-run=client --output=yaml "
+        "| kubectl --namespace code-server-multi apply --server-side --force-conflicts --filename=-"
     ) in lines
     assert "generic code-server-acme-dns --from-env-file=/run/secrets/acme-cloudflare.env" in lines
     assert "generic code-server-grace-env-0 --from-env-file=/run/secrets/code-server/openrouter.env" in lines
@@ -156,3 +157,39 @@ def test_the_played_pod_gets_its_users_claim_not_the_gates(tmp_path):
     played = played_objects(kube.render(tmp_path / "one.json"), host_port=12345)
     claims = [o["metadata"]["name"] for o in played if o["kind"] == "PersistentVolumeClaim"]
     assert claims == ["code-server-ada"]
+
+
+def test_the_pids_note_names_the_nodes_value_and_whom_it_leaves_unenforced(tmp_path, team):
+    # team.nix: Grace has 4096, Ada and Linus the default 2048; one kubelet value per node.
+    (note,) = [n for n in team["notes"] if "podPidsLimit" in n]
+    assert "set it to 4096 on every node (k3s: --kubelet-arg=pod-max-pids=4096)" in note
+    assert note.endswith("the lower pidsLimit of ada (2048), linus (2048) is not enforced on a cluster")
+    settings = tmp_path / "same.json"
+    settings.write_text(
+        json.dumps({"domain": "c.test", "users": {n: {"passwordFile": f"/s/{n}"} for n in ("ada", "bo")}})
+    )
+    (note,) = [n for n in kube.render(settings)["notes"] if "podPidsLimit" in n]
+    assert note.endswith("set it to 2048 on every node (k3s: --kubelet-arg=pod-max-pids=2048)")
+    assert "csm kube render: note: the pids limit is the kubelet's podPidsLimit" in csm("kube", "render", TEAM).stderr
+
+
+# kubectl's client-side apply keeps a copy of each object in an annotation, and all of an
+# object's annotations together may hold at most this many bytes.
+ANNOTATIONS_MAX = 262144
+
+
+def test_the_render_is_applied_server_side_where_the_docs_and_kube_check_apply_it(tmp_path):
+    """The gate's ConfigMap outgrows a client-side apply's annotation well before the
+    ~60 people one render allows, so every apply of the render must be server-side."""
+    users = {f"user{i:02d}": {"passwordFile": f"/s/{i}"} for i in range(60)}
+    (tmp_path / "sixty.json").write_text(json.dumps({"domain": "c.test", "users": users}))
+    (config,) = [o for o in kube.render(tmp_path / "sixty.json")["objects"] if o["kind"] == "ConfigMap"]
+    assert len(json.dumps(config, separators=(",", ":"))) > ANNOTATIONS_MAX
+    lines = [
+        line
+        for path in ("docs/kubernetes.md", "scripts/kube-check")
+        for line in (ROOT / path).read_text().splitlines()
+        if "kubectl apply" in line and ("objects" in line or "csm kube render" in line)
+    ]
+    assert len(lines) >= 4, lines  # the docs' three and kube-check's dry run
+    assert [line for line in lines if "--server-side" not in line] == []

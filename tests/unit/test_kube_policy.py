@@ -85,7 +85,9 @@ def assert_user_policy(objects: dict, u: User, plan: Plan, name: str) -> None:
     pod = sts["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     labels = sts["spec"]["template"]["metadata"]["labels"]
-    assert sts["spec"]["replicas"] == 1 and sts["spec"]["selector"]["matchLabels"] == labels
+    # The gate scales it; a re-apply that named replicas would wake (or conflict with) it.
+    assert "replicas" not in sts["spec"], "the render must leave the replicas to the gate"
+    assert sts["spec"]["selector"]["matchLabels"] == labels
     assert c["resources"]["limits"] == {"memory": str(u.limits.memoryBytes), "cpu": u.limits.cpus}
     assert c["resources"]["requests"]["memory"] == str(u.limits.memorySoftBytes)
     assert c["image"] == plan.image and c["ports"][0]["containerPort"] == CONTRACT["port"]
