@@ -2,7 +2,7 @@
 # asked by Traefik's forwardAuth about every request to a workspace, showing the
 # starting page when a stopped workspace is asked for (Traefik's errors middleware),
 # and scaling users' StatefulSets 0 <-> 1 with a Role that allows only that.
-{ plan, namespace, meta, labelsOf, gateName, gateImage, users, stsNames, contract, tlsSecret, peers }:
+{ plan, namespace, meta, labelsOf, gateName, gateImage, users, stsNames, contract, tlsSecret, peers, userHeader }:
 let
   inherit (builtins) listToAttrs map stringLength toJSON;
 
@@ -146,13 +146,23 @@ let
       # server gives it on a host: any other name of the domain, the domain itself, and
       # (no host) what no other route of the cluster takes, at Traefik's lowest priority.
       apiVersion = "networking.k8s.io/v1"; kind = "Ingress";
-      metadata = m { annotations."traefik.ingress.kubernetes.io/router.priority" = "1"; } // { name = "${gateName}-landing"; };
+      metadata = m { annotations = {
+        "traefik.ingress.kubernetes.io/router.priority" = "1";
+        "traefik.ingress.kubernetes.io/router.middlewares" = "${namespace}-${gateName}-landing@kubernetescrd";
+      }; } // { name = "${gateName}-landing"; };
       spec = {
         ingressClassName = "traefik";
         rules = map (host: (if host == null then { } else { inherit host; }) // { http.paths = [ {
           path = "/"; pathType = "Prefix"; backend.service = { name = gateName; port.name = "http"; };
         } ]; }) [ "*.${plan.domain}" plan.domain null ];
       } // (if tlsSecret == null then { } else { tls = [ { hosts = [ "*.${plan.domain}" plan.domain ]; secretName = tlsSecret; } ]; });
+    }
+    {
+      # The landing route names no user: a client's header naming one is removed (an empty
+      # value removes it), or another name would be that user's login page.
+      apiVersion = "traefik.io/v1alpha1"; kind = "Middleware";
+      metadata = m { } // { name = "${gateName}-landing"; };
+      spec.headers.customRequestHeaders.${userHeader} = "";
     }
     {
       # A stopped workspace (no endpoints: Traefik's 503) shows the gate's starting page.

@@ -2,9 +2,9 @@
 # the front door stops it for idleness), its Service, a PersistentVolumeClaim of the
 # disk quota's size, a NetworkPolicy, a Traefik Middleware naming the user to the
 # gate, and two Ingresses (the workspace behind the gate; the gate's own pages).
-{ plan, contract, labelsOf, objectName, gateName, gate, peers }:
+{ plan, contract, labelsOf, objectName, gateName, gate, peers, userHeader }:
 let
-  inherit (builtins) concatLists concatStringsSep dirOf elem elemAt filter genList head
+  inherit (builtins) concatStringsSep dirOf elem elemAt filter genList head
     length listToAttrs map match attrNames stringLength substring toJSON;
 
   volumeMount = "/data";    # where the init container sees the whole volume
@@ -22,9 +22,6 @@ let
   relative = u: p: substring (stringLength u.disk.mountPoint + 1) (stringLength p) p;
   below = u: p: substring 0 (stringLength u.disk.mountPoint + 1) p == "${u.disk.mountPoint}/";
   volumeParts = v: let m = match "([^:]*):([^:]*)(:.*)?" v; in { host = elemAt m 0; container = elemAt m 1; };
-  # The header nginx names the user with when it asks the gate.
-  userHeader = u: head (concatLists (map (l: let m = match "proxy_set_header ([^ ]+) ${u.name};" l; in if m == null then [ ] else m)
-    u.nginx.locations."= ${plan.gate.paths.auth}".config));
   quote = s: "'${s}'";   # plan paths below the mount point hold no quote (plan.nix: plainCharsProblem)
 
   # The pod of a user's StatefulSet (tests/e2e/test_kube_play.py runs it as a Pod).
@@ -155,7 +152,7 @@ let
       {
         apiVersion = "traefik.io/v1alpha1"; kind = "Middleware";
         metadata = m { };
-        spec.headers.customRequestHeaders.${userHeader u} = u.name;   # never the client's
+        spec.headers.customRequestHeaders.${userHeader} = u.name;   # never the client's
       }
       (ingress "" "/" name [ name gate.wake gateName ])
       (ingress "-gate" plan.gate.paths.prefix gateName [ name ])

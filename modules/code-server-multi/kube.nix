@@ -12,12 +12,12 @@
 , gateImage ? "code-server-multi-gate:${(builtins.fromTOML (builtins.readFile ../../pyproject.toml)).project.version}"
 }:
 let
-  inherit (builtins) attrNames concatLists concatStringsSep elemAt filter foldl' genList hashString
-    length listToAttrs map match stringLength substring toJSON;
+  inherit (builtins) attrNames concatLists concatStringsSep elemAt filter foldl' genList groupBy
+    hashString length listToAttrs map match stringLength substring toJSON;
 
   plan = import ./plan.nix settings;
   contract = builtins.fromJSON (builtins.readFile ../../image/contract.json);
-  user = import ./kube-user.nix { inherit plan contract labelsOf objectName gateName peers; gate = gate; };
+  user = import ./kube-user.nix { inherit plan contract labelsOf objectName gateName peers userHeader; gate = gate; };
 
   # ---- names Kubernetes needs, each once ----------------------------------------
   appLabel = "code-server-multi";
@@ -31,6 +31,12 @@ let
     "app.kubernetes.io/part-of" = appLabel;
     "app.kubernetes.io/instance" = name;
   };
+  # The header nginx names the user with when it asks the gate (plan/nginx.nix). Traefik's
+  # Middlewares set it on a user's routes and clear it on the landing route, whatever the
+  # client sent.
+  userHeader = let u = plan.users.${elemAt names 0}; in elemAt (concatLists (map
+    (l: let m = match "proxy_set_header ([^ ]+) ${u.name};" l; in if m == null then [ ] else m)
+    u.nginx.locations."= ${plan.gate.paths.auth}".config)) 0;
   # The pods of the cluster ours talk to, in NetworkPolicy terms (k3s' own labels).
   peers = {
     ingressController = {   # k3s' Traefik
@@ -68,7 +74,7 @@ let
   # ---- the front door: the gate, asked by Traefik, scaling users 0 <-> 1 -----------
   gate = import ./kube-gate.nix {
     inherit plan namespace meta labelsOf gateName gateImage stsNames contract;
-    inherit peers;
+    inherit peers userHeader;
     tlsSecret = acme.tlsSecret;
     users = map (u: { inherit (u) name; sts = objectName u.name u.container.name; }) users;
   };
@@ -79,24 +85,43 @@ let
   # ---- backups: a CronJob per user into one claim --------------------------------
   backup = import ./kube-backup.nix { inherit plan contract meta labelsOf objectName; };
 
+  usersObjects = map (u: { inherit u; objects = user.objects { inherit u namespace meta; tlsSecret = acme.tlsSecret; }; }) users;
+  sharedObjects = [ namespaceObject defaultDeny ] ++ gate.objects ++ acme.objects ++ backup.objects;
   objects = [ namespaceObject defaultDeny ] ++ gate.objects
     ++ acme.objects
-    ++ concatLists (map (u: user.objects { inherit u namespace meta; tlsSecret = acme.tlsSecret; }) users)
+    ++ concatLists (map (x: x.objects) usersObjects)
     ++ backup.objects;
+
+  # A user's objects are named <namePrefix>-<name>..., their pods labelled with their name;
+  # the front door's are <namePrefix>-gate..., the backups' <namePrefix>-backups. A user
+  # named gate, gate-landing, backups, <another user>-gate or <namePrefix>-gate would
+  # replace (or be selected as) one of those: such names are refused here.
+  keysOf = objs: map (o: "${o.kind} ${o.metadata.name}") objs;
+  podsOf = name: "pods labelled app.kubernetes.io/instance=${name}";
+  shared = keysOf sharedObjects ++ map (s: "Secret ${s.name}") (acme.secrets ++ [ passwords ]) ++ [ (podsOf gateName) ];
+  ownKeys = map (x: { inherit (x.u) name; keys = keysOf x.objects
+    ++ map (s: "Secret ${s.name}") (user.secrets x.u) ++ [ (podsOf x.u.name) ]; }) usersObjects;
+  counted = groupBy (key: key) (shared ++ concatLists (map (o: o.keys) ownKeys));
+  clashes = map (o: { inherit (o) name; keys = filter (key: length counted.${key} > 1) o.keys; }) ownKeys;
+  clashProblems = map (c: "users.${c.name}: on Kubernetes this name gives ${concatStringsSep ", " c.keys}, which the front door, the backups or another user has too; choose another name")
+    (filter (c: c.keys != [ ]) clashes);
   # A pod cannot set its pids limit: the kubelet's podPidsLimit does, one value per node.
   pidsLimit = foldl' (a: u: if u.limits.pids > a then u.limits.pids else a) 0 users;
   pidsNote = "the pids limit is the kubelet's podPidsLimit, one value per node: set it to ${toString pidsLimit} on every node (k3s: --kubelet-arg=pod-max-pids=${toString pidsLimit})"
     + (let lower = filter (u: u.limits.pids < pidsLimit) users; in if lower == [ ] then "" else
         "; the lower pidsLimit of ${concatStringsSep ", " (map (u: "${u.name} (${toString u.limits.pids})") lower)} is not enforced on a cluster");
 
-  secrets = acme.secrets ++ [ {
+  passwords = {
     name = "${plan.namePrefix}-passwords";
     what = "the password files the gate reads (users.<name>.hashedPasswordFile / passwordFile)";
     fromFile = listToAttrs (map (u: { name = u.name; value = u.password.file; }) users);
-  } ] ++ concatLists (map user.secrets users);
+  };
+  secrets = acme.secrets ++ [ passwords ] ++ concatLists (map user.secrets users);
 in
 if namespaceProblem then
   throw "code-server-multi: invalid settings:\n  - namespace = ${toJSON namespace} is not a Kubernetes namespace; use 1 to 63 lowercase letters, digits and dashes, e.g. \"code-server-multi\""
+else if clashProblems != [ ] then
+  throw "code-server-multi: invalid settings:\n  - ${concatStringsSep "\n  - " clashProblems}"
 else {
   inherit namespace objects secrets;
   # What the Kubernetes mapping leaves out, said where it is rendered.

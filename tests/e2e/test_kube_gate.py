@@ -66,6 +66,20 @@ def test_a_stranger_gets_the_login_page_from_traefik(front):
     assert spoofed.status_code == 401
 
 
+def test_a_name_nobody_is_served_on_is_the_landing_page_whoever_the_request_names(front):
+    # The catch-all route reaches the gate naming no user: a header a stranger adds must
+    # not turn another name into the user's login page, nor log them in there.
+    landing = front.plan.nginx["defaultServer"]["landingHtml"]
+    elsewhere = {"Host": f"nobody.{front.plan.domain}", "X-CSM-User": USER}
+    base = f"http://127.0.0.1:{front.http_port}"
+    for path in ("/", front.plan.gate.paths.login, front.plan.gate.paths.wake):
+        answer = requests.get(base + path, headers=elsewhere, timeout=10)
+        assert (answer.status_code, answer.text) == (404, landing), path
+    form = {"password": front.password, "next": "/"}
+    answer = requests.post(base + front.plan.gate.paths.login, data=form, headers=elsewhere, timeout=10)
+    assert (answer.status_code, answer.text, answer.cookies.keys()) == (404, landing, [])
+
+
 def test_smoke_login_and_workbench_through_traefik_and_the_gate(front):
     smoke_passes(front.url(), USER, front.password)
 

@@ -193,3 +193,29 @@ def test_the_render_is_applied_server_side_where_the_docs_and_kube_check_apply_i
     ]
     assert len(lines) >= 4, lines  # the docs' three and kube-check's dry run
     assert [line for line in lines if "--server-side" not in line] == []
+
+
+@pytest.mark.parametrize(
+    ("users", "backup", "refused", "gives"),
+    [
+        (["ada", "gate"], False, ["gate"], "Middleware code-server-gate"),  # the forwardAuth itself
+        (["ada", "gate-landing"], False, ["gate-landing"], "Ingress code-server-gate-landing"),
+        (["ada", "gate-wake"], False, ["gate-wake"], "Middleware code-server-gate-wake"),
+        (["ada", "code-server-gate"], False, ["code-server-gate"], "app.kubernetes.io/instance=code-server-gate"),
+        (["ada", "ada-gate"], False, ["ada", "ada-gate"], "Ingress code-server-ada-gate"),
+        (["ada", "backups"], True, ["backups"], "PersistentVolumeClaim code-server-backups"),
+    ],
+)
+def test_a_name_that_would_replace_another_object_is_refused(tmp_path, users, backup, refused, gives):
+    settings = {"domain": "c.test", "users": {n: {"passwordFile": f"/s/{n}"} for n in users}}
+    if backup:
+        settings["backup"] = {"enable": True, "target": "/b"}
+    path = tmp_path / "clash.json"
+    path.write_text(json.dumps(settings))
+    assert planlib.from_settings(settings).users.keys() == set(users), "a host serves these names"
+    out = tmp_path / "objects"
+    proc = csm("kube", "render", path, "--out", out)
+    assert proc.returncode == 2 and not out.exists(), proc.stderr
+    problems = [line for line in proc.stderr.splitlines() if line.startswith("  - ")]
+    assert [p.split(":")[0] for p in problems] == [f"  - users.{n}" for n in refused]
+    assert all(gives in p and p.endswith("choose another name") for p in problems), problems
