@@ -14,8 +14,9 @@ let
   archives = "/backups";          # the backups claim, in the pod
   snapshot = "/snapshot";         # the user's claim is mounted at /snapshot/<user>
   users = map (n: plan.users.${n}) (attrNames plan.users);
-  # Room for `keep` archives of every user's full disk (gzip makes them smaller).
-  size = foldl' (a: u: a + u.disk.quotaBytes * backup.keep) 0 users;
+  # Room for `keep` archives of every user's full disk (gzip makes them smaller), and
+  # the one being written: the oldest is pruned only after it is complete.
+  size = foldl' (a: u: a + u.disk.quotaBytes * (backup.keep + 1)) 0 users;
 
   # The backup pods' own labels: never the user's (the gate counts the pods with
   # app.kubernetes.io/instance=<user>, the user's NetworkPolicy opens those).
@@ -40,9 +41,10 @@ let
 
   # GNU tar, find, gzip, date and coreutils from the user's image (image/default.nix,
   # and Debian's essential packages in the portable one). Archives are written beside
-  # the others and renamed when complete; fifos and sockets are left out (`csm
-  # restore` refuses them). The files are read while the workspace may run: tar's
-  # status 1 (a file changed while read) is a warning.
+  # the others and renamed when complete (a failed run removes its part); fifos and
+  # sockets are left out (`csm restore` refuses them). The files are read while the
+  # workspace may run: a directory removed or unreadable while listed, and tar's status
+  # 1 (a file changed while read), are warnings.
   script = ''
     set -eu
     umask 077
@@ -56,17 +58,21 @@ let
       exit 0
     fi
     work="$dir/.partial-$stamp"
+    trap 'rm -rf "$work"' EXIT
     mkdir "$work"
     printf '%s,"created":"%s"}\n' "''${CSM_BACKUP_MANIFEST%\}}" "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" \
       > "$work/code-server-multi-backup.json"
     cd ${snapshot}
-    { printf '%s\0' "$user"; for top in "$@"; do find "$user/$top" ! -type p ! -type s -print0; done; } > "$work/list"
+    printf '%s\0' "$user" > "$work/list"
+    for top in "$@"; do
+      find "$user/$top" -ignore_readdir_race ! -type p ! -type s -print0 >> "$work/list" \
+        || echo "warning: some of $user/$top could not be listed (unreadable, or changed meanwhile): left out" >&2
+    done
     status=0
     tar -c -z -f "$work/archive.tar.gz" --format=posix --numeric-owner --ignore-failed-read \
       --no-recursion -C "$work" code-server-multi-backup.json -C ${snapshot} --null -T "$work/list" || status=$?
     [ "$status" -le 1 ] || { echo "tar failed (status $status): no archive written" >&2; exit "$status"; }
     mv "$work/archive.tar.gz" "$dir/$stamp.tar.gz"
-    rm -rf "$work"
     echo "wrote $dir/$stamp.tar.gz"
     ls -1 "$dir" | grep -E '^[0-9]{8}T[0-9]{6}Z\.tar\.gz$' | sort -r | tail -n +$((CSM_BACKUP_KEEP + 1)) |
       while read -r old; do rm -f "$dir/$old" && echo "removed $old (keeping the newest $CSM_BACKUP_KEEP)"; done
@@ -153,6 +159,6 @@ if !backup.enable then { objects = [ ]; notes = [ ]; } else {
   notes = [
     "backup.target ${toJSON backup.target} is a host directory and is not used: on a cluster the archives go to the PersistentVolumeClaim ${claim} (<user>/<timestamp>.tar.gz); copy them off the cluster as docs/kubernetes.md says"
   ] ++ (if cron.timeZone == null then [
-    "backup.schedule ${toJSON backup.schedule} runs as \"${cron.schedule}\" in the kube-controller-manager's time zone (usually UTC), where systemd uses the host's; add a zone to it (e.g. \"*-*-* 03:00:00 Europe/Berlin\") to fix the hour"
+    "backup.schedule ${toJSON backup.schedule} runs as \"${cron.schedule}\" in the kube-controller-manager's time zone (on k3s the server's local zone, elsewhere usually UTC), where systemd uses the host's; add a zone to it (e.g. \"*-*-* 03:00:00 Europe/Berlin\") to fix the hour"
   ] else [ ]);
 }

@@ -211,6 +211,20 @@ def test_cronjob_archives_prunes_and_the_documented_restore_and_csm_restore_brin
     assert not [k for k in after if k.startswith((".restore", ".before-restore"))]
     assert (claim / "workspace/proj/notes.md").read_text() == "notes of run 2\n"
 
+    # A restore stopped mid-swap (workspace moved aside, not replaced), then a run on a
+    # broken archive: what was moved aside is put back before anything else.
+    (claim / ".before-restore").mkdir()
+    os.lchown(claim / ".before-restore", uid, uid)  # made by the restore pod
+    (claim / "workspace").rename(claim / ".before-restore/workspace")
+    truncated.write_bytes(newest.read_bytes()[:-2000])
+    proc = runner.run(restore, [f"{USER}/{truncated.name}"])
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert kept(tree_snapshot(claim)) == kept(after), "the interrupted restore's folders are back"
+    truncated.unlink()
+    proc = runner.run(restore, [f"{USER}/{newest.name}"])
+    assert proc.returncode == 0 and kept(tree_snapshot(claim)) == kept(at_backup), proc.stdout + proc.stderr
+    assert not [k for k in tree_snapshot(claim) if k.startswith((".restore", ".before-restore"))]
+
     # The same archive on a host of the same settings: `csm restore` before any `up`.
     host_settings = {**settings, "diskQuota": None, "backup": {"enable": False}}
     host_settings["workspaceBase"] = str(base / "host-workspaces")
@@ -229,3 +243,33 @@ def test_cronjob_archives_prunes_and_the_documented_restore_and_csm_restore_brin
     modes = {os.path.relpath(d.path, user.disk.mountPoint): int(d.mode, 8) for d in user.directories}
     moved = {k: (user.ids.hostUid, user.ids.hostGid, modes.get(k, v[2]), *v[3:]) for k, v in kept(at_backup).items()}
     assert on_host == moved
+
+
+def test_an_unreadable_folder_is_a_warning_and_a_full_claim_leaves_no_part(setup):
+    base, settings, pod, runner, claim, backups, uid = setup
+    user_files(claim, uid)
+    # A folder she made unreadable (or one removed while listed): the rest is archived.
+    locked = claim / "workspace/locked"
+    (locked / "inner").mkdir(parents=True)
+    for p in (locked, locked / "inner"):
+        os.lchown(p, uid, uid)
+    locked.chmod(0)
+    proc = runner.run(pod)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"some of {USER}/workspace could not be listed" in proc.stderr
+    (archive,) = (backups / USER).iterdir()
+    _, members = hostbackup.read(archive)
+    names = {m.name for m in members}
+    assert f"{USER}/workspace/proj/notes.md" in names and f"{USER}/workspace/locked/inner" not in names
+    locked.chmod(0o700)
+
+    # A backups claim too full for the archive: the run fails and takes its part away.
+    shutil.rmtree(backups / USER)
+    group = pod["securityContext"]["fsGroup"]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=64k,mode=2775,gid={group}", "tmpfs", str(backups)], check=True)
+    try:
+        proc = runner.run(pod)
+        assert proc.returncode != 0 and "tar failed" in proc.stderr, proc.stdout + proc.stderr
+        assert list((backups / USER).iterdir()) == [], "a failed run left its part on the claim"
+    finally:
+        subprocess.run(["umount", str(backups)], check=True)

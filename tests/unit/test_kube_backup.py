@@ -106,7 +106,7 @@ def test_a_cronjob_per_user_into_one_claim_in_csm_backups_format(tmp_path):
     assert_backup_policy(objects, plan)
     assert sorted(n for k, n in objects if k == "CronJob") == ["code-server-ada-backup", "code-server-bo-backup"]
     claim = objects["PersistentVolumeClaim", "code-server-backups"]["spec"]
-    assert claim["resources"]["requests"]["storage"] == str((20 + 5) * 2**30 * 3)
+    assert claim["resources"]["requests"]["storage"] == str((20 + 5) * 2**30 * (3 + 1))
     job = objects["CronJob", "code-server-ada-backup"]["spec"]
     assert job["schedule"] == "0 3 * * *" and "timeZone" not in job
     (c,) = job["jobTemplate"]["spec"]["template"]["spec"]["containers"]
@@ -177,3 +177,12 @@ def test_the_documented_pods_are_valid_hardened_and_name_what_is_rendered(tmp_pa
     backup_mounts = {m["name"]: m["mountPath"] for m in backup_pod["containers"][0]["volumeMounts"]}
     assert mounts["backups"] == backup_mounts["backups"]
     assert restore["command"][-1].startswith("ada/") and restore["command"][-1].endswith(".tar.gz")
+    # Her workspace and the restore never run at once: the scheduler keeps the required
+    # anti-affinity both ways, so it must select her workspace's pods as rendered.
+    ada = next(o for o in team["objects"] if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "code-server-ada")
+    (term,) = pods["code-server-ada-restore"]["spec"]["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    labels = ada["spec"]["template"]["metadata"]["labels"]
+    assert term["labelSelector"]["matchLabels"].items() <= labels.items() and term["labelSelector"]["matchLabels"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"

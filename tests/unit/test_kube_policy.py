@@ -221,7 +221,7 @@ def assert_backup_policy(objects: dict, plan: Plan) -> None:
         return
     spec = objects["PersistentVolumeClaim", claim]["spec"]
     assert spec["accessModes"] == ["ReadWriteOnce"]
-    need = sum(u.disk.quotaBytes * plan.backup.keep for u in plan.users.values())
+    need = sum(u.disk.quotaBytes * (plan.backup.keep + 1) for u in plan.users.values())  # + the one being written
     assert spec["resources"]["requests"]["storage"] == str(need)
     assert len(jobs) == len(plan.users)
     (gate,) = [o for (k, _), o in objects.items() if k == "Deployment"]
