@@ -63,6 +63,9 @@ let
       # Pod Security Admission: the restricted profile, enforced.
       "pod-security.kubernetes.io/enforce" = "restricted";
       "pod-security.kubernetes.io/enforce-version" = "v1.33";
+      # Enforcement applies to pods; a workload that breaches it is only warned about.
+      "pod-security.kubernetes.io/warn" = "restricted";
+      "pod-security.kubernetes.io/warn-version" = "v1.33";
     }; };
   };
   defaultDeny = {
