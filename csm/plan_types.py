@@ -147,6 +147,7 @@ class Gate:
     control: GateControl
     cookie: dict[str, str]  # the session cookie's name by scheme (http, https)
     paths: GatePaths
+    userHeader: str  # the front's header naming the user (never the client's)
     heldAtOnce: int
     verificationsAtOnce: int
     ipv6Prefix: int

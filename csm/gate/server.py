@@ -1,6 +1,6 @@
 """The gate's HTTP side: what nginx asks (auth_request) and what it forwards under the
 plan's gate.paths. It listens on a Unix socket that only nginx's group can reach, so
-X-CSM-User (fixed per server block), X-Real-IP and X-Forwarded-Proto are nginx's.
+the plan's gate.userHeader (X-CSM-User, fixed per server block), X-Real-IP and X-Forwarded-Proto are nginx's.
 
     /_csm/auth    204 with a valid session for this host's user, else 401
     /_csm/login   GET: the login page (401 when shown in place of another page);
@@ -42,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
     # ---- what nginx tells us ----------------------------------------------------
     @property
     def user(self) -> str:
-        return self.headers.get("X-CSM-User", "")
+        return self.headers.get(self.gate.plan.gate.userHeader, "")
 
     @property
     def https(self) -> bool:

@@ -4,7 +4,7 @@
 # `csm backup` (so `csm restore` reads it), and keeps the newest plan.backup.keep.
 # The pods have no network (only the namespace's default deny selects them) and the
 # restricted profile's hardening. docs/kubernetes.md "Backups" has the restore.
-{ plan, contract, meta, labelsOf, objectName }:
+{ plan, contract, meta, labelsOf, objectName, imagePullPolicy }:
 let
   inherit (builtins) attrNames baseNameOf dirOf filter foldl' map toJSON;
 
@@ -121,7 +121,7 @@ let
             containers = [ {
               name = "backup";
               image = plan.image;
-              imagePullPolicy = "IfNotPresent";
+              inherit imagePullPolicy;
               command = [ "sh" "-c" script "backup" ];
               args = tops u;
               env = [

@@ -2,7 +2,7 @@
 # asked by Traefik's forwardAuth about every request to a workspace, showing the
 # starting page when a stopped workspace is asked for (Traefik's errors middleware),
 # and scaling users' StatefulSets 0 <-> 1 with a Role that allows only that.
-{ plan, namespace, meta, labelsOf, gateName, gateImage, users, stsNames, contract, tlsSecret, peers, userHeader }:
+{ plan, namespace, meta, labelsOf, gateName, gateImage, users, stsNames, contract, tlsSecret, peers, userHeader, imagePullPolicy }:
 let
   inherit (builtins) listToAttrs map stringLength toJSON;
 
@@ -83,7 +83,7 @@ let
             containers = [ {
               name = "gate";
               image = gateImage;
-              imagePullPolicy = "IfNotPresent";
+              inherit imagePullPolicy;
               command = [ "csm" "gate" "serve" "--plan" "${configDir}/plan.json" "--credentials" credentialsDir "--kube" "${configDir}/kube.json" ];
               ports = [ { name = "http"; containerPort = port; protocol = "TCP"; } ];
               resources = {

@@ -2,7 +2,7 @@
 # the front door stops it for idleness), its Service, a PersistentVolumeClaim of the
 # disk quota's size, a NetworkPolicy, a Traefik Middleware naming the user to the
 # gate, and two Ingresses (the workspace behind the gate; the gate's own pages).
-{ plan, contract, labelsOf, objectName, gateName, gate, peers, userHeader }:
+{ plan, contract, labelsOf, objectName, gateName, gate, peers, userHeader, imagePullPolicy }:
 let
   inherit (builtins) concatStringsSep dirOf elem elemAt filter genList head
     length listToAttrs map match attrNames stringLength substring toJSON;
@@ -62,7 +62,7 @@ let
         initContainers = [ {
           name = "prepare";
           image = plan.image;
-          imagePullPolicy = "IfNotPresent";  # imported into the node, never pulled (a :latest tag defaults to Always)
+          inherit imagePullPolicy;
           command = [ "sh" "-c" prepare ];
           env = genList (i: { name = "SEED_${toString i}"; value = (elemAt seeds i).content; }) (length seeds);
           securityContext = security;
@@ -72,7 +72,7 @@ let
         containers = [ {
           name = "code-server";
           image = plan.image;
-          imagePullPolicy = "IfNotPresent";
+          inherit imagePullPolicy;
           args = dropOptions [ "--socket" "--socket-mode" ] c.cmd ++ [ "--bind-addr" "0.0.0.0:${toString port}" ];
           env = map (n: { name = n; value = c.environment.${n}; }) (attrNames c.environment);
           envFrom = genList (i: { secretRef.name = "${name}-env-${toString i}"; }) (length c.environmentFiles);

@@ -12,12 +12,12 @@
 , gateImage ? "code-server-multi-gate:${(builtins.fromTOML (builtins.readFile ../../pyproject.toml)).project.version}"
 }:
 let
-  inherit (builtins) attrNames concatLists concatStringsSep elemAt filter foldl' genList groupBy
+  inherit (builtins) attrNames concatLists concatStringsSep filter foldl' genList groupBy
     hashString length listToAttrs map match stringLength substring toJSON;
 
   plan = import ./plan.nix settings;
   contract = builtins.fromJSON (builtins.readFile ../../image/contract.json);
-  user = import ./kube-user.nix { inherit plan contract labelsOf objectName gateName peers userHeader; gate = gate; };
+  user = import ./kube-user.nix { inherit plan contract labelsOf objectName gateName peers userHeader imagePullPolicy; gate = gate; };
 
   # ---- names Kubernetes needs, each once ----------------------------------------
   appLabel = "code-server-multi";
@@ -31,12 +31,9 @@ let
     "app.kubernetes.io/part-of" = appLabel;
     "app.kubernetes.io/instance" = name;
   };
-  # The header nginx names the user with when it asks the gate (plan/nginx.nix). Traefik's
-  # Middlewares set it on a user's routes and clear it on the landing route, whatever the
-  # client sent.
-  userHeader = let u = plan.users.${elemAt names 0}; in elemAt (concatLists (map
-    (l: let m = match "proxy_set_header ([^ ]+) ${u.name};" l; in if m == null then [ ] else m)
-    u.nginx.locations."= ${plan.gate.paths.auth}".config)) 0;
+  # Traefik's Middlewares set it on a user's routes and clear it on the landing route,
+  # whatever the client sent.
+  inherit (plan.gate) userHeader;
   # The pods of the cluster ours talk to, in NetworkPolicy terms (k3s' own labels).
   peers = {
     ingressController = {   # k3s' Traefik
@@ -48,6 +45,9 @@ let
       podSelector.matchLabels."k8s-app" = "kube-dns";
     };
   };
+  # The images are imported into each node (docs/kubernetes.md), never pulled: left to the
+  # default, a :latest tag is pulled (Always) and the pod never starts.
+  imagePullPolicy = "IfNotPresent";
   meta = name: extra: { inherit name namespace; labels = { "app.kubernetes.io/part-of" = appLabel; }; } // extra;
 
   namespaceProblem = match "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?" namespace == null;
@@ -77,7 +77,7 @@ let
   # ---- the front door: the gate, asked by Traefik, scaling users 0 <-> 1 -----------
   gate = import ./kube-gate.nix {
     inherit plan namespace meta labelsOf gateName gateImage stsNames contract;
-    inherit peers userHeader;
+    inherit peers userHeader imagePullPolicy;
     tlsSecret = acme.tlsSecret;
     users = map (u: { inherit (u) name; sts = objectName u.name u.container.name; }) users;
   };
@@ -86,14 +86,11 @@ let
   acme = import ./kube-acme.nix { inherit plan meta; };
 
   # ---- backups: a CronJob per user into one claim --------------------------------
-  backup = import ./kube-backup.nix { inherit plan contract meta labelsOf objectName; };
+  backup = import ./kube-backup.nix { inherit plan contract meta labelsOf objectName imagePullPolicy; };
 
   usersObjects = map (u: { inherit u; objects = user.objects { inherit u namespace meta; tlsSecret = acme.tlsSecret; }; }) users;
-  sharedObjects = [ namespaceObject defaultDeny ] ++ gate.objects ++ acme.objects ++ backup.objects;
-  objects = [ namespaceObject defaultDeny ] ++ gate.objects
-    ++ acme.objects
-    ++ concatLists (map (x: x.objects) usersObjects)
-    ++ backup.objects;
+  front = [ namespaceObject defaultDeny ] ++ gate.objects ++ acme.objects;
+  objects = front ++ concatLists (map (x: x.objects) usersObjects) ++ backup.objects;
 
   # A user's objects are named <namePrefix>-<name>..., their pods labelled with their name;
   # the front door's are <namePrefix>-gate..., the backups' <namePrefix>-backups. A user
@@ -101,7 +98,7 @@ let
   # replace (or be selected as) one of those: such names are refused here.
   keysOf = objs: map (o: "${o.kind} ${o.metadata.name}") objs;
   podsOf = name: "pods labelled app.kubernetes.io/instance=${name}";
-  shared = keysOf sharedObjects ++ map (s: "Secret ${s.name}") (acme.secrets ++ [ passwords ]) ++ [ (podsOf gateName) ];
+  shared = keysOf (front ++ backup.objects) ++ map (s: "Secret ${s.name}") (acme.secrets ++ [ passwords ]) ++ [ (podsOf gateName) ];
   ownKeys = map (x: { inherit (x.u) name; keys = keysOf x.objects
     ++ map (s: "Secret ${s.name}") (user.secrets x.u) ++ [ (podsOf x.u.name) ]; }) usersObjects;
   counted = groupBy (key: key) (shared ++ concatLists (map (o: o.keys) ownKeys));

@@ -116,7 +116,7 @@ def assert_user_policy(objects: dict, u: User, plan: Plan, name: str) -> None:
     for ingress in (objects["Ingress", name], objects["Ingress", name + "-gate"]):
         assert [r["host"] for r in ingress["spec"]["rules"]] == [u.hostname]
         assert all(t["hosts"] == [u.hostname] for t in ingress["spec"].get("tls", []))
-    assert objects["Middleware", name]["spec"]["headers"]["customRequestHeaders"] == {"X-CSM-User": u.name}
+    assert objects["Middleware", name]["spec"]["headers"]["customRequestHeaders"] == {plan.gate.userHeader: u.name}
 
 
 @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -302,7 +302,7 @@ def assert_gate_policy(objects: dict, plan: Plan, sts_names: list[str]) -> None:
         if kind == "Ingress":
             chain = o["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"].split(",")
             first = objects["Middleware", chain[0].removeprefix(prefix).removesuffix("@kubernetescrd")]
-            named = first["spec"]["headers"]["customRequestHeaders"]["X-CSM-User"]
+            named = first["spec"]["headers"]["customRequestHeaders"][plan.gate.userHeader]
             assert named == ("" if ingress_name == f"{name}-landing" else o["spec"]["rules"][0]["host"].split(".")[0])
     for (kind, ingress_name), o in objects.items():
         if (

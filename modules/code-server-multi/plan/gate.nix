@@ -33,6 +33,9 @@ rec {
       control = { directory = controlDir; socket = "${controlDir}/control.sock"; };
       inherit (gateSettings) stateDir ipv6Prefix;
       inherit paths;
+      # The header the front names the user with (nginx's proxy_set_header, Traefik's
+      # headers Middleware), always its own value, never the client's: the gate reads it.
+      userHeader = "X-CSM-User";
       # Host-only: __Host- needs Secure, so plain http (the demo) gets a plain name.
       inherit (public) cookie;
       sessionIdleSeconds = lib.parseDuration gateSettings.sessionIdleTimeout;

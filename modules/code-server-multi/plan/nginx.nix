@@ -40,7 +40,7 @@ let
     "proxy_http_version 1.1;"
     "proxy_set_header Connection \"\";"   # keep-alive to the gate
     "proxy_set_header Host $host;"
-    "proxy_set_header X-CSM-User ${name};"
+    "proxy_set_header ${gate.plan.userHeader} ${name};"
     "proxy_set_header X-Real-IP $remote_addr;"
     "proxy_set_header X-Forwarded-Proto $scheme;"
     "proxy_set_header X-Original-URI $request_uri;"
